@@ -1,0 +1,237 @@
+//! What both backends do once they have classified an event. Keeping it in one place
+//! is what makes the backends agree: they differ only in how they find the file, the
+//! terminal and the byte count.
+//!
+//! Activity is aggregated in maps; the ring buffer only carries state changes (a
+//! terminal seen for the first time, at most one input notice per terminal per
+//! interval, a tracked process exiting, input blocked for a revoked user).
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, bpf_send_signal,
+    },
+};
+use aya_log_ebpf::debug;
+use session_monitor_common::{
+    Event, EventKind, Probe, ProcState, Stat, TtyActivity, TtyClass, TtyKey, config::flags,
+    counters::COUNTER_REVOKE_SIGNALS, state::proc_flags,
+};
+
+use crate::{
+    config::conf,
+    kernel::{self, ReadError, TtyFile},
+    maps::{EVENTS, PROCS, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot},
+};
+
+const SIGKILL: u32 = 9;
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Sends one event; a full ring buffer is counted, never waited for.
+#[inline(always)]
+fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(probe, Stat::Dropped);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    entry.write(Event {
+        kind: kind as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
+        key,
+        ts_ns,
+        value,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+    bump(probe, Stat::Sent);
+}
+
+/// A write into a terminal, seen by either backend: into a master it is input, into a
+/// slave it is output (only used to notice the terminal).
+#[inline(always)]
+pub fn tty_written<C: EbpfContext>(ctx: &C, tty: &TtyFile, bytes: u64) -> Result<(), ReadError> {
+    match tty.class {
+        TtyClass::PtyMaster => {
+            let key = kernel::master_slave_key(tty.file)?;
+            input(ctx, Probe::TtyWrite, key, bytes);
+        }
+        TtyClass::PtySlave => {
+            let key = kernel::slave_file_key(tty)?;
+            output(Probe::TtyWrite, key);
+        }
+        // Writes to a console are output; consoles are noticed through their input.
+        TtyClass::Console => {}
+    }
+    Ok(())
+}
+
+/// A resize of a pty master: the user's window changed, which counts as presence.
+#[inline(always)]
+pub fn tty_resized<C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<(), ReadError> {
+    if tty.class == TtyClass::PtyMaster {
+        let key = kernel::master_slave_key(tty.file)?;
+        input(ctx, Probe::TtyResize, key, 0);
+    }
+    Ok(())
+}
+
+/// User input on terminal `key`, written by the current task (its transport).
+#[inline(always)]
+pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
+    bump(probe, Stat::Matched);
+    let tgid = current_tgid();
+    if tgid == conf!(self_tgid) {
+        return;
+    }
+    if revoked_writer(probe, key) {
+        return;
+    }
+    let ts = now();
+    if let Some(activity) = TTY_ACTIVITY.get_ptr_mut(&key) {
+        // SAFETY: map value pointer from the kernel, valid for this program run.
+        let activity = unsafe { &mut *activity };
+        activity.last_input_ns = ts;
+        activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
+        activity.input_count = activity.input_count.wrapping_add(1);
+        activity.last_writer_tgid = tgid;
+        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
+            activity.last_notice_ns = ts;
+            let total = activity.input_bytes;
+            emit(probe, EventKind::TtyInput, key, total, ts);
+        }
+        return;
+    }
+    let fresh = TtyActivity {
+        first_seen_ns: ts,
+        last_input_ns: ts,
+        input_bytes: bytes,
+        input_count: 1,
+        last_notice_ns: ts,
+        last_writer_tgid: tgid,
+        _pad: 0,
+    };
+    if TTY_ACTIVITY
+        .insert(&key, &fresh, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
+        emit(probe, EventKind::TtyFirstInput, key, bytes, ts);
+    }
+}
+
+/// Program output on terminal `key`: only tells the daemon the terminal exists.
+#[inline(always)]
+fn output(probe: Probe, key: TtyKey) {
+    if TTY_ACTIVITY.get_ptr(&key).is_some() {
+        return;
+    }
+    bump(probe, Stat::Matched);
+    let ts = now();
+    let fresh = TtyActivity {
+        first_seen_ns: ts,
+        ..TtyActivity::default()
+    };
+    if TTY_ACTIVITY
+        .insert(&key, &fresh, BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        emit(probe, EventKind::TtyFirstOutput, key, 0, ts);
+    }
+}
+
+/// Stops input written by a transport that runs as a revoked user: SIGKILL to the
+/// writer before the write is carried out (the tty write path checks for pending
+/// signals before it copies anything), so the keystroke never reaches the shell.
+#[inline(always)]
+fn revoked_writer(probe: Probe, key: TtyKey) -> bool {
+    if conf!(flags) & flags::KERNEL_REVOKE == 0 {
+        return false;
+    }
+    let uid = bpf_get_current_uid_gid() as u32;
+    // SAFETY: plain value lookup.
+    if unsafe { REVOKED_UIDS.get(&uid) }.is_none() {
+        return false;
+    }
+    // SAFETY: signals the current task only.
+    if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+        bump_slot(COUNTER_REVOKE_SIGNALS);
+    }
+    emit(
+        probe,
+        EventKind::RevokedInputBlocked,
+        key,
+        uid as u64,
+        now(),
+    );
+    true
+}
+
+/// A UDP datagram received by the current process; only tracked processes count.
+#[inline(always)]
+pub fn udp_received(bytes: u64) {
+    let Some(state) = tracked_udp_process() else {
+        return;
+    };
+    bump(Probe::UdpRecv, Stat::Matched);
+    // SAFETY: map value pointer from the kernel, valid for this program run.
+    let state = unsafe { &mut *state };
+    state.last_udp_ns = now();
+    state.udp_bytes = state.udp_bytes.wrapping_add(bytes);
+    state.udp_count = state.udp_count.wrapping_add(1);
+}
+
+/// The map entry of the current process if it is tracked for UDP liveness. This is
+/// the first check on every UDP receive on the host, so it is one hash lookup.
+#[inline(always)]
+pub fn tracked_udp_process() -> Option<*mut ProcState> {
+    let state = PROCS.get_ptr_mut(&current_tgid())?;
+    // SAFETY: map value pointer from the kernel.
+    if unsafe { (*state).flags } & proc_flags::WATCH_UDP == 0 {
+        return None;
+    }
+    Some(state)
+}
+
+/// The current task is exiting: report it if it is a tracked process and forget it,
+/// so that a process reusing the pid is never mistaken for it.
+#[inline(always)]
+pub fn process_exiting() {
+    bump(Probe::ProcessExit, Stat::Seen);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Only the thread-group leader's exit ends the process as the daemon knows it.
+    if pid_tgid as u32 != tgid {
+        return;
+    }
+    let Some(state) = PROCS.get_ptr(&tgid) else {
+        return;
+    };
+    bump(Probe::ProcessExit, Stat::Matched);
+    // SAFETY: map value pointer from the kernel.
+    let watch_exit = unsafe { (*state).flags } & proc_flags::WATCH_EXIT != 0;
+    let _ = PROCS.remove(&tgid);
+    if watch_exit {
+        emit(
+            Probe::ProcessExit,
+            EventKind::ProcessExit,
+            TtyKey::default(),
+            0,
+            now(),
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! fentry backend, for stock kernels that allow BPF trampolines: hooks on the kernel
+//! functions every terminal write, resize, console receive and UDP receive goes
+//! through, whatever system call (or io_uring) started it.
+
+use aya_ebpf::{macros::fentry, programs::FEntryContext};
+use session_monitor_common::{Probe, Stat, dev::TIOCSWINSZ};
+
+use crate::{
+    activity,
+    kernel::{self, ReadError},
+    maps::bump,
+};
+
+/// `ssize_t tty_write(struct kiocb *iocb, struct iov_iter *from)`: every write into a
+/// terminal, whatever started it (write, writev, io_uring, splice).
+#[fentry(function = "tty_write")]
+pub fn fe_tty_write(ctx: FEntryContext) -> u32 {
+    bump(Probe::TtyWrite, Stat::Seen);
+    let _ = try_tty_write(&ctx);
+    0
+}
+
+fn try_tty_write(ctx: &FEntryContext) -> Result<(), ReadError> {
+    let iocb: *const u8 = ctx.arg(0);
+    let file = kernel::kiocb_file(iocb)?;
+    match kernel::classify_file(file)? {
+        Some(tty) => {
+            let from: *const u8 = ctx.arg(1);
+            let bytes = kernel::iov_iter_count(from)?;
+            activity::tty_written(ctx, &tty, bytes)
+        }
+        None => Ok(()),
+    }
+}
+
+/// `long tty_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`.
+#[fentry(function = "tty_ioctl")]
+pub fn fe_tty_ioctl(ctx: FEntryContext) -> u32 {
+    bump(Probe::TtyResize, Stat::Seen);
+    let _ = try_tty_ioctl(&ctx);
+    0
+}
+
+fn try_tty_ioctl(ctx: &FEntryContext) -> Result<(), ReadError> {
+    let cmd: u64 = ctx.arg(1);
+    if cmd as u32 != TIOCSWINSZ {
+        return Ok(());
+    }
+    let file: *const u8 = ctx.arg(0);
+    match kernel::classify_file(file)? {
+        Some(tty) => activity::tty_resized(ctx, &tty),
+        None => Ok(()),
+    }
+}
+
+/// The line discipline's receive path, `n_tty_receive_buf{,2}(tty, cp, fp, count)`:
+/// keystrokes on a virtual or serial console arrive here, not through any write(2).
+/// Pseudo-terminals pass through here too; they are counted at the master write.
+#[fentry(function = "n_tty_receive_buf")]
+pub fn fe_rx_buf(ctx: FEntryContext) -> u32 {
+    bump(Probe::ConsoleInput, Stat::Seen);
+    let _ = try_receive(&ctx);
+    0
+}
+
+#[fentry(function = "n_tty_receive_buf2")]
+pub fn fe_rx_buf2(ctx: FEntryContext) -> u32 {
+    bump(Probe::ConsoleInput, Stat::Seen);
+    let _ = try_receive(&ctx);
+    0
+}
+
+fn try_receive(ctx: &FEntryContext) -> Result<(), ReadError> {
+    let tty: *const u8 = ctx.arg(0);
+    if !kernel::tty_is_console(tty)? {
+        return Ok(());
+    }
+    let count: u64 = ctx.arg(3);
+    let key = kernel::tty_key(tty)?;
+    activity::input(ctx, Probe::ConsoleInput, key, count & 0xffff_ffff);
+    Ok(())
+}
+
+/// `int udp_recvmsg(struct sock *sk, ...)`: only tracked processes (Mosh servers)
+/// get past the first lookup.
+#[fentry(function = "udp_recvmsg")]
+pub fn fe_udp_recv(_ctx: FEntryContext) -> u32 {
+    bump(Probe::UdpRecv, Stat::Seen);
+    activity::udp_received(0);
+    0
+}
+
+#[fentry(function = "udpv6_recvmsg")]
+pub fn fe_udp6_recv(_ctx: FEntryContext) -> u32 {
+    bump(Probe::UdpRecv, Stat::Seen);
+    activity::udp_received(0);
+    0
+}

@@ -1,0 +1,47 @@
+//! Maps shared by all programs. Sizes are defaults; the loader may resize them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use session_monitor_common::{
+    Probe, ProcState, Stat, TtyActivity, TtyKey,
+    counters::{COUNTER_SLOTS, slot},
+};
+
+/// Activity per terminal. Written by the probes, read and pruned by the daemon.
+#[map]
+pub static TTY_ACTIVITY: HashMap<TtyKey, TtyActivity> = HashMap::with_max_entries(16384, 0);
+
+/// Processes the daemon tracks (session leaders, transports, Mosh servers), by tgid.
+#[map]
+pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, 0);
+
+/// Revoked users, by uid. Input written by a transport running as one of them is
+/// stopped in the kernel.
+#[map]
+pub static REVOKED_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Console reads in flight (tracepoint backend): thread id -> the console read from.
+#[map]
+pub static CONSOLE_READS: HashMap<u64, TtyKey> = HashMap::with_max_entries(1024, 0);
+
+/// State changes for the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[inline(always)]
+pub fn bump_slot(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn bump(probe: Probe, stat: Stat) {
+    bump_slot(slot(probe, stat));
+}

@@ -1,0 +1,206 @@
+//! Tracepoint backend: the same signals as the fentry backend, from classic tracepoints
+//! only, for kernels that refuse trampolines and kprobes.
+//!
+//! - input and output: `sys_enter_write` / `sys_enter_writev` on a terminal fd;
+//! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
+//! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
+//!   `sys_exit_read` counts the bytes);
+//! - UDP: `sock:sock_recv_length` where the kernel has it (6.3+), otherwise
+//!   `skb:skb_copy_datagram_iovec` with the socket's protocol checked.
+//!
+//! Field offsets inside each tracepoint record come from its tracefs `format` file.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
+
+use crate::{
+    activity,
+    config::conf,
+    kernel::{self, ReadError},
+    maps::{CONSOLE_READS, bump},
+};
+
+const IPPROTO_UDP: u16 = 17;
+/// How many iovecs of a `writev` are summed for the byte count.
+const WRITEV_MAX_IOV: usize = 4;
+
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ReadError> {
+    // SAFETY: the offset comes from the tracepoint's format file.
+    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| ReadError)
+}
+
+#[inline(always)]
+fn syscall_fd(ctx: &TracePointContext) -> Result<u32, ReadError> {
+    let fd: u64 = field(ctx, conf!(tracepoints.sys_enter_fd))?;
+    Ok(fd as u32)
+}
+
+#[tracepoint]
+pub fn tp_write(ctx: TracePointContext) -> u32 {
+    bump(Probe::TtyWrite, Stat::Seen);
+    let _ = try_write(&ctx);
+    0
+}
+
+fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let fd = syscall_fd(ctx)?;
+    let file = kernel::current_file(fd)?;
+    let Some(tty) = kernel::classify_file(file)? else {
+        return Ok(());
+    };
+    let count: u64 = field(ctx, conf!(tracepoints.sys_enter_write_count))?;
+    if count == 0 {
+        return Ok(());
+    }
+    activity::tty_written(ctx, &tty, count)
+}
+
+#[tracepoint]
+pub fn tp_writev(ctx: TracePointContext) -> u32 {
+    bump(Probe::TtyWrite, Stat::Seen);
+    let _ = try_writev(&ctx);
+    0
+}
+
+/// `struct iovec` as user space passes it.
+#[repr(C)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let fd = syscall_fd(ctx)?;
+    let file = kernel::current_file(fd)?;
+    let Some(tty) = kernel::classify_file(file)? else {
+        return Ok(());
+    };
+    let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
+    let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
+    let mut bytes = 0u64;
+    let iov = vec as *const IoVec;
+    for i in 0..WRITEV_MAX_IOV {
+        if i as u64 >= vlen {
+            break;
+        }
+        // SAFETY: user memory read through the helper; failure ends the sum.
+        match unsafe { bpf_probe_read_user(iov.wrapping_add(i)) } {
+            Ok(v) => bytes = bytes.wrapping_add(v.len),
+            Err(_) => break,
+        }
+    }
+    if bytes == 0 && vlen == 0 {
+        return Ok(());
+    }
+    activity::tty_written(ctx, &tty, bytes)
+}
+
+#[tracepoint]
+pub fn tp_ioctl(ctx: TracePointContext) -> u32 {
+    bump(Probe::TtyResize, Stat::Seen);
+    let _ = try_ioctl(&ctx);
+    0
+}
+
+fn try_ioctl(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let cmd: u64 = field(ctx, conf!(tracepoints.sys_enter_ioctl_cmd))?;
+    if cmd as u32 != TIOCSWINSZ {
+        return Ok(());
+    }
+    let file = kernel::current_file(syscall_fd(ctx)?)?;
+    match kernel::classify_file(file)? {
+        Some(tty) => activity::tty_resized(ctx, &tty),
+        None => Ok(()),
+    }
+}
+
+#[tracepoint]
+pub fn tp_read_enter(ctx: TracePointContext) -> u32 {
+    bump(Probe::ConsoleInput, Stat::Seen);
+    let _ = try_read_enter(&ctx);
+    0
+}
+
+/// Notes reads of a console so that the exit can count what was read.
+fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let file = kernel::current_file(syscall_fd(ctx)?)?;
+    let Some(tty) = kernel::classify_file(file)? else {
+        return Ok(());
+    };
+    if tty.class != TtyClass::Console {
+        return Ok(());
+    }
+    let key = kernel::console_file_key(&tty)?;
+    let _ = CONSOLE_READS.insert(&bpf_get_current_pid_tgid(), &key, BPF_ANY as u64);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tp_read_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_read_exit(&ctx);
+    0
+}
+
+fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let tid = bpf_get_current_pid_tgid();
+    // SAFETY: plain value lookup, copied out before the entry is removed.
+    let Some(key) = (unsafe { CONSOLE_READS.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = CONSOLE_READS.remove(&tid);
+    let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
+    if ret > 0 {
+        activity::input(ctx, Probe::ConsoleInput, key, ret as u64);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tp_sock_recv(ctx: TracePointContext) -> u32 {
+    bump(Probe::UdpRecv, Stat::Seen);
+    let _ = try_sock_recv(&ctx);
+    0
+}
+
+fn try_sock_recv(ctx: &TracePointContext) -> Result<(), ReadError> {
+    let protocol: u16 = field(ctx, conf!(tracepoints.sock_recv_protocol))?;
+    if protocol != IPPROTO_UDP {
+        return Ok(());
+    }
+    let ret: i32 = field(ctx, conf!(tracepoints.sock_recv_ret))?;
+    if ret > 0 {
+        activity::udp_received(ret as u64);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tp_skb_copy(ctx: TracePointContext) -> u32 {
+    bump(Probe::UdpRecv, Stat::Seen);
+    let _ = try_skb_copy(&ctx);
+    0
+}
+
+/// Fallback for kernels without `sock_recv_length`: this tracepoint fires for every
+/// datagram copy (TCP and Unix sockets too), so the tracked-process lookup comes first
+/// and the protocol is checked only for tracked processes.
+fn try_skb_copy(ctx: &TracePointContext) -> Result<(), ReadError> {
+    if activity::tracked_udp_process().is_none() {
+        return Ok(());
+    }
+    let skb: u64 = field(ctx, conf!(tracepoints.skb_copy_skbaddr))?;
+    if kernel::skb_protocol(skb as *const u8)? != IPPROTO_UDP {
+        return Ok(());
+    }
+    let len: i32 = field(ctx, conf!(tracepoints.skb_copy_len))?;
+    if len > 0 {
+        activity::udp_received(len as u64);
+    }
+    Ok(())
+}

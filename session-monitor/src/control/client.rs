@@ -1,0 +1,43 @@
+//! The CLI side of the control socket.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::UnixStream,
+};
+
+use super::protocol::{Request, Response};
+
+/// Sends one request to the daemon and returns the data of its answer.
+pub async fn request(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!(
+            "cannot reach the daemon at {} (is `session-monitor run` running, and are you allowed to use its socket?)",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    write.shutdown().await?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .context("reading the daemon's answer")?;
+    if answer.is_empty() {
+        bail!("the daemon closed the connection without answering");
+    }
+    let response: Response =
+        serde_json::from_str(&answer).context("the daemon's answer is not valid JSON")?;
+    if !response.ok {
+        bail!(
+            "{}",
+            response.error.unwrap_or_else(|| "request failed".into())
+        );
+    }
+    Ok(response.data)
+}

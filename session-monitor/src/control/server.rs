@@ -1,0 +1,189 @@
+//! The daemon side of the control socket.
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, chown},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
+
+/// Who may use the socket: root always; members of `group` too when set.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub group: Option<(String, u32)>,
+}
+
+/// The peer of a connection, from SO_PEERCRED.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// A request for the daemon core, or a refusal it must audit.
+pub enum Incoming {
+    Request {
+        request: Request,
+        caller: Caller,
+        reply: oneshot::Sender<Response>,
+    },
+    Refused {
+        caller: Caller,
+        reason: String,
+    },
+}
+
+pub struct ControlServer {
+    path: PathBuf,
+}
+
+impl ControlServer {
+    /// Binds the socket (mode 0600, or 0660 for the control group) and serves it.
+    pub fn start(path: &Path, access: Access, tx: mpsc::Sender<Incoming>) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!("another daemon is already serving {}", path.display());
+            }
+            fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        if let Some((_, gid)) = &access.group {
+            chown(path, Some(0), Some(*gid))?;
+        }
+        tokio::spawn(accept_loop(listener, access, tx));
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, access: Access, tx: mpsc::Sender<Incoming>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let access = access.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve(stream, &access, tx).await {
+                tracing::debug!("control connection: {err:#}");
+            }
+        });
+    }
+}
+
+fn allowed(caller: &Caller, access: &Access) -> bool {
+    if caller.uid == 0 {
+        return true;
+    }
+    let Some((_, gid)) = &access.group else {
+        return false;
+    };
+    if caller.gid == *gid {
+        return true;
+    }
+    // Supplementary groups of the caller's user.
+    nix::unistd::User::from_uid(caller.uid.into())
+        .ok()
+        .flatten()
+        .and_then(|user| {
+            let name = std::ffi::CString::new(user.name).ok()?;
+            nix::unistd::getgrouplist(&name, user.gid).ok()
+        })
+        .is_some_and(|groups| groups.iter().any(|g| g.as_raw() == *gid))
+}
+
+async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) -> Result<()> {
+    let cred = stream.peer_cred()?;
+    let caller = Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
+    let (read, mut write) = stream.into_split();
+    let response = if !allowed(&caller, access) {
+        let reason = "permission denied: the control socket is for root and the control group only"
+            .to_string();
+        let _ = tx
+            .send(Incoming::Refused {
+                caller,
+                reason: reason.clone(),
+            })
+            .await;
+        Response::error(reason)
+    } else {
+        match read_request(read).await {
+            Ok(request) => {
+                let (reply, answer) = oneshot::channel();
+                tx.send(Incoming::Request {
+                    request,
+                    caller,
+                    reply,
+                })
+                .await?;
+                answer
+                    .await
+                    .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+            }
+            Err(reason) => {
+                let _ = tx
+                    .send(Incoming::Refused {
+                        caller,
+                        reason: reason.clone(),
+                    })
+                    .await;
+                Response::error(reason)
+            }
+        }
+    };
+    let mut line = serde_json::to_string(&response)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    write.shutdown().await?;
+    Ok(())
+}
+
+/// Reads one request line, refusing oversized or malformed input with a reason.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        limited.read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| "request timed out".to_string())?
+    .map_err(|e| format!("reading request: {e}"))?;
+    if read > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request too large (limit {MAX_REQUEST_BYTES} bytes)"
+        ));
+    }
+    let text = std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?;
+    if text.trim().is_empty() {
+        return Err("empty request".into());
+    }
+    serde_json::from_str(text.trim()).map_err(|e| format!("malformed request: {e}"))
+}

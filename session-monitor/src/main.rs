@@ -1,0 +1,90 @@
+//! session-monitor: the daemon and its command-line client.
+
+mod cli;
+mod clock;
+mod control;
+mod daemon;
+mod output;
+mod probes;
+mod sessions;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    cli::{Cli, Command},
+    control::Request,
+    daemon::{DaemonOptions, Status},
+    probes::LoadOptions,
+    sessions::SessionView,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("session-monitor: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("session-monitor: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let opts = DaemonOptions {
+                socket: cli.socket,
+                load: LoadOptions {
+                    backend: args.backend,
+                    ..LoadOptions::default()
+                },
+            };
+            daemon::run(opts).await?;
+        }
+        Command::Sessions { json } => {
+            let data = control::request(&cli.socket, &Request::Sessions).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let sessions: Vec<SessionView> =
+                    serde_json::from_value(data).context("decoding sessions")?;
+                print!("{}", output::sessions_table(&sessions));
+            }
+        }
+        Command::Status { json } => {
+            let data = control::request(&cli.socket, &Request::Status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let status: Status = serde_json::from_value(data).context("decoding status")?;
+                print!("{}", output::status_text(&status));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

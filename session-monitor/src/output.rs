@@ -1,0 +1,140 @@
+//! Human-readable output of the CLI.
+
+use std::fmt::Write as _;
+
+use crate::{daemon::Status, sessions::SessionView};
+
+/// `3.2s`, `4m05s`, `2h13m`, `3d04h`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s < 60.0 {
+        return format!("{s:.1}s");
+    }
+    let s = s as u64;
+    match s {
+        0..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn sessions_table(sessions: &[SessionView]) -> String {
+    let header = [
+        "ID", "TTY", "KIND", "USER", "IDLE", "NET-IDLE", "STARTED", "LEADER", "SERVER", "REMOTE",
+    ];
+    let rows: Vec<[String; 10]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.id.clone(),
+                s.tty.clone(),
+                s.kind.to_string(),
+                s.user.clone(),
+                human_duration(s.idle_seconds),
+                s.network_idle_seconds.map_or("-".into(), human_duration),
+                s.started_at
+                    .get(..19)
+                    .unwrap_or(&s.started_at)
+                    .replace('T', " "),
+                s.leader_pid.to_string(),
+                match (&s.server, s.server_pid) {
+                    (Some(name), Some(pid)) => format!("{name}[{pid}]"),
+                    (None, Some(pid)) => pid.to_string(),
+                    _ => "-".into(),
+                },
+                s.remote.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out
+}
+
+pub fn status_text(status: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "session-monitor {} (pid {}), kernel {}",
+        status.version, status.pid, status.kernel
+    );
+    let _ = writeln!(out, "backend:      {}", status.backend);
+    if let Some(reason) = &status.fallback_reason {
+        let _ = writeln!(out, "              (fentry unavailable: {reason})");
+    }
+    if let Some(udp) = &status.udp_source {
+        let _ = writeln!(out, "udp source:   {udp}");
+    }
+    let _ = writeln!(
+        out,
+        "revocation:   {}",
+        if status.kernel_revocation {
+            "in the kernel (bpf_send_signal) and by the daemon"
+        } else {
+            "by the daemon only"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "sessions:     {} ({} terminals without a login session)",
+        status.sessions, status.unresolved_terminals
+    );
+    let _ = writeln!(
+        out,
+        "events:       {} received, {} dropped by a full ring buffer",
+        status.events_received, status.ring_buffer_drops
+    );
+    let _ = writeln!(out, "programs:");
+    for p in &status.programs {
+        let _ = writeln!(out, "  {:<14} {:<48} {}", p.name, p.attach, p.probe);
+    }
+    for p in &status.skipped_programs {
+        let _ = writeln!(out, "  skipped: {p}");
+    }
+    let _ = writeln!(out, "counters (seen / matched / sent / dropped):");
+    if let Some(probes) = status.counters.get("probes").and_then(|p| p.as_array()) {
+        for p in probes {
+            let get = |k: &str| p.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {:<14} {} / {} / {} / {}",
+                p.get("probe").and_then(|v| v.as_str()).unwrap_or("?"),
+                get("seen"),
+                get("matched"),
+                get("sent"),
+                get("dropped")
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_w() {
+        assert_eq!(human_duration(3.24), "3.2s");
+        assert_eq!(human_duration(245.0), "4m05s");
+        assert_eq!(human_duration(7980.0), "2h13m");
+        assert_eq!(human_duration(273600.0), "3d04h");
+    }
+}

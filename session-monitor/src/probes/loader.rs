@@ -1,0 +1,353 @@
+//! Loads the eBPF object, chooses a backend by what the kernel allows, and attaches it.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
+    programs::{FEntry, ProgramError, TracePoint},
+};
+use serde::Serialize;
+use session_monitor_common::{
+    CONFIG_GLOBAL, ProbeConfig,
+    config::{KernelOffsets, flags},
+    map_names,
+};
+
+use super::{
+    btf,
+    maps::KernelMaps,
+    programs::{self, AttachPoint, ProgramSpec},
+    tracefs::{self, UdpSource},
+};
+
+/// The eBPF object, built by build.rs from `session-monitor-ebpf`.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/session-monitor"));
+
+/// What the user asked for with `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// fentry where the kernel allows it, tracepoints otherwise.
+    #[default]
+    Auto,
+    Fentry,
+    Tracepoint,
+}
+
+/// The backend in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Fentry,
+    Tracepoint,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Fentry => "fentry",
+            Backend::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub backend: BackendChoice,
+    /// Terminals the kernel tracks at once (map size).
+    pub max_ttys: u32,
+    /// Processes the kernel tracks at once (map size).
+    pub max_procs: u32,
+    /// Minimum interval between two input notices for one terminal.
+    pub notice_interval: Duration,
+    /// Stop input of revoked users in the kernel.
+    pub kernel_revoke: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            max_ttys: 16384,
+            max_procs: 32768,
+            notice_interval: Duration::from_secs(1),
+            kernel_revoke: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachedProgram {
+    pub name: &'static str,
+    pub attach: String,
+    pub probe: &'static str,
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    _ebpf: Ebpf,
+    pub backend: Backend,
+    pub attached: Vec<AttachedProgram>,
+    /// Programs of the backend that this kernel lacks (optional ones only).
+    pub skipped: Vec<String>,
+    pub offsets: KernelOffsets,
+    pub udp_source: Option<UdpSource>,
+    /// Why `auto` did not pick fentry, when it did not.
+    pub fallback_reason: Option<String>,
+    pub kernel_revoke: bool,
+}
+
+/// Loads, chooses the backend and attaches. Returns the probes, their maps and the
+/// ring buffer of events.
+pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
+    raise_memlock();
+    let kernel_btf = btf::kernel_btf()?;
+    let offsets =
+        btf::resolve_offsets(&kernel_btf).context("resolving kernel structure offsets from BTF")?;
+    let tracefs = tracefs::ensure_tracefs()?;
+    let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for fentry programs")?;
+
+    let mut fallback_reason = None;
+    let try_fentry = match opts.backend {
+        BackendChoice::Tracepoint => false,
+        BackendChoice::Fentry => true,
+        BackendChoice::Auto => true,
+    };
+    if try_fentry {
+        match load_backend(
+            opts,
+            offsets,
+            Default::default(),
+            Backend::Fentry,
+            &aya_btf,
+            &tracefs,
+        ) {
+            Ok(loaded) => return Ok(loaded),
+            Err(err) if opts.backend == BackendChoice::Auto => {
+                tracing::info!("fentry backend unavailable, using tracepoints: {err:#}");
+                fallback_reason = Some(format!("{err:#}"));
+            }
+            Err(err) => return Err(err.context("--backend fentry")),
+        }
+    }
+    let udp = tracefs::udp_source(&tracefs);
+    let fields =
+        tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
+    let (mut probes, maps, ring) = load_backend(
+        opts,
+        offsets,
+        fields,
+        Backend::Tracepoint,
+        &aya_btf,
+        &tracefs,
+    )
+    .context("--backend tracepoint")?;
+    probes.udp_source = Some(udp);
+    probes.fallback_reason = fallback_reason;
+    Ok((probes, maps, ring))
+}
+
+/// RLIMIT_MEMLOCK only matters before Linux 5.11 (BPF memory is accounted by cgroup
+/// since); some sandboxes forbid raising it, which must not be fatal.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on Linux 5.11+",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn load_backend(
+    opts: &LoadOptions,
+    offsets: KernelOffsets,
+    tracepoints: session_monitor_common::config::TracepointFields,
+    backend: Backend,
+    aya_btf: &aya::Btf,
+    tracefs: &std::path::Path,
+) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
+    let specs = match backend {
+        Backend::Fentry => programs::fentry_backend(),
+        Backend::Tracepoint => programs::tracepoint_backend(tracefs::udp_source(tracefs)),
+    };
+    // Preflight that needs no kernel round trip: does every fentry target exist?
+    let mut skipped = Vec::new();
+    let mut to_attach = Vec::new();
+    for spec in specs {
+        if let AttachPoint::FEntry { function } = spec.attach
+            && !kernel_has_function(function)
+        {
+            if spec.optional {
+                skipped.push(format!(
+                    "{} ({}): not in this kernel",
+                    spec.name, spec.attach
+                ));
+                continue;
+            }
+            bail!(
+                "the kernel has no function `{function}` for program {}",
+                spec.name
+            );
+        }
+        to_attach.push(spec);
+    }
+
+    let config = ProbeConfig {
+        offsets,
+        tracepoints,
+        flags: if opts.kernel_revoke {
+            flags::KERNEL_REVOKE
+        } else {
+            0
+        },
+        self_tgid: std::process::id(),
+        notice_interval_ns: opts.notice_interval.as_nanos() as u64,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global(CONFIG_GLOBAL, &config, true)
+        .map_max_entries(map_names::TTY_ACTIVITY, opts.max_ttys)
+        .map_max_entries(map_names::PROCS, opts.max_procs)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object")?;
+    init_ebpf_log(&mut ebpf);
+
+    let mut attached = Vec::new();
+    for spec in &to_attach {
+        attach(&mut ebpf, spec, aya_btf, tracefs).map_err(|err| {
+            anyhow!(
+                "the kernel refused program {} ({}): {err}{}",
+                spec.name,
+                spec.attach,
+                refusal_hint(backend, &err)
+            )
+        })?;
+        attached.push(AttachedProgram {
+            name: spec.name,
+            attach: spec.attach.to_string(),
+            probe: spec.probe.name(),
+        });
+    }
+    let (maps, ring) = KernelMaps::take(&mut ebpf)?;
+    tracing::info!(
+        %backend,
+        programs = attached.len(),
+        "attached probes: {}",
+        attached.iter().map(|p| p.attach.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    Ok((
+        Probes {
+            _ebpf: ebpf,
+            backend,
+            attached,
+            skipped,
+            offsets,
+            udp_source: None,
+            fallback_reason: None,
+            kernel_revoke: opts.kernel_revoke,
+        },
+        maps,
+        ring,
+    ))
+}
+
+fn kernel_has_function(function: &str) -> bool {
+    // kallsyms is cheap and always there; BTF decides at load time anyway.
+    std::fs::read_to_string("/proc/kallsyms")
+        .map(|syms| {
+            syms.lines().any(|l| {
+                let mut parts = l.split_whitespace();
+                let _ = parts.next();
+                let _ = parts.next();
+                parts.next() == Some(function)
+            })
+        })
+        .unwrap_or(true)
+}
+
+/// The kernel's internal ENOTSUPP, which leaks to user space from BPF syscalls.
+const KERNEL_ENOTSUPP: i32 = 524;
+
+/// Why the kernel said no, in words, for the most common refusals.
+fn refusal_hint(backend: Backend, err: &ProgramError) -> &'static str {
+    let errno = match err {
+        ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        _ => None,
+    };
+    match (backend, errno) {
+        (Backend::Fentry, Some(libc::EPERM | libc::EOPNOTSUPP | KERNEL_ENOTSUPP)) => {
+            ". This kernel does not allow BPF trampolines (fentry/fexit), as hardened kernels \
+             often do; use --backend tracepoint (or auto, which falls back by itself)"
+        }
+        (Backend::Tracepoint, Some(libc::ENOENT)) => {
+            ". The tracepoint does not exist on this kernel (CONFIG_FTRACE_SYSCALLS?)"
+        }
+        (_, Some(libc::EPERM)) | (_, Some(libc::EACCES)) => {
+            ". Loading BPF programs needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+        }
+        _ => "",
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &aya::Btf,
+    _tracefs: &std::path::Path,
+) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    match spec.attach {
+        AttachPoint::Tracepoint { category, name } => {
+            let tp: &mut TracePoint = program.try_into()?;
+            tp.load()?;
+            tp.attach(category, name)?;
+        }
+        AttachPoint::FEntry { function } => {
+            let fentry: &mut FEntry = program.try_into()?;
+            fentry.load(function, btf)?;
+            fentry.attach()?;
+        }
+    }
+    Ok(())
+}
+
+/// Forwards the programs' aya-log records to `tracing` (through the `log` bridge).
+fn init_ebpf_log(ebpf: &mut Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            handle.spawn(async move {
+                // SAFETY: the logger owns its ring-buffer fd for as long as it lives.
+                let registered = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        logger,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                let Ok(mut fd) = registered else {
+                    return;
+                };
+                loop {
+                    let Ok(mut guard) = fd.readable_mut().await else {
+                        return;
+                    };
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            });
+        }
+        Err(err) => tracing::debug!("eBPF logging unavailable: {err}"),
+    }
+}

@@ -1,0 +1,122 @@
+//! Which programs each backend attaches, and where.
+
+use session_monitor_common::Probe;
+
+use super::tracefs::UdpSource;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPoint {
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    FEntry {
+        function: &'static str,
+    },
+}
+
+impl std::fmt::Display for AttachPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachPoint::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            AttachPoint::FEntry { function } => write!(f, "fentry/{function}"),
+        }
+    }
+}
+
+/// One program of the eBPF object (by its function name) and where it attaches.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub attach: AttachPoint,
+    pub probe: Probe,
+    /// Absent on some kernels without loss of function (e.g. IPv6 built as a module).
+    pub optional: bool,
+}
+
+const fn tp(
+    name: &'static str,
+    category: &'static str,
+    event: &'static str,
+    probe: Probe,
+) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        attach: AttachPoint::Tracepoint {
+            category,
+            name: event,
+        },
+        probe,
+        optional: false,
+    }
+}
+
+const fn fe(
+    name: &'static str,
+    function: &'static str,
+    probe: Probe,
+    optional: bool,
+) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        attach: AttachPoint::FEntry { function },
+        probe,
+        optional,
+    }
+}
+
+/// Process exit: one classic tracepoint, used by both backends.
+pub const EXIT: ProgramSpec = tp(
+    "process_exit",
+    "sched",
+    "sched_process_exit",
+    Probe::ProcessExit,
+);
+
+pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
+    let udp_program = match udp {
+        UdpSource::SockRecvLength => tp("tp_sock_recv", "sock", "sock_recv_length", Probe::UdpRecv),
+        UdpSource::SkbCopyDatagram => tp(
+            "tp_skb_copy",
+            "skb",
+            "skb_copy_datagram_iovec",
+            Probe::UdpRecv,
+        ),
+    };
+    vec![
+        tp("tp_write", "syscalls", "sys_enter_write", Probe::TtyWrite),
+        tp("tp_writev", "syscalls", "sys_enter_writev", Probe::TtyWrite),
+        tp("tp_ioctl", "syscalls", "sys_enter_ioctl", Probe::TtyResize),
+        tp(
+            "tp_read_enter",
+            "syscalls",
+            "sys_enter_read",
+            Probe::ConsoleInput,
+        ),
+        tp(
+            "tp_read_exit",
+            "syscalls",
+            "sys_exit_read",
+            Probe::ConsoleInput,
+        ),
+        udp_program,
+        EXIT,
+    ]
+}
+
+pub fn fentry_backend() -> Vec<ProgramSpec> {
+    vec![
+        fe("fe_tty_write", "tty_write", Probe::TtyWrite, false),
+        fe("fe_tty_ioctl", "tty_ioctl", Probe::TtyResize, false),
+        fe("fe_rx_buf", "n_tty_receive_buf", Probe::ConsoleInput, false),
+        fe(
+            "fe_rx_buf2",
+            "n_tty_receive_buf2",
+            Probe::ConsoleInput,
+            false,
+        ),
+        fe("fe_udp_recv", "udp_recvmsg", Probe::UdpRecv, false),
+        fe("fe_udp6_recv", "udpv6_recvmsg", Probe::UdpRecv, true),
+        EXIT,
+    ]
+}

@@ -1,0 +1,232 @@
+//! What the daemon reads about processes from /proc.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use procfs::process::{FDTarget, Process};
+use serde::Serialize;
+use session_monitor_common::TtyKey;
+
+use super::tty::key_from_stat;
+
+/// A process, identified by pid *and* start time, so that a pid reused by another
+/// process is never mistaken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ProcRef {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+}
+
+impl ProcRef {
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+        Some(Self {
+            pid,
+            start_ticks: stat.starttime,
+        })
+    }
+
+    /// True while the same process (not a pid reuse) is alive and not a zombie.
+    pub fn is_alive(&self) -> bool {
+        match Process::new(self.pid as i32).and_then(|p| p.stat()) {
+            Ok(stat) => stat.starttime == self.start_ticks && stat.state != 'Z',
+            Err(_) => false,
+        }
+    }
+
+    /// Start time in CLOCK_BOOTTIME nanoseconds.
+    pub fn start_boot_ns(&self) -> u64 {
+        let hz = procfs::ticks_per_second().max(1);
+        self.start_ticks.saturating_mul(1_000_000_000) / hz
+    }
+}
+
+/// The facts about one process that sessions are built from.
+#[derive(Clone, Debug)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub sid: u32,
+    pub pgrp: u32,
+    /// Controlling terminal as (major, minor), if any.
+    pub tty: Option<(u32, u32)>,
+    pub start_ticks: u64,
+    pub comm: String,
+}
+
+impl ProcInfo {
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+        let (major, minor) = stat.tty_nr();
+        Some(Self {
+            pid,
+            ppid: stat.ppid as u32,
+            sid: stat.session as u32,
+            pgrp: stat.pgrp as u32,
+            tty: (stat.tty_nr != 0).then_some((major as u32, minor as u32)),
+            start_ticks: stat.starttime,
+            comm: stat.comm,
+        })
+    }
+
+    pub fn is_session_leader(&self) -> bool {
+        self.pid == self.sid
+    }
+
+    pub fn proc_ref(&self) -> ProcRef {
+        ProcRef {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+/// Every process's [`ProcInfo`]; threads are not listed.
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(iter) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    iter.filter_map(Result::ok)
+        .filter_map(|p| ProcInfo::read(p.pid as u32))
+        .collect()
+}
+
+/// Real uid, gid and supplementary groups.
+pub fn credentials(pid: u32) -> Option<(u32, u32, Vec<u32>)> {
+    let status = Process::new(pid as i32).ok()?.status().ok()?;
+    Some((status.ruid, status.rgid, status.groups))
+}
+
+pub fn exe(pid: u32) -> Option<PathBuf> {
+    Process::new(pid as i32).ok()?.exe().ok()
+}
+
+/// The process's cgroup paths, one per hierarchy (v2: a single line).
+pub fn cgroup_paths(pid: u32) -> Vec<String> {
+    Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .map(|groups| groups.into_iter().map(|g| g.pathname).collect())
+        .unwrap_or_default()
+}
+
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let env = Process::new(pid as i32).ok()?.environ().ok()?;
+    env.get(std::ffi::OsStr::new(name))
+        .map(|v| v.to_string_lossy().into_owned())
+}
+
+/// The terminals this process holds the master side of (`/dev/ptmx` fds), as the keys
+/// of their slaves.
+pub fn pty_masters(pid: u32) -> Vec<TtyKey> {
+    let Ok(process) = Process::new(pid as i32) else {
+        return Vec::new();
+    };
+    let Ok(fds) = process.fd() else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for fd in fds.filter_map(Result::ok) {
+        let FDTarget::Path(path) = &fd.target else {
+            continue;
+        };
+        if path != Path::new("/dev/ptmx") && path != Path::new("/dev/pts/ptmx") {
+            continue;
+        }
+        if let Some(key) = master_slave_key(pid, fd.fd) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// The slave key of master fd `fd` of `pid`: the index from fdinfo's `tty-index`,
+/// the devpts instance from the fd itself (opened through `/dev/pts/ptmx`) or from the
+/// process's `/dev/pts` (opened through `/dev/ptmx`, which uses the `pts` next to it).
+fn master_slave_key(pid: u32, fd: i32) -> Option<TtyKey> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let index: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("tty-index:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let fd_path = format!("/proc/{pid}/fd/{fd}");
+    let pts_dev = if is_devpts(&fd_path) {
+        fs::metadata(&fd_path).ok()?.dev()
+    } else {
+        devpts_of(pid)?
+    };
+    let slave_rdev = libc::makedev(session_monitor_common::dev::PTY_SLAVE_MAJOR_FIRST, index);
+    Some(key_from_stat(slave_rdev, pts_dev))
+}
+
+/// True when `path` lives on a devpts file system.
+fn is_devpts(path: &str) -> bool {
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == DEVPTS_SUPER_MAGIC)
+}
+
+/// The key of the terminal `pid` has open as one of its standard fds (or any fd),
+/// if it is the terminal with device number `(major, minor)`.
+pub fn open_tty_key(pid: u32, major: u32, minor: u32) -> Option<TtyKey> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut candidates: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
+    if let Ok(entries) = fs::read_dir(&dir) {
+        candidates.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !matches!(n.as_str(), "0" | "1" | "2")),
+        );
+    }
+    for fd in candidates {
+        let Ok(meta) = fs::metadata(format!("{dir}/{fd}")) else {
+            continue;
+        };
+        let rdev = meta.rdev();
+        if libc::major(rdev) == major && libc::minor(rdev) == minor {
+            return Some(key_from_stat(rdev, meta.dev()));
+        }
+    }
+    None
+}
+
+/// Device number of the devpts mounted at `/dev/pts` in the process's root.
+pub fn devpts_of(pid: u32) -> Option<u64> {
+    let path = format!("/proc/{pid}/root/dev/pts");
+    if !is_devpts(&path) {
+        return None;
+    }
+    fs::metadata(&path).ok().map(|m| m.dev())
+}
+
+/// Peer address of the first connected TCP socket the process holds.
+pub fn tcp_peer(pid: u32) -> Option<String> {
+    let process = Process::new(pid as i32).ok()?;
+    let inodes: Vec<u64> = process
+        .fd()
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let tables = [
+        process.tcp().unwrap_or_default(),
+        process.tcp6().unwrap_or_default(),
+    ];
+    tables
+        .iter()
+        .flatten()
+        .find(|entry| inodes.contains(&entry.inode) && !entry.remote_address.ip().is_unspecified())
+        .map(|entry| entry.remote_address.to_string())
+}
