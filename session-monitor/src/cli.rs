@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{control::DEFAULT_SOCKET, probes::BackendChoice};
+use crate::{control::DEFAULT_SOCKET, policy, probes::BackendChoice};
 
 /// Ends idle and revoked interactive sessions (SSH, Mosh, consoles, containers, local
 /// terminals), deciding from the kernel with eBPF what the user actually typed.
@@ -35,6 +35,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show which policy rule applies to a live session, and when it will be warned
+    /// and ended.
+    Explain {
+        /// The session id, as `sessions` shows it.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a policy file without running anything.
+    CheckConfig {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no record of an audit log was edited, removed or reordered.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -43,4 +69,18 @@ pub struct RunArgs {
     /// tracepoints otherwise (`auto`), or force one.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+
+    /// The policy file (TOML). Without it the daemon uses built-in defaults and
+    /// picks the file up when it appears.
+    #[arg(long, default_value = policy::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Where to append the audit log (default: the policy's `audit_log`, else
+    /// /var/log/session-monitor/audit.jsonl). Records also go to stdout.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+
+    /// Log and count what would be done, end nothing (overrides the policy's mode).
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -1,10 +1,13 @@
 //! session-monitor: the daemon and its command-line client.
 
+mod audit;
 mod cli;
 mod clock;
 mod control;
 mod daemon;
+mod enforce;
 mod output;
+mod policy;
 mod probes;
 mod sessions;
 
@@ -15,9 +18,9 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
-    cli::{Cli, Command},
+    cli::{AuditCommand, Cli, Command},
     control::Request,
-    daemon::{DaemonOptions, Status},
+    daemon::{DaemonOptions, Explanation, Status},
     probes::LoadOptions,
     sessions::SessionView,
 };
@@ -63,6 +66,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     backend: args.backend,
                     ..LoadOptions::default()
                 },
+                config: args.config,
+                audit_log: args.audit_log,
+                dry_run: args.dry_run,
             };
             daemon::run(opts).await?;
         }
@@ -85,6 +91,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 print!("{}", output::status_text(&status));
             }
         }
+        Command::Explain { id, json } => {
+            let data = control::request(&cli.socket, &Request::Explain { id }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let explanation: Explanation = serde_json::from_value(data).context("decoding explanation")?;
+                print!("{}", output::explanation_text(&explanation));
+            }
+        }
+        Command::CheckConfig { file } => match policy::load_file(&file) {
+            Ok(policy) => println!("{}: ok ({} rules, mode {:?})", file.display(), policy.rules.len(), policy.mode),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Audit(AuditCommand::Verify { file }) => match audit::verify_file(&file) {
+            Ok(report) => println!("{}: ok, {} records, chain intact", file.display(), report.records),
+            Err(err) => {
+                eprintln!("{err:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::{daemon::Status, sessions::SessionView};
+use crate::{
+    daemon::{Explanation, Status},
+    sessions::SessionView,
+};
 
 /// `3.2s`, `4m05s`, `2h13m`, `3d04h`.
 pub fn human_duration(secs: f64) -> String {
@@ -122,6 +125,54 @@ pub fn status_text(status: &Status) -> String {
                 get("dropped")
             );
         }
+    }
+    out
+}
+
+pub fn explanation_text(e: &Explanation) -> String {
+    let mut out = String::new();
+    let s = &e.session;
+    let _ = writeln!(out, "session {} on {} ({}), user {} (uid {})", s.id, s.tty, s.kind, s.user, s.uid);
+    let _ = writeln!(out, "groups:        {}", e.groups.join(", "));
+    let _ = writeln!(out, "rule:          {}", e.rule);
+    if e.matched_rules.len() > 1 {
+        let _ = writeln!(out, "also matched:  {}", e.matched_rules[1..].join(", "));
+    }
+    let get = |k: &str| e.limits.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let _ = writeln!(
+        out,
+        "limits:        idle {}, session {}, network {}, warning {} before{}",
+        get("idle_timeout"),
+        get("max_session"),
+        get("network_timeout"),
+        get("warn_before"),
+        if e.limits.get("exempt").and_then(|v| v.as_bool()) == Some(true) { ", EXEMPT" } else { "" }
+    );
+    let _ = writeln!(out, "mode:          {}", match e.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::DryRun => "dry-run" });
+    let _ = writeln!(out, "idle:          {}", human_duration(s.idle_seconds));
+    match (e.next.as_str(), &e.reason) {
+        ("none", _) => {
+            let _ = writeln!(out, "next:          nothing: no limit applies");
+        }
+        (_, reason) => {
+            let reason = reason.as_deref().unwrap_or("?");
+            if let Some(w) = &e.warn_at {
+                let _ = writeln!(out, "warning at:    {w}");
+            }
+            if let Some(end) = &e.end_at {
+                let _ = writeln!(
+                    out,
+                    "end at:        {end} (in {}, reason: {reason})",
+                    human_duration(e.end_in_seconds.unwrap_or(0.0))
+                );
+            }
+        }
+    }
+    if e.warned {
+        let _ = writeln!(out, "warned:        yes");
+    }
+    if e.ending {
+        let _ = writeln!(out, "state:         being ended now");
     }
     out
 }

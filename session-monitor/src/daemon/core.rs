@@ -1,7 +1,8 @@
-//! The daemon's state and everything that changes it.
+//! The daemon's state, and how sessions come and go.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -11,16 +12,17 @@ use std::{
 
 use serde_json::json;
 use session_monitor_common::{Event, EventKind, TtyKey, state::proc_flags};
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
-use super::status::{ProgramStatus, Status};
+use super::audit_fields;
 use crate::{
+    audit::{AuditLog, Fields},
     clock,
-    control::{Incoming, Request, Response},
+    control::Incoming,
+    enforce::{EndReason, Warned, terminate::Outcome},
+    policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, Probes},
-    sessions::{
-        Resolved, Resolver, Session, SessionKind, SessionTable, SessionView, discover_existing,
-    },
+    sessions::{Resolved, Resolver, Session, SessionKind, SessionTable, discover_existing},
 };
 
 /// A terminal the probes reported that is not resolved to a session yet.
@@ -39,28 +41,103 @@ const RESOLVE_QUICK_ATTEMPTS: u32 = 6;
 /// the kernel map (it is noticed again on its next write).
 const UNRESOLVED_FORGET_AFTER: Duration = Duration::from_secs(60);
 
+/// Per-session enforcement state.
+pub struct Enforcement {
+    pub resolution: Resolution,
+    pub warned: Option<Warned>,
+    /// Dry-run: the end already reported, so it is not reported again until the
+    /// session's deadline moves.
+    pub reported_end: Option<(EndReason, u64)>,
+}
+
+/// A termination that finished (all targets gone, or SIGKILL sent).
+pub struct TerminationDone {
+    pub key: TtyKey,
+    pub session_id: String,
+    pub reason: EndReason,
+    pub outcome: Outcome,
+}
+
+pub struct CoreParts {
+    pub probes: Probes,
+    pub maps: KernelMaps,
+    pub received: Arc<AtomicU64>,
+    pub policy: Policy,
+    pub config_path: PathBuf,
+    pub force_dry_run: bool,
+    pub audit: AuditLog,
+    pub terminations: mpsc::Sender<TerminationDone>,
+}
+
 pub struct Core {
-    probes: Probes,
-    maps: KernelMaps,
-    table: SessionTable,
+    pub(super) probes: Probes,
+    pub(super) maps: KernelMaps,
+    pub(super) table: SessionTable,
     pending: HashMap<TtyKey, Pending>,
     /// Terminals without a login session, with when that was first found.
-    unresolved: HashMap<TtyKey, Instant>,
-    received: Arc<AtomicU64>,
-    started: Instant,
+    pub(super) unresolved: HashMap<TtyKey, Instant>,
+    pub(super) received: Arc<AtomicU64>,
+    pub(super) started: Instant,
+    pub(super) policy: Policy,
+    /// SHA-256 of the policy file content last read, to skip reloads of no change.
+    pub(super) policy_fingerprint: Option<String>,
+    pub(super) config_path: PathBuf,
+    pub(super) force_dry_run: bool,
+    pub(super) audit: AuditLog,
+    pub(super) enforcement: HashMap<TtyKey, Enforcement>,
+    /// Pending deadlines, ordered by time (CLOCK_BOOTTIME ns), and each session's.
+    pub(super) schedule: BTreeSet<(u64, TtyKey)>,
+    pub(super) due: HashMap<TtyKey, u64>,
+    /// Sessions being ended, and why.
+    pub(super) ending: HashMap<TtyKey, EndReason>,
+    pub(super) terminations: mpsc::Sender<TerminationDone>,
+    pub(super) reloads: (u64, u64),
 }
 
 impl Core {
-    pub fn new(probes: Probes, maps: KernelMaps, received: Arc<AtomicU64>) -> Self {
+    pub fn new(parts: CoreParts) -> Self {
+        let fingerprint = super::reload::fingerprint(&parts.config_path);
         Self {
-            probes,
-            maps,
+            probes: parts.probes,
+            maps: parts.maps,
             table: SessionTable::default(),
             pending: HashMap::new(),
             unresolved: HashMap::new(),
-            received,
+            received: parts.received,
             started: Instant::now(),
+            policy: parts.policy,
+            policy_fingerprint: fingerprint,
+            config_path: parts.config_path,
+            force_dry_run: parts.force_dry_run,
+            audit: parts.audit,
+            enforcement: HashMap::new(),
+            schedule: BTreeSet::new(),
+            due: HashMap::new(),
+            ending: HashMap::new(),
+            terminations: parts.terminations,
+            reloads: (0, 0),
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.force_dry_run { Mode::DryRun } else { self.policy.mode }
+    }
+
+    pub fn record_start(&mut self) {
+        let mut f = Fields::new();
+        f.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        f.insert("pid".into(), json!(std::process::id()));
+        f.insert("backend".into(), json!(self.probes.backend.to_string()));
+        f.insert("policy".into(), json!(self.policy.describe()));
+        f.insert("mode".into(), json!(self.mode()));
+        self.audit.record("daemon_start", f);
+    }
+
+    pub fn record_stop(&mut self) {
+        let mut f = Fields::new();
+        f.insert("pid".into(), json!(std::process::id()));
+        f.insert("sessions".into(), json!(self.table.len()));
+        self.audit.record("daemon_stop", f);
     }
 
     /// Sessions opened before the daemon started. Their idle time starts from the
@@ -68,18 +145,22 @@ impl Core {
     pub fn discover_existing(&mut self) {
         let found = discover_existing();
         let count = found.len();
-        for terminal in found {
-            let resolved = terminal.resolved;
+        for resolved in found {
             let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-            if let Err(err) = self
-                .maps
-                .seed_activity(resolved.key, clock::boot_ns(), last_input)
-            {
+            if let Err(err) = self.maps.seed_activity(resolved.key, clock::boot_ns(), last_input) {
                 tracing::warn!("{err:#}");
             }
             self.add_session(resolved, "discovered");
         }
         tracing::info!(sessions = count, "start-up discovery done");
+    }
+
+    pub(super) fn resolve_policy(&self, session: &Session) -> Resolution {
+        self.policy.resolve(&Subject {
+            user: &session.user,
+            groups: &session.group_names,
+            kind: session.kind,
+        })
     }
 
     fn add_session(&mut self, resolved: Resolved, how: &str) {
@@ -96,6 +177,7 @@ impl Core {
                 tracing::warn!("{err:#}");
             }
         }
+        let resolution = self.resolve_policy(&session);
         tracing::info!(
             id = %session.id,
             tty = %session.tty,
@@ -104,23 +186,62 @@ impl Core {
             leader = session.leader.pid,
             server = ?session.server.map(|s| s.pid),
             remote = ?session.remote,
+            rule = %resolution.rule,
             "session {how}"
         );
-        self.unresolved.remove(&session.key);
+        let key = session.key;
+        let now = clock::boot_ns();
+        let last_input = session.last_input_ns(self.maps.activity(&key).as_ref());
+        let mut fields = audit_fields::session(&session, &resolution.rule, last_input, now);
+        fields.insert("how".into(), json!(how));
+        self.audit.record("session_start", fields);
+        self.unresolved.remove(&key);
         self.table.insert(session);
+        self.enforcement.insert(
+            key,
+            Enforcement {
+                resolution,
+                warned: None,
+                reported_end: None,
+            },
+        );
+        self.schedule_session(&key);
     }
 
-    fn end_session(&mut self, key: &TtyKey, reason: &str) {
+    /// Removes a session that is gone and records why.
+    pub(super) fn end_session(&mut self, key: &TtyKey, reason: EndReason, outcome: Option<&Outcome>) {
+        let now = clock::boot_ns();
+        let last_input = self
+            .table
+            .get(key)
+            .map(|s| s.last_input_ns(self.maps.activity(key).as_ref()))
+            .unwrap_or(now);
         let Some(session) = self.table.remove(key) else {
             return;
         };
+        let rule = self
+            .enforcement
+            .remove(key)
+            .map_or_else(|| "default".to_string(), |e| e.resolution.rule);
+        self.ending.remove(key);
+        self.unschedule(key);
         self.maps.forget_tty(key);
         for pid in std::iter::once(session.leader.pid).chain(session.server.map(|s| s.pid)) {
             if !self.table.pid_in_use(pid) {
                 self.maps.untrack(pid);
             }
         }
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, reason, "session ended");
+        let mut fields = audit_fields::session(&session, &rule, last_input, now);
+        fields.insert("reason".into(), json!(reason.as_str()));
+        if let Some(outcome) = outcome {
+            fields.insert("signals".into(), json!(outcome.signals));
+            fields.insert("processes".into(), json!(outcome.targets));
+            if !outcome.survivors.is_empty() {
+                fields.insert("survivors".into(), json!(outcome.survivors));
+            }
+        }
+        self.audit.record("session_end", fields);
+        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "session ended");
     }
 
     pub fn on_event(&mut self, event: Event) {
@@ -131,21 +252,22 @@ impl Core {
                 }
             }
             Some(EventKind::TtyInput) => {
-                if !self.table.contains(&event.key) && !self.pending.contains_key(&event.key) {
+                if self.table.contains(&event.key) {
+                    self.on_input(&event.key);
+                } else if !self.pending.contains_key(&event.key) {
                     self.queue_resolution(event.key, Some(event.tgid));
                 }
             }
             Some(EventKind::ProcessExit) => {
                 for key in self.table.keys_of_pid(event.tgid) {
-                    self.end_session(&key, "logout");
+                    // A session being ended is recorded when its termination completes.
+                    if !self.ending.contains_key(&key) {
+                        self.end_session(&key, EndReason::Logout, None);
+                    }
                 }
             }
             Some(EventKind::RevokedInputBlocked) => {
-                tracing::warn!(
-                    pid = event.tgid,
-                    uid = event.value,
-                    "input of a revoked user stopped in the kernel"
-                );
+                tracing::warn!(pid = event.tgid, uid = event.value, "input of a revoked user stopped in the kernel");
             }
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
         }
@@ -208,11 +330,12 @@ impl Core {
         let dead: Vec<TtyKey> = self
             .table
             .iter()
+            .filter(|s| !self.ending.contains_key(&s.key))
             .filter(|s| !s.leader.is_alive() || s.server.is_some_and(|srv| !srv.is_alive()))
             .map(|s| s.key)
             .collect();
         for key in dead {
-            self.end_session(&key, "logout");
+            self.end_session(&key, EndReason::Logout, None);
         }
 
         let known: Vec<TtyKey> = self
@@ -242,111 +365,23 @@ impl Core {
 
     pub fn on_control(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Request {
-                request,
-                caller,
-                reply,
-            } => {
-                tracing::debug!(
-                    uid = caller.uid,
-                    request = request.name(),
-                    "control request"
-                );
-                let response = self.handle(request);
+            Incoming::Request { request, caller, reply } => {
+                tracing::debug!(uid = caller.uid, request = request.name(), "control request");
+                let response = self.handle(request, caller);
                 let _ = reply.send(response);
             }
             Incoming::Refused { caller, reason } => {
                 tracing::warn!(uid = caller.uid, pid = ?caller.pid, "control request refused: {reason}");
+                let mut f = Fields::new();
+                f.insert("caller_uid".into(), json!(caller.uid));
+                f.insert("caller_pid".into(), json!(caller.pid));
+                f.insert("error".into(), json!(reason));
+                self.audit.record("control_refused", f);
             }
         }
     }
 
-    fn handle(&mut self, request: Request) -> Response {
-        match request {
-            Request::Sessions => Response::ok(self.session_views()),
-            Request::Status => Response::ok(self.status()),
-            other => Response::error(format!(
-                "`{}` is not supported by this daemon yet",
-                other.name()
-            )),
-        }
+    pub(super) fn events_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
-
-    pub fn session_views(&self) -> Vec<SessionView> {
-        let now = clock::boot_ns();
-        let mut views: Vec<SessionView> = self
-            .table
-            .iter()
-            .map(|s| {
-                let activity = self.maps.activity(&s.key);
-                let server = s.server.and_then(|srv| self.maps.proc_state(srv.pid));
-                s.view(activity.as_ref(), server.as_ref(), now)
-            })
-            .collect();
-        views.sort_by(|a, b| a.tty.cmp(&b.tty).then(a.id.cmp(&b.id)));
-        views
-    }
-
-    pub fn status(&self) -> Status {
-        let counters = self.maps.counters();
-        Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            kernel: nix::sys::utsname::uname()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            backend: self.probes.backend.to_string(),
-            fallback_reason: self.probes.fallback_reason.clone(),
-            programs: self
-                .probes
-                .attached
-                .iter()
-                .map(|p| ProgramStatus {
-                    name: p.name.to_string(),
-                    attach: p.attach.clone(),
-                    probe: p.probe.to_string(),
-                })
-                .collect(),
-            skipped_programs: self.probes.skipped.clone(),
-            udp_source: self.probes.udp_source.map(|u| {
-                let (category, name) = u.tracepoint();
-                format!("tracepoint/{category}/{name}")
-            }),
-            kernel_revocation: self.probes.kernel_revoke,
-            offsets: json!(offsets_json(&self.probes.offsets)),
-            ring_buffer_drops: counters.dropped(),
-            counters: serde_json::to_value(&counters).unwrap_or_default(),
-            events_received: self.received.load(Ordering::Relaxed),
-            sessions: self.table.len(),
-            unresolved_terminals: self.unresolved.len(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-        }
-    }
-}
-
-fn offsets_json(o: &session_monitor_common::config::KernelOffsets) -> serde_json::Value {
-    json!({
-        "task_struct.files": o.task_files,
-        "files_struct.fdt": o.files_fdt,
-        "fdtable.max_fds": o.fdtable_max_fds,
-        "fdtable.fd": o.fdtable_fd,
-        "file.f_inode": o.file_f_inode,
-        "file.private_data": o.file_private_data,
-        "inode.i_mode": o.inode_i_mode,
-        "inode.i_rdev": o.inode_i_rdev,
-        "inode.i_sb": o.inode_i_sb,
-        "tty_file_private.tty": o.tty_file_private_tty,
-        "tty_struct.index": o.tty_index,
-        "tty_struct.driver": o.tty_driver,
-        "tty_struct.link": o.tty_link,
-        "tty_struct.driver_data": o.tty_driver_data,
-        "tty_driver.major": o.tty_driver_major,
-        "tty_driver.minor_start": o.tty_driver_minor_start,
-        "dentry.d_sb": o.dentry_d_sb,
-        "super_block.s_dev": o.super_block_s_dev,
-        "kiocb.ki_filp": o.kiocb_ki_filp,
-        "iov_iter.count": o.iov_iter_count,
-        "sk_buff.sk": o.sk_buff_sk,
-        "sock.sk_protocol": o.sock_sk_protocol,
-    })
 }

@@ -1,8 +1,13 @@
 //! `session-monitor run`: the daemon. One task (the [`core::Core`]) owns all state —
-//! the probes' maps, the session table — and reacts to kernel events, control
-//! requests and timers; the other tasks only feed it messages, so nothing is locked.
+//! the probes' maps, the session table, the policy, pending deadlines — and reacts to
+//! kernel events, control requests, timers and reload triggers; the other tasks only
+//! feed it messages, so nothing is locked.
 
+mod audit_fields;
 mod core;
+mod enforcement;
+mod reload;
+mod requests;
 mod status;
 
 use std::{
@@ -11,59 +16,127 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
 use crate::{
+    audit::{self, AuditLog},
     control::{Access, ControlServer},
+    policy::{self, Policy},
     probes::{self, LoadOptions},
 };
 
+pub use requests::Explanation;
 pub use status::Status;
 
 pub struct DaemonOptions {
     pub socket: PathBuf,
     pub load: LoadOptions,
+    /// The policy file; absent = built-in defaults (the file is still watched).
+    pub config: PathBuf,
+    /// Overrides the policy's `audit_log`.
+    pub audit_log: Option<PathBuf>,
+    /// Forces dry-run whatever the policy says.
+    pub dry_run: bool,
 }
 
 /// How often sessions are checked against /proc for exits the probes could not see
 /// and terminals that could not be resolved yet.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+/// File changes come in bursts (ConfigMap updates touch several entries).
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
+    let policy = initial_policy(&opts)?;
+    let audit_path = opts
+        .audit_log
+        .clone()
+        .or_else(|| policy.audit_log.clone())
+        .unwrap_or_else(|| PathBuf::from(audit::DEFAULT_PATH));
+    let audit = AuditLog::open(&audit_path, true)?;
+
     let (probes, maps, ring) = probes::load(&opts.load)?;
     let received = Arc::new(AtomicU64::new(0));
     let (event_tx, mut events) = mpsc::channel(16 * 1024);
     let reader = probes::spawn_event_reader(ring, event_tx, received.clone())?;
 
-    let mut core = core::Core::new(probes, maps, received);
+    let (done_tx, mut terminations) = mpsc::channel(256);
+    let mut core = core::Core::new(core::CoreParts {
+        probes,
+        maps,
+        received,
+        policy,
+        config_path: opts.config.clone(),
+        force_dry_run: opts.dry_run,
+        audit,
+        terminations: done_tx,
+    });
+    core.record_start();
     core.discover_existing();
 
     let (control_tx, mut control) = mpsc::channel(64);
     let _server = ControlServer::start(&opts.socket, Access::default(), control_tx)?;
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
 
+    let (reload_tx, mut reloads) = mpsc::channel(1);
+    let _watcher = match policy::spawn_watcher(&opts.config, reload_tx) {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!("policy changes are picked up on SIGHUP only: {err:#}");
+            None
+        }
+    };
+    let mut reload_at: Option<tokio::time::Instant> = None;
+
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let resolve_at = core.next_resolution();
+        let deadline_at = core.next_deadline();
         tokio::select! {
             Some(event) = events.recv() => core.on_event(event),
             Some(incoming) = control.recv() => core.on_control(incoming),
+            Some(done) = terminations.recv() => core.on_termination_done(done),
+            _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             _ = sleep_until_opt(resolve_at) => core.resolve_pending(),
             _ = reconcile.tick() => core.reconcile(),
+            Some(()) = reloads.recv() => reload_at = Some(tokio::time::Instant::now() + RELOAD_DEBOUNCE),
+            _ = sleep_until_opt(reload_at) => {
+                reload_at = None;
+                core.reload(false);
+            }
+            _ = hangup.recv() => core.reload(true),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     tracing::info!("stopping");
+    core.record_stop();
     reader.abort();
     Ok(())
+}
+
+/// The policy at start-up. A missing file means built-in defaults; an invalid one
+/// stops the daemon (at start there is no last good policy to keep).
+fn initial_policy(opts: &DaemonOptions) -> Result<Policy> {
+    if !opts.config.exists() {
+        tracing::info!(
+            "no policy file at {}; using built-in defaults (idle 15m, network 1h, warning 60s)",
+            opts.config.display()
+        );
+        return Ok(Policy::default());
+    }
+    let policy = policy::load_file(&opts.config)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("invalid policy {}", opts.config.display()))?;
+    tracing::info!("policy: {}", policy.describe());
+    Ok(policy)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -1,6 +1,10 @@
 //! What `session-monitor status` shows.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use session_monitor_common::config::KernelOffsets;
+
+use crate::policy::Mode;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -15,6 +19,7 @@ pub struct Status {
     pub udp_source: Option<String>,
     /// Input of revoked users is stopped in the kernel (else by the daemon only).
     pub kernel_revocation: bool,
+    /// Structure member offsets resolved from the running kernel's BTF.
     pub offsets: serde_json::Value,
     pub counters: serde_json::Value,
     pub events_received: u64,
@@ -22,6 +27,11 @@ pub struct Status {
     pub sessions: usize,
     pub unresolved_terminals: usize,
     pub uptime_seconds: u64,
+    pub policy: String,
+    pub mode: Mode,
+    pub audit_log: Option<String>,
+    pub policy_reloads_ok: u64,
+    pub policy_reloads_rejected: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,4 +39,32 @@ pub struct ProgramStatus {
     pub name: String,
     pub attach: String,
     pub probe: String,
+}
+
+/// Offsets keyed `struct.member`, as BTF names them.
+pub fn offsets_json(o: &KernelOffsets) -> serde_json::Value {
+    json!({
+        "task_struct.files": o.task_files,
+        "files_struct.fdt": o.files_fdt,
+        "fdtable.max_fds": o.fdtable_max_fds,
+        "fdtable.fd": o.fdtable_fd,
+        "file.f_inode": o.file_f_inode,
+        "file.private_data": o.file_private_data,
+        "inode.i_mode": o.inode_i_mode,
+        "inode.i_rdev": o.inode_i_rdev,
+        "inode.i_sb": o.inode_i_sb,
+        "tty_file_private.tty": o.tty_file_private_tty,
+        "tty_struct.index": o.tty_index,
+        "tty_struct.driver": o.tty_driver,
+        "tty_struct.link": o.tty_link,
+        "tty_struct.driver_data": o.tty_driver_data,
+        "tty_driver.major": o.tty_driver_major,
+        "tty_driver.minor_start": o.tty_driver_minor_start,
+        "dentry.d_sb": o.dentry_d_sb,
+        "super_block.s_dev": o.super_block_s_dev,
+        "kiocb.ki_filp": o.kiocb_ki_filp,
+        "iov_iter.count": o.iov_iter_count,
+        "sk_buff.sk": o.sk_buff_sk,
+        "sock.sk_protocol": o.sock_sk_protocol,
+    })
 }

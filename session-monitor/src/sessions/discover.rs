@@ -235,18 +235,12 @@ fn tty_metadata(leader: u32, key: TtyKey) -> Option<std::fs::Metadata> {
         })
 }
 
-/// A terminal found at start-up, before the probes saw anything of it.
-pub struct StartupTerminal {
-    pub resolved: Resolved,
-}
-
 /// Sessions that existed before the daemon started.
-pub fn discover_existing() -> Vec<StartupTerminal> {
+pub fn discover_existing() -> Vec<Resolved> {
     let mut resolver = Resolver::snapshot();
     resolver
         .terminals_in_use()
         .into_iter()
         .filter_map(|key| resolver.resolve(key, None))
-        .map(|resolved| StartupTerminal { resolved })
         .collect()
 }

@@ -7,8 +7,13 @@ mod procs;
 mod table;
 mod tty;
 
-pub use discover::{Resolved, Resolver, StartupTerminal, discover_existing};
+pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::{ContainerInfo, SessionKind};
-pub use procs::ProcRef;
+pub use procs::{ProcInfo, ProcRef, processes_in_session};
 pub use table::{Session, SessionTable, SessionView};
 pub use tty::{key_from_stat, tty_name};
+
+/// What /proc says about one process.
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    ProcInfo::read(pid)
+}

@@ -230,3 +230,13 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
         .find(|entry| inodes.contains(&entry.inode) && !entry.remote_address.ip().is_unspecified())
         .map(|entry| entry.remote_address.to_string())
 }
+
+/// Every process whose session id is `sid`: a terminal's session and all its
+/// process groups, foreground and background.
+pub fn processes_in_session(sid: u32) -> Vec<ProcRef> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.sid == sid && p.pid != 0)
+        .map(|p| p.proc_ref())
+        .collect()
+}

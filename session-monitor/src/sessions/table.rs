@@ -25,6 +25,8 @@ pub struct Session {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// Names of the primary and supplementary groups, for group rules.
+    pub group_names: Vec<String>,
     pub leader: ProcRef,
     /// The process holding the pty master (sshd, mosh-server, tmux, a container shim).
     pub server: Option<ProcRef>,
@@ -44,8 +46,20 @@ impl Session {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| r.uid.to_string());
+        let mut gids = vec![r.gid];
+        gids.extend(r.groups.iter().copied().filter(|g| *g != r.gid));
+        let group_names = gids
+            .iter()
+            .map(|&gid| {
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| gid.to_string(), |g| g.name)
+            })
+            .collect();
         Self {
             id: session_id(&r.key, &r.leader),
+            group_names,
             tty: tty_name(&r.key),
             key: r.key,
             kind: r.kind,

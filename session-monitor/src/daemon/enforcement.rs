@@ -1,0 +1,222 @@
+//! Deadlines: scheduling, warnings and ends.
+//!
+//! Each session has at most one pending deadline — its next warning or end — kept
+//! in an ordered set, so the daemon sleeps exactly until the next one (no polling).
+//! When a deadline fires, the decision is taken again from the kernel maps, which
+//! always hold the latest input: a deadline that input has moved is just rescheduled.
+
+use std::time::Duration;
+
+use serde_json::json;
+use session_monitor_common::TtyKey;
+use tokio::time::Instant;
+
+use super::{
+    audit_fields,
+    core::{Core, TerminationDone},
+};
+use crate::{
+    clock,
+    enforce::{
+        EndReason, Next, Timing, Warned, notice,
+        terminate::{self},
+        plan,
+    },
+    policy::Mode,
+    sessions::Session,
+};
+
+/// Timers may fire a hair before the boot-clock instant they were converted from.
+const TOLERANCE_NS: u64 = 1_000_000;
+
+impl Core {
+    pub(super) fn timing(&self, session: &Session) -> Timing {
+        let activity = self.maps.activity(&session.key);
+        let server = session.server.and_then(|s| self.maps.proc_state(s.pid));
+        Timing {
+            started_ns: session.started_ns,
+            last_input_ns: session.last_input_ns(activity.as_ref()),
+            last_network_ns: session.last_network_ns(server.as_ref()),
+        }
+    }
+
+    /// The session's next warning or end, from its current state.
+    pub(super) fn next_for(&self, key: &TtyKey) -> Next {
+        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+            return Next::Never;
+        };
+        plan(&e.resolution.limits, &self.timing(session), e.warned.as_ref())
+    }
+
+    pub(super) fn schedule_session(&mut self, key: &TtyKey) {
+        self.unschedule(key);
+        if self.ending.contains_key(key) {
+            return;
+        }
+        let next = self.next_for(key);
+        let Some(at) = next.at_ns() else {
+            return;
+        };
+        if let (Next::End { reason, .. }, Some(e)) = (next, self.enforcement.get(key))
+            && e.reported_end == Some((reason, at))
+        {
+            return; // dry-run: already reported; wait for the deadline to move
+        }
+        self.schedule.insert((at, *key));
+        self.due.insert(*key, at);
+    }
+
+    pub(super) fn unschedule(&mut self, key: &TtyKey) {
+        if let Some(at) = self.due.remove(key) {
+            self.schedule.remove(&(at, *key));
+        }
+    }
+
+    /// Input moved the idle deadline; a pending idle warning is now obsolete.
+    pub(super) fn on_input(&mut self, key: &TtyKey) {
+        let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
+        if let (Some(e), Some(last)) = (self.enforcement.get_mut(key), last_input)
+            && e.warned.is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
+        {
+            e.warned = None;
+            e.reported_end = None;
+            tracing::info!(tty = ?key, "input after the idle warning: the session stays open");
+        }
+        self.schedule_session(key);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let (at, _) = self.schedule.first()?;
+        let now = clock::boot_ns();
+        Some(Instant::now() + Duration::from_nanos(at.saturating_sub(now)))
+    }
+
+    /// Acts on every deadline that is due.
+    pub fn on_deadlines(&mut self) {
+        let now = clock::boot_ns();
+        while let Some(&(at, key)) = self.schedule.first() {
+            if at > now + TOLERANCE_NS {
+                break;
+            }
+            self.unschedule(&key);
+            self.act(&key, now);
+        }
+    }
+
+    fn act(&mut self, key: &TtyKey, now: u64) {
+        if self.ending.contains_key(key) {
+            return;
+        }
+        match self.next_for(key) {
+            Next::Warn { at_ns, end_ns, reason } if at_ns <= now + TOLERANCE_NS => {
+                self.warn(key, reason, end_ns, now);
+                self.schedule_session(key);
+            }
+            Next::End { at_ns, reason } if at_ns <= now + TOLERANCE_NS => self.end_by_policy(key, reason, at_ns),
+            _ => self.schedule_session(key),
+        }
+    }
+
+    fn warn(&mut self, key: &TtyKey, reason: EndReason, end_ns: u64, now: u64) {
+        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+            return;
+        };
+        let limits = &e.resolution.limits;
+        let end_at = end_ns.max(now + limits.warn_before.as_nanos() as u64);
+        let in_secs = (end_at - now).div_ceil(1_000_000_000);
+        let limit = match reason {
+            EndReason::Lifetime => limits.max_session,
+            _ => limits.idle_timeout,
+        }
+        .unwrap_or_default();
+        let dry_run = self.mode() == Mode::DryRun;
+        if !dry_run {
+            let text = notice::warning_text(reason, in_secs, limit.as_secs());
+            if let Err(err) = notice::write_to_terminal(session.leader.pid, *key, &text) {
+                tracing::warn!(id = %session.id, "could not write the warning to {}: {err}", session.tty);
+            }
+        }
+        let timing = self.timing(session);
+        let mut fields = audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+        fields.insert("reason".into(), json!(reason.as_str()));
+        fields.insert("end_in_seconds".into(), json!(in_secs));
+        fields.insert("dry_run".into(), json!(dry_run));
+        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, in_secs, dry_run, "warning");
+        self.audit.record("warning", fields);
+        if let Some(e) = self.enforcement.get_mut(key) {
+            e.warned = Some(Warned { reason, end_ns, at_ns: now });
+        }
+    }
+
+    fn end_by_policy(&mut self, key: &TtyKey, reason: EndReason, at_ns: u64) {
+        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+            return;
+        };
+        let limits = &e.resolution.limits;
+        let limit = match reason {
+            EndReason::Idle => limits.idle_timeout,
+            EndReason::Lifetime => limits.max_session,
+            EndReason::Network => limits.network_timeout,
+            _ => None,
+        };
+        let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
+        if self.mode() == Mode::DryRun {
+            let now = clock::boot_ns();
+            let timing = self.timing(session);
+            let mut fields = audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+            fields.insert("reason".into(), json!(reason.as_str()));
+            fields.insert("dry_run".into(), json!(true));
+            tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "dry-run: would end the session");
+            self.audit.record("would_end", fields);
+            if let Some(e) = self.enforcement.get_mut(key) {
+                e.reported_end = Some((reason, at_ns));
+            }
+            return;
+        }
+        self.start_termination(key, reason, &detail);
+    }
+
+    /// Writes the closing line and ends the session's processes in the background;
+    /// the end is recorded when that finishes ([`Core::on_termination_done`]).
+    pub(super) fn start_termination(&mut self, key: &TtyKey, reason: EndReason, detail: &str) {
+        let Some(session) = self.table.get(key) else {
+            return;
+        };
+        if self.ending.contains_key(key) {
+            return;
+        }
+        if let Err(err) = notice::write_to_terminal(session.leader.pid, *key, &notice::closing_text(reason, detail)) {
+            tracing::debug!(id = %session.id, "closing line not written: {err}");
+        }
+        // The server is ended only when it serves this terminal alone: one tmux
+        // server holds many terminals, an sshd or mosh-server process only one.
+        let server = session
+            .server
+            .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
+        let targets = terminate::collect_targets(session.leader, server);
+        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, processes = targets.len(), "ending session");
+        let done = TerminationDone {
+            key: *key,
+            session_id: session.id.clone(),
+            reason,
+            outcome: Default::default(),
+        };
+        let grace = self.policy.kill_grace;
+        let tx = self.terminations.clone();
+        self.ending.insert(*key, reason);
+        self.unschedule(key);
+        tokio::spawn(async move {
+            let outcome = terminate::escalate(targets, grace).await;
+            let _ = tx.send(TerminationDone { outcome, ..done }).await;
+        });
+    }
+
+    pub fn on_termination_done(&mut self, done: TerminationDone) {
+        if !done.outcome.survivors.is_empty() {
+            tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");
+        }
+        if self.table.get(&done.key).is_some_and(|s| s.id == done.session_id) {
+            self.end_session(&done.key, done.reason, Some(&done.outcome));
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Answers to control requests.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    core::Core,
+    status::{ProgramStatus, Status},
+};
+use crate::{
+    clock,
+    control::{Caller, Request, Response},
+    enforce::Next,
+    policy::{Limits, Mode},
+    sessions::SessionView,
+};
+
+/// `session-monitor explain`: which rule applies and what happens next.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Explanation {
+    pub session: SessionView,
+    pub groups: Vec<String>,
+    pub rule: String,
+    pub matched_rules: Vec<String>,
+    pub limits: serde_json::Value,
+    pub mode: Mode,
+    /// The next step: `warn`, `end` or `none`.
+    pub next: String,
+    pub reason: Option<String>,
+    pub warn_at: Option<String>,
+    pub end_at: Option<String>,
+    pub end_in_seconds: Option<f64>,
+    pub warned: bool,
+    pub ending: bool,
+}
+
+impl Core {
+    pub(super) fn handle(&mut self, request: Request, _caller: Caller) -> Response {
+        match request {
+            Request::Sessions => Response::ok(self.session_views()),
+            Request::Status => Response::ok(self.status()),
+            Request::Explain { id } => match self.explain(&id) {
+                Some(e) => Response::ok(e),
+                None => Response::error(format!("no live session with id `{id}` (see `session-monitor sessions`)")),
+            },
+            other => Response::error(format!("`{}` is not supported by this daemon yet", other.name())),
+        }
+    }
+
+    pub fn session_views(&self) -> Vec<SessionView> {
+        let now = clock::boot_ns();
+        let mut views: Vec<SessionView> = self
+            .table
+            .iter()
+            .map(|s| {
+                let activity = self.maps.activity(&s.key);
+                let server = s.server.and_then(|srv| self.maps.proc_state(srv.pid));
+                s.view(activity.as_ref(), server.as_ref(), now)
+            })
+            .collect();
+        views.sort_by(|a, b| a.tty.cmp(&b.tty).then(a.id.cmp(&b.id)));
+        views
+    }
+
+    fn explain(&self, id: &str) -> Option<Explanation> {
+        let session = self.table.by_id(id)?;
+        let e = self.enforcement.get(&session.key)?;
+        let now = clock::boot_ns();
+        let activity = self.maps.activity(&session.key);
+        let server = session.server.and_then(|srv| self.maps.proc_state(srv.pid));
+        let at = |ns: u64| clock::rfc3339(clock::boot_to_system(ns));
+        let (next, reason, warn_at, end_at) = match self.next_for(&session.key) {
+            Next::Warn { at_ns, end_ns, reason } => {
+                let end = end_ns.max(at_ns + e.resolution.limits.warn_before.as_nanos() as u64);
+                ("warn", Some(reason), Some(at_ns), Some(end))
+            }
+            Next::End { at_ns, reason } => ("end", Some(reason), None, Some(at_ns)),
+            Next::Never => ("none", None, None, None),
+        };
+        Some(Explanation {
+            session: session.view(activity.as_ref(), server.as_ref(), now),
+            groups: session.group_names.clone(),
+            rule: e.resolution.rule.clone(),
+            matched_rules: e.resolution.matched.clone(),
+            limits: serde_json::to_value::<&Limits>(&e.resolution.limits).unwrap_or_default(),
+            mode: self.mode(),
+            next: next.to_string(),
+            reason: reason.map(|r| r.as_str().to_string()),
+            warn_at: warn_at.map(at),
+            end_at: end_at.map(at),
+            end_in_seconds: end_at.map(|t| clock::seconds_between(now, t)),
+            warned: e.warned.is_some(),
+            ending: self.ending.contains_key(&session.key),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        let counters = self.maps.counters();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            backend: self.probes.backend.to_string(),
+            fallback_reason: self.probes.fallback_reason.clone(),
+            programs: self
+                .probes
+                .attached
+                .iter()
+                .map(|p| ProgramStatus {
+                    name: p.name.to_string(),
+                    attach: p.attach.clone(),
+                    probe: p.probe.to_string(),
+                })
+                .collect(),
+            skipped_programs: self.probes.skipped.clone(),
+            udp_source: self.probes.udp_source.map(|u| {
+                let (category, name) = u.tracepoint();
+                format!("tracepoint/{category}/{name}")
+            }),
+            kernel_revocation: self.probes.kernel_revoke,
+            offsets: super::status::offsets_json(&self.probes.offsets),
+            ring_buffer_drops: counters.dropped(),
+            counters: serde_json::to_value(&counters).unwrap_or_default(),
+            events_received: self.events_received(),
+            sessions: self.table.len(),
+            unresolved_terminals: self.unresolved.len(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            policy: self.policy.describe(),
+            mode: self.mode(),
+            audit_log: self.audit.path().map(|p| p.display().to_string()),
+            policy_reloads_ok: self.reloads.0,
+            policy_reloads_rejected: self.reloads.1,
+        }
+    }
+}

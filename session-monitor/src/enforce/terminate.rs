@@ -1,0 +1,149 @@
+//! Ending a session exactly: its processes and its own server, nothing else.
+//!
+//! Every target is opened as a pidfd and then checked against the start time the
+//! daemon recorded, so a signal can never reach a process that merely reused a pid.
+//! The escalation is SIGHUP (what a hangup sends: shells save history and exit),
+//! then SIGTERM after a grace period, then SIGKILL, each only to survivors.
+
+use std::{
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
+
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use serde::Serialize;
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::sessions::ProcRef;
+
+/// Why a process is a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// In the terminal's session (same session id as the leader).
+    Member,
+    /// The process serving only this terminal (sshd for this connection, mosh-server).
+    Server,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub process: ProcRef,
+    pub role: Role,
+}
+
+/// Processes that are never signalled, whatever the session looks like: init, the
+/// daemon itself and its ancestors (a daemon started from a shell it monitors must
+/// not end its own parent).
+fn protected() -> Vec<u32> {
+    let mut pids = vec![0, 1, std::process::id()];
+    let mut pid = std::process::id();
+    while let Some(info) = crate::sessions::proc_info(pid) {
+        if info.ppid <= 1 || pids.contains(&info.ppid) {
+            break;
+        }
+        pids.push(info.ppid);
+        pid = info.ppid;
+    }
+    pids
+}
+
+/// The processes to end for a session led by `leader`: every process of its
+/// terminal session (session id = leader pid), and `server` when it serves only
+/// this terminal.
+pub fn collect_targets(leader: ProcRef, server: Option<ProcRef>) -> Vec<Target> {
+    let protected = protected();
+    let mut targets: Vec<Target> = crate::sessions::processes_in_session(leader.pid)
+        .into_iter()
+        .filter(|p| !protected.contains(&p.pid))
+        .map(|process| Target { process, role: Role::Member })
+        .collect();
+    if !targets.iter().any(|t| t.process == leader) && leader.is_alive() && !protected.contains(&leader.pid) {
+        targets.push(Target { process: leader, role: Role::Member });
+    }
+    if let Some(server) = server
+        && !protected.contains(&server.pid)
+    {
+        targets.push(Target { process: server, role: Role::Server });
+    }
+    targets
+}
+
+/// What the escalation did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outcome {
+    pub targets: usize,
+    /// Signals that had to be sent, in order (`SIGHUP`, `SIGTERM`, `SIGKILL`).
+    pub signals: Vec<&'static str>,
+    /// Targets still alive after SIGKILL (should be none).
+    pub survivors: Vec<u32>,
+    pub took_ms: u64,
+}
+
+struct Open {
+    pid: u32,
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// Opens a pidfd for each target that is still the process we recorded.
+fn open_all(targets: &[Target]) -> Vec<Open> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let pid = Pid::from_raw(t.process.pid as i32)?;
+            let fd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
+            // The pidfd pins whatever process has the pid now; if that is not the
+            // process we recorded (its start time differs), drop it untouched.
+            if !t.process.is_alive() {
+                return None;
+            }
+            // SAFETY: we own the pidfd and keep it open as long as the AsyncFd.
+            let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+            Some(Open { pid: t.process.pid, fd })
+        })
+        .collect()
+}
+
+/// A pidfd turns readable when its process has exited (checked without waiting).
+fn exited(open: &Open) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(open.fd.get_ref(), PollFlags::IN)];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+async fn wait_all(open: &[Open], grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    for o in open {
+        if exited(o) {
+            continue;
+        }
+        let _ = tokio::time::timeout_at(deadline, o.fd.readable()).await;
+    }
+}
+
+/// Signals the targets with escalation; returns when all are gone or SIGKILL was sent.
+pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
+    let started = Instant::now();
+    let open = open_all(&targets);
+    let mut outcome = Outcome {
+        targets: open.len(),
+        ..Outcome::default()
+    };
+    for (signal, name) in [(Signal::HUP, "SIGHUP"), (Signal::TERM, "SIGTERM"), (Signal::KILL, "SIGKILL")] {
+        let alive: Vec<&Open> = open.iter().filter(|o| !exited(o)).collect();
+        if alive.is_empty() {
+            break;
+        }
+        outcome.signals.push(name);
+        for o in &alive {
+            if let Err(err) = pidfd_send_signal(o.fd.get_ref(), signal) {
+                tracing::debug!(pid = o.pid, "{name}: {err}");
+            }
+        }
+        wait_all(&open, grace).await;
+    }
+    outcome.survivors = open.iter().filter(|o| !exited(o)).map(|o| o.pid).collect();
+    outcome.took_ms = started.elapsed().as_millis() as u64;
+    outcome
+}
