@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{control::DEFAULT_SOCKET, policy, probes::BackendChoice};
+use crate::{control::DEFAULT_SOCKET, policy, probes::BackendChoice, revoke};
 
 /// Ends idle and revoked interactive sessions (SSH, Mosh, consoles, containers, local
 /// terminals), deciding from the kernel with eBPF what the user actually typed.
@@ -44,6 +44,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// End every live session of a user (or uid, or group) now and keep them out:
+    /// new sessions are ended as soon as they appear.
+    Revoke {
+        #[command(flatten)]
+        who: Who,
+        /// Lift the revocation automatically after this long (`30m`, `2h`, `7d`);
+        /// default: until `unrevoke`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Why; shown on the terminals being closed and kept in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a revocation.
+    Unrevoke {
+        #[command(flatten)]
+        who: Who,
+    },
+    /// List the revocations in force.
+    Revocations {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a policy file without running anything.
     CheckConfig {
         /// The policy file.
@@ -52,6 +76,24 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// Whose access: a user name, a uid or a group.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Who {
+    /// The user's login name.
+    pub user: Option<String>,
+    /// A numeric uid (also for users without a name on this host).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Every member of this group (primary or supplementary).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. `30m`, `2h`, `7d`)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +123,11 @@ pub struct RunArgs {
     pub audit_log: Option<PathBuf>,
 
     /// Log and count what would be done, end nothing (overrides the policy's mode).
+    /// Revocations are enforced in every mode.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Where revocations are kept across restarts.
+    #[arg(long, default_value = revoke::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }

@@ -9,6 +9,7 @@ mod enforce;
 mod output;
 mod policy;
 mod probes;
+mod revoke;
 mod sessions;
 
 use std::process::ExitCode;
@@ -69,6 +70,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 config: args.config,
                 audit_log: args.audit_log,
                 dry_run: args.dry_run,
+                state_dir: args.state_dir,
             };
             daemon::run(opts).await?;
         }
@@ -98,6 +100,36 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 let explanation: Explanation = serde_json::from_value(data).context("decoding explanation")?;
                 print!("{}", output::explanation_text(&explanation));
+            }
+        }
+        Command::Revoke { who, duration, reason } => {
+            let request = Request::Revoke {
+                user: who.user,
+                uid: who.uid,
+                group: who.group,
+                duration_secs: duration.map(|d| d.as_secs().max(1)),
+                reason,
+            };
+            let data = control::request(&cli.socket, &request).await?;
+            let ended = data.get("sessions_ended").and_then(|v| v.as_array()).map_or(0, Vec::len);
+            println!("revoked; {ended} live session(s) being ended");
+        }
+        Command::Unrevoke { who } => {
+            let request = Request::Unrevoke {
+                user: who.user,
+                uid: who.uid,
+                group: who.group,
+            };
+            control::request(&cli.socket, &request).await?;
+            println!("revocation lifted");
+        }
+        Command::Revocations { json } => {
+            let data = control::request(&cli.socket, &Request::Revocations).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let list: Vec<revoke::Revocation> = serde_json::from_value(data).context("decoding revocations")?;
+                print!("{}", output::revocations_table(&list));
             }
         }
         Command::CheckConfig { file } => match policy::load_file(&file) {

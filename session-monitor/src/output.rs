@@ -129,6 +129,30 @@ pub fn status_text(status: &Status) -> String {
     out
 }
 
+pub fn revocations_table(list: &[crate::revoke::Revocation]) -> String {
+    if list.is_empty() {
+        return "no revocations in force\n".to_string();
+    }
+    let when = |secs: u64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        crate::clock::rfc3339(t).replace('T', " ")
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<24} {:<8} {:<21} {:<21} REASON", "WHO", "SOURCE", "SINCE", "UNTIL");
+    for r in list {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<21} {:<21} {}",
+            r.target.to_string(),
+            format!("{:?}", r.source).to_lowercase(),
+            when(r.since),
+            r.until.map_or_else(|| "lifted by hand".to_string(), when),
+            r.reason.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
 pub fn explanation_text(e: &Explanation) -> String {
     let mut out = String::new();
     let s = &e.session;

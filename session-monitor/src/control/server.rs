@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
 };
 
 use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
@@ -48,7 +48,8 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds the socket (mode 0600, or 0660 for the control group) and serves it.
-    pub fn start(path: &Path, access: Access, tx: mpsc::Sender<Incoming>) -> Result<Self> {
+    /// `access` may change (policy reload); the socket's mode follows it.
+    pub fn start(path: &Path, access: watch::Receiver<Access>, tx: mpsc::Sender<Incoming>) -> Result<Self> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -61,16 +62,30 @@ impl ControlServer {
         }
         let listener =
             UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-        if let Some((_, gid)) = &access.group {
-            chown(path, Some(0), Some(*gid))?;
-        }
+        set_mode(path, &access.borrow())?;
+        let mut changes = access.clone();
+        let socket = path.to_path_buf();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let access = changes.borrow_and_update().clone();
+                if let Err(err) = set_mode(&socket, &access) {
+                    tracing::error!("control socket permissions: {err:#}");
+                }
+            }
+        });
         tokio::spawn(accept_loop(listener, access, tx));
         Ok(Self {
             path: path.to_path_buf(),
         })
     }
+}
+
+/// Root only (0600), or root and the control group (0660, group-owned).
+fn set_mode(path: &Path, access: &Access) -> Result<()> {
+    let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+    chown(path, Some(0), Some(access.group.as_ref().map_or(0, |(_, gid)| *gid)))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
 }
 
 impl Drop for ControlServer {
@@ -79,12 +94,12 @@ impl Drop for ControlServer {
     }
 }
 
-async fn accept_loop(listener: UnixListener, access: Access, tx: mpsc::Sender<Incoming>) {
+async fn accept_loop(listener: UnixListener, access: watch::Receiver<Access>, tx: mpsc::Sender<Incoming>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let access = access.clone();
+        let access = access.borrow().clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(err) = serve(stream, &access, tx).await {

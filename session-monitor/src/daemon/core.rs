@@ -22,6 +22,7 @@ use crate::{
     enforce::{EndReason, Warned, terminate::Outcome},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, Probes},
+    revoke::Revocations,
     sessions::{Resolved, Resolver, Session, SessionKind, SessionTable, discover_existing},
 };
 
@@ -67,6 +68,8 @@ pub struct CoreParts {
     pub force_dry_run: bool,
     pub audit: AuditLog,
     pub terminations: mpsc::Sender<TerminationDone>,
+    pub revocations: Revocations,
+    pub access: tokio::sync::watch::Sender<crate::control::Access>,
 }
 
 pub struct Core {
@@ -92,6 +95,9 @@ pub struct Core {
     pub(super) ending: HashMap<TtyKey, EndReason>,
     pub(super) terminations: mpsc::Sender<TerminationDone>,
     pub(super) reloads: (u64, u64),
+    pub(super) revocations: Revocations,
+    /// Who may use the control socket (changes with the policy's `control_group`).
+    pub(super) access: tokio::sync::watch::Sender<crate::control::Access>,
 }
 
 impl Core {
@@ -116,6 +122,8 @@ impl Core {
             ending: HashMap::new(),
             terminations: parts.terminations,
             reloads: (0, 0),
+            revocations: parts.revocations,
+            access: parts.access,
         }
     }
 
@@ -205,7 +213,9 @@ impl Core {
                 reported_end: None,
             },
         );
-        self.schedule_session(&key);
+        if !self.enforce_revocation(&key) {
+            self.schedule_session(&key);
+        }
     }
 
     /// Removes a session that is gone and records why.
@@ -268,6 +278,20 @@ impl Core {
             }
             Some(EventKind::RevokedInputBlocked) => {
                 tracing::warn!(pid = event.tgid, uid = event.value, "input of a revoked user stopped in the kernel");
+                let mut f = Fields::new();
+                f.insert("pid".into(), json!(event.tgid));
+                f.insert("uid".into(), json!(event.value));
+                f.insert("comm".into(), json!(comm(&event.comm)));
+                if let Some(s) = self.table.get(&event.key) {
+                    f.insert("session_id".into(), json!(s.id));
+                    f.insert("tty".into(), json!(s.tty));
+                }
+                self.audit.record("input_blocked", f);
+                if self.table.contains(&event.key) {
+                    self.enforce_revocation(&event.key);
+                } else {
+                    self.queue_resolution(event.key, None);
+                }
             }
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
         }
@@ -327,6 +351,7 @@ impl Core {
     /// Catches what events alone would miss: exits of processes that were not yet
     /// tracked, terminals whose session appeared late, and stale map entries.
     pub fn reconcile(&mut self) {
+        self.expire_revocations();
         let dead: Vec<TtyKey> = self
             .table
             .iter()
@@ -366,8 +391,17 @@ impl Core {
     pub fn on_control(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Request { request, caller, reply } => {
-                tracing::debug!(uid = caller.uid, request = request.name(), "control request");
+                let name = request.name();
                 let response = self.handle(request, caller);
+                let mut f = Fields::new();
+                f.insert("caller_uid".into(), json!(caller.uid));
+                f.insert("caller_pid".into(), json!(caller.pid));
+                f.insert("command".into(), json!(name));
+                f.insert("ok".into(), json!(response.ok));
+                if let Some(error) = &response.error {
+                    f.insert("error".into(), json!(error));
+                }
+                self.audit.record("control_request", f);
                 let _ = reply.send(response);
             }
             Incoming::Refused { caller, reason } => {
@@ -384,4 +418,10 @@ impl Core {
     pub(super) fn events_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
+}
+
+/// A `comm` field as text.
+fn comm(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

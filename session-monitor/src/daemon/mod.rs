@@ -8,6 +8,7 @@ mod core;
 mod enforcement;
 mod reload;
 mod requests;
+mod revocation;
 mod status;
 
 use std::{
@@ -27,6 +28,7 @@ use crate::{
     control::{Access, ControlServer},
     policy::{self, Policy},
     probes::{self, LoadOptions},
+    revoke::Revocations,
 };
 
 pub use requests::Explanation;
@@ -41,6 +43,8 @@ pub struct DaemonOptions {
     pub audit_log: Option<PathBuf>,
     /// Forces dry-run whatever the policy says.
     pub dry_run: bool,
+    /// Where revocations are persisted.
+    pub state_dir: PathBuf,
 }
 
 /// How often sessions are checked against /proc for exits the probes could not see
@@ -51,6 +55,13 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
     let policy = initial_policy(&opts)?;
+    let revocations = Revocations::load(&opts.state_dir)?;
+    // Bind first: a second daemon must stop here, before it touches the audit log
+    // or loads a second set of probes.
+    let (access, access_rx) = tokio::sync::watch::channel(access_of(&policy));
+    let (control_tx, mut control) = mpsc::channel(64);
+    let _server = ControlServer::start(&opts.socket, access_rx, control_tx)?;
+
     let audit_path = opts
         .audit_log
         .clone()
@@ -73,12 +84,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         force_dry_run: opts.dry_run,
         audit,
         terminations: done_tx,
+        revocations,
+        access,
     });
     core.record_start();
     core.discover_existing();
-
-    let (control_tx, mut control) = mpsc::channel(64);
-    let _server = ControlServer::start(&opts.socket, Access::default(), control_tx)?;
+    core.sync_policy_revocations();
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
 
     let (reload_tx, mut reloads) = mpsc::channel(1);
@@ -120,6 +131,20 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     core.record_stop();
     reader.abort();
     Ok(())
+}
+
+/// Who may use the control socket under `policy`: root, and the `control_group`.
+pub(crate) fn access_of(policy: &Policy) -> Access {
+    let group = policy.control_group.as_ref().and_then(|name| {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some((name.clone(), g.gid.as_raw())),
+            _ => {
+                tracing::warn!("control_group `{name}` does not exist; the control socket stays root-only");
+                None
+            }
+        }
+    });
+    Access { group }
 }
 
 /// The policy at start-up. A missing file means built-in defaults; an invalid one

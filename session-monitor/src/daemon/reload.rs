@@ -47,7 +47,9 @@ impl Core {
                 f.insert("rules".into(), json!(policy.rules.len()));
                 self.policy = policy;
                 self.audit.record("policy_reload", f);
+                self.access.send_replace(super::access_of(&self.policy));
                 self.apply_policy();
+                self.sync_policy_revocations();
             }
             Err(errors) => {
                 tracing::error!("policy reload rejected, keeping the last good policy:\n{errors}");

@@ -34,7 +34,7 @@ pub struct Explanation {
 }
 
 impl Core {
-    pub(super) fn handle(&mut self, request: Request, _caller: Caller) -> Response {
+    pub(super) fn handle(&mut self, request: Request, caller: Caller) -> Response {
         match request {
             Request::Sessions => Response::ok(self.session_views()),
             Request::Status => Response::ok(self.status()),
@@ -42,7 +42,15 @@ impl Core {
                 Some(e) => Response::ok(e),
                 None => Response::error(format!("no live session with id `{id}` (see `session-monitor sessions`)")),
             },
-            other => Response::error(format!("`{}` is not supported by this daemon yet", other.name())),
+            Request::Revoke {
+                user,
+                uid,
+                group,
+                duration_secs,
+                reason,
+            } => self.revoke(caller, (user, uid, group), duration_secs, reason),
+            Request::Unrevoke { user, uid, group } => self.unrevoke(caller, (user, uid, group)),
+            Request::Revocations => Response::ok(self.revocations.list()),
         }
     }
 

@@ -117,14 +117,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         BackendChoice::Auto => true,
     };
     if try_fentry {
-        match load_backend(
-            opts,
-            offsets,
-            Default::default(),
-            Backend::Fentry,
-            &aya_btf,
-            &tracefs,
-        ) {
+        match load_with_revoke_fallback(opts, offsets, Default::default(), Backend::Fentry, &aya_btf, &tracefs) {
             Ok(loaded) => return Ok(loaded),
             Err(err) if opts.backend == BackendChoice::Auto => {
                 tracing::info!("fentry backend unavailable, using tracepoints: {err:#}");
@@ -134,20 +127,38 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         }
     }
     let udp = tracefs::udp_source(&tracefs);
-    let fields =
-        tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
-    let (mut probes, maps, ring) = load_backend(
-        opts,
-        offsets,
-        fields,
-        Backend::Tracepoint,
-        &aya_btf,
-        &tracefs,
-    )
-    .context("--backend tracepoint")?;
+    let fields = tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
+    let (mut probes, maps, ring) =
+        load_with_revoke_fallback(opts, offsets, fields, Backend::Tracepoint, &aya_btf, &tracefs)
+            .context("--backend tracepoint")?;
     probes.udp_source = Some(udp);
     probes.fallback_reason = fallback_reason;
     Ok((probes, maps, ring))
+}
+
+/// In-kernel revocation needs `bpf_send_signal`; where the kernel refuses the
+/// programs that call it, load them without it and let the daemon alone revoke.
+fn load_with_revoke_fallback(
+    opts: &LoadOptions,
+    offsets: KernelOffsets,
+    tracepoints: session_monitor_common::config::TracepointFields,
+    backend: Backend,
+    aya_btf: &aya::Btf,
+    tracefs: &std::path::Path,
+) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
+    match load_backend(opts, offsets, tracepoints, backend, aya_btf, tracefs) {
+        Err(err) if opts.kernel_revoke => {
+            let without = LoadOptions { kernel_revoke: false, ..opts.clone() };
+            match load_backend(&without, offsets, tracepoints, backend, aya_btf, tracefs) {
+                Ok(loaded) => {
+                    tracing::warn!("in-kernel revocation unavailable, revoking from user space only: {err:#}");
+                    Ok(loaded)
+                }
+                Err(_) => Err(err),
+            }
+        }
+        other => other,
+    }
 }
 
 /// RLIMIT_MEMLOCK only matters before Linux 5.11 (BPF memory is accounted by cgroup

@@ -1,0 +1,170 @@
+//! Revoking access: ending every live session of a user at once, keeping the user
+//! out (new sessions end as soon as they appear, and the kernel stops their input
+//! before it reaches a shell), lifting and expiring revocations.
+
+use serde_json::json;
+use session_monitor_common::TtyKey;
+
+use super::core::Core;
+use crate::{
+    audit::Fields,
+    control::{Caller, Response},
+    enforce::EndReason,
+    revoke::{Revocation, Target},
+};
+
+impl Core {
+    /// Ends `key` if a revocation applies to it; true if it does.
+    pub(super) fn enforce_revocation(&mut self, key: &TtyKey) -> bool {
+        let Some(session) = self.table.get(key) else {
+            return false;
+        };
+        let Some(revocation) = self.revocations.matching(session) else {
+            return false;
+        };
+        let detail = revocation.reason_text();
+        self.start_termination(key, EndReason::Revoked, &detail);
+        true
+    }
+
+    /// Makes the kernel map and the live sessions agree with the revocation list.
+    pub(super) fn apply_revocations(&mut self) {
+        let matched_uids: Vec<u32> = self
+            .table
+            .iter()
+            .filter(|s| self.revocations.matching(s).is_some())
+            .map(|s| s.uid)
+            .collect();
+        let wanted = self.revocations.kernel_uids(matched_uids);
+        if self.probes.kernel_revoke {
+            for uid in self.maps.revoked_uids() {
+                if !wanted.contains(&uid)
+                    && let Err(err) = self.maps.set_revoked_uid(uid, false)
+                {
+                    tracing::error!("{err:#}");
+                }
+            }
+            for &uid in &wanted {
+                if let Err(err) = self.maps.set_revoked_uid(uid, true) {
+                    tracing::error!("{err:#}");
+                }
+            }
+        }
+        for key in self.table.keys() {
+            self.enforce_revocation(&key);
+        }
+    }
+
+    fn target_of(user: Option<String>, uid: Option<u32>, group: Option<String>) -> Result<Target, String> {
+        match (user, uid, group) {
+            (Some(u), None, None) if !u.trim().is_empty() => Ok(Target::user(u.trim())),
+            (None, Some(uid), None) => Ok(Target::Uid { uid }),
+            (None, None, Some(g)) if !g.trim().is_empty() => Ok(Target::group(g.trim())),
+            _ => Err("name exactly one of a user, a uid or a group".into()),
+        }
+    }
+
+    pub(super) fn revoke(
+        &mut self,
+        caller: Caller,
+        target: (Option<String>, Option<u32>, Option<String>),
+        duration_secs: Option<u64>,
+        reason: Option<String>,
+    ) -> Response {
+        let target = match Self::target_of(target.0, target.1, target.2) {
+            Ok(t) => t,
+            Err(e) => return Response::error(e),
+        };
+        if duration_secs == Some(0) {
+            return Response::error("a revocation needs a duration above zero (or none: until lifted)");
+        }
+        let revocation = Revocation::new(
+            target.clone(),
+            duration_secs.map(std::time::Duration::from_secs),
+            reason.filter(|r| !r.trim().is_empty()),
+            Some(caller.uid),
+        );
+        if let Err(err) = self.revocations.add(revocation.clone()) {
+            tracing::error!("{err:#}");
+            return Response::error(format!("could not persist the revocation: {err:#}"));
+        }
+        let affected: Vec<TtyKey> = self
+            .table
+            .iter()
+            .filter(|s| target.matches(s))
+            .map(|s| s.key)
+            .collect();
+        let ids: Vec<String> = affected
+            .iter()
+            .filter_map(|k| self.table.get(k).map(|s| s.id.clone()))
+            .collect();
+        let mut f = Fields::new();
+        f.insert("target".into(), json!(revocation.target));
+        f.insert("until".into(), json!(revocation.until));
+        f.insert("reason".into(), json!(revocation.reason));
+        f.insert("caller_uid".into(), json!(caller.uid));
+        f.insert("sessions".into(), json!(ids));
+        self.audit.record("revoke", f);
+        tracing::warn!(%target, sessions = ids.len(), by = caller.uid, "access revoked");
+        self.apply_revocations();
+        Response::ok(json!({ "revoked": revocation, "sessions_ended": ids }))
+    }
+
+    pub(super) fn unrevoke(&mut self, caller: Caller, target: (Option<String>, Option<u32>, Option<String>)) -> Response {
+        let target = match Self::target_of(target.0, target.1, target.2) {
+            Ok(t) => t,
+            Err(e) => return Response::error(e),
+        };
+        let lifted = match self.revocations.remove(&target) {
+            Ok(n) => n,
+            Err(err) => return Response::error(format!("could not persist: {err:#}")),
+        };
+        if lifted == 0 {
+            let why = if self.revocations.from_policy(&target) {
+                format!("{target} is revoked by the policy file; remove it there")
+            } else {
+                format!("{target} is not revoked")
+            };
+            return Response::error(why);
+        }
+        let mut f = Fields::new();
+        f.insert("target".into(), json!(target));
+        f.insert("caller_uid".into(), json!(caller.uid));
+        self.audit.record("unrevoke", f);
+        tracing::info!(%target, by = caller.uid, "revocation lifted");
+        self.apply_revocations();
+        Response::ok(json!({ "lifted": target }))
+    }
+
+    /// Lifts revocations whose time is up (called from reconcile).
+    pub(super) fn expire_revocations(&mut self) {
+        match self.revocations.expire() {
+            Ok(expired) if !expired.is_empty() => {
+                for r in expired {
+                    let mut f = Fields::new();
+                    f.insert("target".into(), json!(r.target));
+                    self.audit.record("revocation_expired", f);
+                    tracing::info!(target = %r.target, "revocation expired");
+                }
+                self.apply_revocations();
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!("{err:#}"),
+        }
+    }
+
+    /// Takes the policy's `revoked_users` / `revoked_groups` (at start and reload).
+    pub(super) fn sync_policy_revocations(&mut self) {
+        let added = self
+            .revocations
+            .set_policy(&self.policy.revoked_users.clone(), &self.policy.revoked_groups.clone());
+        for r in &added {
+            let mut f = Fields::new();
+            f.insert("target".into(), json!(r.target));
+            f.insert("source".into(), json!("policy"));
+            self.audit.record("revoke", f);
+            tracing::warn!(target = %r.target, "access revoked by the policy file");
+        }
+        self.apply_revocations();
+    }
+}
