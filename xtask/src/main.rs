@@ -1,1 +1,78 @@
-fn main() {}
+//! `cargo xtask`: the project's own tasks, so that two commands work on a fresh
+//! Debian machine: `cargo xtask run` and `cargo xtask test`. Each task first does the
+//! set-up it needs (packages, toolchain pieces, kernel file systems), skipping what is
+//! already there.
+
+mod build;
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::setup::Purpose;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Set-up, build, run and test session-monitor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building (or testing) needs; idempotent, prints every step.
+    Setup {
+        /// `run`: what building and running the daemon needs; `test`: also the real
+        /// peers the integration tests drive (sshd, mosh, tmux, ...).
+        #[arg(long = "for", value_enum, default_value_t = Purpose::Run)]
+        purpose: Purpose,
+    },
+    /// Set up, then build the daemon (with its eBPF programs).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build in release mode, then replace this process with
+    /// `session-monitor run ARGS...` (needs root).
+    Run {
+        /// Arguments for `session-monitor run`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up for tests, build, run the unit tests, then the integration tests
+    /// one at a time (needs root).
+    Test {
+        /// Arguments for the integration test binaries (a name filter, `--ignored`,
+        /// `--nocapture`, ...), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup { purpose } => setup::setup(purpose),
+        Task::Build { release } => {
+            setup::setup(Purpose::Run).and_then(|()| build::build_daemon(release).map(drop))
+        }
+        Task::Run { args } => run::run(&args),
+        Task::Test { args } => test::test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
