@@ -76,17 +76,6 @@ impl AuditLog {
         })
     }
 
-    /// A log that only writes to stdout (no file configured).
-    pub fn stdout_only() -> Self {
-        Self {
-            file: None,
-            path: None,
-            prev: GENESIS.to_string(),
-            seq: 0,
-            stdout: true,
-        }
-    }
-
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }

@@ -10,8 +10,8 @@
 mod log;
 mod verify;
 
-pub use log::{AuditLog, Fields, clean};
-pub use verify::{VerifyReport, verify_file};
+pub use log::{AuditLog, Fields};
+pub use verify::verify_file;
 
 pub const DEFAULT_PATH: &str = "/var/log/session-monitor/audit.jsonl";
 

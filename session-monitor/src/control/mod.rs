@@ -6,7 +6,7 @@ mod protocol;
 mod server;
 
 pub use client::request;
-pub use protocol::{MAX_REQUEST_BYTES, Request, Response};
+pub use protocol::{Request, Response};
 pub use server::{Access, Caller, ControlServer, Incoming};
 
 pub const DEFAULT_SOCKET: &str = "/run/session-monitor/control.sock";

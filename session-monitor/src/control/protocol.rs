@@ -52,11 +52,6 @@ impl Request {
             Request::Revocations => "revocations",
         }
     }
-
-    /// Requests that change state; the others only read.
-    pub fn mutates(&self) -> bool {
-        matches!(self, Request::Revoke { .. } | Request::Unrevoke { .. })
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

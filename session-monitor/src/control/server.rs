@@ -2,7 +2,7 @@
 
 use std::{
     fs,
-    os::unix::fs::{PermissionsExt as _, chown},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -47,8 +47,7 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds the socket (mode 0600, or 0660 for the control group) and serves it.
-    /// `access` may change (policy reload); the socket's mode follows it.
+    /// Binds the socket and serves it. `access` may change (policy reload).
     pub fn start(path: &Path, access: watch::Receiver<Access>, tx: mpsc::Sender<Incoming>) -> Result<Self> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -62,30 +61,14 @@ impl ControlServer {
         }
         let listener =
             UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        set_mode(path, &access.borrow())?;
-        let mut changes = access.clone();
-        let socket = path.to_path_buf();
-        tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                let access = changes.borrow_and_update().clone();
-                if let Err(err) = set_mode(&socket, &access) {
-                    tracing::error!("control socket permissions: {err:#}");
-                }
-            }
-        });
+        // Anyone may connect, so that refused attempts reach the daemon and are
+        // audited; every request is authorized by the caller's SO_PEERCRED.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
         tokio::spawn(accept_loop(listener, access, tx));
         Ok(Self {
             path: path.to_path_buf(),
         })
     }
-}
-
-/// Root only (0600), or root and the control group (0660, group-owned).
-fn set_mode(path: &Path, access: &Access) -> Result<()> {
-    let mode = if access.group.is_some() { 0o660 } else { 0o600 };
-    chown(path, Some(0), Some(access.group.as_ref().map_or(0, |(_, gid)| *gid)))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    Ok(())
 }
 
 impl Drop for ControlServer {

@@ -164,11 +164,19 @@ impl Core {
     }
 
     pub(super) fn resolve_policy(&self, session: &Session) -> Resolution {
-        self.policy.resolve(&Subject {
+        let mut resolution = self.policy.resolve(&Subject {
             user: &session.user,
             groups: &session.group_names,
             kind: session.kind,
-        })
+        });
+        // The daemon never ends the terminal session it runs in: its own ancestors
+        // are protected from signals, so it could only close the terminal under
+        // itself, again and again.
+        if nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() as u32 == session.leader.pid) {
+            resolution.limits.exempt = true;
+            resolution.rule = "daemon's own session".into();
+        }
+        resolution
     }
 
     fn add_session(&mut self, resolved: Resolved, how: &str) {
@@ -246,6 +254,7 @@ impl Core {
         if let Some(outcome) = outcome {
             fields.insert("signals".into(), json!(outcome.signals));
             fields.insert("processes".into(), json!(outcome.targets));
+            fields.insert("server_ended".into(), json!(outcome.server));
             if !outcome.survivors.is_empty() {
                 fields.insert("survivors".into(), json!(outcome.survivors));
             }

@@ -73,6 +73,8 @@ pub fn collect_targets(leader: ProcRef, server: Option<ProcRef>) -> Vec<Target> 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Outcome {
     pub targets: usize,
+    /// The session's own server, when it was among the targets.
+    pub server: Option<u32>,
     /// Signals that had to be sent, in order (`SIGHUP`, `SIGTERM`, `SIGKILL`).
     pub signals: Vec<&'static str>,
     /// Targets still alive after SIGKILL (should be none).
@@ -128,6 +130,7 @@ pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
     let open = open_all(&targets);
     let mut outcome = Outcome {
         targets: open.len(),
+        server: targets.iter().find(|t| t.role == Role::Server).map(|t| t.process.pid),
         ..Outcome::default()
     };
     for (signal, name) in [(Signal::HUP, "SIGHUP"), (Signal::TERM, "SIGTERM"), (Signal::KILL, "SIGKILL")] {

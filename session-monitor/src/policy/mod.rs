@@ -11,7 +11,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Serialize;
 
-pub use parse::{PolicyError, load_file, parse_str};
+pub use parse::load_file;
+#[cfg(test)]
+pub use parse::parse_str;
 pub use watch::spawn_watcher;
 
 use crate::sessions::SessionKind;

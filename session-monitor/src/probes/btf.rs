@@ -6,7 +6,7 @@
 //! the result to the programs through their read-only configuration.
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use btf_rs::{Btf, BtfType as _, Type};
+use btf_rs::{Btf, Type};
 use session_monitor_common::config::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";

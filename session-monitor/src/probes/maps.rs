@@ -97,10 +97,6 @@ impl KernelMaps {
         self.procs.get(&tgid, 0).ok()
     }
 
-    pub fn tracked_pids(&self) -> Vec<u32> {
-        self.procs.keys().filter_map(Result::ok).collect()
-    }
-
     pub fn set_revoked_uid(&mut self, uid: u32, revoked: bool) -> Result<()> {
         if revoked {
             self.revoked_uids

@@ -8,9 +8,6 @@ mod maps;
 mod programs;
 mod tracefs;
 
-pub use btf::{kernel_btf, member_offset, resolve_offsets};
 pub use events::spawn_event_reader;
-pub use loader::{AttachedProgram, Backend, BackendChoice, LoadOptions, Probes, load};
+pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
-pub use programs::AttachPoint;
-pub use tracefs::UdpSource;

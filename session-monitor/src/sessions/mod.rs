@@ -8,10 +8,10 @@ mod table;
 mod tty;
 
 pub use discover::{Resolved, Resolver, discover_existing};
-pub use kind::{ContainerInfo, SessionKind};
+pub use kind::SessionKind;
 pub use procs::{ProcInfo, ProcRef, processes_in_session};
 pub use table::{Session, SessionTable, SessionView};
-pub use tty::{key_from_stat, tty_name};
+pub use tty::key_from_stat;
 
 /// What /proc says about one process.
 pub fn proc_info(pid: u32) -> Option<ProcInfo> {

@@ -51,7 +51,6 @@ pub struct ProcInfo {
     pub pid: u32,
     pub ppid: u32,
     pub sid: u32,
-    pub pgrp: u32,
     /// Controlling terminal as (major, minor), if any.
     pub tty: Option<(u32, u32)>,
     pub start_ticks: u64,
@@ -66,7 +65,6 @@ impl ProcInfo {
             pid,
             ppid: stat.ppid as u32,
             sid: stat.session as u32,
-            pgrp: stat.pgrp as u32,
             tty: (stat.tty_nr != 0).then_some((major as u32, minor as u32)),
             start_ticks: stat.starttime,
             comm: stat.comm,

@@ -238,9 +238,6 @@ impl SessionTable {
         self.sessions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
 
     pub fn keys(&self) -> Vec<TtyKey> {
         self.sessions.keys().copied().collect()
