@@ -1,0 +1,54 @@
+//! Root check and the lock that keeps integration tests from running concurrently:
+//! they measure idle time on a two-core machine and share the kernel's tracepoints.
+
+use std::{fs::File, os::fd::AsRawFd as _, sync::Once};
+
+use crate::cleanup;
+
+const LOCK_PATH: &str = "/tmp/session-monitor-tests.lock";
+
+/// Held by a running test; other tests (threads or processes) wait for it.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct TestGuard {
+    _lock: File,
+}
+
+/// True when running as root (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The function behind [`crate::test_guard!`]: `None` (after printing why) when the
+/// test cannot run here, else the lock. The first call in a process also removes what
+/// killed test runs left behind (users, processes, temporary directories).
+pub fn test_guard() -> Option<TestGuard> {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    if !is_root() {
+        eprintln!(
+            "SKIPPED {name}: needs root (to load eBPF, create users and start sshd); \
+             run `cargo xtask test` as root"
+        );
+        return None;
+    }
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_PATH)
+        .unwrap_or_else(|e| panic!("cannot open the test lock {LOCK_PATH}: {e}"));
+    // SAFETY: flock on a descriptor we own. The lock belongs to this open file
+    // description, so it also excludes other threads of this process.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock {LOCK_PATH}: {}",
+        std::io::Error::last_os_error()
+    );
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(cleanup::sweep_stale);
+    Some(TestGuard { _lock: lock })
+}
