@@ -184,6 +184,13 @@ impl DaemonBuilder {
             paths.push(path);
         }
         let [policy, audit_log, state_dir] = <[PathBuf; 3]>::try_from(paths).expect("3 paths");
+        // `cargo xtask vm-test` runs the suite once per backend: SESSION_MONITOR_BACKEND
+        // forces it on every daemon whose test does not pass `--backend` itself.
+        if let Some(backend) = forced_backend()
+            && flag_value(&self.args, "--backend").is_none()
+        {
+            command.arg("--backend").arg(backend);
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
@@ -457,6 +464,14 @@ impl Drop for Daemon {
             eprintln!("{}", self.log_report());
         }
     }
+}
+
+/// The backend every daemon is started with, from `$SESSION_MONITOR_BACKEND`
+/// (`fentry`, `tracepoint` or `auto`); `None` when unset or empty (the daemon chooses).
+pub fn forced_backend() -> Option<String> {
+    std::env::var("SESSION_MONITOR_BACKEND")
+        .ok()
+        .filter(|b| !b.is_empty())
 }
 
 /// The value given to `flag` in `args` (`--flag VALUE` or `--flag=VALUE`).

@@ -25,7 +25,9 @@
 //! ```
 //!
 //! The daemon under test is `$SESSION_MONITOR_BIN` (`cargo xtask test` sets it), or
-//! `target/debug/session-monitor` of this workspace.
+//! `target/debug/session-monitor` of this workspace. `$SESSION_MONITOR_BACKEND`
+//! (`fentry` or `tracepoint`), when set, is passed as `--backend` to every daemon
+//! whose test does not choose one (`cargo xtask vm-test` runs the suite once per backend).
 
 mod cleanup;
 mod daemon;
@@ -38,7 +40,7 @@ mod tmux;
 mod user;
 mod wait;
 
-pub use daemon::{Daemon, DaemonBuilder, Kind, Session, daemon_binary, describe};
+pub use daemon::{Daemon, DaemonBuilder, Kind, Session, daemon_binary, describe, forced_backend};
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
 pub use sshd::Sshd;
