@@ -1,0 +1,275 @@
+//! [`Metrics`]: every metric family of the daemon, and the methods the core calls when
+//! something happens.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{prometheus_text, text},
+    metrics::{counter::Counter, family::Family, histogram::Histogram, info::Info},
+    registry::{Registry, Unit},
+};
+
+use super::{
+    info::BackendInfo,
+    kernel::KernelCollector,
+    labels::{
+        ActionLabels, END_REASONS, EndLabels, KindLabels, KindReasonLabels, RELOAD_RESULTS,
+        REVOCATION_ACTIONS, ResultLabels, VersionLabels, WARNING_REASONS, bounded,
+    },
+    live::{LiveCollector, LiveSample},
+};
+use crate::{probes::CounterSnapshot, sessions::SessionKind};
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "session_monitor";
+
+/// Bucket bounds for session durations, in seconds: 10 s to 7 days.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0,
+    172800.0, 604800.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The daemon's metrics. Shared as `Arc<Metrics>` between the core (which records)
+/// and the HTTP server (which encodes); every method takes `&self`.
+///
+/// Label values come from closed sets (see [`super::END_REASONS`] and friends); a value
+/// outside its set is recorded as `other`. Users appear in labels only when the
+/// operator turned per-user labels on: user names are unbounded and personal.
+#[cfg_attr(not(test), allow(dead_code))]
+pub struct Metrics {
+    registry: Registry,
+    user_labels: bool,
+    sessions_started: Family<KindLabels, Counter>,
+    session_ends: Family<EndLabels, Counter>,
+    session_durations: Family<KindLabels, Histogram, fn() -> Histogram>,
+    warnings: Family<KindReasonLabels, Counter>,
+    revocations: Family<ActionLabels, Counter>,
+    control_refused: Counter,
+    policy_reloads: Family<ResultLabels, Counter>,
+    backend: Arc<BackendInfo>,
+    live: Arc<LiveCollector>,
+    kernel: Arc<KernelCollector>,
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl Metrics {
+    /// Registers every family. With `user_labels`, session ends carry a `user` label
+    /// and `session_monitor_user_sessions{kind,user}` is exported.
+    pub fn new(user_labels: bool) -> Arc<Self> {
+        let mut registry = Registry::with_prefix(PREFIX);
+
+        let sessions_started = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sessions_started",
+            "Sessions that started, by kind",
+            sessions_started.clone(),
+        );
+        let session_ends = Family::<EndLabels, Counter>::default();
+        registry.register(
+            "session_ends",
+            if user_labels {
+                "Sessions that ended, by kind, reason and user"
+            } else {
+                "Sessions that ended, by kind and reason"
+            },
+            session_ends.clone(),
+        );
+        let session_durations =
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "session_duration",
+            "How long sessions lasted, observed when they end, by kind",
+            Unit::Seconds,
+            session_durations.clone(),
+        );
+        let warnings = Family::<KindReasonLabels, Counter>::default();
+        registry.register(
+            "warnings",
+            "Warnings shown to users that their session will end, by kind and reason",
+            warnings.clone(),
+        );
+        let revocations = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Changes to the revoked users: revoke, unrevoke, expire",
+            revocations.clone(),
+        );
+        let control_refused = Counter::default();
+        registry.register(
+            "control_refused",
+            "Control-socket requests refused (caller not allowed, malformed or oversized)",
+            control_refused.clone(),
+        );
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads, by result (ok, or rejected and the previous policy kept)",
+            policy_reloads.clone(),
+        );
+        registry.register(
+            "build",
+            "The running session-monitor version; the value is always 1",
+            Info::new(VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+
+        let backend = Arc::new(BackendInfo::default());
+        registry.register_collector(Box::new(Arc::clone(&backend)));
+        let live = Arc::new(LiveCollector::new(user_labels));
+        registry.register_collector(Box::new(Arc::clone(&live)));
+        let kernel = Arc::new(KernelCollector::default());
+        registry.register_collector(Box::new(Arc::clone(&kernel)));
+
+        // Series that exist from the start read 0 rather than missing, so that
+        // increase() and alerts see the first event.
+        for kind in SessionKind::ALL {
+            let kind = kind.as_str();
+            let _ = sessions_started.get_or_create(&KindLabels { kind });
+            let _ = session_durations.get_or_create(&KindLabels { kind });
+            if !user_labels {
+                for reason in END_REASONS {
+                    let _ = session_ends.get_or_create(&EndLabels {
+                        kind,
+                        reason,
+                        user: None,
+                    });
+                }
+            }
+            for reason in WARNING_REASONS {
+                let _ = warnings.get_or_create(&KindReasonLabels { kind, reason });
+            }
+        }
+        for action in REVOCATION_ACTIONS {
+            let _ = revocations.get_or_create(&ActionLabels { action });
+        }
+        for result in RELOAD_RESULTS {
+            let _ = policy_reloads.get_or_create(&ResultLabels { result });
+        }
+
+        Arc::new(Self {
+            registry,
+            user_labels,
+            sessions_started,
+            session_ends,
+            session_durations,
+            warnings,
+            revocations,
+            control_refused,
+            policy_reloads,
+            backend,
+            live,
+            kernel,
+        })
+    }
+
+    /// A session started.
+    pub fn session_started(&self, kind: SessionKind) {
+        self.sessions_started
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// A session ended after `duration_seconds`. `reason` is one of
+    /// [`super::END_REASONS`]; `user` is recorded only with per-user labels on.
+    pub fn session_ended(
+        &self,
+        kind: SessionKind,
+        reason: &str,
+        duration_seconds: f64,
+        user: &str,
+    ) {
+        let labels = EndLabels {
+            kind: kind.as_str(),
+            reason: bounded(reason, &END_REASONS),
+            user: self.user_labels.then(|| user.to_string()),
+        };
+        self.session_ends.get_or_create(&labels).inc();
+        if duration_seconds.is_finite() {
+            self.session_durations
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str(),
+                })
+                .observe(duration_seconds.max(0.0));
+        }
+    }
+
+    /// A user was warned that their session will end; `reason` is one of
+    /// [`super::WARNING_REASONS`].
+    pub fn warning(&self, kind: SessionKind, reason: &str) {
+        self.warnings
+            .get_or_create(&KindReasonLabels {
+                kind: kind.as_str(),
+                reason: bounded(reason, &WARNING_REASONS),
+            })
+            .inc();
+    }
+
+    /// A user was revoked, unrevoked, or their revocation expired; `action` is one of
+    /// [`super::REVOCATION_ACTIONS`].
+    pub fn revocation(&self, action: &str) {
+        self.revocations
+            .get_or_create(&ActionLabels {
+                action: bounded(action, &REVOCATION_ACTIONS),
+            })
+            .inc();
+    }
+
+    /// The policy was reloaded (`ok`), or the new one was rejected.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        self.policy_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// A control-socket request was refused.
+    pub fn control_refused(&self) {
+        self.control_refused.inc();
+    }
+
+    /// The probe backend in use (`fentry` or `tracepoint`).
+    pub fn set_backend(&self, backend: &str) {
+        self.backend.set(backend);
+    }
+
+    /// The kernel probes' counters, as last read from their map. They are totals:
+    /// pass every read, not differences.
+    pub fn set_kernel_counters(&self, counters: &CounterSnapshot) {
+        self.kernel.update(counters);
+    }
+
+    /// Replaces the snapshot of live sessions (the sessions gauge and the idle-time
+    /// histograms). Pass every live session each time.
+    pub fn update_live(&self, sessions: &[LiveSample<'_>]) {
+        self.live.update(sessions);
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4), served
+    /// with [`super::http::PROMETHEUS_CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding metrics: {err}");
+        }
+        out
+    }
+
+    /// Every metric in the OpenMetrics text format (1.0.0), served with
+    /// [`super::http::OPENMETRICS_CONTENT_TYPE`] to scrapers that ask for it.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding metrics: {err}");
+        }
+        out
+    }
+}
