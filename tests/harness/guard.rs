@@ -1,7 +1,7 @@
 //! Root check and the lock that keeps integration tests from running concurrently:
 //! they measure idle time on a two-core machine and share the kernel's tracepoints.
 
-use std::{fs::File, os::fd::AsRawFd as _, sync::Once};
+use std::{fs::File, io::Write as _, os::fd::AsRawFd as _, sync::Once};
 
 use crate::cleanup;
 
@@ -27,7 +27,10 @@ pub fn test_guard() -> Option<TestGuard> {
         .unwrap_or("this test")
         .to_string();
     if !is_root() {
-        eprintln!(
+        // Straight to stderr, not through eprintln!, which the test harness captures
+        // (and shows only for failures).
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED {name}: needs root (to load eBPF, create users and start sshd); \
              run `cargo xtask test` as root"
         );

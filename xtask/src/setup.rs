@@ -286,8 +286,37 @@ fn deb_installed(package: &str) -> bool {
     })
 }
 
-/// The version `bpf-linker --version` reports (`bpf-linker 0.13.0`).
+/// The version `bpf-linker --version` reports.
 fn bpf_linker_version() -> Option<String> {
     let out = cmd::stdout_if_ok(Command::new("bpf-linker").arg("--version"))?;
-    out.split_whitespace().nth(1).map(str::to_string)
+    parse_bpf_linker_version(&out)
+}
+
+/// `bpf-linker 0.13.0` -> `0.13.0`.
+fn parse_bpf_linker_version(out: &str) -> Option<String> {
+    let mut words = out.split_whitespace();
+    (words.next()? == "bpf-linker").then_some(())?;
+    words.next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_bpf_linker_version() {
+        assert_eq!(
+            parse_bpf_linker_version("bpf-linker 0.13.0\n").as_deref(),
+            Some("0.13.0")
+        );
+        assert_eq!(parse_bpf_linker_version("something else 1.0"), None);
+        assert_eq!(parse_bpf_linker_version(""), None);
+    }
+
+    #[test]
+    fn unknown_packages_are_not_installed() {
+        if cmd::find_program("dpkg", &[]).is_some() {
+            assert!(!deb_installed("session-monitor-no-such-package"));
+        }
+    }
 }

@@ -76,6 +76,37 @@ struct TestRun {
     elapsed: Duration,
 }
 
+impl TestRun {
+    /// Counts what one line of libtest output reports: a failed test
+    /// (`test name ... FAILED`) or a binary's totals (`test result: ...`).
+    fn count(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failures.push(name.to_string());
+        }
+        let Some(counts) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in counts.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(number)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += number,
+                "failed" => self.failed += number,
+                "ignored" => self.ignored += number,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Runs `cargo test`, passing its output through while counting the results of the
 /// libtest summaries (`test result: ok. 3 passed; 0 failed; 1 ignored; ...`).
 fn run_tests(command: &mut Command) -> Result<TestRun> {
@@ -92,29 +123,7 @@ fn run_tests(command: &mut Command) -> Result<TestRun> {
         let line = line.context("reading cargo test's output")?;
         writeln!(out, "{line}")?;
         out.flush()?;
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-        {
-            run.failures.push(name.to_string());
-        }
-        if let Some(counts) = line.strip_prefix("test result: ") {
-            for part in counts.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(label), Some(number)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let Ok(number) = number.parse::<u64>() else {
-                    continue;
-                };
-                match label {
-                    "passed" => run.passed += number,
-                    "failed" => run.failed += number,
-                    "ignored" => run.ignored += number,
-                    _ => {}
-                }
-            }
-        }
+        run.count(&line);
     }
     let status = child.wait().context("waiting for cargo test")?;
     run.success = status.success();
@@ -150,13 +159,35 @@ impl Summary {
         step("summary");
         for (what, ok, detail, elapsed) in &self.rows {
             let verdict = if *ok { "ok" } else { "FAILED" };
-            println!(
+            let line = format!(
                 "    {what:<18} {verdict:<7} {:>7.1} s  {detail}",
                 elapsed.as_secs_f64()
             );
+            println!("{}", line.trim_end());
         }
         for name in &self.failures {
             println!("    failed: {name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_results_and_failures() {
+        let mut run = TestRun::default();
+        for line in [
+            "running 3 tests",
+            "test ssh_session_from_login_to_logout ... ok",
+            "test mosh::liveness ... FAILED",
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.00s",
+            "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            run.count(line);
+        }
+        assert_eq!((run.passed, run.failed, run.ignored), (5, 1, 1));
+        assert_eq!(run.failures, ["mosh::liveness"]);
     }
 }
