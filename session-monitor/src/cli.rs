@@ -127,6 +127,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Serve /metrics, /healthz and /readyz here (default: the policy's
+    /// `metrics_addr`, else 127.0.0.1:9469); an empty value turns them off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Where revocations are kept across restarts.
     #[arg(long, default_value = revoke::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

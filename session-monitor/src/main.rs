@@ -73,6 +73,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 audit_log: args.audit_log,
                 dry_run: args.dry_run,
                 state_dir: args.state_dir,
+                metrics_addr: args.metrics_addr,
             };
             daemon::run(opts).await?;
         }
@@ -100,11 +101,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
-                let explanation: Explanation = serde_json::from_value(data).context("decoding explanation")?;
+                let explanation: Explanation =
+                    serde_json::from_value(data).context("decoding explanation")?;
                 print!("{}", output::explanation_text(&explanation));
             }
         }
-        Command::Revoke { who, duration, reason } => {
+        Command::Revoke {
+            who,
+            duration,
+            reason,
+        } => {
             let request = Request::Revoke {
                 user: who.user,
                 uid: who.uid,
@@ -113,7 +119,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 reason,
             };
             let data = control::request(&cli.socket, &request).await?;
-            let ended = data.get("sessions_ended").and_then(|v| v.as_array()).map_or(0, Vec::len);
+            let ended = data
+                .get("sessions_ended")
+                .and_then(|v| v.as_array())
+                .map_or(0, Vec::len);
             println!("revoked; {ended} live session(s) being ended");
         }
         Command::Unrevoke { who } => {
@@ -130,19 +139,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
-                let list: Vec<revoke::Revocation> = serde_json::from_value(data).context("decoding revocations")?;
+                let list: Vec<revoke::Revocation> =
+                    serde_json::from_value(data).context("decoding revocations")?;
                 print!("{}", output::revocations_table(&list));
             }
         }
         Command::CheckConfig { file } => match policy::load_file(&file) {
-            Ok(policy) => println!("{}: ok ({} rules, mode {:?})", file.display(), policy.rules.len(), policy.mode),
+            Ok(policy) => println!(
+                "{}: ok ({} rules, mode {:?})",
+                file.display(),
+                policy.rules.len(),
+                policy.mode
+            ),
             Err(errors) => {
                 eprintln!("{errors}");
                 return Ok(ExitCode::FAILURE);
             }
         },
         Command::Audit(AuditCommand::Verify { file }) => match audit::verify_file(&file) {
-            Ok(report) => println!("{}: ok, {} records, chain intact", file.display(), report.records),
+            Ok(report) => println!(
+                "{}: ok, {} records, chain intact",
+                file.display(),
+                report.records
+            ),
             Err(err) => {
                 eprintln!("{err:#}");
                 return Ok(ExitCode::FAILURE);

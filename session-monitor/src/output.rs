@@ -138,7 +138,11 @@ pub fn revocations_table(list: &[crate::revoke::Revocation]) -> String {
         crate::clock::rfc3339(t).replace('T', " ")
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:<8} {:<21} {:<21} REASON", "WHO", "SOURCE", "SINCE", "UNTIL");
+    let _ = writeln!(
+        out,
+        "{:<24} {:<8} {:<21} {:<21} REASON",
+        "WHO", "SOURCE", "SINCE", "UNTIL"
+    );
     for r in list {
         let _ = writeln!(
             out,
@@ -156,13 +160,23 @@ pub fn revocations_table(list: &[crate::revoke::Revocation]) -> String {
 pub fn explanation_text(e: &Explanation) -> String {
     let mut out = String::new();
     let s = &e.session;
-    let _ = writeln!(out, "session {} on {} ({}), user {} (uid {})", s.id, s.tty, s.kind, s.user, s.uid);
+    let _ = writeln!(
+        out,
+        "session {} on {} ({}), user {} (uid {})",
+        s.id, s.tty, s.kind, s.user, s.uid
+    );
     let _ = writeln!(out, "groups:        {}", e.groups.join(", "));
     let _ = writeln!(out, "rule:          {}", e.rule);
     if e.matched_rules.len() > 1 {
         let _ = writeln!(out, "also matched:  {}", e.matched_rules[1..].join(", "));
     }
-    let get = |k: &str| e.limits.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let get = |k: &str| {
+        e.limits
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
     let _ = writeln!(
         out,
         "limits:        idle {}, session {}, network {}, warning {} before{}",
@@ -170,9 +184,20 @@ pub fn explanation_text(e: &Explanation) -> String {
         get("max_session"),
         get("network_timeout"),
         get("warn_before"),
-        if e.limits.get("exempt").and_then(|v| v.as_bool()) == Some(true) { ", EXEMPT" } else { "" }
+        if e.limits.get("exempt").and_then(|v| v.as_bool()) == Some(true) {
+            ", EXEMPT"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(out, "mode:          {}", match e.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::DryRun => "dry-run" });
+    let _ = writeln!(
+        out,
+        "mode:          {}",
+        match e.mode {
+            crate::policy::Mode::Enforce => "enforce",
+            crate::policy::Mode::DryRun => "dry-run",
+        }
+    );
     let _ = writeln!(out, "idle:          {}", human_duration(s.idle_seconds));
     match (e.next.as_str(), &e.reason) {
         ("none", _) => {

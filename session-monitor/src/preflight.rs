@@ -15,7 +15,6 @@ use rustix::fs::{Access, AtFlags, CWD, accessat};
 
 /// How bad a missing requirement is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub enum Severity {
     /// The daemon cannot do its job without it.
     Fatal,
@@ -34,9 +33,9 @@ pub struct Capability {
     pub why: &'static str,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Capability {
     /// The name as Kubernetes spells it in `securityContext.capabilities.add`: `BPF`.
+    #[cfg(test)]
     pub fn kubernetes_name(&self) -> &'static str {
         self.name.strip_prefix("CAP_").unwrap_or(self.name)
     }
@@ -98,7 +97,6 @@ pub const CAPABILITIES: &[Capability] = &[
 
 /// What the daemon needs of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub enum Need {
     /// A file it reads.
     ReadableFile,
@@ -117,7 +115,6 @@ pub enum Need {
 
 /// How the Kubernetes DaemonSet gives the container a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub enum Provision {
     /// A hostPath volume of the same path, mounted at that path (or at a parent).
     HostPath,
@@ -240,8 +237,18 @@ impl fmt::Display for Problem {
     }
 }
 
+/// What the daemon checks when it starts: everything but its own directories, which
+/// follow its command line (`--socket`, `--audit-log`, `--state-dir`, `--config`) and
+/// which it creates itself. Fatal problems stop it with their list.
+pub fn startup_problems() -> Vec<Problem> {
+    let own = [RUN_DIR, LOG_DIR, STATE_DIR, CONFIG_DIR];
+    check()
+        .into_iter()
+        .filter(|p| !own.contains(&p.subject))
+        .collect()
+}
+
 /// Runs every check; an empty list means all is there.
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn check() -> Vec<Problem> {
     let mut problems = Vec::new();
     let effective = match effective_capabilities() {

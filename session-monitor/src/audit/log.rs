@@ -42,7 +42,10 @@ pub fn clean(s: &str) -> String {
 }
 
 pub fn hash_line(line: &[u8]) -> String {
-    Sha256::digest(line).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(line)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl AuditLog {
@@ -85,7 +88,10 @@ impl AuditLog {
     pub fn record(&mut self, event: &str, fields: Fields) {
         let mut record = Map::new();
         record.insert("seq".into(), Value::from(self.seq + 1));
-        record.insert("time".into(), Value::from(clock::rfc3339(std::time::SystemTime::now())));
+        record.insert(
+            "time".into(),
+            Value::from(clock::rfc3339(std::time::SystemTime::now())),
+        );
         record.insert("event".into(), Value::from(event));
         for (k, v) in fields {
             record.insert(k, sanitize(v));
@@ -117,7 +123,11 @@ fn sanitize(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(clean(&s)),
         Value::Array(a) => Value::Array(a.into_iter().map(sanitize).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (clean(&k), sanitize(v))).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (clean(&k), sanitize(v)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -151,7 +161,10 @@ mod tests {
 
     #[test]
     fn escapes_what_json_does_not() {
-        assert_eq!(clean("a\u{7f}b\u{9b}c\u{202e}d"), "a\\u{7f}b\\u{9b}c\\u{202e}d");
+        assert_eq!(
+            clean("a\u{7f}b\u{9b}c\u{202e}d"),
+            "a\\u{7f}b\\u{9b}c\\u{202e}d"
+        );
         assert_eq!(clean("plain ünïcode"), "plain ünïcode");
         assert_eq!(clean("esc\u{1b}[2J"), "esc\\u{1b}[2J");
     }

@@ -17,7 +17,8 @@ pub struct VerifyReport {
 /// Checks the chain: each record's `prev` is the hash of the line before it and
 /// `seq` counts up by one. The error names the first line that breaks it.
 pub fn verify_file(path: &Path) -> Result<VerifyReport> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut prev = GENESIS.to_string();
     let mut expected_seq: Option<u64> = None;
     let mut records = 0;
@@ -40,7 +41,10 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport> {
         match (expected_seq, seq) {
             (_, None) => bail!("{}:{n}: record has no sequence number", path.display()),
             (Some(want), Some(got)) if got != want => {
-                bail!("{}:{n}: sequence number {got}, expected {want}: a record was removed or reordered", path.display())
+                bail!(
+                    "{}:{n}: sequence number {got}, expected {want}: a record was removed or reordered",
+                    path.display()
+                )
             }
             _ => {}
         }
@@ -48,7 +52,10 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport> {
         prev = hash_line(line.as_bytes());
         records += 1;
     }
-    Ok(VerifyReport { records, last_hash: prev })
+    Ok(VerifyReport {
+        records,
+        last_hash: prev,
+    })
 }
 
 #[cfg(test)]
@@ -68,7 +75,11 @@ mod tests {
     }
 
     fn tempdir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("sm-audit-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "sm-audit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -100,7 +111,11 @@ mod tests {
         std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
         assert!(verify_file(&path).unwrap_err().to_string().contains(":2:"));
 
-        std::fs::write(&path, format!("{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3])).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3]),
+        )
+        .unwrap();
         assert!(verify_file(&path).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

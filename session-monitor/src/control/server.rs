@@ -48,7 +48,11 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds the socket and serves it. `access` may change (policy reload).
-    pub fn start(path: &Path, access: watch::Receiver<Access>, tx: mpsc::Sender<Incoming>) -> Result<Self> {
+    pub fn start(
+        path: &Path,
+        access: watch::Receiver<Access>,
+        tx: mpsc::Sender<Incoming>,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -77,7 +81,11 @@ impl Drop for ControlServer {
     }
 }
 
-async fn accept_loop(listener: UnixListener, access: watch::Receiver<Access>, tx: mpsc::Sender<Incoming>) {
+async fn accept_loop(
+    listener: UnixListener,
+    access: watch::Receiver<Access>,
+    tx: mpsc::Sender<Incoming>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -20,6 +20,7 @@ use crate::{
     clock,
     control::Incoming,
     enforce::{EndReason, Warned, terminate::Outcome},
+    metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, Probes},
     revoke::Revocations,
@@ -56,6 +57,8 @@ pub struct TerminationDone {
     pub key: TtyKey,
     pub session_id: String,
     pub reason: EndReason,
+    /// When the end was decided (boot-time ns): what the record's times refer to.
+    pub decided_ns: u64,
     pub outcome: Outcome,
 }
 
@@ -70,6 +73,8 @@ pub struct CoreParts {
     pub terminations: mpsc::Sender<TerminationDone>,
     pub revocations: Revocations,
     pub access: tokio::sync::watch::Sender<crate::control::Access>,
+    pub metrics: Arc<Metrics>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub struct Core {
@@ -98,6 +103,8 @@ pub struct Core {
     pub(super) revocations: Revocations,
     /// Who may use the control socket (changes with the policy's `control_group`).
     pub(super) access: tokio::sync::watch::Sender<crate::control::Access>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Core {
@@ -124,11 +131,17 @@ impl Core {
             reloads: (0, 0),
             revocations: parts.revocations,
             access: parts.access,
+            metrics: parts.metrics,
+            metrics_addr: parts.metrics_addr,
         }
     }
 
     pub fn mode(&self) -> Mode {
-        if self.force_dry_run { Mode::DryRun } else { self.policy.mode }
+        if self.force_dry_run {
+            Mode::DryRun
+        } else {
+            self.policy.mode
+        }
     }
 
     pub fn record_start(&mut self) {
@@ -155,7 +168,10 @@ impl Core {
         let count = found.len();
         for resolved in found {
             let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-            if let Err(err) = self.maps.seed_activity(resolved.key, clock::boot_ns(), last_input) {
+            if let Err(err) = self
+                .maps
+                .seed_activity(resolved.key, clock::boot_ns(), last_input)
+            {
                 tracing::warn!("{err:#}");
             }
             self.add_session(resolved, "discovered");
@@ -210,6 +226,7 @@ impl Core {
         let last_input = session.last_input_ns(self.maps.activity(&key).as_ref());
         let mut fields = audit_fields::session(&session, &resolution.rule, last_input, now);
         fields.insert("how".into(), json!(how));
+        self.metrics.session_started(session.kind);
         self.audit.record("session_start", fields);
         self.unresolved.remove(&key);
         self.table.insert(session);
@@ -226,9 +243,15 @@ impl Core {
         }
     }
 
-    /// Removes a session that is gone and records why.
-    pub(super) fn end_session(&mut self, key: &TtyKey, reason: EndReason, outcome: Option<&Outcome>) {
-        let now = clock::boot_ns();
+    /// Removes a session that is gone and records why. `ended` is the termination
+    /// this daemon carried out (when the end was decided, and what it took).
+    pub(super) fn end_session(
+        &mut self,
+        key: &TtyKey,
+        reason: EndReason,
+        ended: Option<(u64, &Outcome)>,
+    ) {
+        let now = ended.map_or_else(clock::boot_ns, |(decided, _)| decided);
         let last_input = self
             .table
             .get(key)
@@ -251,8 +274,9 @@ impl Core {
         }
         let mut fields = audit_fields::session(&session, &rule, last_input, now);
         fields.insert("reason".into(), json!(reason.as_str()));
-        if let Some(outcome) = outcome {
+        if let Some((_, outcome)) = ended {
             fields.insert("signals".into(), json!(outcome.signals));
+            fields.insert("took_ms".into(), json!(outcome.took_ms));
             fields.insert("processes".into(), json!(outcome.targets));
             fields.insert("server_ended".into(), json!(outcome.server));
             if !outcome.survivors.is_empty() {
@@ -260,6 +284,12 @@ impl Core {
             }
         }
         self.audit.record("session_end", fields);
+        self.metrics.session_ended(
+            session.kind,
+            reason.as_str(),
+            clock::seconds_between(session.started_ns, now),
+            &session.user,
+        );
         tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "session ended");
     }
 
@@ -286,7 +316,11 @@ impl Core {
                 }
             }
             Some(EventKind::RevokedInputBlocked) => {
-                tracing::warn!(pid = event.tgid, uid = event.value, "input of a revoked user stopped in the kernel");
+                tracing::warn!(
+                    pid = event.tgid,
+                    uid = event.value,
+                    "input of a revoked user stopped in the kernel"
+                );
                 let mut f = Fields::new();
                 f.insert("pid".into(), json!(event.tgid));
                 f.insert("uid".into(), json!(event.value));
@@ -361,6 +395,7 @@ impl Core {
     /// tracked, terminals whose session appeared late, and stale map entries.
     pub fn reconcile(&mut self) {
         self.expire_revocations();
+        self.publish_metrics();
         let dead: Vec<TtyKey> = self
             .table
             .iter()
@@ -399,7 +434,11 @@ impl Core {
 
     pub fn on_control(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Request { request, caller, reply } => {
+            Incoming::Request {
+                request,
+                caller,
+                reply,
+            } => {
                 let name = request.name();
                 let response = self.handle(request, caller);
                 let mut f = Fields::new();
@@ -420,8 +459,41 @@ impl Core {
                 f.insert("caller_pid".into(), json!(caller.pid));
                 f.insert("error".into(), json!(reason));
                 self.audit.record("control_refused", f);
+                self.metrics.control_refused();
             }
         }
+    }
+
+    /// Refreshes the metrics that describe the present: live sessions and the
+    /// kernel's counters.
+    fn publish_metrics(&self) {
+        let now = clock::boot_ns();
+        let samples: Vec<(crate::sessions::SessionKind, f64, Option<f64>, &str)> = self
+            .table
+            .iter()
+            .map(|s| {
+                let t = self.timing(s);
+                (
+                    s.kind,
+                    clock::seconds_between(t.last_input_ns, now),
+                    t.last_network_ns.map(|n| clock::seconds_between(n, now)),
+                    s.user.as_str(),
+                )
+            })
+            .collect();
+        let live: Vec<LiveSample<'_>> = samples
+            .iter()
+            .map(
+                |&(kind, idle_seconds, network_idle_seconds, user)| LiveSample {
+                    kind,
+                    idle_seconds,
+                    network_idle_seconds,
+                    user,
+                },
+            )
+            .collect();
+        self.metrics.update_live(&live);
+        self.metrics.set_kernel_counters(&self.maps.counters());
     }
 
     pub(super) fn events_received(&self) -> u64 {

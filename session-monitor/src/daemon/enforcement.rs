@@ -18,9 +18,8 @@ use super::{
 use crate::{
     clock,
     enforce::{
-        EndReason, Next, Timing, Warned, notice,
+        EndReason, Next, Timing, Warned, notice, plan,
         terminate::{self},
-        plan,
     },
     policy::Mode,
     sessions::Session,
@@ -45,7 +44,11 @@ impl Core {
         let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
             return Next::Never;
         };
-        plan(&e.resolution.limits, &self.timing(session), e.warned.as_ref())
+        plan(
+            &e.resolution.limits,
+            &self.timing(session),
+            e.warned.as_ref(),
+        )
     }
 
     pub(super) fn schedule_session(&mut self, key: &TtyKey) {
@@ -76,7 +79,8 @@ impl Core {
     pub(super) fn on_input(&mut self, key: &TtyKey) {
         let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
         if let (Some(e), Some(last)) = (self.enforcement.get_mut(key), last_input)
-            && e.warned.is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
+            && e.warned
+                .is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
         {
             e.warned = None;
             e.reported_end = None;
@@ -108,11 +112,17 @@ impl Core {
             return;
         }
         match self.next_for(key) {
-            Next::Warn { at_ns, end_ns, reason } if at_ns <= now + TOLERANCE_NS => {
+            Next::Warn {
+                at_ns,
+                end_ns,
+                reason,
+            } if at_ns <= now + TOLERANCE_NS => {
                 self.warn(key, reason, end_ns, now);
                 self.schedule_session(key);
             }
-            Next::End { at_ns, reason } if at_ns <= now + TOLERANCE_NS => self.end_by_policy(key, reason, at_ns),
+            Next::End { at_ns, reason } if at_ns <= now + TOLERANCE_NS => {
+                self.end_by_policy(key, reason, at_ns)
+            }
             _ => self.schedule_session(key),
         }
     }
@@ -137,14 +147,20 @@ impl Core {
             }
         }
         let timing = self.timing(session);
-        let mut fields = audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+        let mut fields =
+            audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
         fields.insert("reason".into(), json!(reason.as_str()));
         fields.insert("end_in_seconds".into(), json!(in_secs));
         fields.insert("dry_run".into(), json!(dry_run));
         tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, in_secs, dry_run, "warning");
         self.audit.record("warning", fields);
+        self.metrics.warning(session.kind, reason.as_str());
         if let Some(e) = self.enforcement.get_mut(key) {
-            e.warned = Some(Warned { reason, end_ns, at_ns: now });
+            e.warned = Some(Warned {
+                reason,
+                end_ns,
+                at_ns: now,
+            });
         }
     }
 
@@ -163,11 +179,13 @@ impl Core {
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
             let timing = self.timing(session);
-            let mut fields = audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+            let mut fields =
+                audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
             fields.insert("reason".into(), json!(reason.as_str()));
             fields.insert("dry_run".into(), json!(true));
             tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "dry-run: would end the session");
             self.audit.record("would_end", fields);
+            self.metrics.would_end(session.kind, reason.as_str());
             if let Some(e) = self.enforcement.get_mut(key) {
                 e.reported_end = Some((reason, at_ns));
             }
@@ -185,7 +203,11 @@ impl Core {
         if self.ending.contains_key(key) {
             return;
         }
-        if let Err(err) = notice::write_to_terminal(session.leader.pid, *key, &notice::closing_text(reason, detail)) {
+        if let Err(err) = notice::write_to_terminal(
+            session.leader.pid,
+            *key,
+            &notice::closing_text(reason, detail),
+        ) {
             tracing::debug!(id = %session.id, "closing line not written: {err}");
         }
         // The server is ended only when it serves this terminal alone: one tmux
@@ -199,6 +221,7 @@ impl Core {
             key: *key,
             session_id: session.id.clone(),
             reason,
+            decided_ns: clock::boot_ns(),
             outcome: Default::default(),
         };
         let grace = self.policy.kill_grace;
@@ -215,8 +238,16 @@ impl Core {
         if !done.outcome.survivors.is_empty() {
             tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");
         }
-        if self.table.get(&done.key).is_some_and(|s| s.id == done.session_id) {
-            self.end_session(&done.key, done.reason, Some(&done.outcome));
+        if self
+            .table
+            .get(&done.key)
+            .is_some_and(|s| s.id == done.session_id)
+        {
+            self.end_session(
+                &done.key,
+                done.reason,
+                Some((done.decided_ns, &done.outcome)),
+            );
         }
     }
 }

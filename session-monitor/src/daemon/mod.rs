@@ -26,7 +26,9 @@ use tokio::{
 use crate::{
     audit::{self, AuditLog},
     control::{Access, ControlServer},
+    metrics::{Health, Metrics},
     policy::{self, Policy},
+    preflight,
     probes::{self, LoadOptions},
     revoke::Revocations,
 };
@@ -45,7 +47,12 @@ pub struct DaemonOptions {
     pub dry_run: bool,
     /// Where revocations are persisted.
     pub state_dir: PathBuf,
+    /// `--metrics-addr`: overrides the policy's `metrics_addr`; empty turns it off.
+    pub metrics_addr: Option<String>,
 }
+
+/// Where metrics are served unless the policy or the command line says otherwise.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
 
 /// How often sessions are checked against /proc for exits the probes could not see
 /// and terminals that could not be resolved yet.
@@ -54,7 +61,9 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
+    check_host()?;
     let policy = initial_policy(&opts)?;
+    let metrics_addr = metrics_addr(&opts, &policy)?;
     let revocations = Revocations::load(&opts.state_dir)?;
     // Bind first: a second daemon must stop here, before it touches the audit log
     // or loads a second set of probes.
@@ -70,9 +79,25 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let audit = AuditLog::open(&audit_path, true)?;
 
     let (probes, maps, ring) = probes::load(&opts.load)?;
+    let metrics = Metrics::new(policy.metrics_user_labels);
+    metrics.set_backend(&probes.backend.to_string());
+    let health = Health::new();
+    health.set_probes_attached(true);
     let received = Arc::new(AtomicU64::new(0));
     let (event_tx, mut events) = mpsc::channel(16 * 1024);
-    let reader = probes::spawn_event_reader(ring, event_tx, received.clone())?;
+    let mut reader = probes::spawn_event_reader(ring, event_tx, received.clone())?;
+    health.set_ringbuf_reading(true);
+    let (metrics_server, metrics_bound) = match metrics_addr {
+        Some(addr) => {
+            let (task, bound) =
+                crate::metrics::serve(addr, metrics.clone(), health.clone()).await?;
+            (Some(task), Some(bound))
+        }
+        None => {
+            tracing::info!("metrics endpoint off");
+            (None, None)
+        }
+    };
 
     let (done_tx, mut terminations) = mpsc::channel(256);
     let mut core = core::Core::new(core::CoreParts {
@@ -86,6 +111,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         terminations: done_tx,
         revocations,
         access,
+        metrics,
+        metrics_addr: metrics_bound,
     });
     core.record_start();
     core.discover_existing();
@@ -123,6 +150,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 core.reload(false);
             }
             _ = hangup.recv() => core.reload(true),
+            _ = &mut reader => {
+                // Blind without events: fail loudly so that a supervisor restarts us.
+                health.set_ringbuf_reading(false);
+                core.record_stop();
+                anyhow::bail!("the kernel event reader stopped");
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -130,20 +163,60 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     tracing::info!("stopping");
     core.record_stop();
     reader.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     Ok(())
+}
+
+/// Capabilities and kernel interfaces the daemon cannot work without.
+fn check_host() -> Result<()> {
+    let problems = preflight::startup_problems();
+    for problem in &problems {
+        tracing::warn!("{problem}");
+    }
+    let fatal: Vec<String> = problems
+        .iter()
+        .filter(|p| p.severity == preflight::Severity::Fatal)
+        .map(|p| format!("  {p}"))
+        .collect();
+    if !fatal.is_empty() {
+        anyhow::bail!("cannot start:\n{}", fatal.join("\n"));
+    }
+    Ok(())
+}
+
+/// The metrics address: `--metrics-addr`, else the policy's `metrics_addr`, else
+/// [`DEFAULT_METRICS_ADDR`]; an empty value turns the endpoint off.
+fn metrics_addr(opts: &DaemonOptions, policy: &Policy) -> Result<Option<std::net::SocketAddr>> {
+    if let Some(flag) = &opts.metrics_addr {
+        if flag.trim().is_empty() {
+            return Ok(None);
+        }
+        return flag.trim().parse().map(Some).with_context(|| {
+            format!("--metrics-addr `{flag}` is not an address like 127.0.0.1:9469")
+        });
+    }
+    Ok(match policy.metrics_addr {
+        Some(addr) => addr,
+        None => Some(DEFAULT_METRICS_ADDR.parse().expect("valid default")),
+    })
 }
 
 /// Who may use the control socket under `policy`: root, and the `control_group`.
 pub(crate) fn access_of(policy: &Policy) -> Access {
-    let group = policy.control_group.as_ref().and_then(|name| {
-        match nix::unistd::Group::from_name(name) {
+    let group = policy
+        .control_group
+        .as_ref()
+        .and_then(|name| match nix::unistd::Group::from_name(name) {
             Ok(Some(g)) => Some((name.clone(), g.gid.as_raw())),
             _ => {
-                tracing::warn!("control_group `{name}` does not exist; the control socket stays root-only");
+                tracing::warn!(
+                    "control_group `{name}` does not exist; the control socket stays root-only"
+                );
                 None
             }
-        }
-    });
+        });
     Access { group }
 }
 

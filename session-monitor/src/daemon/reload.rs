@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use session_monitor_common::TtyKey;
+use sha2::{Digest as _, Sha256};
 
 use super::core::Core;
 use crate::{audit::Fields, policy};
@@ -13,7 +13,12 @@ use crate::{audit::Fields, policy};
 /// SHA-256 of the file's content, or None when it cannot be read.
 pub fn fingerprint(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
-    Some(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Some(
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 impl Core {
@@ -30,10 +35,14 @@ impl Core {
         if fingerprint.is_none() {
             // A ConfigMap update briefly removes the file; a deleted policy keeps
             // the last good one rather than falling back to defaults.
-            tracing::warn!("policy file {} is unreadable; keeping the current policy", path.display());
+            tracing::warn!(
+                "policy file {} is unreadable; keeping the current policy",
+                path.display()
+            );
             f.insert("result".into(), json!("rejected"));
             f.insert("error".into(), json!("file missing or unreadable"));
             self.reloads.1 += 1;
+            self.metrics.reload(false);
             self.audit.record("policy_reload", f);
             return;
         }
@@ -41,6 +50,7 @@ impl Core {
             Ok(policy) => {
                 tracing::info!("policy reloaded: {}", policy.describe());
                 self.reloads.0 += 1;
+                self.metrics.reload(true);
                 f.insert("result".into(), json!("ok"));
                 f.insert("sha256".into(), json!(fingerprint));
                 f.insert("mode".into(), json!(policy.mode));
@@ -54,6 +64,7 @@ impl Core {
             Err(errors) => {
                 tracing::error!("policy reload rejected, keeping the last good policy:\n{errors}");
                 self.reloads.1 += 1;
+                self.metrics.reload(false);
                 f.insert("result".into(), json!("rejected"));
                 f.insert("error".into(), json!(errors.to_string()));
                 self.audit.record("policy_reload", f);

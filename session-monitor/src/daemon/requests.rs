@@ -40,7 +40,9 @@ impl Core {
             Request::Status => Response::ok(self.status()),
             Request::Explain { id } => match self.explain(&id) {
                 Some(e) => Response::ok(e),
-                None => Response::error(format!("no live session with id `{id}` (see `session-monitor sessions`)")),
+                None => Response::error(format!(
+                    "no live session with id `{id}` (see `session-monitor sessions`)"
+                )),
             },
             Request::Revoke {
                 user,
@@ -77,7 +79,11 @@ impl Core {
         let server = session.server.and_then(|srv| self.maps.proc_state(srv.pid));
         let at = |ns: u64| clock::rfc3339(clock::boot_to_system(ns));
         let (next, reason, warn_at, end_at) = match self.next_for(&session.key) {
-            Next::Warn { at_ns, end_ns, reason } => {
+            Next::Warn {
+                at_ns,
+                end_ns,
+                reason,
+            } => {
                 let end = end_ns.max(at_ns + e.resolution.limits.warn_before.as_nanos() as u64);
                 ("warn", Some(reason), Some(at_ns), Some(end))
             }
@@ -139,6 +145,7 @@ impl Core {
             audit_log: self.audit.path().map(|p| p.display().to_string()),
             policy_reloads_ok: self.reloads.0,
             policy_reloads_rejected: self.reloads.1,
+            metrics_addr: self.metrics_addr.map(|a| a.to_string()),
         }
     }
 }

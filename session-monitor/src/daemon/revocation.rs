@@ -55,7 +55,11 @@ impl Core {
         }
     }
 
-    fn target_of(user: Option<String>, uid: Option<u32>, group: Option<String>) -> Result<Target, String> {
+    fn target_of(
+        user: Option<String>,
+        uid: Option<u32>,
+        group: Option<String>,
+    ) -> Result<Target, String> {
         match (user, uid, group) {
             (Some(u), None, None) if !u.trim().is_empty() => Ok(Target::user(u.trim())),
             (None, Some(uid), None) => Ok(Target::Uid { uid }),
@@ -76,7 +80,9 @@ impl Core {
             Err(e) => return Response::error(e),
         };
         if duration_secs == Some(0) {
-            return Response::error("a revocation needs a duration above zero (or none: until lifted)");
+            return Response::error(
+                "a revocation needs a duration above zero (or none: until lifted)",
+            );
         }
         let revocation = Revocation::new(
             target.clone(),
@@ -105,12 +111,17 @@ impl Core {
         f.insert("caller_uid".into(), json!(caller.uid));
         f.insert("sessions".into(), json!(ids));
         self.audit.record("revoke", f);
+        self.metrics.revocation("revoke");
         tracing::warn!(%target, sessions = ids.len(), by = caller.uid, "access revoked");
         self.apply_revocations();
         Response::ok(json!({ "revoked": revocation, "sessions_ended": ids }))
     }
 
-    pub(super) fn unrevoke(&mut self, caller: Caller, target: (Option<String>, Option<u32>, Option<String>)) -> Response {
+    pub(super) fn unrevoke(
+        &mut self,
+        caller: Caller,
+        target: (Option<String>, Option<u32>, Option<String>),
+    ) -> Response {
         let target = match Self::target_of(target.0, target.1, target.2) {
             Ok(t) => t,
             Err(e) => return Response::error(e),
@@ -131,6 +142,7 @@ impl Core {
         f.insert("target".into(), json!(target));
         f.insert("caller_uid".into(), json!(caller.uid));
         self.audit.record("unrevoke", f);
+        self.metrics.revocation("unrevoke");
         tracing::info!(%target, by = caller.uid, "revocation lifted");
         self.apply_revocations();
         Response::ok(json!({ "lifted": target }))
@@ -144,6 +156,7 @@ impl Core {
                     let mut f = Fields::new();
                     f.insert("target".into(), json!(r.target));
                     self.audit.record("revocation_expired", f);
+                    self.metrics.revocation("expire");
                     tracing::info!(target = %r.target, "revocation expired");
                 }
                 self.apply_revocations();
@@ -155,14 +168,16 @@ impl Core {
 
     /// Takes the policy's `revoked_users` / `revoked_groups` (at start and reload).
     pub(super) fn sync_policy_revocations(&mut self) {
-        let added = self
-            .revocations
-            .set_policy(&self.policy.revoked_users.clone(), &self.policy.revoked_groups.clone());
+        let added = self.revocations.set_policy(
+            &self.policy.revoked_users.clone(),
+            &self.policy.revoked_groups.clone(),
+        );
         for r in &added {
             let mut f = Fields::new();
             f.insert("target".into(), json!(r.target));
             f.insert("source".into(), json!("policy"));
             self.audit.record("revoke", f);
+            self.metrics.revocation("revoke");
             tracing::warn!(target = %r.target, "access revoked by the policy file");
         }
         self.apply_revocations();

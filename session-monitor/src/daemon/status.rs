@@ -32,6 +32,8 @@ pub struct Status {
     pub audit_log: Option<String>,
     pub policy_reloads_ok: u64,
     pub policy_reloads_rejected: u64,
+    /// Where /metrics, /healthz and /readyz are served (None: off).
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -67,8 +67,15 @@ pub struct Warned {
 /// What happens next to a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
-    Warn { at_ns: u64, end_ns: u64, reason: EndReason },
-    End { at_ns: u64, reason: EndReason },
+    Warn {
+        at_ns: u64,
+        end_ns: u64,
+        reason: EndReason,
+    },
+    End {
+        at_ns: u64,
+        reason: EndReason,
+    },
     Never,
 }
 
@@ -93,8 +100,12 @@ pub fn plan(limits: &Limits, timing: &Timing, warned: Option<&Warned>) -> Next {
         return Next::Never;
     }
     let candidates = [
-        limits.idle_timeout.map(|d| (timing.last_input_ns.saturating_add(ns(d)), EndReason::Idle)),
-        limits.max_session.map(|d| (timing.started_ns.saturating_add(ns(d)), EndReason::Lifetime)),
+        limits
+            .idle_timeout
+            .map(|d| (timing.last_input_ns.saturating_add(ns(d)), EndReason::Idle)),
+        limits
+            .max_session
+            .map(|d| (timing.started_ns.saturating_add(ns(d)), EndReason::Lifetime)),
         limits
             .network_timeout
             .zip(timing.last_network_ns)
@@ -104,7 +115,10 @@ pub fn plan(limits: &Limits, timing: &Timing, warned: Option<&Warned>) -> Next {
         return Next::Never;
     };
     if !reason.warned() {
-        return Next::End { at_ns: end_ns, reason };
+        return Next::End {
+            at_ns: end_ns,
+            reason,
+        };
     }
     match warned {
         Some(w) if w.reason == reason && end_ns <= w.end_ns => Next::End {
@@ -140,50 +154,131 @@ mod tests {
     #[test]
     fn warns_then_ends_when_idle() {
         let l = limits(10, None, None, 3);
-        let t = Timing { started_ns: 0, last_input_ns: 100 * S, last_network_ns: None };
-        assert_eq!(plan(&l, &t, None), Next::Warn { at_ns: 107 * S, end_ns: 110 * S, reason: EndReason::Idle });
-        let w = Warned { reason: EndReason::Idle, end_ns: 110 * S, at_ns: 107 * S };
-        assert_eq!(plan(&l, &t, Some(&w)), Next::End { at_ns: 110 * S, reason: EndReason::Idle });
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 100 * S,
+            last_network_ns: None,
+        };
+        assert_eq!(
+            plan(&l, &t, None),
+            Next::Warn {
+                at_ns: 107 * S,
+                end_ns: 110 * S,
+                reason: EndReason::Idle
+            }
+        );
+        let w = Warned {
+            reason: EndReason::Idle,
+            end_ns: 110 * S,
+            at_ns: 107 * S,
+        };
+        assert_eq!(
+            plan(&l, &t, Some(&w)),
+            Next::End {
+                at_ns: 110 * S,
+                reason: EndReason::Idle
+            }
+        );
     }
 
     #[test]
     fn input_after_a_warning_makes_it_obsolete() {
         let l = limits(10, None, None, 3);
-        let w = Warned { reason: EndReason::Idle, end_ns: 110 * S, at_ns: 107 * S };
-        let t = Timing { started_ns: 0, last_input_ns: 108 * S, last_network_ns: None };
-        assert_eq!(plan(&l, &t, Some(&w)), Next::Warn { at_ns: 115 * S, end_ns: 118 * S, reason: EndReason::Idle });
+        let w = Warned {
+            reason: EndReason::Idle,
+            end_ns: 110 * S,
+            at_ns: 107 * S,
+        };
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 108 * S,
+            last_network_ns: None,
+        };
+        assert_eq!(
+            plan(&l, &t, Some(&w)),
+            Next::Warn {
+                at_ns: 115 * S,
+                end_ns: 118 * S,
+                reason: EndReason::Idle
+            }
+        );
     }
 
     #[test]
     fn a_late_warning_still_gives_the_full_warning_time() {
         // Discovered long idle: warned now (200 s), ended warn_before later.
         let l = limits(10, None, None, 3);
-        let t = Timing { started_ns: 0, last_input_ns: 0, last_network_ns: None };
-        let w = Warned { reason: EndReason::Idle, end_ns: 10 * S, at_ns: 200 * S };
-        assert_eq!(plan(&l, &t, Some(&w)), Next::End { at_ns: 203 * S, reason: EndReason::Idle });
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 0,
+            last_network_ns: None,
+        };
+        let w = Warned {
+            reason: EndReason::Idle,
+            end_ns: 10 * S,
+            at_ns: 200 * S,
+        };
+        assert_eq!(
+            plan(&l, &t, Some(&w)),
+            Next::End {
+                at_ns: 203 * S,
+                reason: EndReason::Idle
+            }
+        );
     }
 
     #[test]
     fn lifetime_ends_busy_sessions() {
         let l = limits(10, Some(30), None, 3);
-        let t = Timing { started_ns: 0, last_input_ns: 29 * S, last_network_ns: None };
-        assert_eq!(plan(&l, &t, None), Next::Warn { at_ns: 27 * S, end_ns: 30 * S, reason: EndReason::Lifetime });
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 29 * S,
+            last_network_ns: None,
+        };
+        assert_eq!(
+            plan(&l, &t, None),
+            Next::Warn {
+                at_ns: 27 * S,
+                end_ns: 30 * S,
+                reason: EndReason::Lifetime
+            }
+        );
     }
 
     #[test]
     fn network_ends_without_warning() {
         let l = limits(100, None, Some(5), 3);
-        let t = Timing { started_ns: 0, last_input_ns: 50 * S, last_network_ns: Some(10 * S) };
-        assert_eq!(plan(&l, &t, None), Next::End { at_ns: 15 * S, reason: EndReason::Network });
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 50 * S,
+            last_network_ns: Some(10 * S),
+        };
+        assert_eq!(
+            plan(&l, &t, None),
+            Next::End {
+                at_ns: 15 * S,
+                reason: EndReason::Network
+            }
+        );
     }
 
     #[test]
     fn exempt_and_unlimited_sessions_never_end() {
         let mut l = limits(10, None, None, 3);
         l.exempt = true;
-        let t = Timing { started_ns: 0, last_input_ns: 0, last_network_ns: None };
+        let t = Timing {
+            started_ns: 0,
+            last_input_ns: 0,
+            last_network_ns: None,
+        };
         assert_eq!(plan(&l, &t, None), Next::Never);
-        let l = Limits { idle_timeout: None, max_session: None, network_timeout: None, warn_before: Duration::from_secs(3), exempt: false };
+        let l = Limits {
+            idle_timeout: None,
+            max_session: None,
+            network_timeout: None,
+            warn_before: Duration::from_secs(3),
+            exempt: false,
+        };
         assert_eq!(plan(&l, &t, None), Next::Never);
     }
 }

@@ -17,7 +17,10 @@ use crate::sessions::key_from_stat;
 /// Never blocks: a terminal whose output is stopped (Ctrl-S) misses the line.
 pub fn write_to_terminal(leader: u32, key: TtyKey, text: &str) -> std::io::Result<()> {
     let path = terminal_path(leader, key).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the session leader has no descriptor of its terminal")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the session leader has no descriptor of its terminal",
+        )
     })?;
     let mut tty = OpenOptions::new()
         .write(true)
@@ -95,7 +98,9 @@ mod tests {
             warning_text(EndReason::Idle, 60, 900),
             "\r\n\x07*** session-monitor: this session will be closed for inactivity in 1 minute unless there is input (idle limit 15 minutes). ***\r\n"
         );
-        assert!(warning_text(EndReason::Lifetime, 2, 3600).contains("maximum session length of 1 hour"));
+        assert!(
+            warning_text(EndReason::Lifetime, 2, 3600).contains("maximum session length of 1 hour")
+        );
         assert!(closing_text(EndReason::Idle, "3 seconds").contains("no input for 3 seconds"));
     }
 }

@@ -56,15 +56,27 @@ pub fn collect_targets(leader: ProcRef, server: Option<ProcRef>) -> Vec<Target> 
     let mut targets: Vec<Target> = crate::sessions::processes_in_session(leader.pid)
         .into_iter()
         .filter(|p| !protected.contains(&p.pid))
-        .map(|process| Target { process, role: Role::Member })
+        .map(|process| Target {
+            process,
+            role: Role::Member,
+        })
         .collect();
-    if !targets.iter().any(|t| t.process == leader) && leader.is_alive() && !protected.contains(&leader.pid) {
-        targets.push(Target { process: leader, role: Role::Member });
+    if !targets.iter().any(|t| t.process == leader)
+        && leader.is_alive()
+        && !protected.contains(&leader.pid)
+    {
+        targets.push(Target {
+            process: leader,
+            role: Role::Member,
+        });
     }
     if let Some(server) = server
         && !protected.contains(&server.pid)
     {
-        targets.push(Target { process: server, role: Role::Server });
+        targets.push(Target {
+            process: server,
+            role: Role::Server,
+        });
     }
     targets
 }
@@ -101,7 +113,10 @@ fn open_all(targets: &[Target]) -> Vec<Open> {
             }
             // SAFETY: we own the pidfd and keep it open as long as the AsyncFd.
             let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
-            Some(Open { pid: t.process.pid, fd })
+            Some(Open {
+                pid: t.process.pid,
+                fd,
+            })
         })
         .collect()
 }
@@ -110,7 +125,10 @@ fn open_all(targets: &[Target]) -> Vec<Open> {
 fn exited(open: &Open) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let mut fds = [PollFd::new(open.fd.get_ref(), PollFlags::IN)];
-    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }
 
@@ -130,10 +148,17 @@ pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
     let open = open_all(&targets);
     let mut outcome = Outcome {
         targets: open.len(),
-        server: targets.iter().find(|t| t.role == Role::Server).map(|t| t.process.pid),
+        server: targets
+            .iter()
+            .find(|t| t.role == Role::Server)
+            .map(|t| t.process.pid),
         ..Outcome::default()
     };
-    for (signal, name) in [(Signal::HUP, "SIGHUP"), (Signal::TERM, "SIGTERM"), (Signal::KILL, "SIGKILL")] {
+    for (signal, name) in [
+        (Signal::HUP, "SIGHUP"),
+        (Signal::TERM, "SIGTERM"),
+        (Signal::KILL, "SIGKILL"),
+    ] {
         let alive: Vec<&Open> = open.iter().filter(|o| !exited(o)).collect();
         if alive.is_empty() {
             break;

@@ -8,7 +8,6 @@ use std::sync::{
 /// A cheap, clonable handle on the daemon's readiness. The core sets the flags; the
 /// HTTP server reads them on every `/readyz` request. Both start `false`.
 #[derive(Clone, Debug, Default)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct Health {
     state: Arc<State>,
 }
@@ -19,7 +18,6 @@ struct State {
     ringbuf_reading: AtomicBool,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Health {
     pub fn new() -> Self {
         Self::default()

@@ -31,20 +31,20 @@ const MAX_CONNECTIONS: usize = 32;
 /// A client must send its request headers within this time, or it is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds `addr` and serves the endpoints on it until the returned task is aborted.
-/// Fails, naming the address, when it cannot be bound.
-#[cfg_attr(not(test), allow(dead_code))]
+/// Binds `addr` and serves the endpoints on it until the returned task is aborted;
+/// returns the bound address (port 0 picks a free port). Fails, naming the address,
+/// when it cannot be bound.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
-) -> Result<JoinHandle<()>> {
+) -> Result<(JoinHandle<()>, SocketAddr)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    Ok(spawn_server(listener, metrics, health))
+    Ok((spawn_server(listener, metrics, health), bound))
 }
 
 /// Serves the endpoints on an already bound listener.

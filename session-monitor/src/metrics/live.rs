@@ -25,7 +25,6 @@ pub const IDLE_BUCKETS: [f64; 16] = [
 
 /// One live session, as the core sees it at the moment of the snapshot.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct LiveSample<'a> {
     pub kind: SessionKind,
     /// Seconds since the user last gave input.

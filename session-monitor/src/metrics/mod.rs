@@ -29,15 +29,11 @@ mod live;
 mod registry;
 
 // The daemon core is wired to these later; until then only the tests use them.
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use health::Health;
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use http::serve;
-#[cfg_attr(not(test), allow(unused_imports))]
+#[cfg(test)]
 pub use labels::{END_REASONS, REVOCATION_ACTIONS, WARNING_REASONS};
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use live::LiveSample;
-#[cfg_attr(not(test), allow(unused_imports))]
 pub use registry::Metrics;
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ fn duration_histogram() -> Histogram {
 /// Label values come from closed sets (see [`super::END_REASONS`] and friends); a value
 /// outside its set is recorded as `other`. Users appear in labels only when the
 /// operator turned per-user labels on: user names are unbounded and personal.
-#[cfg_attr(not(test), allow(dead_code))]
 pub struct Metrics {
     registry: Registry,
     user_labels: bool,
@@ -47,6 +46,7 @@ pub struct Metrics {
     session_ends: Family<EndLabels, Counter>,
     session_durations: Family<KindLabels, Histogram, fn() -> Histogram>,
     warnings: Family<KindReasonLabels, Counter>,
+    would_end: Family<KindReasonLabels, Counter>,
     revocations: Family<ActionLabels, Counter>,
     control_refused: Counter,
     policy_reloads: Family<ResultLabels, Counter>,
@@ -55,7 +55,6 @@ pub struct Metrics {
     kernel: Arc<KernelCollector>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Metrics {
     /// Registers every family. With `user_labels`, session ends carry a `user` label
     /// and `session_monitor_user_sessions{kind,user}` is exported.
@@ -93,6 +92,12 @@ impl Metrics {
             "warnings",
             "Warnings shown to users that their session will end, by kind and reason",
             warnings.clone(),
+        );
+        let would_end = Family::<KindReasonLabels, Counter>::default();
+        registry.register(
+            "dry_run_ends",
+            "Sessions that would have been ended in dry-run mode, by kind and reason",
+            would_end.clone(),
         );
         let revocations = Family::<ActionLabels, Counter>::default();
         registry.register(
@@ -160,6 +165,7 @@ impl Metrics {
             session_ends,
             session_durations,
             warnings,
+            would_end,
             revocations,
             control_refused,
             policy_reloads,
@@ -209,6 +215,17 @@ impl Metrics {
             .get_or_create(&KindReasonLabels {
                 kind: kind.as_str(),
                 reason: bounded(reason, &WARNING_REASONS),
+            })
+            .inc();
+    }
+
+    /// Dry-run: a session would have been ended for `reason` (one of
+    /// [`super::END_REASONS`]).
+    pub fn would_end(&self, kind: SessionKind, reason: &str) {
+        self.would_end
+            .get_or_create(&KindReasonLabels {
+                kind: kind.as_str(),
+                reason: bounded(reason, &END_REASONS),
             })
             .inc();
     }

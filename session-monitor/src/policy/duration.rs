@@ -9,9 +9,13 @@ pub fn parse_setting(s: &str) -> Result<Option<Duration>, String> {
         return Ok(None);
     }
     match humantime::parse_duration(t) {
-        Ok(d) if d.is_zero() => Err(format!("duration `{s}` is zero; use `none` to disable a limit")),
+        Ok(d) if d.is_zero() => Err(format!(
+            "duration `{s}` is zero; use `none` to disable a limit"
+        )),
         Ok(d) => Ok(Some(d)),
-        Err(e) => Err(format!("invalid duration `{s}` ({e}); write e.g. `90s`, `15m`, `2h` or `none`")),
+        Err(e) => Err(format!(
+            "invalid duration `{s}` ({e}); write e.g. `90s`, `15m`, `2h` or `none`"
+        )),
     }
 }
 
@@ -47,8 +51,14 @@ mod tests {
     #[test]
     fn human_durations() {
         assert_eq!(parse_setting("90s").unwrap(), Some(Duration::from_secs(90)));
-        assert_eq!(parse_setting("15m").unwrap(), Some(Duration::from_secs(900)));
-        assert_eq!(parse_setting("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_setting("15m").unwrap(),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_setting("1h30m").unwrap(),
+            Some(Duration::from_secs(5400))
+        );
         assert_eq!(parse_setting("none").unwrap(), None);
         assert!(parse_setting("15 minutes please").is_err());
         assert!(parse_setting("0s").is_err());

@@ -67,12 +67,18 @@ pub struct Rule {
 impl Rule {
     /// User rules beat group rules beat kind rules; combinations add up.
     pub fn specificity(&self) -> u8 {
-        (!self.users.is_empty() as u8) * 4 + (!self.groups.is_empty() as u8) * 2 + (!self.kinds.is_empty() as u8)
+        (!self.users.is_empty() as u8) * 4
+            + (!self.groups.is_empty() as u8) * 2
+            + (!self.kinds.is_empty() as u8)
     }
 
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         (self.users.is_empty() || self.users.iter().any(|u| u == subject.user))
-            && (self.groups.is_empty() || self.groups.iter().any(|g| subject.groups.iter().any(|sg| sg == g)))
+            && (self.groups.is_empty()
+                || self
+                    .groups
+                    .iter()
+                    .any(|g| subject.groups.iter().any(|sg| sg == g)))
             && (self.kinds.is_empty() || self.kinds.contains(&subject.kind))
     }
 }
@@ -162,7 +168,9 @@ impl Policy {
         }
         Resolution {
             limits,
-            rule: matching.first().map_or_else(|| "default".to_string(), |r| r.name.clone()),
+            rule: matching
+                .first()
+                .map_or_else(|| "default".to_string(), |r| r.name.clone()),
             matched: matching.iter().map(|r| r.name.clone()).collect(),
         }
     }
@@ -170,7 +178,12 @@ impl Policy {
     /// Short description for logs and the audit log.
     pub fn describe(&self) -> String {
         match &self.source {
-            Some(path) => format!("{} ({} rules, {:?})", path.display(), self.rules.len(), self.mode),
+            Some(path) => format!(
+                "{} ({} rules, {:?})",
+                path.display(),
+                self.rules.len(),
+                self.mode
+            ),
             None => format!("built-in defaults ({:?})", self.mode),
         }
     }

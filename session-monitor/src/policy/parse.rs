@@ -29,7 +29,11 @@ impl fmt::Display for PolicyError {
         if self.key.is_empty() {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         } else {
-            write!(f, "{}:{}: `{}`: {}", self.file, self.line, self.key, self.message)
+            write!(
+                f,
+                "{}:{}: `{}`: {}",
+                self.file, self.line, self.key, self.message
+            )
         }
     }
 }
@@ -121,7 +125,11 @@ pub fn parse_str(text: &str, file: &str) -> Result<Policy, PolicyErrors> {
         errors: Vec::new(),
     };
     let policy = v.policy(raw);
-    if v.errors.is_empty() { Ok(policy) } else { Err(PolicyErrors(v.errors)) }
+    if v.errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(PolicyErrors(v.errors))
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -157,7 +165,11 @@ impl Validator<'_> {
     }
 
     /// A duration that cannot be `none`.
-    fn required_duration(&mut self, value: &Option<Spanned<String>>, key: &str) -> Option<Duration> {
+    fn required_duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<Duration> {
         match self.duration(value, key)? {
             Some(d) => Some(d),
             None => {
@@ -185,7 +197,11 @@ impl Validator<'_> {
         if let Some(d) = self.required_duration(&raw.kill_grace, "kill_grace") {
             policy.kill_grace = d;
         }
-        let warn_at = raw.warn_before.as_ref().or(raw.idle_timeout.as_ref()).map_or(0, |v| v.span().start);
+        let warn_at = raw
+            .warn_before
+            .as_ref()
+            .or(raw.idle_timeout.as_ref())
+            .map_or(0, |v| v.span().start);
         self.check_warning_fits(&policy.defaults, warn_at, "warn_before");
         if let Some(mode) = &raw.mode {
             match mode.get_ref().as_str() {
@@ -198,7 +214,10 @@ impl Validator<'_> {
                 ),
             }
         }
-        policy.control_group = raw.control_group.map(Spanned::into_inner).filter(|g| !g.is_empty());
+        policy.control_group = raw
+            .control_group
+            .map(Spanned::into_inner)
+            .filter(|g| !g.is_empty());
         policy.revoked_users = self.names(raw.revoked_users, "revoked_users");
         policy.revoked_groups = self.names(raw.revoked_groups, "revoked_groups");
         if let Some(addr) = &raw.metrics_addr {
@@ -241,7 +260,10 @@ impl Validator<'_> {
 
     /// A warning must come before the end it announces.
     fn check_warning_fits(&mut self, limits: &Limits, offset: usize, key: &str) {
-        for (name, limit) in [("idle_timeout", limits.idle_timeout), ("max_session", limits.max_session)] {
+        for (name, limit) in [
+            ("idle_timeout", limits.idle_timeout),
+            ("max_session", limits.max_session),
+        ] {
             if let Some(limit) = limit
                 && limits.warn_before >= limit
             {
@@ -262,10 +284,10 @@ impl Validator<'_> {
         let start = raw.span().start;
         let line = line_of(self.text, start);
         let raw = raw.into_inner();
-        let name = raw
-            .name
-            .as_ref()
-            .map_or_else(|| format!("rule {index} (line {line})"), |n| n.get_ref().clone());
+        let name = raw.name.as_ref().map_or_else(
+            || format!("rule {index} (line {line})"),
+            |n| n.get_ref().clone(),
+        );
         let errors_before = self.errors.len();
         let mut kinds = Vec::new();
         for kind in &raw.kinds {
@@ -309,7 +331,10 @@ impl Validator<'_> {
             }
         }
         if let Some(warn) = overrides.warn_before {
-            for (key, limit) in [("idle_timeout", overrides.idle_timeout), ("max_session", overrides.max_session)] {
+            for (key, limit) in [
+                ("idle_timeout", overrides.idle_timeout),
+                ("max_session", overrides.max_session),
+            ] {
                 if let Some(Some(limit)) = limit
                     && warn >= limit
                 {
@@ -349,7 +374,10 @@ impl Validator<'_> {
                         file: self.file.to_string(),
                         line: a.line,
                         key: "name".into(),
-                        message: format!("rule name `{}` is already used by the rule at line {}", a.name, b.line),
+                        message: format!(
+                            "rule name `{}` is already used by the rule at line {}",
+                            a.name, b.line
+                        ),
                     });
                     continue;
                 }
@@ -358,14 +386,34 @@ impl Validator<'_> {
                 }
                 let (x, y) = (&a.overrides, &b.overrides);
                 let conflicts = [
-                    ("idle_timeout", x.idle_timeout.is_some() && y.idle_timeout.is_some() && x.idle_timeout != y.idle_timeout),
-                    ("max_session", x.max_session.is_some() && y.max_session.is_some() && x.max_session != y.max_session),
+                    (
+                        "idle_timeout",
+                        x.idle_timeout.is_some()
+                            && y.idle_timeout.is_some()
+                            && x.idle_timeout != y.idle_timeout,
+                    ),
+                    (
+                        "max_session",
+                        x.max_session.is_some()
+                            && y.max_session.is_some()
+                            && x.max_session != y.max_session,
+                    ),
                     (
                         "network_timeout",
-                        x.network_timeout.is_some() && y.network_timeout.is_some() && x.network_timeout != y.network_timeout,
+                        x.network_timeout.is_some()
+                            && y.network_timeout.is_some()
+                            && x.network_timeout != y.network_timeout,
                     ),
-                    ("warn_before", x.warn_before.is_some() && y.warn_before.is_some() && x.warn_before != y.warn_before),
-                    ("exempt", x.exempt.is_some() && y.exempt.is_some() && x.exempt != y.exempt),
+                    (
+                        "warn_before",
+                        x.warn_before.is_some()
+                            && y.warn_before.is_some()
+                            && x.warn_before != y.warn_before,
+                    ),
+                    (
+                        "exempt",
+                        x.exempt.is_some() && y.exempt.is_some() && x.exempt != y.exempt,
+                    ),
                 ];
                 for (key, conflict) in conflicts {
                     if conflict {
@@ -418,10 +466,15 @@ mod tests {
 
     #[test]
     fn bad_duration_names_line_and_key() {
-        let e = errors("warn_before = \"10s\"\n\n[[rule]]\nkinds = [\"ssh\"]\nidle_timeout = \"soon\"\n");
+        let e = errors(
+            "warn_before = \"10s\"\n\n[[rule]]\nkinds = [\"ssh\"]\nidle_timeout = \"soon\"\n",
+        );
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].line, e[0].key.as_str()), (5, "idle_timeout"));
-        assert_eq!(e[0].to_string(), "p.toml:5: `idle_timeout`: invalid duration `soon` (expected number at 0); write e.g. `90s`, `15m`, `2h` or `none`");
+        assert_eq!(
+            e[0].to_string(),
+            "p.toml:5: `idle_timeout`: invalid duration `soon` (expected number at 0); write e.g. `90s`, `15m`, `2h` or `none`"
+        );
     }
 
     #[test]
@@ -438,7 +491,16 @@ mod tests {
         assert_eq!((e[0].line, e[0].key.as_str()), (6, "idle_timeout"));
         assert!(e[0].message.contains("`a` (line 1)"), "{}", e[0]);
         // Different groups never meet: no contradiction.
-        assert!(parse_str(&text.replace("[\"dev\"]\nidle_timeout = \"2h\"", "[\"qa\"]\nidle_timeout = \"2h\""), "p").is_ok());
+        assert!(
+            parse_str(
+                &text.replace(
+                    "[\"dev\"]\nidle_timeout = \"2h\"",
+                    "[\"qa\"]\nidle_timeout = \"2h\""
+                ),
+                "p"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -117,7 +117,14 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         BackendChoice::Auto => true,
     };
     if try_fentry {
-        match load_with_revoke_fallback(opts, offsets, Default::default(), Backend::Fentry, &aya_btf, &tracefs) {
+        match load_with_revoke_fallback(
+            opts,
+            offsets,
+            Default::default(),
+            Backend::Fentry,
+            &aya_btf,
+            &tracefs,
+        ) {
             Ok(loaded) => return Ok(loaded),
             Err(err) if opts.backend == BackendChoice::Auto => {
                 tracing::info!("fentry backend unavailable, using tracepoints: {err:#}");
@@ -127,10 +134,17 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         }
     }
     let udp = tracefs::udp_source(&tracefs);
-    let fields = tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
-    let (mut probes, maps, ring) =
-        load_with_revoke_fallback(opts, offsets, fields, Backend::Tracepoint, &aya_btf, &tracefs)
-            .context("--backend tracepoint")?;
+    let fields =
+        tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
+    let (mut probes, maps, ring) = load_with_revoke_fallback(
+        opts,
+        offsets,
+        fields,
+        Backend::Tracepoint,
+        &aya_btf,
+        &tracefs,
+    )
+    .context("--backend tracepoint")?;
     probes.udp_source = Some(udp);
     probes.fallback_reason = fallback_reason;
     Ok((probes, maps, ring))
@@ -148,10 +162,15 @@ fn load_with_revoke_fallback(
 ) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
     match load_backend(opts, offsets, tracepoints, backend, aya_btf, tracefs) {
         Err(err) if opts.kernel_revoke => {
-            let without = LoadOptions { kernel_revoke: false, ..opts.clone() };
+            let without = LoadOptions {
+                kernel_revoke: false,
+                ..opts.clone()
+            };
             match load_backend(&without, offsets, tracepoints, backend, aya_btf, tracefs) {
                 Ok(loaded) => {
-                    tracing::warn!("in-kernel revocation unavailable, revoking from user space only: {err:#}");
+                    tracing::warn!(
+                        "in-kernel revocation unavailable, revoking from user space only: {err:#}"
+                    );
                     Ok(loaded)
                 }
                 Err(_) => Err(err),

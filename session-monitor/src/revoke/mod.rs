@@ -38,18 +38,32 @@ impl Target {
     /// Resolves names to ids where the system knows them (unknown users may still be
     /// revoked: an account created later must not slip through).
     pub fn user(name: &str) -> Self {
-        let uid = nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw());
-        Target::User { name: name.to_string(), uid }
+        let uid = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        Target::User {
+            name: name.to_string(),
+            uid,
+        }
     }
 
     pub fn group(name: &str) -> Self {
-        let gid = nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw());
-        Target::Group { name: name.to_string(), gid }
+        let gid = nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw());
+        Target::Group {
+            name: name.to_string(),
+            gid,
+        }
     }
 
     pub fn matches(&self, session: &Session) -> bool {
         match self {
-            Target::User { name, uid } => session.user == *name || uid.is_some_and(|u| u == session.uid),
+            Target::User { name, uid } => {
+                session.user == *name || uid.is_some_and(|u| u == session.uid)
+            }
             Target::Uid { uid } => session.uid == *uid,
             Target::Group { name, gid } => {
                 session.group_names.iter().any(|g| g == name)
@@ -126,7 +140,12 @@ pub struct Revocation {
 }
 
 impl Revocation {
-    pub fn new(target: Target, duration: Option<Duration>, reason: Option<String>, by_uid: Option<u32>) -> Self {
+    pub fn new(
+        target: Target,
+        duration: Option<Duration>,
+        reason: Option<String>,
+        by_uid: Option<u32>,
+    ) -> Self {
         let now = unix_now();
         Self {
             target,
@@ -139,12 +158,17 @@ impl Revocation {
     }
 
     pub fn reason_text(&self) -> String {
-        self.reason.clone().unwrap_or_else(|| format!("{} revoked", self.target))
+        self.reason
+            .clone()
+            .unwrap_or_else(|| format!("{} revoked", self.target))
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -166,14 +190,23 @@ impl Revocations {
         let entries = match fs::read_to_string(&state_path) {
             Ok(text) => {
                 let state: StateFile = serde_json::from_str(&text).with_context(|| {
-                    format!("{} is corrupt; refusing to start without knowing who is revoked", state_path.display())
+                    format!(
+                        "{} is corrupt; refusing to start without knowing who is revoked",
+                        state_path.display()
+                    )
                 })?;
                 state.revocations
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => bail!("cannot read {}: {e}; refusing to start without knowing who is revoked", state_path.display()),
+            Err(e) => bail!(
+                "cannot read {}: {e}; refusing to start without knowing who is revoked",
+                state_path.display()
+            ),
         };
-        let mut this = Self { entries, state_path };
+        let mut this = Self {
+            entries,
+            state_path,
+        };
         this.entries.retain(|r| r.source == Source::Command);
         Ok(this)
     }
@@ -184,7 +217,8 @@ impl Revocations {
 
     /// Adds (or replaces the revocation of the same target) and persists.
     pub fn add(&mut self, revocation: Revocation) -> Result<()> {
-        self.entries.retain(|r| !(r.source == revocation.source && r.target.same(&revocation.target)));
+        self.entries
+            .retain(|r| !(r.source == revocation.source && r.target.same(&revocation.target)));
         self.entries.push(revocation);
         self.save()
     }
@@ -192,7 +226,8 @@ impl Revocations {
     /// Lifts command revocations of `target`; returns how many were lifted.
     pub fn remove(&mut self, target: &Target) -> Result<usize> {
         let before = self.entries.len();
-        self.entries.retain(|r| !(r.source == Source::Command && r.target.same(target)));
+        self.entries
+            .retain(|r| !(r.source == Source::Command && r.target.same(target)));
         let removed = before - self.entries.len();
         if removed > 0 {
             self.save()?;
@@ -202,7 +237,9 @@ impl Revocations {
 
     /// True when the policy file revokes `target` (it cannot be lifted by command).
     pub fn from_policy(&self, target: &Target) -> bool {
-        self.entries.iter().any(|r| r.source == Source::Policy && r.target.same(target))
+        self.entries
+            .iter()
+            .any(|r| r.source == Source::Policy && r.target.same(target))
     }
 
     /// Replaces the policy's revocations; returns the ones that are new.
@@ -212,7 +249,12 @@ impl Revocations {
             .map(|u| Target::user(u))
             .chain(groups.iter().map(|g| Target::group(g)))
             .collect();
-        let old: Vec<Revocation> = self.entries.iter().filter(|r| r.source == Source::Policy).cloned().collect();
+        let old: Vec<Revocation> = self
+            .entries
+            .iter()
+            .filter(|r| r.source == Source::Policy)
+            .cloned()
+            .collect();
         self.entries.retain(|r| r.source != Source::Policy);
         let mut added = Vec::new();
         for target in wanted {
@@ -234,7 +276,10 @@ impl Revocations {
     /// Removes revocations whose time is up; returns them.
     pub fn expire(&mut self) -> Result<Vec<Revocation>> {
         let now = unix_now();
-        let (expired, kept): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|r| r.until.is_some_and(|t| t <= now));
+        let (expired, kept): (Vec<_>, Vec<_>) = self
+            .entries
+            .drain(..)
+            .partition(|r| r.until.is_some_and(|t| t <= now));
         self.entries = kept;
         if !expired.is_empty() {
             self.save()?;
@@ -271,7 +316,12 @@ impl Revocations {
             .with_context(|| format!("creating {}", dir.display()))?;
         let state = StateFile {
             version: 1,
-            revocations: self.entries.iter().filter(|r| r.source == Source::Command).cloned().collect(),
+            revocations: self
+                .entries
+                .iter()
+                .filter(|r| r.source == Source::Command)
+                .cloned()
+                .collect(),
         };
         let tmp = self.state_path.with_extension("json.tmp");
         let mut file = fs::OpenOptions::new()
@@ -283,7 +333,8 @@ impl Revocations {
             .with_context(|| format!("writing {}", tmp.display()))?;
         file.write_all(serde_json::to_string_pretty(&state)?.as_bytes())?;
         file.sync_all()?;
-        fs::rename(&tmp, &self.state_path).with_context(|| format!("replacing {}", self.state_path.display()))?;
+        fs::rename(&tmp, &self.state_path)
+            .with_context(|| format!("replacing {}", self.state_path.display()))?;
         Ok(())
     }
 }
@@ -302,8 +353,20 @@ mod tests {
     fn persists_and_reloads() {
         let dir = tempdir("persist");
         let mut r = Revocations::load(&dir).unwrap();
-        r.add(Revocation::new(Target::Uid { uid: 4242 }, None, Some("left".into()), Some(0))).unwrap();
-        r.add(Revocation::new(Target::user("nosuchuser-sm"), Some(Duration::from_secs(3600)), None, Some(0))).unwrap();
+        r.add(Revocation::new(
+            Target::Uid { uid: 4242 },
+            None,
+            Some("left".into()),
+            Some(0),
+        ))
+        .unwrap();
+        r.add(Revocation::new(
+            Target::user("nosuchuser-sm"),
+            Some(Duration::from_secs(3600)),
+            None,
+            Some(0),
+        ))
+        .unwrap();
         r.set_policy(&["policyuser".into()], &[]);
         let again = Revocations::load(&dir).unwrap();
         // Policy revocations are not persisted: they come back with the policy.
@@ -326,7 +389,8 @@ mod tests {
     fn root_is_never_stopped_in_the_kernel() {
         let dir = tempdir("root");
         let mut r = Revocations::load(&dir).unwrap();
-        r.add(Revocation::new(Target::Uid { uid: 0 }, None, None, None)).unwrap();
+        r.add(Revocation::new(Target::Uid { uid: 0 }, None, None, None))
+            .unwrap();
         assert!(r.kernel_uids([0]).is_empty());
         fs::remove_dir_all(dir).unwrap();
     }
@@ -335,7 +399,12 @@ mod tests {
     fn expiry_lifts_revocations() {
         let dir = tempdir("expire");
         let mut r = Revocations::load(&dir).unwrap();
-        let mut rev = Revocation::new(Target::Uid { uid: 7 }, Some(Duration::from_secs(1)), None, None);
+        let mut rev = Revocation::new(
+            Target::Uid { uid: 7 },
+            Some(Duration::from_secs(1)),
+            None,
+            None,
+        );
         rev.until = Some(unix_now() - 1);
         r.add(rev).unwrap();
         assert_eq!(r.expire().unwrap().len(), 1);

@@ -94,7 +94,11 @@ impl Resolver {
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
         let server_exe = server.and_then(|s| procs::exe(s.pid));
-        let trusted = server_exe.as_deref().is_some_and(kind::trusted_executable);
+        // Through /proc/PID/exe: the file itself, even when the daemon runs in a
+        // container whose file system has no /usr/sbin/sshd.
+        let trusted = server.is_some_and(|s| {
+            kind::trusted_executable(std::path::Path::new(&format!("/proc/{}/exe", s.pid)))
+        });
         let cgroups = procs::cgroup_paths(leader.pid);
         let (kind, container) =
             kind::classify(key.is_pty(), server_exe.as_deref(), trusted, &cgroups);

@@ -238,7 +238,6 @@ impl SessionTable {
         self.sessions.len()
     }
 
-
     pub fn keys(&self) -> Vec<TtyKey> {
         self.sessions.keys().copied().collect()
     }
