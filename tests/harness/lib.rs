@@ -3,8 +3,9 @@
 //!
 //! Every test starts with [`test_guard!`], which skips the test (with a message) when
 //! not root and otherwise holds a machine-wide lock, so that tests never run at the
-//! same time even without `--test-threads=1`. Then it builds what it needs, in the
-//! order the pieces should be torn down in reverse (users first, clients last):
+//! same time even without `--test-threads=1`. Then it builds what it needs, users
+//! first and clients last, so that they are dropped in the reverse order (clients
+//! first, users last):
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,7 +26,9 @@
 //! ```
 //!
 //! The daemon under test is `$SESSION_MONITOR_BIN` (`cargo xtask test` sets it), or
-//! `target/debug/session-monitor` of this workspace. `$SESSION_MONITOR_BACKEND`
+//! `target/debug/session-monitor` of this workspace. Each [`Daemon`] gets its own
+//! control socket, log, policy file, audit log and state directory in a temporary
+//! directory, so tests never touch the machine's. `$SESSION_MONITOR_BACKEND`
 //! (`fentry` or `tracepoint`), when set, is passed as `--backend` to every daemon
 //! whose test does not choose one (`cargo xtask vm-test` runs the suite once per backend).
 
