@@ -29,9 +29,6 @@ fn set_last_access(tty: &Path, seconds_ago: u64) {
 }
 
 #[test]
-#[ignore = "daemon bug: Session::last_input_ns (session-monitor/src/sessions/table.rs) clamps \
-            the tty access time seeded at start-up to the leader's start, so idle_seconds counts \
-            from the shell's start while last_input_at says 300 s ago"]
 fn existing_session_keeps_its_idle_time() {
     let _guard = test_guard!();
     let user = TestUser::new();
@@ -62,10 +59,6 @@ fn existing_session_keeps_its_idle_time() {
 /// start-up discovery runs; that must not cost it the idle time known from its
 /// terminal, or a busy session idle for minutes would look idle since its login.
 #[test]
-#[ignore = "daemon bug: KernelMaps::seed_activity (session-monitor/src/probes/maps.rs) inserts \
-            with BPF_NOEXIST, so when the probes saw output first (an entry with \
-            last_input_ns = 0) the tty's access time is dropped and idle counts from the \
-            leader's start"]
 fn existing_busy_session_keeps_its_idle_time() {
     let _guard = test_guard!();
     let user = TestUser::new();

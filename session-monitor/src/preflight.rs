@@ -305,8 +305,8 @@ const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 /// Inode of the initial PID namespace (PROC_PID_INIT_INO), fixed since Linux 3.8.
 const INIT_PID_NAMESPACE: &str = "pid:[4026531836]";
 
-/// The file system type mounted at `path`.
-fn fs_magic(path: &str) -> io::Result<u64> {
+/// The file system type mounted at `path` (its statfs magic number).
+pub fn fs_magic(path: &str) -> io::Result<u64> {
     let stat = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
     // The field's width and sign differ between C libraries and architectures; every
     // magic number fits in 32 bits.

@@ -21,14 +21,20 @@ pub async fn request(socket: &Path, request: &Request) -> Result<serde_json::Val
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    write.write_all(line.as_bytes()).await?;
-    write.shutdown().await?;
+    // The daemon answers a refused caller without reading the request, so a failed
+    // write is reported only when no answer explains it.
+    let sent = async {
+        write.write_all(line.as_bytes()).await?;
+        write.shutdown().await
+    }
+    .await;
     let mut answer = String::new();
-    BufReader::new(read)
-        .read_line(&mut answer)
-        .await
-        .context("reading the daemon's answer")?;
+    let read = BufReader::new(read).read_line(&mut answer).await;
     if answer.is_empty() {
+        if let Err(err) = sent {
+            bail!("sending the request to the daemon: {err}");
+        }
+        read.context("reading the daemon's answer")?;
         bail!("the daemon closed the connection without answering");
     }
     let response: Response =

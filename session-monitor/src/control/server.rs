@@ -128,7 +128,7 @@ async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) 
         gid: cred.gid(),
         pid: cred.pid(),
     };
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     let response = if !allowed(&caller, access) {
         let reason = "permission denied: the control socket is for root and the control group only"
             .to_string();
@@ -140,7 +140,7 @@ async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) 
             .await;
         Response::error(reason)
     } else {
-        match read_request(read).await {
+        match read_request(&mut read).await {
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 tx.send(Incoming::Request {
@@ -168,11 +168,20 @@ async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) 
     line.push('\n');
     write.write_all(line.as_bytes()).await?;
     write.shutdown().await?;
+    // Closing with unread input makes the kernel reset the connection, and the
+    // client would lose the answer; read (a bounded amount of) what it still sends.
+    let mut rest = (&mut read).take(DRAIN_LIMIT);
+    let mut sink = tokio::io::sink();
+    let drain = tokio::io::copy(&mut rest, &mut sink);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     Ok(())
 }
 
 /// Reads one request line, refusing oversized or malformed input with a reason.
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+/// At most this much of an oversized or refused request is read and thrown away.
+const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
+
+async fn read_request(read: &mut tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
     let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
     let mut line = Vec::new();
     let read = tokio::time::timeout(

@@ -75,6 +75,8 @@ pub struct CoreParts {
     pub access: tokio::sync::watch::Sender<crate::control::Access>,
     pub metrics: Arc<Metrics>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fingerprint of the policy file as it was read at start.
+    pub policy_fingerprint: Option<String>,
 }
 
 pub struct Core {
@@ -109,7 +111,7 @@ pub struct Core {
 
 impl Core {
     pub fn new(parts: CoreParts) -> Self {
-        let fingerprint = super::reload::fingerprint(&parts.config_path);
+        let fingerprint = parts.policy_fingerprint;
         Self {
             probes: parts.probes,
             maps: parts.maps,

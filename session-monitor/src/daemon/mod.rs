@@ -62,6 +62,16 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
     check_host()?;
+    // Watch before reading, so that no change after the read goes unnoticed.
+    let (reload_tx, mut reloads) = mpsc::channel(1);
+    let _watcher = match policy::spawn_watcher(&opts.config, reload_tx) {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!("policy changes are picked up on SIGHUP only: {err:#}");
+            None
+        }
+    };
+    let policy_fingerprint = reload::fingerprint(&opts.config);
     let policy = initial_policy(&opts)?;
     let metrics_addr = metrics_addr(&opts, &policy)?;
     let revocations = Revocations::load(&opts.state_dir)?;
@@ -113,20 +123,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         access,
         metrics,
         metrics_addr: metrics_bound,
+        policy_fingerprint,
     });
     core.record_start();
     core.discover_existing();
     core.sync_policy_revocations();
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
 
-    let (reload_tx, mut reloads) = mpsc::channel(1);
-    let _watcher = match policy::spawn_watcher(&opts.config, reload_tx) {
-        Ok(w) => Some(w),
-        Err(err) => {
-            tracing::warn!("policy changes are picked up on SIGHUP only: {err:#}");
-            None
-        }
-    };
     let mut reload_at: Option<tokio::time::Instant> = None;
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -144,7 +147,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             _ = sleep_until_opt(resolve_at) => core.resolve_pending(),
             _ = reconcile.tick() => core.reconcile(),
-            Some(()) = reloads.recv() => reload_at = Some(tokio::time::Instant::now() + RELOAD_DEBOUNCE),
+            // Armed once per burst and never postponed: a file that keeps changing
+            // is still reloaded every RELOAD_DEBOUNCE.
+            Some(()) = reloads.recv() => {
+                reload_at.get_or_insert(tokio::time::Instant::now() + RELOAD_DEBOUNCE);
+            }
             _ = sleep_until_opt(reload_at) => {
                 reload_at = None;
                 core.reload(false);

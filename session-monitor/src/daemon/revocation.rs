@@ -131,7 +131,7 @@ impl Core {
             Err(err) => return Response::error(format!("could not persist: {err:#}")),
         };
         if lifted == 0 {
-            let why = if self.revocations.from_policy(&target) {
+            let why = if self.revocations.is_policy_revoked(&target) {
                 format!("{target} is revoked by the policy file; remove it there")
             } else {
                 format!("{target} is not revoked")

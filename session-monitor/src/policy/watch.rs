@@ -17,8 +17,20 @@ pub fn spawn_watcher(path: &Path, tx: mpsc::Sender<()>) -> Result<notify::Recomm
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let Ok(event) = event else {
+            return;
+        };
+        // Only the policy file itself, or the `..data` swap of a ConfigMap volume:
+        // other files in the directory (an audit log kept there) are no reason.
+        let relevant = !event.kind.is_access()
+            && event.paths.iter().any(|p| {
+                let file = p.file_name();
+                file == name.as_deref()
+                    || file.is_some_and(|f| f.to_string_lossy().starts_with(".."))
+            });
+        if relevant {
             // Full channel: a reload is already queued, which covers this change too.
             let _ = tx.try_send(());
         }

@@ -74,7 +74,7 @@ fn find_member(
         let name = btf.resolve_name(m).unwrap_or_default();
         let bits = base_bits + m.bit_offset();
         if name == member {
-            if m.bitfield_size().is_some_and(|size| size != 0) || bits % 8 != 0 {
+            if m.bitfield_size().is_some_and(|size| size != 0) || !bits.is_multiple_of(8) {
                 bail!("member `{member}` is a bitfield; the probes cannot read it");
             }
             return Ok(Some(bits / 8));
@@ -90,13 +90,6 @@ fn find_member(
         }
     }
     Ok(None)
-}
-
-/// True when the kernel has a function named `name` that a trampoline could attach to.
-pub fn has_function(btf: &Btf, name: &str) -> bool {
-    btf.resolve_types_by_name(name)
-        .map(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

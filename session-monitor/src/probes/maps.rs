@@ -12,9 +12,6 @@ use session_monitor_common::{
     map_names,
 };
 
-/// BPF_NOEXIST: insert only when absent.
-const NOEXIST: u64 = 1;
-
 pub struct KernelMaps {
     activity: HashMap<MapData, TtyKey, TtyActivity>,
     procs: HashMap<MapData, u32, ProcState>,
@@ -50,26 +47,31 @@ impl KernelMaps {
         self.activity.keys().filter_map(Result::ok).collect()
     }
 
-    /// Records what the daemon learned about a terminal before the probes saw it (at
-    /// start-up, from the tty's access time). Never overwrites what the probes saw.
+    /// Records what the daemon learned about a terminal before the probes saw its
+    /// input (at start-up, from the tty's access time). The probes may already have an
+    /// entry made by program output alone; its missing input time is filled in, but
+    /// input the probes recorded is never overwritten.
     pub fn seed_activity(
         &mut self,
         key: TtyKey,
         first_seen_ns: u64,
         last_input_ns: u64,
     ) -> Result<()> {
-        let value = TtyActivity {
-            first_seen_ns,
-            last_input_ns,
-            ..TtyActivity::default()
+        let value = match self.activity.get(&key, 0) {
+            Ok(existing) if existing.last_input_ns != 0 => return Ok(()),
+            Ok(existing) => TtyActivity {
+                last_input_ns,
+                ..existing
+            },
+            Err(_) => TtyActivity {
+                first_seen_ns,
+                last_input_ns,
+                ..TtyActivity::default()
+            },
         };
-        match self.activity.insert(key, value, NOEXIST) {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                Ok(())
-            }
-            Err(e) => Err(e).context("seeding terminal activity"),
-        }
+        self.activity
+            .insert(key, value, 0)
+            .context("seeding terminal activity")
     }
 
     /// Forgets a terminal whose session ended; its next write starts a new one.

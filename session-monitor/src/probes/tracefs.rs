@@ -58,7 +58,7 @@ pub fn field_offset(tracefs: &Path, category: &str, name: &str, field: &str) -> 
     parse_field_offset(&text, field).with_context(|| format!("in {}", path.display()))
 }
 
-/// Parses lines like `field:unsigned int fd;	offset:16;	size:8;	signed:0;`.
+/// Parses lines like `field:unsigned int fd;<TAB>offset:16;<TAB>size:8;<TAB>signed:0;`.
 pub fn parse_field_offset(format: &str, field: &str) -> Result<u32> {
     for line in format.lines() {
         let line = line.trim();

@@ -236,7 +236,7 @@ impl Revocations {
     }
 
     /// True when the policy file revokes `target` (it cannot be lifted by command).
-    pub fn from_policy(&self, target: &Target) -> bool {
+    pub fn is_policy_revoked(&self, target: &Target) -> bool {
         self.entries
             .iter()
             .any(|r| r.source == Source::Policy && r.target.same(target))

@@ -164,9 +164,8 @@ fn master_slave_key(pid: u32, fd: i32) -> Option<TtyKey> {
 
 /// True when `path` lives on a devpts file system.
 fn is_devpts(path: &str) -> bool {
-    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == DEVPTS_SUPER_MAGIC)
+    const DEVPTS_SUPER_MAGIC: u64 = 0x1cd1;
+    crate::preflight::fs_magic(path).is_ok_and(|magic| magic == DEVPTS_SUPER_MAGIC)
 }
 
 /// The key of the terminal `pid` has open as one of its standard fds (or any fd),

@@ -82,10 +82,14 @@ impl Session {
         self.kind == SessionKind::Mosh && self.server.is_some()
     }
 
-    /// Last input (or the session start when nobody typed yet), boot-time ns.
+    /// Last input (or the session start when nobody typed yet), boot-time ns. A
+    /// terminal access time seeded at start-up may predate the shell (a terminal
+    /// reused by a new shell); it still counts as the last input.
     pub fn last_input_ns(&self, activity: Option<&TtyActivity>) -> u64 {
-        let input = activity.map_or(0, |a| a.last_input_ns);
-        input.max(self.started_ns)
+        match activity.map_or(0, |a| a.last_input_ns) {
+            0 => self.started_ns,
+            input => input,
+        }
     }
 
     /// Last datagram from the peer (or when tracking began), boot-time ns.
