@@ -29,6 +29,9 @@ const ISOLATED: [(&str, &str); 3] = [
     ("--state-dir", "state"),
 ];
 
+/// The policy of a test that writes none: nothing is limited.
+pub const UNLIMITED_POLICY: &str = "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\n";
+
 /// The daemon binary: `$SESSION_MONITOR_BIN`, else this workspace's
 /// `target/debug/session-monitor`.
 pub fn daemon_binary() -> PathBuf {
@@ -110,7 +113,7 @@ impl DaemonBuilder {
 
     /// Writes the policy file the daemon reads (`--config DIR/policy.toml`, which is
     /// passed unless the test passes its own `--config`). Without it the daemon runs
-    /// with its built-in defaults.
+    /// with [`UNLIMITED_POLICY`]: a test never risks the sessions of whoever runs it.
     pub fn policy(self, toml: &str) -> Self {
         self.dir.write("policy.toml", toml);
         self
@@ -184,6 +187,18 @@ impl DaemonBuilder {
             paths.push(path);
         }
         let [policy, audit_log, state_dir] = <[PathBuf; 3]>::try_from(paths).expect("3 paths");
+        // The daemon watches every terminal on the machine. Unless the test wrote its
+        // own policy, it gets one that limits nothing, so that the sessions of whoever
+        // runs the tests are never warned or ended (the built-in defaults would).
+        if !policy.exists() && flag_value(&self.args, "--config").is_none() {
+            std::fs::write(&policy, UNLIMITED_POLICY)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", policy.display()));
+        }
+        // A free port, so that tests never collide with a daemon already serving
+        // metrics on the default one; `status` says which port it got.
+        if flag_value(&self.args, "--metrics-addr").is_none() {
+            command.arg("--metrics-addr").arg("127.0.0.1:0");
+        }
         // `cargo xtask vm-test` runs the suite once per backend: SESSION_MONITOR_BACKEND
         // forces it on every daemon whose test does not pass `--backend` itself.
         if let Some(backend) = forced_backend()

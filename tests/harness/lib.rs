@@ -35,17 +35,22 @@
 mod cleanup;
 mod daemon;
 mod guard;
+pub mod http;
 mod mosh;
 pub mod process;
+mod prometheus;
 mod sshd;
 mod tempdir;
 mod tmux;
 mod user;
 mod wait;
 
-pub use daemon::{Daemon, DaemonBuilder, Kind, Session, daemon_binary, describe, forced_backend};
+pub use daemon::{
+    Daemon, DaemonBuilder, Kind, Session, UNLIMITED_POLICY, daemon_binary, describe, forced_backend,
+};
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
+pub use prometheus::Prometheus;
 pub use sshd::Sshd;
 pub use tempdir::TempDir;
 pub use tmux::{Pane, Tmux};

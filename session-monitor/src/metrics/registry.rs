@@ -150,6 +150,9 @@ impl Metrics {
             for reason in WARNING_REASONS {
                 let _ = warnings.get_or_create(&KindReasonLabels { kind, reason });
             }
+            for reason in END_REASONS {
+                let _ = would_end.get_or_create(&KindReasonLabels { kind, reason });
+            }
         }
         for action in REVOCATION_ACTIONS {
             let _ = revocations.get_or_create(&ActionLabels { action });
