@@ -75,6 +75,7 @@ fn every_family_has_its_conventional_name_type_and_labels() {
         ("session_monitor_sessions_started_total", "counter"),
         ("session_monitor_session_ends_total", "counter"),
         ("session_monitor_warnings_total", "counter"),
+        ("session_monitor_dry_run_ends_total", "counter"),
         ("session_monitor_revocations_total", "counter"),
         ("session_monitor_control_refused_total", "counter"),
         ("session_monitor_policy_reloads_total", "counter"),
