@@ -29,6 +29,17 @@ pub struct Sshd {
 impl Sshd {
     /// Starts the server and waits until its port accepts connections.
     pub fn start() -> Sshd {
+        Self::start_with(false)
+    }
+
+    /// Like [`Sshd::start`], with `UsePAM yes`: logins go through Debian's PAM stack,
+    /// whose `pam_loginuid` gives each login an audit session id (what real servers
+    /// do, and what ties a daemonized tmux server to the login that started it).
+    pub fn start_with_pam() -> Sshd {
+        Self::start_with(true)
+    }
+
+    fn start_with(pam: bool) -> Sshd {
         let dir = TempDir::new("sshd");
         keygen(&dir.join("host_ed25519"));
         let client_key = dir.join("client_ed25519");
@@ -40,7 +51,7 @@ impl Sshd {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let config = dir.write("sshd_config", sshd_config(&dir, port));
+            let config = dir.write("sshd_config", sshd_config(&dir, port, pam));
             let log_file =
                 File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
             let mut child = Command::new(SSHD)
@@ -203,14 +214,14 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
 
-fn sshd_config(dir: &TempDir, port: u16) -> String {
+fn sshd_config(dir: &TempDir, port: u16, pam: bool) -> String {
     format!(
         "\
 ListenAddress 127.0.0.1
 Port {port}
 HostKey {host_key}
 PidFile {pid_file}
-UsePAM no
+UsePAM {pam}
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -225,5 +236,6 @@ LogLevel VERBOSE
 ",
         host_key = dir.join("host_ed25519").display(),
         pid_file = dir.join("sshd.pid").display(),
+        pam = if pam { "yes" } else { "no" },
     )
 }

@@ -107,6 +107,9 @@ pub struct Core {
     pub(super) access: tokio::sync::watch::Sender<crate::control::Access>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) metrics_addr: Option<std::net::SocketAddr>,
+    /// Per uid: the last input on a session of theirs that is not nested and has
+    /// ended (see `nesting`).
+    pub(super) presence: HashMap<u32, u64>,
 }
 
 impl Core {
@@ -135,6 +138,7 @@ impl Core {
             access: parts.access,
             metrics: parts.metrics,
             metrics_addr: parts.metrics_addr,
+            presence: HashMap::new(),
         }
     }
 
@@ -198,7 +202,8 @@ impl Core {
     }
 
     fn add_session(&mut self, resolved: Resolved, how: &str) {
-        let session = Session::from_resolved(resolved, clock::boot_ns());
+        let mut session = Session::from_resolved(resolved, clock::boot_ns());
+        session.nested_in = self.outer_of(&session).map(|outer| outer.id.clone());
         if let Err(err) = self.maps.track(session.leader.pid, proc_flags::WATCH_EXIT) {
             tracing::warn!("{err:#}");
         }
@@ -221,6 +226,7 @@ impl Core {
             server = ?session.server.map(|s| s.pid),
             remote = ?session.remote,
             rule = %resolution.rule,
+            nested_in = ?session.nested_in,
             "session {how}"
         );
         let key = session.key;
@@ -228,6 +234,9 @@ impl Core {
         let last_input = session.last_input_ns(self.maps.activity(&key).as_ref());
         let mut fields = audit_fields::session(&session, &resolution.rule, last_input, now);
         fields.insert("how".into(), json!(how));
+        if let Some(parent) = &session.nested_in {
+            fields.insert("nested_in".into(), json!(parent));
+        }
         self.metrics.session_started(session.kind);
         self.audit.record("session_start", fields);
         self.unresolved.remove(&key);
@@ -257,11 +266,12 @@ impl Core {
         let last_input = self
             .table
             .get(key)
-            .map(|s| s.last_input_ns(self.maps.activity(key).as_ref()))
+            .map(|s| self.timing(s).last_input_ns)
             .unwrap_or(now);
         let Some(session) = self.table.remove(key) else {
             return;
         };
+        self.remember_presence(&session, last_input);
         let rule = self
             .enforcement
             .remove(key)
@@ -397,6 +407,7 @@ impl Core {
     /// tracked, terminals whose session appeared late, and stale map entries.
     pub fn reconcile(&mut self) {
         self.expire_revocations();
+        self.nest_pending();
         self.publish_metrics();
         let dead: Vec<TtyKey> = self
             .table

@@ -32,9 +32,17 @@ impl Core {
     pub(super) fn timing(&self, session: &Session) -> Timing {
         let activity = self.maps.activity(&session.key);
         let server = session.server.and_then(|s| self.maps.proc_state(s.pid));
+        let last_input_ns = match session.nested_in {
+            // A nested terminal's own input may be a loop feeding it.
+            Some(_) => match self.presence_ns(session.uid) {
+                0 => session.started_ns,
+                seen => seen,
+            },
+            None => session.last_input_ns(activity.as_ref()),
+        };
         Timing {
             started_ns: session.started_ns,
-            last_input_ns: session.last_input_ns(activity.as_ref()),
+            last_input_ns,
             last_network_ns: session.last_network_ns(server.as_ref()),
         }
     }
@@ -77,6 +85,12 @@ impl Core {
 
     /// Input moved the idle deadline; a pending idle warning is now obsolete.
     pub(super) fn on_input(&mut self, key: &TtyKey) {
+        if let Some(s) = self.table.get(key)
+            && s.nested_in.is_none()
+        {
+            let uid = s.uid;
+            self.reschedule_nested_of(uid);
+        }
         let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
         if let (Some(e), Some(last)) = (self.enforcement.get_mut(key), last_input)
             && e.warned

@@ -6,6 +6,7 @@
 mod audit_fields;
 mod core;
 mod enforcement;
+mod nesting;
 mod reload;
 mod requests;
 mod revocation;

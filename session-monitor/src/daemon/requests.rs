@@ -64,7 +64,8 @@ impl Core {
             .map(|s| {
                 let activity = self.maps.activity(&s.key);
                 let server = s.server.and_then(|srv| self.maps.proc_state(srv.pid));
-                s.view(activity.as_ref(), server.as_ref(), now)
+                let last_input = self.timing(s).last_input_ns;
+                s.view(activity.as_ref(), server.as_ref(), last_input, now)
             })
             .collect();
         views.sort_by(|a, b| a.tty.cmp(&b.tty).then(a.id.cmp(&b.id)));
@@ -91,7 +92,12 @@ impl Core {
             Next::Never => ("none", None, None, None),
         };
         Some(Explanation {
-            session: session.view(activity.as_ref(), server.as_ref(), now),
+            session: session.view(
+                activity.as_ref(),
+                server.as_ref(),
+                self.timing(session).last_input_ns,
+                now,
+            ),
             groups: session.group_names.clone(),
             rule: e.resolution.rule.clone(),
             matched_rules: e.resolution.matched.clone(),

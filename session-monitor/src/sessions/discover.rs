@@ -33,6 +33,12 @@ pub struct Resolved {
     /// Last access time of the terminal device: the best evidence of the last input
     /// before the daemon was watching.
     pub tty_atime: Option<SystemTime>,
+    /// Audit session ids (see [`procs::audit_session`]) of the leader and the server.
+    pub audit_session: Option<u32>,
+    pub server_audit_session: Option<u32>,
+    /// The terminal the server itself runs on, if any (`script`, `expect` and
+    /// multiplexer clients started inside another session).
+    pub server_ctty: Option<TtyKey>,
 }
 
 #[derive(Default)]
@@ -114,7 +120,11 @@ impl Resolver {
                 m.atime_nsec() as u32,
             ))
         });
+        let server_info = server.and_then(|s| self.process(s.pid).cloned());
         Some(Resolved {
+            audit_session: procs::audit_session(leader.pid),
+            server_audit_session: server.and_then(|s| procs::audit_session(s.pid)),
+            server_ctty: server_info.as_ref().and_then(ctty_key),
             key,
             leader: leader.proc_ref(),
             server,
@@ -194,22 +204,25 @@ impl Resolver {
             .processes
             .iter()
             .filter(|p| p.is_session_leader())
-            .filter_map(|p| {
-                let (major, minor) = p.tty?;
-                procs::open_tty_key(p.pid, major, minor).or_else(|| {
-                    let rdev = libc::makedev(major, minor);
-                    if (dev::PTY_SLAVE_MAJOR_FIRST..=dev::PTY_SLAVE_MAJOR_LAST).contains(&major) {
-                        procs::devpts_of(p.pid).map(|d| key_from_stat(rdev, d))
-                    } else {
-                        Some(key_from_stat(rdev, 0))
-                    }
-                })
-            })
+            .filter_map(ctty_key)
             .collect();
         keys.sort();
         keys.dedup();
         keys
     }
+}
+
+/// The key of a process's controlling terminal.
+fn ctty_key(p: &ProcInfo) -> Option<TtyKey> {
+    let (major, minor) = p.tty?;
+    procs::open_tty_key(p.pid, major, minor).or_else(|| {
+        let rdev = libc::makedev(major, minor);
+        if (dev::PTY_SLAVE_MAJOR_FIRST..=dev::PTY_SLAVE_MAJOR_LAST).contains(&major) {
+            procs::devpts_of(p.pid).map(|d| key_from_stat(rdev, d))
+        } else {
+            Some(key_from_stat(rdev, 0))
+        }
+    })
 }
 
 /// Does `pid` see terminal `key` in its devpts instance?

@@ -237,3 +237,15 @@ pub fn processes_in_session(sid: u32) -> Vec<ProcRef> {
         .map(|p| p.proc_ref())
         .collect()
 }
+
+/// The audit session id (`/proc/PID/sessionid`): set once at login by pam_loginuid,
+/// inherited by everything started in that login (daemonized tmux servers too), and
+/// not changeable by the user. None when the process was not started in a login.
+pub fn audit_session(pid: u32) -> Option<u32> {
+    let id: u32 = fs::read_to_string(format!("/proc/{pid}/sessionid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (id != u32::MAX).then_some(id)
+}

@@ -33,6 +33,14 @@ pub struct Session {
     pub server_exe: Option<PathBuf>,
     pub remote: Option<String>,
     pub container: Option<ContainerInfo>,
+    /// Audit session ids of the leader and the server (see `procs::audit_session`).
+    pub audit_session: Option<u32>,
+    pub server_audit_session: Option<u32>,
+    /// The terminal the server runs on, when it runs on one.
+    pub server_ctty: Option<TtyKey>,
+    /// The outer session this terminal is nested in (a multiplexer or `expect`
+    /// started inside it): its own input does not count, its user's presence does.
+    pub nested_in: Option<String>,
     /// Leader start, CLOCK_BOOTTIME ns.
     pub started_ns: u64,
     /// When the daemon began to track it: the baseline for network idle time.
@@ -68,6 +76,10 @@ impl Session {
             gid: r.gid,
             groups: r.groups,
             started_ns: r.leader.start_boot_ns(),
+            audit_session: r.audit_session,
+            server_audit_session: r.server_audit_session,
+            server_ctty: r.server_ctty,
+            nested_in: None,
             leader: r.leader,
             server: r.server,
             server_exe: r.server_exe,
@@ -101,13 +113,21 @@ impl Session {
         Some(udp.max(self.tracked_since_ns))
     }
 
+    /// The session as the CLI shows it; `last_input_ns` is the daemon's view of the
+    /// last input (for a nested terminal, its user's presence elsewhere).
     pub fn view(
         &self,
         activity: Option<&TtyActivity>,
         server: Option<&ProcState>,
+        last_input_ns: u64,
         now_ns: u64,
     ) -> SessionView {
-        let last_input = activity.map(|a| a.last_input_ns).filter(|&t| t > 0);
+        let own = activity.map(|a| a.last_input_ns).filter(|&t| t > 0);
+        let last_input = if self.nested_in.is_some() {
+            Some(last_input_ns)
+        } else {
+            own
+        };
         SessionView {
             id: self.id.clone(),
             tty: self.tty.clone(),
@@ -125,12 +145,13 @@ impl Session {
             container: self.container.clone(),
             started_at: clock::rfc3339(clock::boot_to_system(self.started_ns)),
             last_input_at: last_input.map(|t| clock::rfc3339(clock::boot_to_system(t))),
-            idle_seconds: clock::seconds_between(self.last_input_ns(activity), now_ns),
+            idle_seconds: clock::seconds_between(last_input_ns, now_ns),
             network_idle_seconds: self
                 .last_network_ns(server)
                 .map(|t| clock::seconds_between(t, now_ns)),
             input_bytes: activity.map_or(0, |a| a.input_bytes),
             input_count: activity.map_or(0, |a| a.input_count),
+            nested_in: self.nested_in.clone(),
         }
     }
 }
@@ -155,6 +176,9 @@ pub struct SessionView {
     pub network_idle_seconds: Option<f64>,
     pub input_bytes: u64,
     pub input_count: u64,
+    /// The outer session, for a terminal nested in another session.
+    #[serde(default)]
+    pub nested_in: Option<String>,
 }
 
 /// A short id derived from what identifies the session on this boot: the same
@@ -214,6 +238,12 @@ impl SessionTable {
 
     pub fn get(&self, key: &TtyKey) -> Option<&Session> {
         self.sessions.get(key)
+    }
+
+    /// Mutable access for facts learned after insertion (nesting); the fields the
+    /// pid index is built from (leader, server) must not change.
+    pub fn get_mut(&mut self, key: &TtyKey) -> Option<&mut Session> {
+        self.sessions.get_mut(key)
     }
 
     pub fn contains(&self, key: &TtyKey) -> bool {
