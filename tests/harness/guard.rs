@@ -51,7 +51,18 @@ pub fn test_guard() -> Option<TestGuard> {
         "flock {LOCK_PATH}: {}",
         std::io::Error::last_os_error()
     );
+    static DETACH: Once = Once::new();
+    DETACH.call_once(detach_from_login);
     static SWEEP: Once = Once::new();
     SWEEP.call_once(cleanup::sweep_stale);
     Some(TestGuard { _lock: lock })
+}
+
+/// Takes the test process out of any login's audit session. Run from an ssh login,
+/// it would otherwise share that login's audit session, and the daemon would rightly
+/// take the tests' tmux terminals for terminals nested in the developer's login.
+/// Writing -1 to /proc/self/loginuid unsets loginuid and session id (root may, unless
+/// the kernel made loginuid immutable; then nothing changes).
+fn detach_from_login() {
+    let _ = std::fs::write("/proc/self/loginuid", "4294967295");
 }
