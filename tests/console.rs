@@ -1,0 +1,148 @@
+//! Console sessions: a shell on a virtual console, typed into through the line
+//! discipline (TIOCSTI, the path keyboard and serial input take), is a `console`
+//! session; its input counts, its output does not, and the policy ends it.
+
+use std::{
+    fs::OpenOptions,
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use harness::{Daemon, Kind, process, test_guard};
+
+/// A login-less shell on a free virtual console, killed on drop.
+struct ConsoleShell {
+    tty: PathBuf,
+    child: Child,
+}
+
+impl ConsoleShell {
+    /// None when the kernel has no virtual consoles (CONFIG_VT) or none is free.
+    fn start() -> Option<Self> {
+        let tty = (40..63)
+            .map(|n| PathBuf::from(format!("/dev/tty{n}")))
+            .find(|path| path.exists() && !in_use(path))?;
+        // setsid + open without O_NOCTTY: the console becomes the shell's
+        // controlling terminal, as getty and login make it.
+        let child = Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                &format!(
+                    "exec bash --norc --noprofile -i <{0} >{0} 2>&1",
+                    tty.display()
+                ),
+            ])
+            .env("PS1", "$ ")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let shell = ConsoleShell { tty, child };
+        // Keystrokes typed before the shell opened the console would go to a tty
+        // that is freed again when the typist closes it.
+        harness::wait_until(
+            "the shell to open the console",
+            Duration::from_secs(10),
+            || in_use(&shell.tty).then_some(()),
+        );
+        Some(shell)
+    }
+
+    /// Types `text` as if on the console's keyboard.
+    fn type_text(&self, text: &str) {
+        let tty = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&self.tty)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.tty.display()));
+        for byte in text.bytes() {
+            // SAFETY: TIOCSTI with a pointer to one byte, on a descriptor we own.
+            let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSTI, &byte as *const u8) };
+            assert_eq!(rc, 0, "TIOCSTI: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// Whether any process has `tty` open.
+fn in_use(tty: &std::path::Path) -> bool {
+    process::all().iter().any(|p| {
+        std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+            .map(|fds| {
+                fds.filter_map(Result::ok)
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == tty))
+            })
+            .unwrap_or(false)
+    })
+}
+
+impl Drop for ConsoleShell {
+    fn drop(&mut self) {
+        let pids: Vec<u32> = process::descendants(self.child.id());
+        process::kill_all(&pids);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
+    let _guard = test_guard!();
+    let daemon = Daemon::builder()
+        .policy(
+            "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
+             [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nidle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
+        )
+        .start();
+    let Some(console) = ConsoleShell::start() else {
+        eprintln!("skipped: no free virtual console (CONFIG_VT) on this machine");
+        return;
+    };
+    let name = console
+        .tty
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    console.type_text("true\n");
+    let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
+        s.tty == name && s.kind == Kind::Console
+    });
+    assert!(
+        session.server_pid.is_none(),
+        "a console has no transport: {session:?}"
+    );
+
+    // Output on the console does not count; keystrokes do.
+    let before = daemon.session_by_id(&session.id).expect("listed");
+    console.type_text("for i in $(seq 30); do echo out; sleep 0.1; done\n");
+    let typed = harness::wait_until("the keystrokes to count", Duration::from_secs(5), || {
+        daemon
+            .session_by_id(&session.id)
+            .filter(|s| s.input_count > before.input_count)
+    });
+    thread::sleep(Duration::from_secs(4));
+    let after = daemon.session_by_id(&session.id).expect("still listed");
+    assert!(
+        after.idle_seconds >= 3.0 && after.input_count == typed.input_count,
+        "printing must not count as input: {typed:?} then {after:?}"
+    );
+
+    // Left alone, it is warned on the console and ended.
+    daemon.wait_session_gone(&session.id, Duration::from_secs(20));
+    let end = daemon
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "session_end" && r["session_id"] == session.id.as_str())
+        .expect("an end record");
+    assert_eq!(end["reason"], "idle", "{end}");
+    assert!(
+        !process::alive(session.leader_pid),
+        "the console shell must be ended"
+    );
+}
