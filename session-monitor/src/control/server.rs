@@ -129,39 +129,32 @@ async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) 
         pid: cred.pid(),
     };
     let (mut read, mut write) = stream.into_split();
-    let response = if !allowed(&caller, access) {
-        let reason = "permission denied: the control socket is for root and the control group only"
-            .to_string();
-        let _ = tx
-            .send(Incoming::Refused {
-                caller,
-                reason: reason.clone(),
-            })
-            .await;
-        Response::error(reason)
+    let request = if allowed(&caller, access) {
+        read_request(&mut read).await
     } else {
-        match read_request(&mut read).await {
-            Ok(request) => {
-                let (reply, answer) = oneshot::channel();
-                tx.send(Incoming::Request {
-                    request,
+        Err("permission denied: the control socket is for root and the control group only".into())
+    };
+    let response = match request {
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Incoming::Request {
+                request,
+                caller,
+                reply,
+            })
+            .await?;
+            answer
+                .await
+                .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+        }
+        Err(reason) => {
+            let _ = tx
+                .send(Incoming::Refused {
                     caller,
-                    reply,
+                    reason: reason.clone(),
                 })
-                .await?;
-                answer
-                    .await
-                    .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
-            }
-            Err(reason) => {
-                let _ = tx
-                    .send(Incoming::Refused {
-                        caller,
-                        reason: reason.clone(),
-                    })
-                    .await;
-                Response::error(reason)
-            }
+                .await;
+            Response::error(reason)
         }
     };
     let mut line = serde_json::to_string(&response)?;

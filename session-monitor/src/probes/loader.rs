@@ -11,7 +11,7 @@ use aya::{
 use serde::Serialize;
 use session_monitor_common::{
     CONFIG_GLOBAL, ProbeConfig,
-    config::{KernelOffsets, flags},
+    config::{KernelOffsets, TracepointFields, flags},
     map_names,
 };
 
@@ -100,6 +100,14 @@ pub struct Probes {
     pub kernel_revoke: bool,
 }
 
+/// What the programs are configured with: facts about the running kernel.
+struct KernelFacts<'a> {
+    offsets: KernelOffsets,
+    tracepoints: TracepointFields,
+    btf: &'a aya::Btf,
+    tracefs: &'a std::path::Path,
+}
+
 /// Loads, chooses the backend and attaches. Returns the probes, their maps and the
 /// ring buffer of events.
 pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
@@ -117,14 +125,13 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         BackendChoice::Auto => true,
     };
     if try_fentry {
-        match load_with_revoke_fallback(
-            opts,
+        let kernel = KernelFacts {
             offsets,
-            Default::default(),
-            Backend::Fentry,
-            &aya_btf,
-            &tracefs,
-        ) {
+            tracepoints: TracepointFields::default(),
+            btf: &aya_btf,
+            tracefs: &tracefs,
+        };
+        match load_with_revoke_fallback(opts, &kernel, Backend::Fentry) {
             Ok(loaded) => return Ok(loaded),
             Err(err) if opts.backend == BackendChoice::Auto => {
                 tracing::info!("fentry backend unavailable, using tracepoints: {err:#}");
@@ -136,15 +143,14 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
     let udp = tracefs::udp_source(&tracefs);
     let fields =
         tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
-    let (mut probes, maps, ring) = load_with_revoke_fallback(
-        opts,
+    let kernel = KernelFacts {
         offsets,
-        fields,
-        Backend::Tracepoint,
-        &aya_btf,
-        &tracefs,
-    )
-    .context("--backend tracepoint")?;
+        tracepoints: fields,
+        btf: &aya_btf,
+        tracefs: &tracefs,
+    };
+    let (mut probes, maps, ring) = load_with_revoke_fallback(opts, &kernel, Backend::Tracepoint)
+        .context("--backend tracepoint")?;
     probes.udp_source = Some(udp);
     probes.fallback_reason = fallback_reason;
     Ok((probes, maps, ring))
@@ -154,19 +160,16 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
 /// programs that call it, load them without it and let the daemon alone revoke.
 fn load_with_revoke_fallback(
     opts: &LoadOptions,
-    offsets: KernelOffsets,
-    tracepoints: session_monitor_common::config::TracepointFields,
+    kernel: &KernelFacts<'_>,
     backend: Backend,
-    aya_btf: &aya::Btf,
-    tracefs: &std::path::Path,
 ) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
-    match load_backend(opts, offsets, tracepoints, backend, aya_btf, tracefs) {
+    match load_backend(opts, kernel, backend) {
         Err(err) if opts.kernel_revoke => {
             let without = LoadOptions {
                 kernel_revoke: false,
                 ..opts.clone()
             };
-            match load_backend(&without, offsets, tracepoints, backend, aya_btf, tracefs) {
+            match load_backend(&without, kernel, backend) {
                 Ok(loaded) => {
                     tracing::warn!(
                         "in-kernel revocation unavailable, revoking from user space only: {err:#}"
@@ -198,15 +201,12 @@ fn raise_memlock() {
 
 fn load_backend(
     opts: &LoadOptions,
-    offsets: KernelOffsets,
-    tracepoints: session_monitor_common::config::TracepointFields,
+    kernel: &KernelFacts<'_>,
     backend: Backend,
-    aya_btf: &aya::Btf,
-    tracefs: &std::path::Path,
 ) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
     let specs = match backend {
         Backend::Fentry => programs::fentry_backend(),
-        Backend::Tracepoint => programs::tracepoint_backend(tracefs::udp_source(tracefs)),
+        Backend::Tracepoint => programs::tracepoint_backend(tracefs::udp_source(kernel.tracefs)),
     };
     // Preflight that needs no kernel round trip: does every fentry target exist?
     let mut skipped = Vec::new();
@@ -231,8 +231,8 @@ fn load_backend(
     }
 
     let config = ProbeConfig {
-        offsets,
-        tracepoints,
+        offsets: kernel.offsets,
+        tracepoints: kernel.tracepoints,
         flags: if opts.kernel_revoke {
             flags::KERNEL_REVOKE
         } else {
@@ -251,7 +251,7 @@ fn load_backend(
 
     let mut attached = Vec::new();
     for spec in &to_attach {
-        attach(&mut ebpf, spec, aya_btf, tracefs).map_err(|err| {
+        attach(&mut ebpf, spec, kernel.btf).map_err(|err| {
             anyhow!(
                 "the kernel refused program {} ({}): {err}{}",
                 spec.name,
@@ -278,7 +278,7 @@ fn load_backend(
             backend,
             attached,
             skipped,
-            offsets,
+            offsets: kernel.offsets,
             udp_source: None,
             fallback_reason: None,
             kernel_revoke: opts.kernel_revoke,
@@ -327,12 +327,7 @@ fn refusal_hint(backend: Backend, err: &ProgramError) -> &'static str {
     }
 }
 
-fn attach(
-    ebpf: &mut Ebpf,
-    spec: &ProgramSpec,
-    btf: &aya::Btf,
-    _tracefs: &std::path::Path,
-) -> Result<(), ProgramError> {
+fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &aya::Btf) -> Result<(), ProgramError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(ProgramError::UnexpectedProgramType)?;
