@@ -102,7 +102,7 @@ pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
         return;
     }
     let ts = now();
-    if let Some(activity) = TTY_ACTIVITY.get_ptr_mut(&key) {
+    if let Some(activity) = TTY_ACTIVITY.get_ptr_mut(key) {
         // SAFETY: map value pointer from the kernel, valid for this program run.
         let activity = unsafe { &mut *activity };
         activity.last_input_ns = ts;
@@ -126,7 +126,7 @@ pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
         _pad: 0,
     };
     if TTY_ACTIVITY
-        .insert(&key, &fresh, BPF_NOEXIST as u64)
+        .insert(key, fresh, BPF_NOEXIST as u64)
         .is_ok()
     {
         debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
@@ -137,7 +137,7 @@ pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
 /// Program output on terminal `key`: only tells the daemon the terminal exists.
 #[inline(always)]
 fn output(probe: Probe, key: TtyKey) {
-    if TTY_ACTIVITY.get_ptr(&key).is_some() {
+    if TTY_ACTIVITY.get_ptr(key).is_some() {
         return;
     }
     bump(probe, Stat::Matched);
@@ -147,7 +147,7 @@ fn output(probe: Probe, key: TtyKey) {
         ..TtyActivity::default()
     };
     if TTY_ACTIVITY
-        .insert(&key, &fresh, BPF_NOEXIST as u64)
+        .insert(key, fresh, BPF_NOEXIST as u64)
         .is_ok()
     {
         emit(probe, EventKind::TtyFirstOutput, key, 0, ts);
@@ -164,7 +164,7 @@ fn revoked_writer(probe: Probe, key: TtyKey) -> bool {
     }
     let uid = bpf_get_current_uid_gid() as u32;
     // SAFETY: plain value lookup.
-    if unsafe { REVOKED_UIDS.get(&uid) }.is_none() {
+    if unsafe { REVOKED_UIDS.get(uid) }.is_none() {
         return false;
     }
     // SAFETY: signals the current task only.
@@ -199,7 +199,7 @@ pub fn udp_received(bytes: u64) {
 /// the first check on every UDP receive on the host, so it is one hash lookup.
 #[inline(always)]
 pub fn tracked_udp_process() -> Option<*mut ProcState> {
-    let state = PROCS.get_ptr_mut(&current_tgid())?;
+    let state = PROCS.get_ptr_mut(current_tgid())?;
     // SAFETY: map value pointer from the kernel.
     if unsafe { (*state).flags } & proc_flags::WATCH_UDP == 0 {
         return None;
@@ -218,13 +218,13 @@ pub fn process_exiting() {
     if pid_tgid as u32 != tgid {
         return;
     }
-    let Some(state) = PROCS.get_ptr(&tgid) else {
+    let Some(state) = PROCS.get_ptr(tgid) else {
         return;
     };
     bump(Probe::ProcessExit, Stat::Matched);
     // SAFETY: map value pointer from the kernel.
     let watch_exit = unsafe { (*state).flags } & proc_flags::WATCH_EXIT != 0;
-    let _ = PROCS.remove(&tgid);
+    let _ = PROCS.remove(tgid);
     if watch_exit {
         emit(
             Probe::ProcessExit,

@@ -137,7 +137,7 @@ fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let key = kernel::console_file_key(&tty)?;
-    let _ = CONSOLE_READS.insert(&bpf_get_current_pid_tgid(), &key, BPF_ANY as u64);
+    let _ = CONSOLE_READS.insert(bpf_get_current_pid_tgid(), key, BPF_ANY as u64);
     Ok(())
 }
 
@@ -150,10 +150,10 @@ pub fn tp_read_exit(ctx: TracePointContext) -> u32 {
 fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     let tid = bpf_get_current_pid_tgid();
     // SAFETY: plain value lookup, copied out before the entry is removed.
-    let Some(key) = (unsafe { CONSOLE_READS.get(&tid) }).copied() else {
+    let Some(key) = (unsafe { CONSOLE_READS.get(tid) }).copied() else {
         return Ok(());
     };
-    let _ = CONSOLE_READS.remove(&tid);
+    let _ = CONSOLE_READS.remove(tid);
     let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
     if ret > 0 {
         activity::input(ctx, Probe::ConsoleInput, key, ret as u64);
