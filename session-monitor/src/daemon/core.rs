@@ -291,6 +291,9 @@ impl Core {
             fields.insert("took_ms".into(), json!(outcome.took_ms));
             fields.insert("processes".into(), json!(outcome.targets));
             fields.insert("server_ended".into(), json!(outcome.server));
+            if outcome.escaped > 0 {
+                fields.insert("escaped_processes".into(), json!(outcome.escaped));
+            }
             if !outcome.survivors.is_empty() {
                 fields.insert("survivors".into(), json!(outcome.survivors));
             }

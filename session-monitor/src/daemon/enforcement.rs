@@ -229,8 +229,8 @@ impl Core {
         let server = session
             .server
             .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
-        let targets = terminate::collect_targets(session.leader, server);
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, processes = targets.len(), "ending session");
+        let plan = terminate::collect_targets(session.leader, session.uid, server);
+        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
         let done = TerminationDone {
             key: *key,
             session_id: session.id.clone(),
@@ -243,7 +243,7 @@ impl Core {
         self.ending.insert(*key, reason);
         self.unschedule(key);
         tokio::spawn(async move {
-            let outcome = terminate::escalate(targets, grace).await;
+            let outcome = terminate::escalate(plan, grace).await;
             let _ = tx.send(TerminationDone { outcome, ..done }).await;
         });
     }

@@ -4,9 +4,15 @@
 //! daemon recorded, so a signal can never reach a process that merely reused a pid.
 //! The escalation is SIGHUP (what a hangup sends: shells save history and exit),
 //! then SIGTERM after a grace period, then SIGKILL, each only to survivors.
+//!
+//! A process can leave the terminal's session (`setsid`, `nohup`, a daemon started
+//! from the shell). Where the session has a cgroup of its own — systemd-logind's
+//! `session-N.scope`, holding nothing but this login's processes — those are ended
+//! too, and `cgroup.kill` sweeps whatever was forked in the meantime.
 
 use std::{
     os::fd::OwnedFd,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -24,6 +30,8 @@ pub enum Role {
     Member,
     /// The process serving only this terminal (sshd for this connection, mosh-server).
     Server,
+    /// Left the terminal's session but is in the session's own cgroup.
+    Escaped,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,10 +56,53 @@ fn protected() -> Vec<u32> {
     pids
 }
 
-/// The processes to end for a session led by `leader`: every process of its
-/// terminal session (session id = leader pid), and `server` when it serves only
-/// this terminal.
-pub fn collect_targets(leader: ProcRef, server: Option<ProcRef>) -> Vec<Target> {
+/// What to end: the targets, and the session's own cgroup when it has one.
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub cgroup: Option<PathBuf>,
+}
+
+/// The session's own cgroup: a logind `session-N.scope` in which every process is
+/// the session user's or its server's (the sshd monitor of this login runs as
+/// root), and none is the daemon's or its ancestors'.
+fn own_cgroup(
+    leader: ProcRef,
+    uid: u32,
+    server: Option<ProcRef>,
+    protected: &[u32],
+) -> Option<(PathBuf, Vec<u32>)> {
+    let path = crate::sessions::cgroup2_path(leader.pid)?;
+    let name = Path::new(&path).file_name()?.to_string_lossy().into_owned();
+    if !(name.starts_with("session-") && name.ends_with(".scope")) {
+        return None;
+    }
+    let dir = crate::sessions::cgroup2_root()?.join(path.trim_start_matches('/'));
+    let pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let server_chain: Vec<u32> = server
+        .into_iter()
+        .flat_map(|s| {
+            [
+                Some(s.pid),
+                crate::sessions::proc_info(s.pid).map(|i| i.ppid),
+            ]
+        })
+        .flatten()
+        .collect();
+    let ours = |pid: &u32| {
+        !protected.contains(pid)
+            && (server_chain.contains(pid) || crate::sessions::uid_of(*pid) == Some(uid))
+    };
+    pids.iter().all(ours).then_some((dir, pids))
+}
+
+/// The processes to end for a session led by `leader` and owned by `uid`: every
+/// process of its terminal session (session id = leader pid), `server` when it
+/// serves only this terminal, and the rest of the session's own cgroup.
+pub fn collect_targets(leader: ProcRef, uid: u32, server: Option<ProcRef>) -> Plan {
     let protected = protected();
     let mut targets: Vec<Target> = crate::sessions::processes_in_session(leader.pid)
         .into_iter()
@@ -78,7 +129,20 @@ pub fn collect_targets(leader: ProcRef, server: Option<ProcRef>) -> Vec<Target> 
             role: Role::Server,
         });
     }
-    targets
+    let cgroup = own_cgroup(leader, uid, server, &protected).map(|(dir, pids)| {
+        for pid in pids {
+            if !targets.iter().any(|t| t.process.pid == pid)
+                && let Some(process) = ProcRef::of(pid)
+            {
+                targets.push(Target {
+                    process,
+                    role: Role::Escaped,
+                });
+            }
+        }
+        dir
+    });
+    Plan { targets, cgroup }
 }
 
 /// What the escalation did.
@@ -87,6 +151,8 @@ pub struct Outcome {
     pub targets: usize,
     /// The session's own server, when it was among the targets.
     pub server: Option<u32>,
+    /// Processes that had left the terminal's session, found in its own cgroup.
+    pub escaped: usize,
     /// Signals that had to be sent, in order (`SIGHUP`, `SIGTERM`, `SIGKILL`).
     pub signals: Vec<&'static str>,
     /// Targets still alive after SIGKILL (should be none).
@@ -143,8 +209,9 @@ async fn wait_all(open: &[Open], grace: Duration) {
 }
 
 /// Signals the targets with escalation; returns when all are gone or SIGKILL was sent.
-pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
+pub async fn escalate(plan: Plan, grace: Duration) -> Outcome {
     let started = Instant::now();
+    let targets = plan.targets;
     let open = open_all(&targets);
     let mut outcome = Outcome {
         targets: open.len(),
@@ -152,6 +219,7 @@ pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
             .iter()
             .find(|t| t.role == Role::Server)
             .map(|t| t.process.pid),
+        escaped: targets.iter().filter(|t| t.role == Role::Escaped).count(),
         ..Outcome::default()
     };
     for (signal, name) in [
@@ -170,6 +238,15 @@ pub async fn escalate(targets: Vec<Target>, grace: Duration) -> Outcome {
             }
         }
         wait_all(&open, grace).await;
+    }
+    // Whatever the session's own cgroup still holds was forked while we signalled.
+    if let Some(dir) = plan.cgroup
+        && std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    {
+        match std::fs::write(dir.join("cgroup.kill"), "1") {
+            Ok(()) => outcome.signals.push("cgroup.kill"),
+            Err(err) => tracing::warn!("cgroup.kill in {}: {err}", dir.display()),
+        }
     }
     outcome.survivors = open.iter().filter(|o| !exited(o)).map(|o| o.pid).collect();
     outcome.took_ms = started.elapsed().as_millis() as u64;

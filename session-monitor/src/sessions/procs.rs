@@ -249,3 +249,28 @@ pub fn audit_session(pid: u32) -> Option<u32> {
         .ok()?;
     (id != u32::MAX).then_some(id)
 }
+
+/// The process's path in the cgroup v2 hierarchy (`0::/user.slice/...`).
+pub fn cgroup2_path(pid: u32) -> Option<String> {
+    Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .ok()?
+        .into_iter()
+        .find(|g| g.hierarchy == 0)
+        .map(|g| g.pathname)
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid systems).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    procfs::mounts()
+        .ok()?
+        .into_iter()
+        .find(|m| m.fs_vfstype == "cgroup2")
+        .map(|m| PathBuf::from(m.fs_file))
+}
+
+/// Real uid of a process.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    Process::new(pid as i32).ok()?.uid().ok()
+}
