@@ -8,6 +8,7 @@ mod cmd;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,31 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot stock Debian kernels in QEMU (virtme-ng) and run the integration tests
+    /// inside, once per probe backend (needs root; about 20 s per boot, plus the suite).
+    VmTest {
+        /// A Debian kernel: a series (`6.1`, `6.12`: its newest amd64 package) or a
+        /// version (`6.1.0-56-amd64`). Repeat for several. Default: 6.1 and 6.12.
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
+        /// The probe backend(s) to force on the daemon.
+        #[arg(long, value_enum, default_value_t = vm::Backends::Both)]
+        backend: vm::Backends,
+        /// Build and test the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Give up on one VM (boot plus suite) after this many minutes.
+        #[arg(long, value_name = "MINUTES", default_value_t = 40)]
+        timeout: u64,
+        /// Run only this test binary of the tests crate (`ssh`, `mosh`, ...). Repeat
+        /// for several. Default: all but those too timing-sensitive for emulation.
+        #[arg(long = "test", value_name = "NAME")]
+        tests: Vec<String>,
+        /// Arguments for the integration test binaries (a name filter, `--nocapture`,
+        /// ...), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +93,21 @@ fn main() -> ExitCode {
         }
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
+        Task::VmTest {
+            kernels,
+            backend,
+            release,
+            timeout,
+            tests,
+            args,
+        } => vm::vm_test(&vm::Options {
+            kernels,
+            backends: backend,
+            release,
+            timeout: std::time::Duration::from_secs(timeout * 60),
+            tests,
+            test_args: args,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

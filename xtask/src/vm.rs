@@ -1,0 +1,912 @@
+//! `cargo xtask vm-test`: the kernel matrix. Boots stock Debian kernels in QEMU with
+//! virtme-ng (software emulation: KVM guests hang on our machines) against this
+//! machine's file system, and runs the integration test binaries inside, once per
+//! probe backend, the daemon forced to it through `SESSION_MONITOR_BACKEND`. That
+//! proves the fentry backend, which hardened kernels like our CI's refuse, on kernels
+//! that allow it, and holds both backends to the same tests: same scenarios, same
+//! verdicts.
+//!
+//! Kernel packages are fetched with `apt-get download` and unpacked with `dpkg -x`
+//! into `target/vm-kernels/<version>/` once (never committed: `target/` is ignored).
+//! Every run leaves its logs in `target/vm-kernels/runs/<version>-<backend>/`:
+//! `output.log` (what the tests printed, also shown live), `console.log` (the VM's
+//! console with the kernel log) and `guest.sh` (the script the VM ran).
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+
+use crate::{
+    build,
+    cmd::{self, done_already, step},
+    setup::{self, Purpose},
+};
+
+/// What virtme-ng needs on the host: QEMU, modprobe/depmod for the guest's modules,
+/// and a static busybox for its initramfs.
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static"];
+/// Pinned: its guest init falls back to the serial console when the host has no udev
+/// (as on our machines), which the guest script below does not depend on.
+const VIRTME_NG: &str = "virtme-ng";
+const VIRTME_NG_VERSION: &str = "1.42";
+const PIP_FALLBACKS: &[&str] = &["/root/.pyenv/shims/pip", "/root/.pyenv/shims/pip3"];
+const VNG_FALLBACKS: &[&str] = &[
+    "/root/.pyenv/shims/vng",
+    "/usr/local/bin/vng",
+    "/root/.local/bin/vng",
+];
+
+/// Debian 12's own kernel series and the newer one it ships through its security
+/// archive; each resolves to the newest package of the series.
+pub const DEFAULT_KERNELS: &[&str] = &["6.1", "6.12"];
+
+/// The integration tests, built for the host and run inside the VM.
+const TESTS_PACKAGE: &str = "session-monitor-tests";
+
+/// Test binaries left out of VM runs unless named with `--test`, and why. Under
+/// software emulation an ssh login or a tmux start takes seconds, not milliseconds.
+const SKIPPED_IN_VMS: &[(&str, &str)] = &[(
+    "enforcement",
+    "its idle limits (4-5 s) are shorter than session set-up under emulation, and it \
+     tests the daemon's clock, not the probes",
+)];
+
+/// Which probe backends to run the suite with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backends {
+    Fentry,
+    Tracepoint,
+    /// Both, one after the other, each in a freshly booted VM.
+    Both,
+}
+
+impl Backends {
+    fn list(self) -> &'static [&'static str] {
+        match self {
+            Backends::Fentry => &["fentry"],
+            Backends::Tracepoint => &["tracepoint"],
+            Backends::Both => &["fentry", "tracepoint"],
+        }
+    }
+}
+
+pub struct Options {
+    /// Kernel names as given (`6.1`, `6.12.117+deb12-amd64`, ...); empty: the default set.
+    pub kernels: Vec<String>,
+    pub backends: Backends,
+    /// Build and test the release profile.
+    pub release: bool,
+    /// Per VM (boot plus suite).
+    pub timeout: Duration,
+    /// Test binaries to run (`ssh`, `mosh`, ...); empty: all but [`SKIPPED_IN_VMS`].
+    pub tests: Vec<String>,
+    /// For every test binary (a name filter, `--nocapture`, ...).
+    pub test_args: Vec<String>,
+}
+
+pub fn vm_test(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    // The guest runs this machine's sshd, mosh and tmux: the test set-up is needed too.
+    setup::setup(Purpose::Test)?;
+    let vng = vm_setup()?;
+
+    let daemon = absolute(&build::build_daemon(opts.release)?)?;
+    let tests = select_tests(build_tests(opts.release)?, &opts.tests)?;
+
+    let cache = target_dir().join("vm-kernels");
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let names: Vec<String> = if opts.kernels.is_empty() {
+        DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.kernels.clone()
+    };
+    let mut apt = Apt::default();
+    let mut versions = Vec::new();
+    for name in &names {
+        let version = apt.resolve(name, &cache)?;
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    let kernels = versions
+        .iter()
+        .map(|v| apt.fetch(v, &cache))
+        .collect::<Result<Vec<_>>>()?;
+
+    let runs = cache.join("runs");
+    let mut results = Vec::new();
+    for kernel in &kernels {
+        for &backend in opts.backends.list() {
+            let run = VmRun {
+                vng: &vng,
+                kernel,
+                backend,
+                daemon: &daemon,
+                tests: &tests,
+                test_args: &opts.test_args,
+                dir: runs.join(format!("{}-{backend}", kernel.version)),
+                timeout: opts.timeout,
+            };
+            results.push(run.run()?);
+        }
+    }
+    let summary = summary(&results, started.elapsed());
+    print!("{summary}");
+    let file = runs.join("summary.txt");
+    fs::write(&file, &summary).with_context(|| format!("writing {}", file.display()))?;
+    let failed = results.iter().filter(|r| !r.ok()).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} kernel/backend runs failed (logs under {})",
+            results.len(),
+            runs.display()
+        );
+    }
+    Ok(())
+}
+
+/// Installs QEMU, kmod, busybox-static and virtme-ng unless they are there; returns
+/// the path of `vng`.
+fn vm_setup() -> Result<PathBuf> {
+    step(format!("VM packages: {}", VM_PACKAGES.join(" ")));
+    let missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        done_already("all installed");
+    } else {
+        println!("    missing: {}", missing.join(" "));
+        cmd::run(
+            "apt-get update",
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        cmd::run(
+            &format!("installing {}", missing.join(" ")),
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+
+    step(format!("{VIRTME_NG} {VIRTME_NG_VERSION}"));
+    if let Some(vng) = cmd::find_program("vng", VNG_FALLBACKS)
+        && vng_version(&vng).as_deref() == Some(VIRTME_NG_VERSION)
+    {
+        done_already(format!(
+            "{} is virtme-ng {VIRTME_NG_VERSION}",
+            vng.display()
+        ));
+        return Ok(vng);
+    }
+    let pip = match cmd::find_program("pip", PIP_FALLBACKS) {
+        Some(pip) => pip,
+        None => {
+            cmd::run(
+                "installing pip",
+                Command::new("apt-get")
+                    .args(["install", "-y", "--no-install-recommends", "python3-pip"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            cmd::find_program("pip", PIP_FALLBACKS).context("pip not found after installing it")?
+        }
+    };
+    cmd::run(
+        "installing virtme-ng",
+        Command::new(&pip)
+            .args(["install", "--disable-pip-version-check"])
+            .arg(format!("{VIRTME_NG}=={VIRTME_NG_VERSION}"))
+            // Debian's own pip refuses to touch the system's Python otherwise.
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1"),
+    )?;
+    let vng = cmd::find_program("vng", VNG_FALLBACKS)
+        .context("`vng` not found in PATH after `pip install virtme-ng`")?;
+    match vng_version(&vng) {
+        Some(v) if v == VIRTME_NG_VERSION => Ok(vng),
+        other => bail!(
+            "{} reports virtme-ng {other:?}, not {VIRTME_NG_VERSION}: another vng comes first \
+             in PATH",
+            vng.display()
+        ),
+    }
+}
+
+/// `virtme-ng 1.42` -> `1.42`.
+fn vng_version(vng: &Path) -> Option<String> {
+    let out = cmd::stdout_if_ok(Command::new(vng).arg("--version"))?;
+    out.split_whitespace().nth(1).map(str::to_string)
+}
+
+fn deb_installed(package: &str) -> bool {
+    cmd::stdout_if_ok(Command::new("dpkg").args(["-s", package])).is_some_and(|out| {
+        out.lines()
+            .any(|l| l.trim() == "Status: install ok installed")
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("absolute path of {}", path.display()))
+}
+
+/// `$CARGO_TARGET_DIR`, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => cmd::workspace_root().join(dir),
+        None => cmd::workspace_root().join("target"),
+    }
+}
+
+/// Builds the integration test binaries (the ones `cargo xtask test` runs) and returns
+/// their paths, by name.
+fn build_tests(release: bool) -> Result<Vec<(String, PathBuf)>> {
+    step(format!("building the integration tests of {TESTS_PACKAGE}"));
+    let mut command = cmd::cargo();
+    command.args(["test", "--package", TESTS_PACKAGE, "--tests", "--no-run"]);
+    if release {
+        command.arg("--release");
+    }
+    command
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    println!("    $ {}", cmd::display(&command));
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::display(&command)))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut tests = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo's output")?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let is_test = message["reason"] == "compiler-artifact"
+            && message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        if let (true, Some(name), Some(path)) = (
+            is_test,
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            tests.push((name.to_string(), PathBuf::from(path)));
+        }
+    }
+    let status = child.wait().context("waiting for cargo test --no-run")?;
+    if !status.success() {
+        bail!("building the tests of {TESTS_PACKAGE} failed ({status})");
+    }
+    if tests.is_empty() {
+        bail!("cargo reported no integration test binaries for {TESTS_PACKAGE}");
+    }
+    tests.sort();
+    for (name, path) in &tests {
+        println!("    test binary {name}: {}", path.display());
+    }
+    Ok(tests)
+}
+
+/// The test binaries named with `--test`, or all but those skipped in VMs.
+fn select_tests(
+    built: Vec<(String, PathBuf)>,
+    wanted: &[String],
+) -> Result<Vec<(String, PathBuf)>> {
+    if wanted.is_empty() {
+        let (skipped, run): (Vec<_>, Vec<_>) = built
+            .into_iter()
+            .partition(|(name, _)| SKIPPED_IN_VMS.iter().any(|(s, _)| s == name));
+        for (name, _) in &skipped {
+            let why = SKIPPED_IN_VMS
+                .iter()
+                .find(|(s, _)| s == name)
+                .map_or("", |(_, why)| why);
+            println!("    not run in VMs (name it with --test to run it): {name}: {why}");
+        }
+        return Ok(run);
+    }
+    for name in wanted {
+        if !built.iter().any(|(n, _)| n == name) {
+            let names: Vec<&str> = built.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "no test binary `{name}` in {TESTS_PACKAGE} (there are: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(built
+        .into_iter()
+        .filter(|(name, _)| wanted.contains(name))
+        .collect())
+}
+
+/// A kernel unpacked in the cache.
+struct Kernel {
+    /// `6.1.0-56-amd64`: the package's name without `linux-image-`, and `uname -r`.
+    version: String,
+    vmlinuz: PathBuf,
+}
+
+/// Kernel packages from the machine's apt sources. `apt-get update` runs at most once,
+/// and only when the package lists lack what is asked for.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn update(&mut self) -> Result<()> {
+        if !self.updated {
+            self.updated = true;
+            cmd::run(
+                "apt-get update",
+                Command::new("apt-get")
+                    .arg("update")
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A kernel version from a name: `6.1` or `6.12` stand for the newest amd64 kernel
+    /// of that series; anything else is a version (`6.1.0-56-amd64`,
+    /// `linux-image-6.12.117+deb12-amd64`).
+    fn resolve(&mut self, name: &str, cache: &Path) -> Result<String> {
+        let name = name.trim().trim_start_matches("linux-image-");
+        let is_series = {
+            let parts: Vec<&str> = name.split('.').collect();
+            parts.len() == 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        };
+        if !is_series {
+            return Ok(name.to_string());
+        }
+        step(format!("newest Debian kernel of the {name} series"));
+        let series = name.replace('.', r"\.");
+        // Debian 12's own scheme (6.1.0-56-amd64) and the one of newer series
+        // (6.12.117+deb12-amd64).
+        let patterns = [
+            format!("^linux-image-{series}\\.0-[0-9]+-amd64$"),
+            format!("^linux-image-{series}\\.[0-9]+\\+deb[0-9]+-amd64$"),
+        ];
+        for attempt in 0..2 {
+            let mut found = Vec::new();
+            for pattern in &patterns {
+                let out = cmd::stdout_if_ok(Command::new("apt-cache").args([
+                    "search",
+                    "--names-only",
+                    pattern,
+                ]))
+                .unwrap_or_default();
+                found.extend(out.lines().filter_map(|l| {
+                    l.split_whitespace()
+                        .next()
+                        .and_then(|p| p.strip_prefix("linux-image-"))
+                        .map(str::to_string)
+                }));
+            }
+            if let Some(newest) = found.into_iter().max_by_key(|v| version_key(v)) {
+                println!("    {name} -> linux-image-{newest}");
+                return Ok(newest);
+            }
+            if attempt == 0 {
+                println!("    no package in the apt lists; updating them");
+                self.update()?;
+            }
+        }
+        // Offline, but fetched before: the newest in the cache.
+        let cached = fs::read_dir(cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|v| {
+                v.starts_with(&format!("{name}.")) && cache.join(v).join(".complete").exists()
+            })
+            .max_by_key(|v| version_key(v));
+        match cached {
+            Some(version) => {
+                println!("    not in the apt sources; using the cached {version}");
+                Ok(version)
+            }
+            None => bail!(
+                "no Debian kernel package of the {name} series in the apt sources \
+                 (`apt-cache search --names-only '^linux-image-{name}'` finds none); name a \
+                 kernel that `apt-cache search --names-only '^linux-image-6'` lists"
+            ),
+        }
+    }
+
+    /// Unpacks `linux-image-VERSION` into the cache unless it is there already.
+    fn fetch(&mut self, version: &str, cache: &Path) -> Result<Kernel> {
+        step(format!("kernel {version}"));
+        let dir = cache.join(version);
+        let kernel = Kernel {
+            version: version.to_string(),
+            vmlinuz: dir.join("boot").join(format!("vmlinuz-{version}")),
+        };
+        let stamp = dir.join(".complete");
+        if stamp.exists() && kernel.vmlinuz.is_file() {
+            done_already(format!("unpacked in {}", dir.display()));
+            return Ok(kernel);
+        }
+        let download = cache.join(format!(".download-{version}"));
+        let partial = cache.join(format!(".partial-{version}"));
+        for stale in [&download, &partial, &dir] {
+            if stale.exists() {
+                fs::remove_dir_all(stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+        }
+        fs::create_dir_all(&download)
+            .with_context(|| format!("creating {}", download.display()))?;
+        // The signed image is what Debian installs; the unsigned one has the same
+        // kernel and modules and exists for some versions the signed one was dropped from.
+        let candidates = [
+            format!("linux-image-{version}"),
+            format!("linux-image-{version}-unsigned"),
+        ];
+        let mut got = None;
+        for attempt in 0..2 {
+            for package in &candidates {
+                let mut command = Command::new("apt-get");
+                command.arg("download").arg(package).current_dir(&download);
+                if is_root() {
+                    // apt drops to `_apt` for downloads, which cannot write here.
+                    command.args(["-o", "APT::Sandbox::User=root"]);
+                }
+                if cmd::run(&format!("downloading {package}"), &mut command).is_ok() {
+                    got = Some(package.clone());
+                    break;
+                }
+            }
+            if got.is_some() || attempt == 1 {
+                break;
+            }
+            println!("    not downloadable with the current apt lists; updating them");
+            self.update()?;
+        }
+        let Some(package) = got else {
+            bail!(
+                "kernel {version}: neither {} nor {} can be downloaded with apt-get; \
+                 `apt-cache search --names-only '^linux-image-6'` lists the available ones",
+                candidates[0],
+                candidates[1]
+            );
+        };
+        let deb = fs::read_dir(&download)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
+        cmd::run(
+            &format!("unpacking {package}"),
+            Command::new("dpkg").arg("-x").arg(&deb).arg(&partial),
+        )?;
+        fs::rename(&partial, &dir)
+            .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+        fs::remove_dir_all(&download).ok();
+        if !kernel.vmlinuz.is_file() {
+            bail!(
+                "{package} has no {}; is it a kernel image package?",
+                kernel.vmlinuz.display()
+            );
+        }
+        fs::write(&stamp, format!("{package}\n"))
+            .with_context(|| format!("writing {}", stamp.display()))?;
+        Ok(kernel)
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The numbers in a kernel version, for ordering: `6.12.117+deb12-amd64` -> [6, 12, 117, 12].
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// Quotes a word for `sh`.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn quote_path(path: &Path) -> String {
+    shell_quote(&path.to_string_lossy())
+}
+
+/// One boot: one kernel, one backend, every test binary.
+struct VmRun<'a> {
+    vng: &'a Path,
+    kernel: &'a Kernel,
+    backend: &'static str,
+    daemon: &'a Path,
+    tests: &'a [(String, PathBuf)],
+    test_args: &'a [String],
+    dir: PathBuf,
+    timeout: Duration,
+}
+
+impl VmRun<'_> {
+    /// The script the VM runs (as root). Its output goes to `output.log` in the run's
+    /// directory, shared read-write with the VM, and its exit status to `rc`: without
+    /// udev on the host virtme-ng cannot pass either back itself.
+    fn guest_script(&self) -> String {
+        let out = quote_path(&self.dir);
+        let mut script = String::new();
+        let _ = writeln!(script, "#!/bin/bash");
+        let _ = writeln!(
+            script,
+            "# Written by `cargo xtask vm-test`; runs in the VM."
+        );
+        let _ = writeln!(script, "out={out}");
+        let _ = writeln!(script, r#"exec >"$out/output.log" 2>&1 </dev/null"#);
+        let _ = writeln!(
+            script,
+            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        );
+        let _ = writeln!(script, "export HOME=/root RUST_BACKTRACE=1");
+        let _ = writeln!(
+            script,
+            "export SESSION_MONITOR_BIN={}",
+            quote_path(self.daemon)
+        );
+        let _ = writeln!(script, "export SESSION_MONITOR_BACKEND={}", self.backend);
+        // Stock Debian kernels allow BPF trampolines: tests/backends.rs must then see
+        // fentry work, not accept a refusal.
+        let _ = writeln!(script, "export SESSION_MONITOR_EXPECT_FENTRY=1");
+        let _ = writeln!(script, r#"uname -r >"$out/kernel""#);
+        let _ = writeln!(
+            script,
+            r#"echo "vm-test: kernel $(uname -r), backend {}, $(nproc) CPUs""#,
+            self.backend
+        );
+        let _ = writeln!(
+            script,
+            "grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf"
+        );
+        let _ = writeln!(
+            script,
+            "grep -qs ' /sys/kernel/tracing tracefs ' /proc/mounts || \
+             mount -t tracefs tracefs /sys/kernel/tracing"
+        );
+        // virtme-ng bind-mounts its own copy over /etc/shadow (to clear root's
+        // password); useradd replaces the file by renaming, which a mount point forbids.
+        // Underneath is the VM's writable overlay of /etc.
+        let _ = writeln!(
+            script,
+            "while grep -qs ' /etc/shadow ' /proc/mounts; do umount /etc/shadow || break; done"
+        );
+        // systemd-tmpfiles creates /run/nologin and nothing in the VM removes it at the
+        // end of boot, as systemd-user-sessions would: PAM would refuse every login but
+        // root's.
+        let _ = writeln!(script, "rm -f /run/nologin");
+        // Like `cargo test`: integration tests run in their package's directory.
+        let _ = writeln!(
+            script,
+            "cd {} || exit 1",
+            quote_path(&cmd::workspace_root().join("tests"))
+        );
+        let _ = writeln!(script, "status=0");
+        let args: Vec<String> = self.test_args.iter().map(|a| shell_quote(a)).collect();
+        for (name, path) in self.tests {
+            let _ = writeln!(script, "echo \"vm-test: test binary {name}\"");
+            let _ = writeln!(
+                script,
+                "{} --test-threads=1 {} || status=1",
+                quote_path(path),
+                args.join(" ")
+            );
+        }
+        let _ = writeln!(script, r#"echo "$status" >"$out/rc""#);
+        let _ = writeln!(script, r#"echo "vm-test: done (status $status)""#);
+        script
+    }
+
+    fn run(&self) -> Result<RunResult> {
+        step(format!(
+            "kernel {} with the {} backend",
+            self.kernel.version, self.backend
+        ));
+        if self.dir.exists() {
+            fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("removing {}", self.dir.display()))?;
+        }
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let script = self.dir.join("guest.sh");
+        fs::write(&script, self.guest_script())
+            .with_context(|| format!("writing {}", script.display()))?;
+        let console_path = self.dir.join("console.log");
+        let console = fs::File::create(&console_path)
+            .with_context(|| format!("creating {}", console_path.display()))?;
+        let mut command = Command::new(self.vng);
+        command
+            .arg("--run")
+            .arg(&self.kernel.vmlinuz)
+            .args([
+                "--disable-kvm",
+                "--user",
+                "root",
+                "--memory",
+                "2G",
+                "--cpus",
+                "2",
+            ])
+            // The kernel log goes to console.log: what to read when a VM dies.
+            .arg("--verbose")
+            .arg(format!("--rwdir={}", self.dir.display()))
+            .arg("--exec")
+            .arg(format!("bash {}", quote_path(&script)))
+            .current_dir(cmd::workspace_root())
+            .stdin(Stdio::null())
+            .stdout(console.try_clone()?)
+            .stderr(console)
+            // Its own process group, so that a timeout ends QEMU too.
+            .process_group(0);
+        println!("    $ {}", cmd::display(&command));
+        println!(
+            "    (VM console: {}; test output follows)",
+            console_path.display()
+        );
+        let started = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", cmd::display(&command)))?;
+        let timed_out = self.follow(child)?;
+        let elapsed = started.elapsed();
+
+        let output = fs::read_to_string(self.dir.join("output.log")).unwrap_or_default();
+        let mut result = RunResult {
+            kernel: self.kernel.version.clone(),
+            uname: fs::read_to_string(self.dir.join("kernel"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            backend: self.backend,
+            counts: TestCounts::parse(&output),
+            elapsed,
+            problem: None,
+            dir: self.dir.clone(),
+        };
+        let rc = fs::read_to_string(self.dir.join("rc")).ok();
+        result.problem = match (timed_out, rc.as_deref().map(str::trim)) {
+            (true, _) => Some(format!(
+                "timed out after {} min",
+                self.timeout.as_secs() / 60
+            )),
+            (false, None) => Some(format!(
+                "the VM ended before the tests did (see {})",
+                console_path.display()
+            )),
+            (false, Some("0")) if result.counts.passed == 0 => Some("no test ran".to_string()),
+            (false, Some("0")) => None,
+            (false, Some(_)) => Some("tests failed".to_string()),
+        };
+        Ok(result)
+    }
+
+    /// Shows `output.log` as the VM writes it, until the VM ends or the time is up
+    /// (then kills it, returning true).
+    fn follow(&self, mut child: Child) -> Result<bool> {
+        let log = self.dir.join("output.log");
+        let deadline = Instant::now() + self.timeout;
+        let mut shown = 0u64;
+        let mut partial = String::new();
+        let show = |shown: &mut u64, partial: &mut String, last: bool| {
+            let Ok(mut file) = fs::File::open(&log) else {
+                return;
+            };
+            if file.seek(SeekFrom::Start(*shown)).is_err() {
+                return;
+            }
+            let mut fresh = Vec::new();
+            if file.read_to_end(&mut fresh).is_err() {
+                return;
+            }
+            *shown += fresh.len() as u64;
+            partial.push_str(&String::from_utf8_lossy(&fresh));
+            let mut out = std::io::stdout().lock();
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                let _ = write!(out, "    | {line}");
+            }
+            if last && !partial.is_empty() {
+                let _ = writeln!(out, "    | {partial}");
+                partial.clear();
+            }
+            let _ = out.flush();
+        };
+        loop {
+            if child.try_wait().context("waiting for vng")?.is_some() {
+                show(&mut shown, &mut partial, true);
+                return Ok(false);
+            }
+            show(&mut shown, &mut partial, false);
+            if Instant::now() >= deadline {
+                println!(
+                    "    timed out after {} min: killing the VM",
+                    self.timeout.as_secs() / 60
+                );
+                let pgid = child.id() as libc::pid_t;
+                // SAFETY: signals the process group we created for vng and QEMU.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                let _ = child.wait();
+                show(&mut shown, &mut partial, true);
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// libtest's counts, summed over the test binaries of one run.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    /// `binary: test name` of every failed test.
+    failures: Vec<String>,
+}
+
+impl TestCounts {
+    /// Reads the `test NAME ... FAILED` lines and `test result: ok. 3 passed; 0 failed;
+    /// 1 ignored; ...` summaries of libtest.
+    fn parse(output: &str) -> TestCounts {
+        let mut counts = TestCounts::default();
+        let mut binary = String::new();
+        let mut failures = BTreeSet::new();
+        for line in output.lines() {
+            if let Some(name) = line.strip_prefix("vm-test: test binary ") {
+                binary = name.trim().to_string();
+            }
+            if let Some(name) = line
+                .strip_prefix("test ")
+                .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+            {
+                failures.insert(format!("{binary}: {name}"));
+            }
+            if let Some(summary) = line.strip_prefix("test result: ") {
+                for part in summary.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(label), Some(number)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let Ok(number) = number.parse::<u64>() else {
+                        continue;
+                    };
+                    match label {
+                        "passed" => counts.passed += number,
+                        "failed" => counts.failed += number,
+                        "ignored" => counts.ignored += number,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        counts.failures = failures.into_iter().collect();
+        counts
+    }
+}
+
+struct RunResult {
+    kernel: String,
+    /// `uname -r` inside the VM (empty if it never got that far).
+    uname: String,
+    backend: &'static str,
+    counts: TestCounts,
+    elapsed: Duration,
+    /// Why the run is not a success.
+    problem: Option<String>,
+    dir: PathBuf,
+}
+
+impl RunResult {
+    fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+fn summary(results: &[RunResult], total: Duration) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "==> kernel matrix");
+    let _ = writeln!(
+        s,
+        "    {:<24} {:<11} {:<7} {:>6} {:>6} {:>7} {:>9}",
+        "kernel", "backend", "result", "passed", "failed", "ignored", "VM time"
+    );
+    for r in results {
+        let kernel = if r.uname.is_empty() || r.uname == r.kernel {
+            r.kernel.clone()
+        } else {
+            format!("{} (uname {})", r.kernel, r.uname)
+        };
+        let _ = writeln!(
+            s,
+            "    {kernel:<24} {:<11} {:<7} {:>6} {:>6} {:>7} {:>7.0} s",
+            r.backend,
+            if r.ok() { "ok" } else { "FAILED" },
+            r.counts.passed,
+            r.counts.failed,
+            r.counts.ignored,
+            r.elapsed.as_secs_f64()
+        );
+    }
+    for r in results.iter().filter(|r| !r.ok()) {
+        let _ = writeln!(
+            s,
+            "    {} / {}: {} (logs: {})",
+            r.kernel,
+            r.backend,
+            r.problem.as_deref().unwrap_or_default(),
+            r.dir.display()
+        );
+        for failure in &r.counts.failures {
+            let _ = writeln!(s, "        failed: {failure}");
+        }
+    }
+    let _ = writeln!(s, "    total {:.0} s", total.as_secs_f64());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_kernel_versions_numerically() {
+        let newest = ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64"]
+            .into_iter()
+            .max_by_key(|v| version_key(v));
+        assert_eq!(newest, Some("6.1.0-56-amd64"));
+        assert!(version_key("6.12.117+deb12-amd64") > version_key("6.12.99+deb12-amd64"));
+    }
+
+    #[test]
+    fn counts_libtest_results_across_binaries() {
+        let output = "vm-test: test binary ssh\n\
+                      running 2 tests\n\
+                      test ssh_input ... ok\n\
+                      test ssh_exit ... FAILED\n\
+                      test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s\n\
+                      vm-test: test binary local\n\
+                      test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 2.0s\n";
+        let counts = TestCounts::parse(output);
+        assert_eq!((counts.passed, counts.failed, counts.ignored), (4, 1, 1));
+        assert_eq!(counts.failures, ["ssh: ssh_exit"]);
+    }
+
+    #[test]
+    fn quotes_for_the_guest_shell() {
+        assert_eq!(shell_quote("/work/main/target"), "/work/main/target");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("6.12.117+deb12-amd64"), "6.12.117+deb12-amd64");
+    }
+}
