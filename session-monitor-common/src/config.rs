@@ -46,14 +46,11 @@ pub struct TracepointFields {
     pub sys_enter_writev_vlen: u32,
     /// `sys_enter_ioctl.cmd`.
     pub sys_enter_ioctl_cmd: u32,
-    /// `sys_exit_*.ret`.
+    /// `sys_exit_{read,recvmsg,recvfrom}.ret` (the same offset in each).
     pub sys_exit_ret: u32,
     /// `sock/sock_recv_length.protocol` and `.ret`.
     pub sock_recv_protocol: u32,
     pub sock_recv_ret: u32,
-    /// `skb/skb_copy_datagram_iovec.skbaddr` and `.len`.
-    pub skb_copy_skbaddr: u32,
-    pub skb_copy_len: u32,
 }
 
 /// Feature flags of [`ProbeConfig::flags`].

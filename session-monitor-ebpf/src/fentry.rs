@@ -81,18 +81,21 @@ fn try_receive(ctx: &FEntryContext) -> Result<(), ReadError> {
     Ok(())
 }
 
-/// `int udp_recvmsg(struct sock *sk, ...)`: only tracked processes (Mosh servers)
-/// get past the first lookup.
-#[fentry(function = "udp_recvmsg")]
-pub fn fe_udp_recv(_ctx: FEntryContext) -> u32 {
+/// `void skb_consume_udp(struct sock *sk, struct sk_buff *skb, int len)`: called by
+/// `udp_recvmsg` and `udpv6_recvmsg` once for every datagram they hand to the process,
+/// with its length (negative when peeking). Not `udp_recvmsg` itself: every receive
+/// attempt enters it, also those that find nothing and return EAGAIN, which would make
+/// a process polling its socket look alive on the network, where the tracepoint backend
+/// (and this hook) count only datagrams received. Only tracked processes (Mosh
+/// servers) get past the first lookup.
+#[fentry(function = "skb_consume_udp")]
+pub fn fe_udp_consume(ctx: FEntryContext) -> u32 {
     bump(Probe::UdpRecv, Stat::Seen);
-    activity::udp_received(0);
-    0
-}
-
-#[fentry(function = "udpv6_recvmsg")]
-pub fn fe_udp6_recv(_ctx: FEntryContext) -> u32 {
-    bump(Probe::UdpRecv, Stat::Seen);
-    activity::udp_received(0);
+    let len: u64 = ctx.arg(2);
+    // An `int`: only the low 32 bits of the register are defined.
+    let len = len as u32 as i32;
+    if len > 0 {
+        activity::udp_received(len as u64);
+    }
     0
 }

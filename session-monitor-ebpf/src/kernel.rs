@@ -140,13 +140,6 @@ pub fn tty_is_console(tty: *const u8) -> Result<bool, ReadError> {
     Ok(dev::is_console_major(major as u32))
 }
 
-/// `skb->sk->sk_protocol`.
-#[inline(always)]
-pub fn skb_protocol(skb: *const u8) -> Result<u16, ReadError> {
-    let sk = read_ptr(skb, conf!(offsets.sk_buff_sk))?;
-    read(sk, conf!(offsets.sock_sk_protocol))
-}
-
 /// `iocb->ki_filp`.
 #[inline(always)]
 pub fn kiocb_file(iocb: *const u8) -> Result<*const u8, ReadError> {

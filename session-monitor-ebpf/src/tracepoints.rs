@@ -5,8 +5,8 @@
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
 //!   `sys_exit_read` counts the bytes);
-//! - UDP: `sock:sock_recv_length` where the kernel has it (6.3+), otherwise
-//!   `skb:skb_copy_datagram_iovec` with the socket's protocol checked.
+//! - UDP: `sock:sock_recv_length` where the kernel has it (6.3+), otherwise the exits
+//!   of `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
 //!
 //! Field offsets inside each tracepoint record come from its tracefs `format` file.
 
@@ -181,26 +181,32 @@ fn try_sock_recv(ctx: &TracePointContext) -> Result<(), ReadError> {
 }
 
 #[tracepoint]
-pub fn tp_skb_copy(ctx: TracePointContext) -> u32 {
+pub fn tp_recvmsg_exit(ctx: TracePointContext) -> u32 {
     bump(Probe::UdpRecv, Stat::Seen);
-    let _ = try_skb_copy(&ctx);
+    let _ = try_recv_exit(&ctx);
     0
 }
 
-/// Fallback for kernels without `sock_recv_length`: this tracepoint fires for every
-/// datagram copy (TCP and Unix sockets too), so the tracked-process lookup comes first
-/// and the protocol is checked only for tracked processes.
-fn try_skb_copy(ctx: &TracePointContext) -> Result<(), ReadError> {
+#[tracepoint]
+pub fn tp_recvfrom_exit(ctx: TracePointContext) -> u32 {
+    bump(Probe::UdpRecv, Stat::Seen);
+    let _ = try_recv_exit(&ctx);
+    0
+}
+
+/// Fallback for kernels without `sock_recv_length` (before 6.3): a successful
+/// `recvmsg` or `recvfrom` by a process tracked for UDP liveness, i.e. a Mosh server,
+/// whose only sockets are its UDP ones. The tracked-process lookup comes first: these
+/// fire for every receive on the machine. (`skb:skb_copy_datagram_iovec`, which also
+/// exists everywhere, misses UDP: small datagrams are linear and `udp_recvmsg` copies
+/// those with `copy_linear_skb`, which has no tracepoint.)
+fn try_recv_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     if activity::tracked_udp_process().is_none() {
         return Ok(());
     }
-    let skb: u64 = field(ctx, conf!(tracepoints.skb_copy_skbaddr))?;
-    if kernel::skb_protocol(skb as *const u8)? != IPPROTO_UDP {
-        return Ok(());
-    }
-    let len: i32 = field(ctx, conf!(tracepoints.skb_copy_len))?;
-    if len > 0 {
-        activity::udp_received(len as u64);
+    let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
+    if ret > 0 {
+        activity::udp_received(ret as u64);
     }
     Ok(())
 }

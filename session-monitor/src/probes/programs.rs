@@ -74,16 +74,29 @@ pub const EXIT: ProgramSpec = tp(
 );
 
 pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
-    let udp_program = match udp {
-        UdpSource::SockRecvLength => tp("tp_sock_recv", "sock", "sock_recv_length", Probe::UdpRecv),
-        UdpSource::SkbCopyDatagram => tp(
-            "tp_skb_copy",
-            "skb",
-            "skb_copy_datagram_iovec",
+    let udp_programs = match udp {
+        UdpSource::SockRecvLength => vec![tp(
+            "tp_sock_recv",
+            "sock",
+            "sock_recv_length",
             Probe::UdpRecv,
-        ),
+        )],
+        UdpSource::RecvSyscalls => vec![
+            tp(
+                "tp_recvmsg_exit",
+                "syscalls",
+                "sys_exit_recvmsg",
+                Probe::UdpRecv,
+            ),
+            tp(
+                "tp_recvfrom_exit",
+                "syscalls",
+                "sys_exit_recvfrom",
+                Probe::UdpRecv,
+            ),
+        ],
     };
-    vec![
+    let mut programs = vec![
         tp("tp_write", "syscalls", "sys_enter_write", Probe::TtyWrite),
         tp("tp_writev", "syscalls", "sys_enter_writev", Probe::TtyWrite),
         tp("tp_ioctl", "syscalls", "sys_enter_ioctl", Probe::TtyResize),
@@ -99,9 +112,10 @@ pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
             "sys_exit_read",
             Probe::ConsoleInput,
         ),
-        udp_program,
-        EXIT,
-    ]
+    ];
+    programs.extend(udp_programs);
+    programs.push(EXIT);
+    programs
 }
 
 pub fn fentry_backend() -> Vec<ProgramSpec> {
@@ -115,8 +129,8 @@ pub fn fentry_backend() -> Vec<ProgramSpec> {
             Probe::ConsoleInput,
             false,
         ),
-        fe("fe_udp_recv", "udp_recvmsg", Probe::UdpRecv, false),
-        fe("fe_udp6_recv", "udpv6_recvmsg", Probe::UdpRecv, true),
+        // Datagrams received, IPv4 and IPv6 (see fe_udp_consume).
+        fe("fe_udp_consume", "skb_consume_udp", Probe::UdpRecv, false),
         EXIT,
     ]
 }

@@ -96,15 +96,18 @@ pub fn parse_field_offset(format: &str, field: &str) -> Result<u32> {
 pub enum UdpSource {
     /// `sock:sock_recv_length` (Linux 6.3+): carries protocol and length.
     SockRecvLength,
-    /// `skb:skb_copy_datagram_iovec`: everywhere, protocol read from the socket.
-    SkbCopyDatagram,
+    /// Before 6.3: `syscalls:sys_exit_recvmsg` and `sys_exit_recvfrom` of processes
+    /// tracked for UDP liveness (Mosh servers, whose only sockets are their UDP ones).
+    /// Not `skb:skb_copy_datagram_iovec`: UDP copies linear datagrams (all small ones)
+    /// with `copy_linear_skb`, which never reaches that tracepoint.
+    RecvSyscalls,
 }
 
 impl UdpSource {
     pub fn tracepoint(self) -> (&'static str, &'static str) {
         match self {
             UdpSource::SockRecvLength => ("sock", "sock_recv_length"),
-            UdpSource::SkbCopyDatagram => ("skb", "skb_copy_datagram_iovec"),
+            UdpSource::RecvSyscalls => ("syscalls", "sys_exit_recvmsg"),
         }
     }
 }
@@ -113,7 +116,7 @@ pub fn udp_source(tracefs: &Path) -> UdpSource {
     if has_event(tracefs, "sock", "sock_recv_length") {
         UdpSource::SockRecvLength
     } else {
-        UdpSource::SkbCopyDatagram
+        UdpSource::RecvSyscalls
     }
 }
 
@@ -142,10 +145,17 @@ pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields
                 field_offset(tracefs, "sock", "sock_recv_length", "protocol")?;
             fields.sock_recv_ret = field_offset(tracefs, "sock", "sock_recv_length", "ret")?;
         }
-        UdpSource::SkbCopyDatagram => {
-            let ev = ("skb", "skb_copy_datagram_iovec");
-            fields.skb_copy_skbaddr = field_offset(tracefs, ev.0, ev.1, "skbaddr")?;
-            fields.skb_copy_len = field_offset(tracefs, ev.0, ev.1, "len")?;
+        UdpSource::RecvSyscalls => {
+            // Read through `sys_exit_ret`, like sys_exit_read.
+            for other in ["sys_exit_recvmsg", "sys_exit_recvfrom"] {
+                let theirs = sc(other, "ret")?;
+                if theirs != fields.sys_exit_ret {
+                    bail!(
+                        "syscalls:{other} has `ret` at offset {theirs}, sys_exit_read at {}",
+                        fields.sys_exit_ret
+                    );
+                }
+            }
         }
     }
     Ok(fields)
