@@ -3,6 +3,7 @@
 //! set-up it needs (packages, toolchain pieces, kernel file systems), skipping what is
 //! already there.
 
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -57,6 +58,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build in release mode, then measure the daemon's overhead (attached
+    /// vs detached, alternating) and write BENCHMARKS.md (needs root).
+    Bench(bench::BenchArgs),
     /// Boot stock Debian kernels in QEMU (virtme-ng) and run the integration tests
     /// inside, once per probe backend (needs root; about 20 s per boot, plus the suite).
     VmTest {
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         }
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
+        Task::Bench(args) => bench::bench(&args),
         Task::VmTest {
             kernels,
             backend,

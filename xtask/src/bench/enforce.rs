@@ -1,0 +1,298 @@
+//! Enforcement latency: sessions of a test user on a short idle timeout. Each gets one
+//! keystroke, then nothing; how late after its deadline (keystroke + timeout) does
+//! the daemon decide to end it, and when does its leader actually die?
+
+use std::{
+    collections::HashSet,
+    ffi::CString,
+    os::fd::{AsRawFd as _, OwnedFd},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use super::{
+    daemon::{Daemon, DaemonSpec},
+    profile::{SyscallCounter, SyscallCounts},
+    sys::{self, LeaderMode},
+};
+use crate::cmd::{self, step};
+
+pub const USER: &str = "sm-bench";
+pub const IDLE_TIMEOUT_S: f64 = 2.0;
+pub const WARN_BEFORE_S: f64 = 1.0;
+
+pub fn policy_text() -> String {
+    format!(
+        "# Nothing is limited but the benchmark's own test user.\n\
+         idle_timeout = \"none\"\n\
+         network_timeout = \"none\"\n\
+         max_session = \"none\"\n\
+         \n\
+         [[rule]]\n\
+         name = \"bench-enforcement\"\n\
+         users = [\"{USER}\"]\n\
+         idle_timeout = \"{IDLE_TIMEOUT_S}s\"\n\
+         warn_before = \"{WARN_BEFORE_S}s\"\n"
+    )
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EnforcementResult {
+    pub sessions: usize,
+    /// Leader death minus deadline (keystroke + idle timeout), ms, one per session.
+    pub death_late_ms: Vec<f64>,
+    /// The audit log's `idle_seconds` at the decision minus the idle timeout, ms.
+    pub decided_late_ms: Vec<f64>,
+    /// The audit log's `took_ms`: decision to all processes gone.
+    pub took_ms: Vec<f64>,
+    pub warnings: usize,
+    pub idle_ends: usize,
+    /// Keystroke to the last leader's death.
+    pub total_s: f64,
+    /// Writing the keystrokes, first to last.
+    pub keystrokes_s: f64,
+    /// Processes on the machine while the sessions were ended.
+    pub processes: usize,
+}
+
+/// The test user, created for the benchmark and removed afterwards.
+struct TestUser {
+    uid: u32,
+    gid: u32,
+    created: bool,
+}
+
+impl TestUser {
+    fn ensure() -> Result<Self> {
+        if let Some((uid, gid)) = lookup(USER) {
+            println!("    using existing user {USER} (uid {uid})");
+            return Ok(Self {
+                uid,
+                gid,
+                created: false,
+            });
+        }
+        cmd::run(
+            &format!("creating test user {USER}"),
+            Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ]),
+        )?;
+        let (uid, gid) =
+            lookup(USER).with_context(|| format!("user {USER} not found after useradd"))?;
+        Ok(Self {
+            uid,
+            gid,
+            created: true,
+        })
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        if self.created {
+            let ok = Command::new("userdel")
+                .arg(USER)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                println!("    test user {USER} removed");
+            } else {
+                eprintln!("xtask: warning: could not remove test user {USER} (userdel {USER})");
+            }
+        }
+    }
+}
+
+fn lookup(name: &str) -> Option<(u32, u32)> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; we copy out.
+    unsafe {
+        let pw = libc::getpwnam(c.as_ptr());
+        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+pub fn run(spec: &DaemonSpec, count: usize) -> Result<EnforcementResult> {
+    Ok(run_with(spec, count, false)?.0)
+}
+
+/// The same again with the daemon's system calls counted (`perf stat`) while it ends
+/// the sessions; the latencies of this second run are not reported.
+pub fn syscalls(spec: &DaemonSpec, count: usize) -> Result<SyscallCounts> {
+    step("counting the daemon's system calls while it ends the sessions");
+    run_with(spec, count, true)?
+        .1
+        .context("no system call counts were taken")
+}
+
+fn run_with(
+    spec: &DaemonSpec,
+    count: usize,
+    count_syscalls: bool,
+) -> Result<(EnforcementResult, Option<SyscallCounts>)> {
+    step(format!(
+        "enforcement: {count} sessions of user {USER}, idle timeout {IDLE_TIMEOUT_S} s, \
+         warning {WARN_BEFORE_S} s before"
+    ));
+    let user = TestUser::ensure()?;
+    let policy = spec.write_policy("enforcement.toml", &policy_text())?;
+    let _ = std::fs::remove_file(spec.audit_log());
+    let daemon = Daemon::start(spec, &policy)?;
+
+    let (ptys, leaders) =
+        sys::sessions(count, true, LeaderMode::Sleep, Some((user.uid, user.gid)))?;
+    let pidfds = leaders.pidfds()?;
+
+    let counter = if count_syscalls {
+        Some(SyscallCounter::attach(daemon.pid, &spec.workdir)?)
+    } else {
+        None
+    };
+    // One keystroke each; its time is when the idle clock starts.
+    let mut deadline_ns = Vec::with_capacity(count);
+    let first = Instant::now();
+    for pty in &ptys {
+        let t = sys::boot_ns();
+        // SAFETY: one byte from a valid buffer into a master we hold.
+        if unsafe { libc::write(pty.master.as_raw_fd(), b"k".as_ptr().cast(), 1) } != 1 {
+            bail!("keystroke: {}", std::io::Error::last_os_error());
+        }
+        deadline_ns.push(t + (IDLE_TIMEOUT_S * 1e9) as u64);
+    }
+    let keystrokes_s = first.elapsed().as_secs_f64();
+    let processes = count_processes();
+    let died_ns = wait_for_deaths(&pidfds, Duration::from_secs_f64(IDLE_TIMEOUT_S + 300.0))?;
+    let total_s = first.elapsed().as_secs_f64();
+    let counts = match counter {
+        Some(s) => Some(s.finish()?),
+        None => None,
+    };
+    let mut result = EnforcementResult {
+        sessions: count,
+        death_late_ms: died_ns
+            .iter()
+            .zip(&deadline_ns)
+            .map(|(&d, &dl)| (d as f64 - dl as f64) / 1e6)
+            .collect(),
+        total_s,
+        keystrokes_s,
+        processes,
+        ..EnforcementResult::default()
+    };
+
+    // The audit records of the ends follow the deaths closely.
+    let pids: HashSet<i64> = leaders.pids.iter().map(|&p| i64::from(p)).collect();
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records = audit_records(spec, &pids)?;
+        let ends = records
+            .iter()
+            .filter(|r| r["event"] == "session_end")
+            .count();
+        if ends >= count || Instant::now() > wait_until {
+            break records;
+        }
+        sys::sleep(Duration::from_millis(100))?;
+    };
+    for r in &records {
+        match r["event"].as_str() {
+            Some("warning") => result.warnings += 1,
+            Some("session_end") if r["reason"] == "idle" => {
+                result.idle_ends += 1;
+                if let Some(idle) = r["idle_seconds"].as_f64() {
+                    result.decided_late_ms.push((idle - IDLE_TIMEOUT_S) * 1e3);
+                }
+                if let Some(took) = r["took_ms"].as_f64() {
+                    result.took_ms.push(took);
+                }
+            }
+            _ => {}
+        }
+    }
+    daemon.stop()?;
+    drop(leaders);
+    drop(ptys);
+    drop(user);
+    if result.idle_ends < count {
+        bail!(
+            "the audit log has {} idle ends of {count} sessions",
+            result.idle_ends
+        );
+    }
+    Ok((result, counts))
+}
+
+fn count_processes() -> usize {
+    std::fs::read_dir("/proc").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count()
+    })
+}
+
+/// When each process behind `pidfds` exited (CLOCK_BOOTTIME ns), in order.
+fn wait_for_deaths(pidfds: &[OwnedFd], timeout: Duration) -> Result<Vec<u64>> {
+    let mut died = vec![0u64; pidfds.len()];
+    let mut pending: Vec<usize> = (0..pidfds.len()).collect();
+    let deadline = Instant::now() + timeout;
+    while !pending.is_empty() {
+        sys::check_interrupted()?;
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} session leaders still alive {timeout:?} after their keystroke",
+                pending.len(),
+                pidfds.len()
+            );
+        }
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: pidfds[i].as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if n <= 0 {
+            continue;
+        }
+        let now = sys::boot_ns();
+        let mut still = Vec::with_capacity(pending.len());
+        for (slot, &i) in fds.iter().zip(&pending) {
+            if slot.revents != 0 {
+                died[i] = now;
+            } else {
+                still.push(i);
+            }
+        }
+        pending = still;
+    }
+    Ok(died)
+}
+
+/// Audit records about the given leaders, from the daemon's audit log.
+fn audit_records(spec: &DaemonSpec, leaders: &HashSet<i64>) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(spec.audit_log()).unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| {
+            r["leader_pid"]
+                .as_i64()
+                .is_some_and(|p| leaders.contains(&p))
+        })
+        .collect())
+}

@@ -1,0 +1,512 @@
+//! `cargo xtask bench`: what the daemon costs the machine it watches.
+//!
+//! Every throughput workload runs with the daemon attached and detached in turn
+//! (`D A D A ... D`) in one invocation, so that both sides see the same machine;
+//! the report gives the median and spread of the attached/detached ratios, the
+//! daemon's own CPU time and memory, the cost of each BPF program, start-up
+//! discovery at scale and enforcement latency. The report (`BENCHMARKS.md`) is
+//! written by [`report`] from the measurements only.
+//!
+//! - [`runner`]: alternation and the per-run measurements;
+//! - [`workloads`]: what runs (pty output, keystrokes, unrelated writes, UDP, churn);
+//! - [`scale`], [`enforce`]: many sessions; enforcement latency;
+//! - [`daemon`], [`bpf`], [`profile`], [`sys`]: the daemon, bpftool, perf, the system;
+//! - [`stats`]: medians, quartiles, percentiles.
+
+mod bpf;
+mod daemon;
+mod enforce;
+mod profile;
+mod report;
+mod runner;
+mod scale;
+mod stats;
+mod sys;
+mod workloads;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    build,
+    cmd::{self, step},
+    setup::{self, Purpose},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The daemon's probe backend (`session-monitor run --backend`).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fentry", "tracepoint"])]
+    pub backend: String,
+    /// Fewer and shorter runs (a minute or two), to keep the benchmark working in CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write the report [default: BENCHMARKS.md in the repository root;
+    /// with --quick or --only, target/bench/BENCHMARKS.{quick,partial}.md].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Run only these parts, to investigate one: workload names or their beginnings
+    /// (`keystrokes`, `writes-devnull`), `scale`, `enforcement`; comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    pub only: Vec<String>,
+    /// Keep the scratch directory (policies, the daemon's log and audit log) and
+    /// print where it is.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl BenchArgs {
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| part.starts_with(o.as_str()))
+    }
+}
+
+/// Sizes of one benchmark run.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub plan: runner::Plan,
+    pub keystroke_ptys: Vec<usize>,
+    pub scale_sessions: usize,
+    pub scale_idle: Duration,
+    pub enforcement_sessions: usize,
+}
+
+impl Sizes {
+    fn for_args(args: &BenchArgs) -> Self {
+        if args.quick {
+            Self {
+                plan: runner::Plan {
+                    pairs: 2,
+                    measure: Duration::from_millis(300),
+                    warmup: Duration::from_millis(100),
+                    profile: false,
+                    wait_quiet: false,
+                },
+                keystroke_ptys: vec![1, 100],
+                scale_sessions: 1000,
+                scale_idle: Duration::from_secs(1),
+                enforcement_sessions: 100,
+            }
+        } else {
+            Self {
+                plan: runner::Plan {
+                    pairs: 6,
+                    measure: Duration::from_secs(2),
+                    warmup: Duration::from_millis(500),
+                    profile: true,
+                    wait_quiet: true,
+                },
+                keystroke_ptys: vec![1, 100, 1000],
+                scale_sessions: 10_000,
+                scale_idle: Duration::from_secs(10),
+                enforcement_sessions: 1000,
+            }
+        }
+    }
+}
+
+/// The machine and software the numbers were taken on.
+#[derive(Clone, Debug, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub virtualized: bool,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub kernel_version: String,
+    pub os: String,
+    pub commit: String,
+}
+
+/// The backend the daemon actually used.
+#[derive(Clone, Debug, Default)]
+pub struct BackendInfo {
+    pub requested: String,
+    pub used: String,
+    pub fallback_reason: Option<String>,
+    /// (program, attach point).
+    pub programs: Vec<(String, String)>,
+    pub ready_s: f64,
+}
+
+/// Everything the report is made from.
+#[derive(Clone, Debug)]
+pub struct Results {
+    pub args_line: String,
+    pub quick: bool,
+    pub sizes: Sizes,
+    pub machine: Machine,
+    pub backend: BackendInfo,
+    pub daemon_command: String,
+    pub none_policy: String,
+    pub workloads: Vec<runner::WorkloadResult>,
+    pub scale: Option<scale::ScaleResult>,
+    pub enforcement: Option<enforce::EnforcementResult>,
+    /// The daemon's system calls while it ends the sessions (a second run).
+    pub enforcement_syscalls: Option<profile::SyscallCounts>,
+    pub other_daemons: usize,
+    /// CPUs' worth of time used by processes other than the benchmark and its daemon.
+    pub other_load: f64,
+    pub started_utc: String,
+    pub took: Duration,
+    pub pty_max: (String, String),
+}
+
+const NONE_POLICY: &str = "# Limits nothing: the daemon only watches.\n\
+                           idle_timeout = \"none\"\n\
+                           network_timeout = \"none\"\n\
+                           max_session = \"none\"\n";
+
+/// Set when this process is the optimised xtask that [`bench`] re-executed.
+const REEXEC_ENV: &str = "SESSION_MONITOR_BENCH_OPTIMISED";
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let began = Instant::now();
+    sys::install_interrupt_handler();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF programs and changes kernel settings: run it as root");
+    }
+    if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
+        return reexec_optimised();
+    }
+    setup::setup(Purpose::Run)?;
+    ensure_bpftool()?;
+    let binary = build::build_daemon(true)?;
+    let sizes = Sizes::for_args(args);
+    let output = args.output.clone().unwrap_or_else(|| {
+        if !args.only.is_empty() {
+            cmd::workspace_root().join("target/bench/BENCHMARKS.partial.md")
+        } else if args.quick {
+            cmd::workspace_root().join("target/bench/BENCHMARKS.quick.md")
+        } else {
+            cmd::workspace_root().join("BENCHMARKS.md")
+        }
+    });
+
+    let workdir =
+        std::env::temp_dir().join(format!("session-monitor-bench.{}", std::process::id()));
+    let _workdir_guard = RemoveDir(workdir.clone(), args.keep);
+    std::fs::create_dir_all(&workdir)?;
+    let spec = daemon::DaemonSpec {
+        binary,
+        backend: args.backend.clone(),
+        workdir,
+    };
+    let none_policy = spec.write_policy("none.toml", NONE_POLICY)?;
+
+    // Room for the scale test: ptys and descriptors, put back at the end.
+    let nr: u64 = sys::Sysctl::read("kernel.pty.nr")?.parse().unwrap_or(0);
+    let old_max: u64 = sys::Sysctl::read("kernel.pty.max")?.parse().unwrap_or(4096);
+    let want_max = old_max.max(nr + sizes.scale_sessions as u64 + 2048);
+    let _pty_max = sys::Sysctl::set("kernel.pty.max", &want_max.to_string())?;
+    let _nofile = sys::NofileLimit::raise(sizes.scale_sessions as u64 + 4096)?;
+    // On only during the program-cost runs (each puts the old value back).
+    if sys::Sysctl::read("kernel.bpf_stats_enabled")? != "0" {
+        println!(
+            "    note: kernel.bpf_stats_enabled was already on; program statistics add to both sides"
+        );
+    }
+
+    let started_utc = utc_now();
+    let busy_before = sys::machine_busy_seconds()?;
+    let own_before = sys::own_cpu_seconds();
+    let clock = Instant::now();
+    let mut other_daemons = daemon::other_daemons(None).len();
+    if other_daemons > 0 {
+        println!(
+            "    note: {other_daemons} other session-monitor daemon(s) running; their probes run in both kinds of runs"
+        );
+    }
+
+    let backend = probe_backend(&spec, &none_policy)?;
+    let mut results_workloads = Vec::new();
+    for (name, make) in workloads::all(&sizes.keystroke_ptys) {
+        if !args.wants(&name) {
+            continue;
+        }
+        let mut workload = make()?;
+        results_workloads.push(runner::run_workload(
+            &spec,
+            &none_policy,
+            &sizes.plan,
+            workload.as_mut(),
+        )?);
+        other_daemons = other_daemons.max(daemon::other_daemons(None).len());
+    }
+    let scale = if args.wants("scale") {
+        Some(scale::run(
+            &spec,
+            &none_policy,
+            sizes.scale_sessions,
+            sizes.scale_idle,
+            sizes.plan.profile && perf_usable(),
+        )?)
+    } else {
+        None
+    };
+    let scale = scale.map(|mut s| {
+        if sizes.plan.profile && perf_usable() && s.discovered_s > report::DISCOVERY_GOAL_S {
+            match scale::discovery_syscalls(&spec, &none_policy, sizes.scale_sessions) {
+                Ok(c) => s.discovery_syscalls = Some(c),
+                Err(err) => println!("    system call counts unavailable: {err:#}"),
+            }
+        }
+        s
+    });
+    let enforcement = if args.wants("enforcement") {
+        Some(enforce::run(&spec, sizes.enforcement_sessions)?)
+    } else {
+        None
+    };
+    let enforcement_syscalls = match &enforcement {
+        Some(e)
+            if sizes.plan.profile
+                && perf_usable()
+                && enforce_p99(e) > report::ENFORCEMENT_P99_MS =>
+        {
+            match enforce::syscalls(&spec, sizes.enforcement_sessions) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    println!("    system call counts unavailable: {err:#}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let wall = clock.elapsed().as_secs_f64();
+    let other_cpu =
+        sys::machine_busy_seconds()? - busy_before - (sys::own_cpu_seconds() - own_before);
+
+    let results = Results {
+        args_line: args_line(args),
+        quick: args.quick,
+        sizes,
+        machine: machine(),
+        backend,
+        daemon_command: cmd::display(&spec.command(std::path::Path::new("POLICY")))
+            .replace(&spec.workdir.display().to_string(), "$WORKDIR"),
+        none_policy: NONE_POLICY.to_string(),
+        workloads: results_workloads,
+        scale,
+        enforcement,
+        enforcement_syscalls,
+        other_daemons,
+        other_load: (other_cpu / wall).max(0.0),
+        started_utc,
+        took: began.elapsed(),
+        pty_max: (old_max.to_string(), want_max.to_string()),
+    };
+    let text = report::render(&results);
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&output, &text).with_context(|| format!("writing {}", output.display()))?;
+    step(format!(
+        "report written to {} (benchmark took {:.0} s)",
+        output.display(),
+        results.took.as_secs_f64()
+    ));
+    println!("{}", report::summary(&results));
+    Ok(())
+}
+
+fn enforce_p99(e: &enforce::EnforcementResult) -> f64 {
+    let mut v = e.death_late_ms.clone();
+    v.sort_by(f64::total_cmp);
+    stats::percentile(&v, 99.0)
+}
+
+fn perf_usable() -> bool {
+    cmd::find_program("perf", &[]).is_some()
+}
+
+/// Starts the daemon once to see which backend it uses and how it starts empty.
+fn probe_backend(spec: &daemon::DaemonSpec, policy: &std::path::Path) -> Result<BackendInfo> {
+    step(format!("which backend `--backend {}` gets", spec.backend));
+    let d = daemon::Daemon::start(spec, policy).with_context(|| {
+        if spec.backend == "fentry" {
+            "the fentry backend cannot load on this kernel (it needs BPF trampolines); \
+             it is measured in the VM suite (`cargo xtask vm-test`); run the benchmark \
+             with --backend auto or tracepoint here"
+                .to_string()
+        } else {
+            "starting the daemon".to_string()
+        }
+    })?;
+    let status = d.status()?;
+    let info = BackendInfo {
+        requested: spec.backend.clone(),
+        used: status["backend"].as_str().unwrap_or("?").to_string(),
+        fallback_reason: status["fallback_reason"].as_str().map(str::to_string),
+        programs: status["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or("?").to_string(),
+                    p["attach"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect(),
+        ready_s: d.ready_after.as_secs_f64(),
+    };
+    d.stop()?;
+    println!(
+        "    backend {}{}",
+        info.used,
+        info.fallback_reason
+            .as_ref()
+            .map(|r| format!(" (fentry unavailable: {r})"))
+            .unwrap_or_default()
+    );
+    Ok(info)
+}
+
+/// The workloads run in this process, so it must be an optimised build (`cargo
+/// xtask` builds xtask without optimisation): build xtask in release mode and
+/// become it.
+fn reexec_optimised() -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    step("building xtask with optimisations (the workloads run in it)");
+    cmd::run(
+        "building xtask (release)",
+        cmd::cargo().args(["build", "--release", "--package", "xtask"]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::workspace_root().join("target"));
+    let exe = target.join("release/xtask");
+    let mut command = Command::new(&exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(REEXEC_ENV, "1");
+    println!("    $ {}", cmd::display(&command));
+    let err = command.exec();
+    bail!("cannot exec {}: {err}", exe.display())
+}
+
+/// bpftool reads the programs' run-time statistics and the maps' sizes.
+fn ensure_bpftool() -> Result<()> {
+    step("bpftool");
+    if bpf::bpftool().is_some() {
+        cmd::done_already("bpftool is installed");
+        return Ok(());
+    }
+    cmd::run(
+        "apt-get update",
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    cmd::run(
+        "installing bpftool",
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "bpftool"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    bpf::bpftool().context("bpftool still not found after apt-get install bpftool")?;
+    Ok(())
+}
+
+/// The scratch directory, removed when the benchmark ends unless it is to be kept.
+struct RemoveDir(PathBuf, bool);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        if self.1 {
+            println!("    scratch directory kept: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn args_line(args: &BenchArgs) -> String {
+    let mut line = format!("cargo xtask bench --backend {}", args.backend);
+    if args.quick {
+        line.push_str(" --quick");
+    }
+    if let Some(out) = &args.output {
+        line.push_str(&format!(" --output {}", out.display()));
+    }
+    if !args.only.is_empty() {
+        line.push_str(&format!(" --only {}", args.only.join(",")));
+    }
+    line
+}
+
+fn utc_now() -> String {
+    cmd::stdout_if_ok(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let git = |args: &[&str]| {
+        cmd::stdout_if_ok(
+            Command::new("git")
+                .current_dir(cmd::workspace_root())
+                .args(args),
+        )
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+    };
+    let mut commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    if !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        commit.push_str(" (with uncommitted changes)");
+    }
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let uname = |field: fn(&libc::utsname) -> &[libc::c_char]| {
+        // SAFETY: utsname is plain data filled by uname.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer.
+        unsafe { libc::uname(&mut u) };
+        let bytes: Vec<u8> = field(&u)
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    Machine {
+        cpu: field("model name"),
+        cpus,
+        virtualized: field("flags").split_whitespace().any(|f| f == "hypervisor"),
+        memory_gib: mem_kib / (1024.0 * 1024.0),
+        kernel: uname(|u| &u.release),
+        kernel_version: uname(|u| &u.version),
+        os,
+        commit,
+    }
+}

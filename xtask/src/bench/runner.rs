@@ -1,0 +1,379 @@
+//! Alternation: each workload runs detached and attached in turn, `D A D A ... D`,
+//! in one process with the same descriptors and children, so that the only thing
+//! that differs between two neighbouring runs is whether the daemon is running.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Result, bail};
+
+use super::{
+    bpf::{self, ProgCost},
+    daemon::{self, Counters, Daemon, DaemonSpec},
+    profile::{Profile, Recording},
+    stats::{Summary, bracketed_ratios},
+    sys,
+    workloads::{Kind, Workload},
+};
+use crate::cmd;
+
+/// How long and how often.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Attached runs per workload (there is one more detached run).
+    pub pairs: usize,
+    pub measure: Duration,
+    /// Run before every measured run (and before the first detached one).
+    pub warmup: Duration,
+    /// Profile (perf) the workloads that miss their target.
+    pub profile: bool,
+    /// Wait for other session-monitor daemons to go away before a run, and repeat a
+    /// run they disturbed.
+    pub wait_quiet: bool,
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Run {
+    /// Work done, in the workload's unit (e.g. MiB, writes).
+    pub amount: f64,
+    pub wall_s: f64,
+    /// CPU time of the workload: this process, its session leaders, reaped children.
+    pub cpu_s: f64,
+    /// CPU time of the daemon over the same window (0 when detached).
+    pub daemon_cpu_s: f64,
+    /// Another session-monitor daemon ran during the run (its probes then slowed
+    /// it down too); such runs are retried, and left out of the ratios if they stay so.
+    pub disturbed: bool,
+}
+
+impl Run {
+    pub fn throughput(&self) -> f64 {
+        self.amount / self.wall_s
+    }
+
+    /// Work per CPU-second of everything involved: the workload and the daemon.
+    pub fn per_cpu_second(&self) -> f64 {
+        self.amount / (self.cpu_s + self.daemon_cpu_s)
+    }
+}
+
+/// One run with the daemon attached.
+#[derive(Clone, Debug, Default)]
+pub struct AttachedRun {
+    pub run: Run,
+    pub rss_kib: u64,
+    /// Kernel counters over the measured window.
+    pub counters: Counters,
+    /// Spawn to first answer on the control socket.
+    pub ready_s: f64,
+    /// Spawn to every benchmark session tracked.
+    pub sessions_s: f64,
+    /// SIGTERM to exit.
+    pub stop_s: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkloadResult {
+    pub name: String,
+    pub kind: Kind,
+    pub description: String,
+    pub unit: String,
+    /// Operations (system calls of the workload's kind) per unit.
+    pub ops_per_unit: f64,
+    pub target: Option<f64>,
+    pub sessions: usize,
+    pub detached: Vec<Run>,
+    pub attached: Vec<AttachedRun>,
+    /// Per CPU-second (workload + daemon), attached over detached: what goals judge.
+    pub ratios: Vec<f64>,
+    /// Wall-clock throughput, attached over detached.
+    pub wall_ratios: Vec<f64>,
+    /// Pairs with a run disturbed by another session-monitor daemon (left out of
+    /// the ratios unless all were).
+    pub disturbed_pairs: usize,
+    /// Per-program cost over one more attached run with BPF statistics on.
+    pub programs: Vec<ProgCost>,
+    /// Workload operations in that run (to relate program runs to operations).
+    pub program_ops: f64,
+    pub profile: Option<Profile>,
+    pub profile_error: Option<String>,
+}
+
+impl WorkloadResult {
+    pub fn ratio(&self) -> Summary {
+        Summary::of(&self.ratios)
+    }
+
+    pub fn wall_ratio(&self) -> Summary {
+        Summary::of(&self.wall_ratios)
+    }
+
+    pub fn met(&self) -> Option<bool> {
+        self.target.map(|t| self.ratio().median >= t)
+    }
+
+    pub fn drops(&self) -> u64 {
+        self.attached.iter().map(|a| a.counters.dropped).sum()
+    }
+
+    pub fn attached_runs(&self) -> Vec<Run> {
+        self.attached.iter().map(|a| a.run).collect()
+    }
+}
+
+/// Runs one workload through the whole alternation.
+pub fn run_workload(
+    spec: &DaemonSpec,
+    policy: &Path,
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<WorkloadResult> {
+    let name = workload.name();
+    cmd::step(format!("workload {name}: {}", workload.describe()));
+    let mut result = WorkloadResult {
+        name: name.clone(),
+        kind: workload.kind(),
+        description: workload.describe(),
+        unit: workload.unit().to_string(),
+        ops_per_unit: workload.ops_per_unit(),
+        target: workload.kind().target(&spec.backend),
+        sessions: workload.leaders().len(),
+        detached: Vec::new(),
+        attached: Vec::new(),
+        ratios: Vec::new(),
+        wall_ratios: Vec::new(),
+        disturbed_pairs: 0,
+        programs: Vec::new(),
+        program_ops: 0.0,
+        profile: None,
+        profile_error: None,
+    };
+    result.detached.push(detached_run(plan, workload)?);
+    for pair in 0..plan.pairs {
+        let run = attached_run(spec, policy, plan, workload)?;
+        result.attached.push(run);
+        result.detached.push(detached_run(plan, workload)?);
+        let n = result.detached.len();
+        let (before, after, a) = (
+            result.detached[n - 2],
+            result.detached[n - 1],
+            result.attached[pair].run,
+        );
+        println!(
+            "    pair {}/{}: per CPU-second {:.4e} -> {:.4e} (ratio {:.4}); wall {:.4e} -> \
+             {:.4e} {} (ratio {:.4}); daemon {:.2} % CPU",
+            pair + 1,
+            plan.pairs,
+            (before.per_cpu_second() + after.per_cpu_second()) / 2.0,
+            a.per_cpu_second(),
+            2.0 * a.per_cpu_second() / (before.per_cpu_second() + after.per_cpu_second()),
+            (before.throughput() + after.throughput()) / 2.0,
+            a.throughput(),
+            workload.unit(),
+            2.0 * a.throughput() / (before.throughput() + after.throughput()),
+            a.daemon_cpu_s / a.wall_s * 100.0
+        );
+    }
+    let attached = result.attached_runs();
+    // Leave out the pairs where another daemon disturbed one of the three runs,
+    // unless that leaves nothing.
+    let clean: Vec<bool> = (0..attached.len())
+        .map(|i| {
+            !attached[i].disturbed
+                && !result.detached[i].disturbed
+                && !result.detached.get(i + 1).is_some_and(|d| d.disturbed)
+        })
+        .collect();
+    let keep_all = !clean.iter().any(|&c| c);
+    let ratios = |f: fn(&Run) -> f64| -> Vec<f64> {
+        let det: Vec<f64> = result.detached.iter().map(f).collect();
+        let att: Vec<f64> = attached.iter().map(f).collect();
+        bracketed_ratios(&det, &att)
+            .into_iter()
+            .zip(&clean)
+            .filter(|&(_, &c)| c || keep_all)
+            .map(|(r, _)| r)
+            .collect()
+    };
+    result.ratios = ratios(Run::per_cpu_second);
+    result.wall_ratios = ratios(Run::throughput);
+    result.disturbed_pairs = clean.iter().filter(|&&c| !c).count();
+    let (programs, ops) = program_costs(spec, policy, plan, workload)?;
+    result.programs = programs;
+    result.program_ops = ops;
+    let ratio = result.ratio();
+    let wall_ratio = result.wall_ratio();
+    println!(
+        "    per CPU-second ratio median {:.4} (min {:.4}, max {:.4}); wall-clock median {:.4} \
+         (min {:.4}, max {:.4}){}",
+        ratio.median,
+        ratio.min,
+        ratio.max,
+        wall_ratio.median,
+        wall_ratio.min,
+        wall_ratio.max,
+        match result.target {
+            Some(t) if ratio.median >= t => format!("; goal {t} met"),
+            Some(t) => format!("; goal {t} MISSED"),
+            None => String::new(),
+        }
+    );
+    if plan.profile && result.met() == Some(false) {
+        match profile(spec, policy, plan, workload) {
+            Ok(p) => result.profile = Some(p),
+            Err(err) => {
+                println!("    profile unavailable: {err:#}");
+                result.profile_error = Some(format!("{err:#}"));
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// How long to wait for other session-monitor daemons (of tests running on the same
+/// machine) to go away before a run, and how often to retry a disturbed run.
+const QUIET_WAIT: Duration = Duration::from_secs(20);
+const DISTURBED_RETRIES: usize = 3;
+
+/// Runs the workload for `plan.measure` and measures its CPU time (and the daemon's,
+/// when `own` is running). A run during which another session-monitor daemon was
+/// running is retried a few times.
+fn measured(plan: &Plan, workload: &mut dyn Workload, own: Option<&Daemon>) -> Result<Run> {
+    let own_pid = own.map(|d| d.pid);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let quiet_before = !plan.wait_quiet || wait_quiet(own_pid)?;
+        let cpu_before = sys::workload_cpu_ns(workload.leaders());
+        let daemon_before = own.map(Daemon::cpu_ns).transpose()?.unwrap_or(0);
+        let sample = workload.run(plan.measure)?;
+        let cpu_after = sys::workload_cpu_ns(workload.leaders());
+        let daemon_after = own.map(Daemon::cpu_ns).transpose()?.unwrap_or(0);
+        let disturbed = !quiet_before || !daemon::other_daemons(own_pid).is_empty();
+        let run = Run {
+            amount: sample.amount,
+            wall_s: sample.wall.as_secs_f64(),
+            cpu_s: cpu_after.saturating_sub(cpu_before) as f64 / 1e9,
+            daemon_cpu_s: daemon_after.saturating_sub(daemon_before) as f64 / 1e9,
+            disturbed,
+        };
+        if !disturbed || !plan.wait_quiet || attempt > DISTURBED_RETRIES {
+            return Ok(run);
+        }
+        println!("    another session-monitor daemon ran during the run: repeating it");
+        workload.run(plan.warmup)?;
+    }
+}
+
+/// Waits (up to [`QUIET_WAIT`]) until no other session-monitor daemon runs; false if
+/// one still does.
+fn wait_quiet(own: Option<u32>) -> Result<bool> {
+    let deadline = std::time::Instant::now() + QUIET_WAIT;
+    loop {
+        if daemon::other_daemons(own).is_empty() {
+            return Ok(true);
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        sys::sleep(Duration::from_millis(250))?;
+    }
+}
+
+fn detached_run(plan: &Plan, workload: &mut dyn Workload) -> Result<Run> {
+    workload.run(plan.warmup)?;
+    measured(plan, workload, None)
+}
+
+/// Starts the daemon and waits until it tracks the workload's sessions, then warms up.
+fn start_attached(
+    spec: &DaemonSpec,
+    policy: &Path,
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<(Daemon, Duration)> {
+    let daemon = Daemon::start(spec, policy)?;
+    let sessions = daemon.wait_for_sessions(workload.leaders(), Duration::from_secs(120))?;
+    workload.run(plan.warmup)?;
+    Ok((daemon, sessions))
+}
+
+fn attached_run(
+    spec: &DaemonSpec,
+    policy: &Path,
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<AttachedRun> {
+    let (daemon, sessions) = start_attached(spec, policy, plan, workload)?;
+    let before = Counters::of(&daemon.status()?);
+    let run = measured(plan, workload, Some(&daemon))?;
+    let rss_kib = daemon.rss_kib()?;
+    let counters = Counters::of(&daemon.status()?).since(&before);
+    if counters.seen == 0 {
+        bail!(
+            "the daemon's probes saw nothing during an attached run of {}: not attached?",
+            workload.name()
+        );
+    }
+    // Input is counted as matched on every keystroke (output only when a terminal
+    // is new to the kernel map).
+    if workload.kind() == Kind::Keystrokes && counters.matched == 0 {
+        bail!(
+            "the daemon's probes matched no terminal event during {}",
+            workload.name()
+        );
+    }
+    let ready_s = daemon.ready_after.as_secs_f64();
+    let stop_s = daemon.stop()?.as_secs_f64();
+    Ok(AttachedRun {
+        run,
+        rss_kib,
+        counters,
+        ready_s,
+        sessions_s: sessions.as_secs_f64(),
+        stop_s,
+    })
+}
+
+/// One more attached run with `kernel.bpf_stats_enabled=1`: run time and count of
+/// each of the daemon's programs.
+fn program_costs(
+    spec: &DaemonSpec,
+    policy: &Path,
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<(Vec<ProgCost>, f64)> {
+    let (daemon, _) = start_attached(spec, policy, plan, workload)?;
+    let (progs, _) = daemon.bpf_ids()?;
+    if progs.is_empty() {
+        bail!("the daemon holds no BPF programs");
+    }
+    let stats = bpf::enable_stats()?;
+    let before = bpf::programs(&progs)?;
+    let sample = workload.run(plan.measure)?;
+    let after = bpf::programs(&progs)?;
+    drop(stats);
+    daemon.stop()?;
+    Ok((
+        bpf::costs(&before, &after),
+        sample.amount * workload.ops_per_unit(),
+    ))
+}
+
+/// An attached run under `perf record -a`: where the workload's CPU time goes.
+fn profile(
+    spec: &DaemonSpec,
+    policy: &Path,
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<Profile> {
+    let (daemon, _) = start_attached(spec, policy, plan, workload)?;
+    let recording = Recording::start(&spec.workdir)?;
+    workload.run(plan.measure)?;
+    let comm = std::fs::read_to_string("/proc/self/comm")?
+        .trim()
+        .to_string();
+    let profile = recording.finish(&comm);
+    daemon.stop()?;
+    profile
+}

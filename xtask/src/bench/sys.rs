@@ -1,0 +1,674 @@
+//! System pieces the benchmark is built from: clocks, kernel settings and limits
+//! that are put back when dropped, pseudo-terminals, and session-leader children.
+//!
+//! Children are made with fork(2) and never exec: this process has no other threads
+//! when it forks, and a child only makes plain system calls before it sleeps or reads.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// CLOCK_BOOTTIME in nanoseconds: the clock the daemon and its probes use.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP end the benchmark between two steps, so that every
+/// guard (children, daemon, sysctls, limits) is dropped and puts things back.
+pub fn install_interrupt_handler() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a handler that only stores to an atomic is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_interrupt as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps in short steps so that an interrupt is noticed.
+pub fn sleep(duration: Duration) -> Result<()> {
+    let end = Instant::now() + duration;
+    loop {
+        check_interrupted()?;
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// A kernel setting (`kernel.pty.max`) changed for the benchmark; dropping it puts
+/// the old value back.
+pub struct Sysctl {
+    name: String,
+    path: PathBuf,
+    old: String,
+}
+
+impl Sysctl {
+    pub fn path_of(name: &str) -> PathBuf {
+        PathBuf::from("/proc/sys").join(name.replace('.', "/"))
+    }
+
+    pub fn read(name: &str) -> Result<String> {
+        let path = Self::path_of(name);
+        Ok(fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    pub fn set(name: &str, value: &str) -> Result<Self> {
+        let path = Self::path_of(name);
+        let old = Self::read(name)?;
+        fs::write(&path, value).with_context(|| format!("setting {name} = {value}"))?;
+        println!("    sysctl {name}: {old} -> {value} (restored afterwards)");
+        Ok(Self {
+            name: name.to_string(),
+            path,
+            old,
+        })
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        match fs::write(&self.path, &self.old) {
+            Ok(()) => println!("    sysctl {} restored to {}", self.name, self.old),
+            Err(err) => eprintln!(
+                "xtask: warning: could not restore {} to {}: {err}",
+                self.name, self.old
+            ),
+        }
+    }
+}
+
+/// RLIMIT_NOFILE raised for the benchmark; dropping it restores the old limits.
+pub struct NofileLimit {
+    old: libc::rlimit,
+}
+
+impl NofileLimit {
+    pub fn raise(at_least: u64) -> Result<Self> {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid pointer.
+        cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) })?;
+        let new = libc::rlimit {
+            rlim_cur: old.rlim_cur.max(at_least),
+            rlim_max: old.rlim_max.max(at_least),
+        };
+        // SAFETY: valid pointer.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) })
+            .with_context(|| format!("raising RLIMIT_NOFILE to {at_least}"))?;
+        Ok(Self { old })
+    }
+}
+
+impl Drop for NofileLimit {
+    fn drop(&mut self) {
+        // SAFETY: valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.old) } != 0 {
+            eprintln!(
+                "xtask: warning: could not restore RLIMIT_NOFILE: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd) -> Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+pub fn open_path(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
+    let c = CString::new(path)?;
+    // SAFETY: valid C string.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })
+        .with_context(|| format!("opening {path}"))?;
+    // SAFETY: fd was just opened and is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One pseudo-terminal, master side held here.
+pub struct Pty {
+    pub master: OwnedFd,
+    pub index: u32,
+}
+
+impl Pty {
+    pub fn open() -> Result<Self> {
+        let master = open_path("/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY)?;
+        let fd = master.as_raw_fd();
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK takes a pointer to an int.
+        cvt(unsafe { libc::ioctl(fd, libc::TIOCSPTLCK, &unlock) }).context("unlockpt")?;
+        let mut index: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes an unsigned int.
+        cvt(unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut index) }).context("ptsname")?;
+        Ok(Self { master, index })
+    }
+
+    pub fn slave_path(&self) -> String {
+        format!("/dev/pts/{}", self.index)
+    }
+
+    /// Raw mode without echo, set through the master: every byte written into the
+    /// master reaches the reader at once and nothing comes back.
+    pub fn set_raw(&self) -> Result<()> {
+        let fd = self.master.as_raw_fd();
+        // SAFETY: termios is plain data, filled by tcgetattr.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            cvt(libc::tcgetattr(fd, &mut t)).context("tcgetattr")?;
+            libc::cfmakeraw(&mut t);
+            cvt(libc::tcsetattr(fd, libc::TCSANOW, &t)).context("tcsetattr")?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `count` pseudo-terminals.
+pub fn open_ptys(count: usize, raw: bool) -> Result<Vec<Pty>> {
+    (0..count)
+        .map(|i| {
+            let pty = Pty::open().with_context(|| format!("opening pty {} of {count}", i + 1))?;
+            if raw {
+                pty.set_raw()?;
+            }
+            Ok(pty)
+        })
+        .collect()
+}
+
+/// What a session leader does once it has its terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderMode {
+    /// Sleeps (like a shell waiting at its prompt with nothing typed).
+    Sleep,
+    /// Reads and discards its terminal's input (a shell or editor taking keystrokes).
+    Drain,
+}
+
+/// Session leaders: children that called setsid() and made a pty slave their
+/// controlling terminal. Dropping this kills and reaps them.
+#[derive(Default)]
+pub struct Leaders {
+    pub pids: Vec<i32>,
+}
+
+/// A child reports back with (pid, status); status 0 is ready, otherwise
+/// `step * 1000 + errno`.
+const READY_RECORD: usize = 8;
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: valid pointer to two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both were just created and are ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `count` sessions: a pty each (raw mode if `raw`) and a session leader on its
+/// slave, optionally running as `(uid, gid)`.
+///
+/// The children are forked first, while this process holds few descriptors (a fork
+/// copies the descriptor table, which would make 10,000 forks with 10,000 masters
+/// open quadratic); then the ptys are opened and each waiting child is sent the
+/// number of one through a pipe.
+pub fn sessions(
+    count: usize,
+    raw: bool,
+    mode: LeaderMode,
+    creds: Option<(u32, u32)>,
+) -> Result<(Vec<Pty>, Leaders)> {
+    let mut leaders = Leaders::default();
+    let (go_r, go_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    // SAFETY: plain syscall.
+    let parent = unsafe { libc::getpid() };
+    for _ in 0..count {
+        check_interrupted()?;
+        // SAFETY: this process is single-threaded; the child only makes
+        // async-signal-safe calls (see `leader_main`) and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            bail!(
+                "fork for session leader {}: {}",
+                leaders.pids.len() + 1,
+                io::Error::last_os_error()
+            );
+        }
+        if pid == 0 {
+            // SAFETY: in the child, see above.
+            unsafe { leader_main(go_r.as_raw_fd(), mode, creds, ready_w.as_raw_fd(), parent) };
+        }
+        leaders.pids.push(pid);
+    }
+    drop(go_r);
+    drop(ready_w);
+    let ptys = open_ptys(count, raw)?;
+    let mut numbers = Vec::with_capacity(count * 4);
+    for pty in &ptys {
+        numbers.extend_from_slice(&pty.index.to_ne_bytes());
+    }
+    write_all(&go_w, &numbers)?;
+    read_ready(&ready_r, count)?;
+    Ok((ptys, leaders))
+}
+
+impl Leaders {
+    /// pidfds of the leaders, to see when each one ends.
+    pub fn pidfds(&self) -> Result<Vec<OwnedFd>> {
+        self.pids
+            .iter()
+            .map(|&pid| {
+                // SAFETY: plain syscall.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                if fd < 0 {
+                    bail!("pidfd_open({pid}): {}", io::Error::last_os_error());
+                }
+                // SAFETY: a new descriptor we own.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Leaders {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            // SAFETY: our own children.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for &pid in &self.pids {
+            reap(pid);
+        }
+    }
+}
+
+/// Waits for child `pid` (already reaped or not ours: returns at once).
+pub fn reap(pid: i32) {
+    loop {
+        let mut status = 0;
+        // SAFETY: plain syscall.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            bail!(
+                "writing to the session leaders: {}",
+                io::Error::last_os_error()
+            );
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+fn read_ready(ready: &OwnedFd, count: usize) -> Result<()> {
+    let mut buf = vec![0u8; count * READY_RECORD];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < buf.len() {
+        check_interrupted()?;
+        let mut pfd = libc::pollfd {
+            fd: ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if n == 0 {
+            if Instant::now() > deadline {
+                bail!(
+                    "session leaders did not report ready within 120 s ({} of {count})",
+                    got / READY_RECORD
+                );
+            }
+            continue;
+        }
+        // SAFETY: reading into the unfilled part of buf.
+        let r = unsafe {
+            libc::read(
+                ready.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            bail!("reading leader reports: {}", io::Error::last_os_error());
+        }
+        if r == 0 {
+            bail!(
+                "session leaders exited before reporting ({} of {count} reported)",
+                got / READY_RECORD
+            );
+        }
+        got += r as usize;
+    }
+    for record in buf.chunks_exact(READY_RECORD) {
+        let pid = i32::from_ne_bytes(record[..4].try_into().expect("4 bytes"));
+        let status = i32::from_ne_bytes(record[4..].try_into().expect("4 bytes"));
+        if status != 0 {
+            let step = [
+                "",
+                "setsid",
+                "open slave",
+                "TIOCSCTTY",
+                "dup2",
+                "set credentials",
+                "read pty number",
+            ]
+            .get((status / 1000) as usize)
+            .copied()
+            .unwrap_or("?");
+            bail!(
+                "session leader {pid} failed at {step}: {}",
+                io::Error::from_raw_os_error(status % 1000)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `/dev/pts/N` as a NUL-terminated string, without allocating.
+fn slave_path(index: u32, buf: &mut [u8; 32]) {
+    let prefix = b"/dev/pts/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let mut n = index;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = 0;
+}
+
+/// The child side of [`sessions`]. Only async-signal-safe calls, no allocation,
+/// never returns.
+unsafe fn leader_main(
+    go: RawFd,
+    mode: LeaderMode,
+    creds: Option<(u32, u32)>,
+    ready: RawFd,
+    parent: libc::pid_t,
+) -> ! {
+    // SAFETY: every call below is a plain system call on valid arguments.
+    unsafe {
+        let report = |status: i32| {
+            let mut rec = [0u8; READY_RECORD];
+            rec[..4].copy_from_slice(&libc::getpid().to_ne_bytes());
+            rec[4..].copy_from_slice(&status.to_ne_bytes());
+            libc::write(ready, rec.as_ptr().cast(), rec.len());
+        };
+        let fail = |step: i32| -> ! {
+            report(step * 1000 + errno().clamp(0, 999));
+            libc::_exit(1)
+        };
+        // The benchmark's interrupt handler must not outlive the fork: a session
+        // leader dies of SIGHUP like a shell does.
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        // Records of 4 bytes, written at once: each read takes exactly one.
+        let mut number = [0u8; 4];
+        if libc::read(go, number.as_mut_ptr().cast(), 4) != 4 {
+            fail(6);
+        }
+        let mut path = [0u8; 32];
+        slave_path(u32::from_ne_bytes(number), &mut path);
+        if libc::setsid() < 0 {
+            fail(1);
+        }
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDWR);
+        if fd < 0 {
+            fail(2);
+        }
+        if libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+            fail(3);
+        }
+        for target in 0..3 {
+            if libc::dup2(fd, target) < 0 {
+                fail(4);
+            }
+        }
+        if let Some((uid, gid)) = creds
+            && (libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0)
+        {
+            fail(5);
+        }
+        // A change of credentials clears the parent-death signal: set it again.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        report(0);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        match mode {
+            LeaderMode::Sleep => loop {
+                libc::pause();
+            },
+            LeaderMode::Drain => {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = libc::read(0, buf.as_mut_ptr().cast(), buf.len());
+                    if n == 0 || (n < 0 && errno() != libc::EINTR) {
+                        libc::_exit(0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's clock ticks per second (for /proc/PID/stat times).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: plain libc call.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// A `Key:   value kB` line of /proc/PID/status, in KiB.
+pub fn process_status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// CPU time of this process (all threads) so far, in ns.
+pub fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of the children this process has reaped, in ns.
+pub fn reaped_children_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain data filled by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    [usage.ru_utime, usage.ru_stime]
+        .iter()
+        .map(|tv| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000)
+        .sum()
+}
+
+/// Time a thread has run on a CPU, in ns (`/proc/PID/task/TID/schedstat`, first field).
+fn schedstat_ns(path: &str) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Time all threads of a process have run on a CPU, in ns.
+pub fn threads_cpu_ns(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let tid = entry?.file_name();
+        total += schedstat_ns(&format!("{dir}/{}/schedstat", tid.to_string_lossy())).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// CPU time of a workload so far, in ns: this process, the children it reaped, and
+/// its live session leaders (which are single-threaded).
+pub fn workload_cpu_ns(leaders: &[i32]) -> u64 {
+    process_cpu_ns()
+        + reaped_children_cpu_ns()
+        + leaders
+            .iter()
+            .filter_map(|pid| schedstat_ns(&format!("/proc/{pid}/schedstat")))
+            .sum::<u64>()
+}
+
+/// CPU time used by this process and its reaped children, in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: rusage is plain data filled by the kernel.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer.
+        if unsafe { libc::getrusage(who, &mut usage) } == 0 {
+            for tv in [usage.ru_utime, usage.ru_stime] {
+                total += tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+            }
+        }
+    }
+    total
+}
+
+/// Busy CPU time of the whole machine so far (all CPUs, everything but idle and
+/// iowait), in seconds, from /proc/stat.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4 && i < 8)
+        .map(|(_, x)| x)
+        .sum();
+    Ok(busy as f64 / clock_ticks())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slave_paths_without_allocation() {
+        let mut buf = [0u8; 32];
+        slave_path(0, &mut buf);
+        assert_eq!(&buf[..11], b"/dev/pts/0\0");
+        slave_path(10234, &mut buf);
+        assert_eq!(&buf[..15], b"/dev/pts/10234\0");
+    }
+
+    #[test]
+    fn own_process_has_a_status() {
+        let pid = std::process::id();
+        assert!(process_status_kib(pid, "VmRSS").unwrap() > 0);
+        assert!(threads_cpu_ns(pid).unwrap() > 0);
+        assert!(process_cpu_ns() > 0);
+    }
+}

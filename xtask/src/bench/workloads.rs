@@ -1,0 +1,540 @@
+//! The workloads: each runs in this process (plus the session leaders it needs) for
+//! a given time and reports its throughput. They are the same with and without the
+//! daemon; only whether the daemon is running changes between runs.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::sys::{self, LeaderMode, Leaders, Pty};
+
+/// Which target a workload is held to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    TerminalOutput,
+    Keystrokes,
+    UnrelatedWrites,
+    UnrelatedUdp,
+    ProcessChurn,
+}
+
+impl Kind {
+    /// The goal for attached/detached throughput, by backend.
+    pub fn target(self, backend: &str) -> Option<f64> {
+        match self {
+            Kind::TerminalOutput | Kind::UnrelatedUdp => Some(0.99),
+            Kind::Keystrokes => Some(0.98),
+            Kind::UnrelatedWrites if backend == "fentry" => Some(0.995),
+            Kind::UnrelatedWrites => Some(0.97),
+            Kind::ProcessChurn => None,
+        }
+    }
+}
+
+pub trait Workload {
+    /// Short name for tables (`keystrokes-100`).
+    fn name(&self) -> String;
+    fn kind(&self) -> Kind;
+    /// What one run does, precisely enough to reproduce it.
+    fn describe(&self) -> String;
+    /// Unit of the throughput `run` returns.
+    fn unit(&self) -> &'static str;
+    /// Session leaders the daemon must track before a run counts as attached.
+    fn leaders(&self) -> &[i32] {
+        &[]
+    }
+    /// System calls of the workload's kind per unit of throughput (1 KiB writes per
+    /// MiB for terminal output), to relate program runs to operations.
+    fn ops_per_unit(&self) -> f64 {
+        1.0
+    }
+    /// Runs for about `duration`.
+    fn run(&mut self, duration: Duration) -> Result<Sample>;
+}
+
+/// What one run did: `amount` in the workload's unit (times seconds), over `wall`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub amount: f64,
+    pub wall: Duration,
+}
+
+/// Calls `step` (which does some operations and returns how many) until `duration`
+/// has passed.
+fn timed(duration: Duration, mut step: impl FnMut() -> Result<u64>) -> Result<Sample> {
+    let start = Instant::now();
+    let mut ops = 0u64;
+    loop {
+        ops += step()?;
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            return Ok(Sample {
+                amount: ops as f64,
+                wall: elapsed,
+            });
+        }
+        if sys::interrupted() {
+            bail!("interrupted");
+        }
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// write(2); `Ok(None)` when the descriptor would block.
+fn write_fd(fd: RawFd, buf: &[u8]) -> Result<Option<usize>> {
+    // SAFETY: valid buffer.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    match errno() {
+        libc::EAGAIN | libc::EINTR => Ok(None),
+        _ => Err(io::Error::last_os_error()).context("write"),
+    }
+}
+
+/// read(2) until the descriptor would block.
+fn drain(fd: RawFd, buf: &mut [u8]) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            total += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Ok(total);
+        }
+        return match errno() {
+            libc::EAGAIN | libc::EINTR => Ok(total),
+            _ => Err(io::Error::last_os_error()).context("read"),
+        };
+    }
+}
+
+/// 1. Program output: a process in a session writes lines into its terminal (the
+///    slave) and the terminal's server drains the master, like a terminal emulator.
+pub struct TerminalOutput {
+    pty: Pty,
+    slave: OwnedFd,
+    leaders: Leaders,
+    chunk: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+const OUTPUT_CHUNK: usize = 1024;
+
+impl TerminalOutput {
+    pub fn new() -> Result<Self> {
+        let (mut ptys, leaders) = sys::sessions(1, false, LeaderMode::Sleep, None)?;
+        let pty = ptys.pop().expect("one pty");
+        let slave = sys::open_path(
+            &pty.slave_path(),
+            libc::O_WRONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+        )?;
+        sys::set_nonblocking(pty.master.as_raw_fd())?;
+        let line: Vec<u8> = (0..79)
+            .map(|i| b'a' + (i % 26) as u8)
+            .chain([b'\n'])
+            .collect();
+        let chunk = line.iter().copied().cycle().take(OUTPUT_CHUNK).collect();
+        Ok(Self {
+            pty,
+            slave,
+            leaders,
+            chunk,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+}
+
+impl Workload for TerminalOutput {
+    fn name(&self) -> String {
+        "terminal-output".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::TerminalOutput
+    }
+    fn describe(&self) -> String {
+        format!(
+            "write(2) of {OUTPUT_CHUNK}-byte chunks of 80-column text into a pty slave \
+             (default termios, so ONLCR output processing) until it would block, then \
+             read(2) of the master in 64 KiB reads until empty; one process, one session \
+             (a sleeping leader owns the terminal)"
+        )
+    }
+    fn unit(&self) -> &'static str {
+        "MiB/s"
+    }
+    fn leaders(&self) -> &[i32] {
+        &self.leaders.pids
+    }
+    fn ops_per_unit(&self) -> f64 {
+        (1024 * 1024 / OUTPUT_CHUNK) as f64
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let (slave, master) = (self.slave.as_raw_fd(), self.pty.master.as_raw_fd());
+        let bytes = timed(duration, || {
+            let mut written = 0u64;
+            while let Some(n) = write_fd(slave, &self.chunk)? {
+                written += n as u64;
+            }
+            drain(master, &mut self.buf)?;
+            Ok(written)
+        })?;
+        Ok(Sample {
+            amount: bytes.amount / (1024.0 * 1024.0),
+            ..bytes
+        })
+    }
+}
+
+/// 2. Keystrokes: one byte at a time into pty masters, round robin, as a transport
+///    (sshd, tmux) does; each pty has a session leader that reads its input.
+pub struct Keystrokes {
+    ptys: Vec<Pty>,
+    leaders: Leaders,
+}
+
+impl Keystrokes {
+    pub fn new(count: usize) -> Result<Self> {
+        let (ptys, leaders) = sys::sessions(count, true, LeaderMode::Drain, None)?;
+        for pty in &ptys {
+            sys::set_nonblocking(pty.master.as_raw_fd())?;
+        }
+        Ok(Self { ptys, leaders })
+    }
+}
+
+impl Workload for Keystrokes {
+    fn name(&self) -> String {
+        format!("keystrokes-{}", self.ptys.len())
+    }
+    fn kind(&self) -> Kind {
+        Kind::Keystrokes
+    }
+    fn describe(&self) -> String {
+        format!(
+            "write(2) of 1 byte into each of {} pty masters in turn (raw mode, no echo), \
+             as fast as possible; each pty's session leader reads its input",
+            self.ptys.len()
+        )
+    }
+    fn unit(&self) -> &'static str {
+        "keystrokes/s"
+    }
+    fn leaders(&self) -> &[i32] {
+        &self.leaders.pids
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let masters: Vec<RawFd> = self.ptys.iter().map(|p| p.master.as_raw_fd()).collect();
+        let mut next = 0;
+        timed(duration, || {
+            let mut done = 0;
+            for _ in 0..64 {
+                if write_fd(masters[next], b"k")? == Some(1) {
+                    done += 1;
+                }
+                next = (next + 1) % masters.len();
+            }
+            Ok(done)
+        })
+    }
+}
+
+/// 3a. Writes that have nothing to do with terminals: /dev/null.
+pub struct DevNullWrites {
+    fd: OwnedFd,
+}
+
+const SMALL_WRITE: usize = 64;
+
+impl DevNullWrites {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            fd: sys::open_path("/dev/null", libc::O_WRONLY)?,
+        })
+    }
+}
+
+impl Workload for DevNullWrites {
+    fn name(&self) -> String {
+        "writes-devnull".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::UnrelatedWrites
+    }
+    fn describe(&self) -> String {
+        format!("write(2) of {SMALL_WRITE} bytes to /dev/null in a tight loop, one process")
+    }
+    fn unit(&self) -> &'static str {
+        "writes/s"
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let fd = self.fd.as_raw_fd();
+        let buf = [b'x'; SMALL_WRITE];
+        timed(duration, || {
+            for _ in 0..256 {
+                write_fd(fd, &buf)?;
+            }
+            Ok(256)
+        })
+    }
+}
+
+/// 3b. Writes into a pipe, drained by the same process whenever it is full.
+pub struct PipeWrites {
+    read: OwnedFd,
+    write: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl PipeWrites {
+    pub fn new() -> Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: valid pointer to two ints.
+        sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: both just created.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Self {
+            read,
+            write,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+}
+
+impl Workload for PipeWrites {
+    fn name(&self) -> String {
+        "writes-pipe".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::UnrelatedWrites
+    }
+    fn describe(&self) -> String {
+        format!(
+            "write(2) of {SMALL_WRITE} bytes into a non-blocking pipe until it is full \
+             (about 1000 writes), then read(2) of 64 KiB until it is empty; one process"
+        )
+    }
+    fn unit(&self) -> &'static str {
+        "writes/s"
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let (r, w) = (self.read.as_raw_fd(), self.write.as_raw_fd());
+        let data = [b'x'; SMALL_WRITE];
+        timed(duration, || {
+            let mut writes = 0;
+            while write_fd(w, &data)?.is_some() {
+                writes += 1;
+            }
+            drain(r, &mut self.buf)?;
+            Ok(writes)
+        })
+    }
+}
+
+/// 4. UDP on loopback by a process that is not a session (and not a Mosh server).
+pub struct UdpLoopback {
+    fd: OwnedFd,
+}
+
+const DATAGRAM: usize = 64;
+
+impl UdpLoopback {
+    pub fn new() -> Result<Self> {
+        // SAFETY: plain syscalls on a socket we own; addresses are valid sockaddr_in.
+        unsafe {
+            let fd = sys::cvt(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                0,
+            ))?;
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            sys::cvt(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len))?;
+            let mut bound: libc::sockaddr_in = std::mem::zeroed();
+            let mut blen = len;
+            sys::cvt(libc::getsockname(
+                fd.as_raw_fd(),
+                (&raw mut bound).cast(),
+                &mut blen,
+            ))?;
+            sys::cvt(libc::connect(
+                fd.as_raw_fd(),
+                (&raw const bound).cast(),
+                len,
+            ))?;
+            // A lost datagram must not hang the benchmark.
+            let timeout = libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            };
+            sys::cvt(libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const timeout).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ))?;
+            Ok(Self { fd })
+        }
+    }
+}
+
+impl Workload for UdpLoopback {
+    fn name(&self) -> String {
+        "udp-loopback".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::UnrelatedUdp
+    }
+    fn describe(&self) -> String {
+        format!(
+            "send(2) of a {DATAGRAM}-byte datagram to its own socket on 127.0.0.1, then \
+             recv(2) of it, in a loop; one process outside any session (throughput = \
+             datagrams received)"
+        )
+    }
+    fn unit(&self) -> &'static str {
+        "datagrams/s"
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let fd = self.fd.as_raw_fd();
+        let mut buf = [0u8; DATAGRAM];
+        timed(duration, || {
+            let mut received = 0;
+            for _ in 0..64 {
+                // SAFETY: valid buffers on a socket we own.
+                unsafe {
+                    if libc::send(fd, buf.as_ptr().cast(), DATAGRAM, 0) < 0 {
+                        bail!("send: {}", io::Error::last_os_error());
+                    }
+                    if libc::recv(fd, buf.as_mut_ptr().cast(), DATAGRAM, 0) == DATAGRAM as isize {
+                        received += 1;
+                    }
+                }
+            }
+            Ok(received)
+        })
+    }
+}
+
+/// 5. Process churn: fork, exec `true`, exit, reap.
+pub struct ProcessChurn {
+    path: CString,
+    argv: [*const libc::c_char; 2],
+    envp: [*const libc::c_char; 1],
+}
+
+impl ProcessChurn {
+    pub fn new() -> Result<Self> {
+        let path = ["/bin/true", "/usr/bin/true"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .context("no `true` program in /bin or /usr/bin")?;
+        let path = CString::new(path)?;
+        let argv = [path.as_ptr(), std::ptr::null()];
+        Ok(Self {
+            argv,
+            envp: [std::ptr::null()],
+            path,
+        })
+    }
+}
+
+impl Workload for ProcessChurn {
+    fn name(&self) -> String {
+        "process-churn".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::ProcessChurn
+    }
+    fn describe(&self) -> String {
+        format!(
+            "fork(2), execve(2) of {} in the child, waitpid(2) in the parent, in a loop",
+            self.path.to_string_lossy()
+        )
+    }
+    fn unit(&self) -> &'static str {
+        "processes/s"
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        timed(duration, || {
+            // SAFETY: single-threaded; the child only calls execve and _exit.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                bail!("fork: {}", io::Error::last_os_error());
+            }
+            if pid == 0 {
+                // SAFETY: valid, NUL-terminated argument and environment arrays.
+                unsafe {
+                    libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+                    libc::_exit(127);
+                }
+            }
+            let mut status = 0;
+            loop {
+                // SAFETY: our child.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r >= 0 {
+                    break;
+                }
+                if errno() != libc::EINTR {
+                    bail!("waitpid: {}", io::Error::last_os_error());
+                }
+            }
+            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                bail!("the churn child failed (wait status {status:#x})");
+            }
+            Ok(1)
+        })
+    }
+}
+
+/// Makes a workload (its ptys and children exist only while it does).
+pub type Factory = Box<dyn Fn() -> Result<Box<dyn Workload>>>;
+
+/// Every throughput workload, by name, in the order they run. `keystroke_ptys` are
+/// the pty counts of the keystroke workload.
+pub fn all(keystroke_ptys: &[usize]) -> Vec<(String, Factory)> {
+    fn boxed<W: Workload + 'static>(w: Result<W>) -> Result<Box<dyn Workload>> {
+        Ok(Box::new(w?))
+    }
+    let mut list: Vec<(String, Factory)> = vec![(
+        "terminal-output".into(),
+        Box::new(|| boxed(TerminalOutput::new())),
+    )];
+    for &n in keystroke_ptys {
+        list.push((
+            format!("keystrokes-{n}"),
+            Box::new(move || boxed(Keystrokes::new(n))),
+        ));
+    }
+    list.push((
+        "writes-devnull".into(),
+        Box::new(|| boxed(DevNullWrites::new())),
+    ));
+    list.push(("writes-pipe".into(), Box::new(|| boxed(PipeWrites::new()))));
+    list.push((
+        "udp-loopback".into(),
+        Box::new(|| boxed(UdpLoopback::new())),
+    ));
+    list.push((
+        "process-churn".into(),
+        Box::new(|| boxed(ProcessChurn::new())),
+    ));
+    list
+}
