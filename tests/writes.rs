@@ -35,8 +35,10 @@ fn writes_to_dev_null_pipes_and_files_are_not_input() {
         .unwrap_or_default()
         .lines()
         .count();
+    // Hundreds on a host; under software emulation (`cargo xtask vm-test`), where every
+    // fork and exec costs tens of milliseconds, as few as 9. A few prove the loop ran.
     assert!(
-        lines >= 100,
+        lines >= 3,
         "the loop should have written to {} ({lines} lines)",
         file.display()
     );

@@ -106,8 +106,13 @@ impl Tmux {
         }
         self.run_ok(&args);
         if self.server_pid.get().is_none() {
-            let pid = self.run_ok(["display-message", "-p", "-t", name, "#{pid}"]);
-            self.server_pid.set(pid.trim().parse().ok());
+            // The server can be gone already: a session the daemon ends at once (a
+            // revoked user's) takes it along, sooner than this asks in a slow VM.
+            let out = self.run(["display-message", "-p", "-t", name, "#{pid}"]);
+            if out.status.success() {
+                let pid = String::from_utf8_lossy(&out.stdout);
+                self.server_pid.set(pid.trim().parse().ok());
+            }
         }
         self.pane(name)
     }
