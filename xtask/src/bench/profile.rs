@@ -202,23 +202,26 @@ impl SyscallCounts {
 }
 
 /// The system calls counted one by one (the daemon's /proc, map and I/O calls).
-const COUNTED: &[&str] = &[
-    "openat",
-    "read",
-    "close",
-    "lseek",
-    "statx",
-    "newfstatat",
-    "getdents64",
-    "readlinkat",
-    "statfs",
-    "bpf",
-    "write",
-    "ioctl",
-    "pidfd_open",
-    "pidfd_send_signal",
-    "epoll_wait",
-    "futex",
+/// They are counted on `raw_syscalls:sys_enter` filtered by number: the per-call
+/// `syscalls:sys_enter_*` events of the calls the daemon's own programs are attached
+/// to (read, write, writev, ioctl) never reach perf while it runs, because its
+/// programs return 0, which tells the kernel to drop the event.
+const COUNTED: &[(&str, libc::c_long)] = &[
+    ("openat", libc::SYS_openat),
+    ("read", libc::SYS_read),
+    ("close", libc::SYS_close),
+    ("lseek", libc::SYS_lseek),
+    ("statx", libc::SYS_statx),
+    ("newfstatat", libc::SYS_newfstatat),
+    ("getdents64", libc::SYS_getdents64),
+    ("readlinkat", libc::SYS_readlinkat),
+    ("statfs", libc::SYS_statfs),
+    ("bpf", libc::SYS_bpf),
+    ("write", libc::SYS_write),
+    ("ioctl", libc::SYS_ioctl),
+    ("pidfd_open", libc::SYS_pidfd_open),
+    ("pidfd_send_signal", libc::SYS_pidfd_send_signal),
+    ("futex", libc::SYS_futex),
 ];
 
 /// A running `perf stat -p PID` on the system-call tracepoints.
@@ -236,14 +239,13 @@ impl SyscallCounter {
             .args(["stat", "-x", ",", "-o"])
             .arg(&out)
             .args(["-e", "raw_syscalls:sys_enter"]);
-        for name in COUNTED {
-            if Path::new(&format!(
-                "/sys/kernel/tracing/events/syscalls/sys_enter_{name}"
-            ))
-            .exists()
-            {
-                command.args(["-e", &format!("syscalls:sys_enter_{name}")]);
-            }
+        for (_, number) in COUNTED {
+            command.args([
+                "-e",
+                "raw_syscalls:sys_enter",
+                "--filter",
+                &format!("id == {number}"),
+            ]);
         }
         let child = command
             .args(["-p", &pid.to_string()])
@@ -273,7 +275,7 @@ impl SyscallCounter {
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         child.wait()?;
         let text = std::fs::read_to_string(&self.out).context("reading perf stat's counts")?;
-        Ok(parse_perf_stat(&text))
+        parse_perf_stat(&text, COUNTED.iter().map(|(name, _)| *name))
     }
 }
 
@@ -288,25 +290,33 @@ impl Drop for SyscallCounter {
     }
 }
 
-/// `perf stat -x,` lines: `count,unit,event,...`.
-pub fn parse_perf_stat(text: &str) -> SyscallCounts {
-    let mut counts = SyscallCounts::default();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let f: Vec<&str> = line.split(',').collect();
-        let (Some(count), Some(event)) = (f.first(), f.get(2)) else {
-            continue;
-        };
-        let Ok(count) = count.trim().parse::<u64>() else {
-            continue;
-        };
-        if event.trim() == "raw_syscalls:sys_enter" {
-            counts.total = count;
-        } else if let Some(name) = event.trim().strip_prefix("syscalls:sys_enter_") {
-            counts.calls.push((name.to_string(), count));
-        }
-    }
-    counts.calls.sort_by_key(|c| std::cmp::Reverse(c.1));
-    counts
+/// `perf stat -x,` lines (`count,unit,event,...`), in the order the events were
+/// given: the unfiltered total first, then one per name.
+pub fn parse_perf_stat<'a>(
+    text: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<SyscallCounts> {
+    let counts: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains("raw_syscalls:sys_enter"))
+        .map(|l| {
+            l.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect();
+    let Some((&total, each)) = counts.split_first() else {
+        bail!("perf stat printed no counts");
+    };
+    let mut calls: Vec<(String, u64)> = names
+        .map(str::to_string)
+        .zip(each.iter().copied())
+        .collect();
+    calls.sort_by_key(|c| std::cmp::Reverse(c.1));
+    Ok(SyscallCounts { total, calls })
 }
 
 #[cfg(test)]
@@ -315,13 +325,14 @@ mod syscall_tests {
 
     #[test]
     fn perf_stat_csv() {
-        let text = "# started on Tue\n\n80002,,syscalls:sys_enter_read,10004,100.00,,\n\
-                    90000,,syscalls:sys_enter_openat,10004,100.00,,\n\
-                    200000,,raw_syscalls:sys_enter,10004,100.00,,\n\
-                    <not counted>,,syscalls:sys_enter_bpf,0,100.00,,\n";
-        let c = parse_perf_stat(text);
+        let text = "# started on Tue\n\n200000,,raw_syscalls:sys_enter,10004,100.00,,\n\
+                    80002,,raw_syscalls:sys_enter,10004,100.00,,\n\
+                    90000,,raw_syscalls:sys_enter,10004,100.00,,\n\
+                    <not counted>,,raw_syscalls:sys_enter,0,100.00,,\n";
+        let c = parse_perf_stat(text, ["read", "openat", "bpf"].into_iter()).unwrap();
         assert_eq!(c.total(), 200000);
         assert_eq!(c.calls[0], ("openat".to_string(), 90000));
-        assert_eq!(c.per(1000.0, 2), "openat 90.0, read 80.0");
+        assert_eq!(c.per(1000.0, 3), "openat 90.0, read 80.0");
+        assert!(parse_perf_stat("", std::iter::empty()).is_err());
     }
 }

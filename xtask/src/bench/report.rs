@@ -372,8 +372,12 @@ fn render_method(w: &mut String, r: &Results) {
          `/proc/PID/fdinfo`); the setting is off during the ratio runs, since it adds \
          two clock reads to every program run. Workloads that miss their goal are \
          profiled in one more attached run with `perf record -a` (software clock \
-         sampling; `bpftool prog profile` needs fentry, which this kernel refuses). \
-         `kernel.pty.max` is raised from {} to {} and RLIMIT_NOFILE raised for the \
+         sampling; `bpftool prog profile` needs fentry, which this kernel refuses); \
+         the daemon's own system calls are counted in the kernel with `perf stat` on \
+         `raw_syscalls:sys_enter` filtered by call number (the per-call \
+         `syscalls:sys_enter_read`/`_write` events count nothing while the daemon runs: \
+         its programs return 0, which makes the kernel drop those events for every \
+         perf user). `kernel.pty.max` is raised from {} to {} and RLIMIT_NOFILE raised for the \
          scale test, and both are put back.\n",
         r.pty_max.0, r.pty_max.1
     );
@@ -761,7 +765,10 @@ fn render_profile(w: &mut String, p: &Profile) {
     }
     let _ = writeln!(
         w,
-        "\nBPF programs, helpers and tracepoint glue: {:.1} % of these samples ({}).\n",
+        "\nBPF programs, helpers and tracepoint glue: {:.1} % of these samples ({}). \
+         Software-clock sampling charges time spent with interrupts disabled to where \
+         they are enabled again (in the tty layer, `queue_work_on`), so shares are \
+         indicative.\n",
         p.tracing_share, p.samples
     );
 }
