@@ -105,7 +105,8 @@ fn processes_that_left_the_terminal_end_with_a_session_in_its_own_cgroup() {
     let daemon = Daemon::builder().policy(&policy).start();
     let mut scope = Scope::new(&root, &user);
     // The login: a terminal (script holds the master) with a shell as its leader.
-    scope.spawn(&user, "script -qfc 'bash --norc' /dev/null");
+    // (script forwards its stdin, /dev/null, so the leader must not read it.)
+    scope.spawn(&user, "script -qfc 'sleep 600' /dev/null");
     let session =
         daemon.wait_for_session("the session in its scope", Duration::from_secs(20), |s| {
             s.user == user.name() && s.kind == Kind::Local

@@ -29,8 +29,8 @@ pub struct KernelOffsets {
     pub super_block_s_dev: u32,
     pub kiocb_ki_filp: u32,
     pub iov_iter_count: u32,
-    pub sk_buff_sk: u32,
-    pub sock_sk_protocol: u32,
+    pub task_signal: u32,
+    pub signal_tty: u32,
 }
 
 /// Offsets of the fields the tracepoint programs read from their context.

@@ -125,10 +125,7 @@ pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
         last_writer_tgid: tgid,
         _pad: 0,
     };
-    if TTY_ACTIVITY
-        .insert(key, fresh, BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    if TTY_ACTIVITY.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
         debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
         emit(probe, EventKind::TtyFirstInput, key, bytes, ts);
     }
@@ -146,10 +143,7 @@ fn output(probe: Probe, key: TtyKey) {
         first_seen_ns: ts,
         ..TtyActivity::default()
     };
-    if TTY_ACTIVITY
-        .insert(key, fresh, BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    if TTY_ACTIVITY.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
         emit(probe, EventKind::TtyFirstOutput, key, 0, ts);
     }
 }

@@ -151,3 +151,13 @@ pub fn kiocb_file(iocb: *const u8) -> Result<*const u8, ReadError> {
 pub fn iov_iter_count(iter: *const u8) -> Result<u64, ReadError> {
     read(iter, conf!(offsets.iov_iter_count))
 }
+
+/// The current task's controlling terminal (`current->signal->tty`); null when it has
+/// none, as daemons do.
+#[inline(always)]
+pub fn current_ctty() -> Result<*const u8, ReadError> {
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let signal = read_ptr(task, conf!(offsets.task_signal))?;
+    read(signal, conf!(offsets.signal_tty))
+}

@@ -129,6 +129,14 @@ pub fn tp_read_enter(ctx: TracePointContext) -> u32 {
 
 /// Notes reads of a console so that the exit can count what was read.
 fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
+    // Console input of a session is read by a process of that session, whose
+    // controlling terminal is the console. Checking that first spares the file-table
+    // walk for every other read(2) on the host: two reads for a daemon (no
+    // controlling terminal), four for a process on a pseudo-terminal.
+    let ctty = kernel::current_ctty()?;
+    if ctty.is_null() || !kernel::tty_is_console(ctty)? {
+        return Ok(());
+    }
     let file = kernel::current_file(syscall_fd(ctx)?)?;
     let Some(tty) = kernel::classify_file(file)? else {
         return Ok(());

@@ -110,7 +110,19 @@ pub struct Core {
     /// Per uid: the last input on a session of theirs that is not nested and has
     /// ended (see `nesting`).
     pub(super) presence: HashMap<u32, u64>,
+    /// Processes by session id, from one walk of /proc shared by the ends decided
+    /// within [`MEMBERS_MAX_AGE`] (a thousand sessions due at once walk /proc once).
+    pub(super) members: Option<(Instant, HashMap<u32, Vec<crate::sessions::ProcRef>>)>,
+    /// Reconcile ticks so far.
+    ticks: u64,
 }
+
+/// From this many sessions on, reconcile does its periodic work less often.
+const LARGE: usize = 1000;
+
+/// How old the shared process snapshot may be when ending a session. A process
+/// forked after it still gets the hangup the kernel sends when the leader exits.
+pub(super) const MEMBERS_MAX_AGE: Duration = Duration::from_millis(100);
 
 impl Core {
     pub fn new(parts: CoreParts) -> Self {
@@ -139,6 +151,8 @@ impl Core {
             metrics: parts.metrics,
             metrics_addr: parts.metrics_addr,
             presence: HashMap::new(),
+            members: None,
+            ticks: 0,
         }
     }
 
@@ -183,6 +197,12 @@ impl Core {
             self.add_session(resolved, "discovered");
         }
         tracing::info!(sessions = count, "start-up discovery done");
+        // Discovery reads all of /proc once; give the memory it used back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     pub(super) fn resolve_policy(&self, session: &Session) -> Resolution {
@@ -206,6 +226,14 @@ impl Core {
         session.nested_in = self.outer_of(&session).map(|outer| outer.id.clone());
         if let Err(err) = self.maps.track(session.leader.pid, proc_flags::WATCH_EXIT) {
             tracing::warn!("{err:#}");
+        }
+        // A leader that exited between the /proc read and the tracking above sends
+        // no exit event: check once now that the kernel watches it.
+        if !session.leader.is_alive() {
+            if !self.table.pid_in_use(session.leader.pid) {
+                self.maps.untrack(session.leader.pid);
+            }
+            return;
         }
         if let Some(server) = session.server {
             let mut flags = proc_flags::WATCH_EXIT;
@@ -406,35 +434,37 @@ impl Core {
         }
     }
 
-    /// Catches what events alone would miss: exits of processes that were not yet
-    /// tracked, terminals whose session appeared late, and stale map entries.
+    /// Runs every [`super::RECONCILE_INTERVAL`]. Exit events end sessions; this
+    /// catches what events alone would miss: terminals not resolved yet (every
+    /// tick), and a sweep of /proc and of the kernel map for exits and terminals the
+    /// events missed (every 15th). Metrics are refreshed every tick. From
+    /// [`LARGE`] sessions on, metrics and the /proc sweep slow down, so that the
+    /// daemon stays cheap with ten thousand sessions.
     pub fn reconcile(&mut self) {
+        self.ticks += 1;
+        let large = self.table.len() >= LARGE;
         self.expire_revocations();
         self.nest_pending();
-        self.publish_metrics();
-        let dead: Vec<TtyKey> = self
-            .table
-            .iter()
-            .filter(|s| !self.ending.contains_key(&s.key))
-            .filter(|s| !s.leader.is_alive() || s.server.is_some_and(|srv| !srv.is_alive()))
-            .map(|s| s.key)
-            .collect();
-        for key in dead {
-            self.end_session(&key, EndReason::Logout, None);
+        if !large || self.ticks.is_multiple_of(5) {
+            self.publish_metrics();
         }
-
-        let known: Vec<TtyKey> = self
-            .maps
-            .tty_keys()
-            .into_iter()
-            .filter(|k| !self.table.contains(k) && !self.pending.contains_key(k))
-            .collect();
-        if known.is_empty() {
+        let sweep = self.ticks.is_multiple_of(15);
+        if !large || sweep {
+            self.sweep_exits();
+        }
+        let mut retry: Vec<TtyKey> = self.unresolved.keys().copied().collect();
+        if sweep {
+            retry.extend(self.maps.tty_keys());
+            retry.sort();
+            retry.dedup();
+        }
+        retry.retain(|k| !self.table.contains(k) && !self.pending.contains_key(k));
+        if retry.is_empty() {
             return;
         }
         let now = Instant::now();
         let mut resolver = Resolver::snapshot();
-        for key in known {
+        for key in retry {
             match resolver.resolve(key, None) {
                 Some(resolved) => self.add_session(resolved, "started"),
                 None => {
@@ -445,6 +475,24 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Ends sessions whose leader or server is gone without an exit event (each
+    /// process checked once, however many sessions it serves).
+    fn sweep_exits(&mut self) {
+        let mut alive: HashMap<crate::sessions::ProcRef, bool> = HashMap::new();
+        let mut is_alive =
+            |p: crate::sessions::ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
+        let dead: Vec<TtyKey> = self
+            .table
+            .iter()
+            .filter(|s| !self.ending.contains_key(&s.key))
+            .filter(|s| !is_alive(s.leader) || s.server.is_some_and(|srv| !is_alive(srv)))
+            .map(|s| s.key)
+            .collect();
+        for key in dead {
+            self.end_session(&key, EndReason::Logout, None);
         }
     }
 

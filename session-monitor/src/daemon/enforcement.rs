@@ -229,7 +229,12 @@ impl Core {
         let server = session
             .server
             .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
-        let plan = terminate::collect_targets(session.leader, session.uid, server);
+        let (leader, uid) = (session.leader, session.uid);
+        let members = self.session_members(leader.pid);
+        let plan = terminate::collect_targets(leader, uid, server, members);
+        let Some(session) = self.table.get(key) else {
+            return;
+        };
         tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
         let done = TerminationDone {
             key: *key,
@@ -246,6 +251,22 @@ impl Core {
             let outcome = terminate::escalate(plan, grace).await;
             let _ = tx.send(TerminationDone { outcome, ..done }).await;
         });
+    }
+
+    /// The processes of terminal session `sid`, from a snapshot at most
+    /// [`super::core::MEMBERS_MAX_AGE`] old.
+    fn session_members(&mut self, sid: u32) -> Vec<crate::sessions::ProcRef> {
+        let fresh = self
+            .members
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() <= super::core::MEMBERS_MAX_AGE);
+        if !fresh {
+            self.members = Some((Instant::now(), crate::sessions::processes_by_session()));
+        }
+        self.members
+            .as_ref()
+            .and_then(|(_, by_sid)| by_sid.get(&sid).cloned())
+            .unwrap_or_default()
     }
 
     pub fn on_termination_done(&mut self, done: TerminationDone) {

@@ -66,7 +66,7 @@ pub fn offsets_json(o: &KernelOffsets) -> serde_json::Value {
         "super_block.s_dev": o.super_block_s_dev,
         "kiocb.ki_filp": o.kiocb_ki_filp,
         "iov_iter.count": o.iov_iter_count,
-        "sk_buff.sk": o.sk_buff_sk,
-        "sock.sk_protocol": o.sock_sk_protocol,
+        "task_struct.signal": o.task_signal,
+        "signal_struct.tty": o.signal_tty,
     })
 }

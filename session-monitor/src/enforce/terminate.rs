@@ -100,11 +100,16 @@ fn own_cgroup(
 }
 
 /// The processes to end for a session led by `leader` and owned by `uid`: every
-/// process of its terminal session (session id = leader pid), `server` when it
-/// serves only this terminal, and the rest of the session's own cgroup.
-pub fn collect_targets(leader: ProcRef, uid: u32, server: Option<ProcRef>) -> Plan {
+/// process of its terminal session (`members`: session id = leader pid), `server`
+/// when it serves only this terminal, and the rest of the session's own cgroup.
+pub fn collect_targets(
+    leader: ProcRef,
+    uid: u32,
+    server: Option<ProcRef>,
+    members: Vec<ProcRef>,
+) -> Plan {
     let protected = protected();
-    let mut targets: Vec<Target> = crate::sessions::processes_in_session(leader.pid)
+    let mut targets: Vec<Target> = members
         .into_iter()
         .filter(|p| !protected.contains(&p.pid))
         .map(|process| Target {

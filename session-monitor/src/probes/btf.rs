@@ -43,8 +43,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets> {
         super_block_s_dev: off("super_block", "s_dev")?,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
         iov_iter_count: off("iov_iter", "count")?,
-        sk_buff_sk: off("sk_buff", "sk")?,
-        sock_sk_protocol: off("sock", "sk_protocol")?,
+        task_signal: off("task_struct", "signal")?,
+        signal_tty: off("signal_struct", "tty")?,
     })
 }
 

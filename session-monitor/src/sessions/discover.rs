@@ -51,6 +51,26 @@ pub struct Resolver {
     masters_of: HashMap<u32, Vec<TtyKey>>,
     /// Lazily built: slave key -> pids holding its master.
     masters: Option<HashMap<TtyKey, Vec<u32>>>,
+    /// pid -> its controlling terminal as seen through its descriptors (read once).
+    cttys: HashMap<u32, Option<Ctty>>,
+    /// pid -> what is known of it as a server (read once; one tmux or a container
+    /// shim serves many terminals).
+    servers: HashMap<u32, ServerFacts>,
+}
+
+/// A controlling terminal, and its access time where a descriptor shows it.
+#[derive(Clone, Copy)]
+struct Ctty {
+    key: TtyKey,
+    atime: Option<SystemTime>,
+}
+
+#[derive(Clone, Default)]
+struct ServerFacts {
+    exe: Option<PathBuf>,
+    trusted: bool,
+    audit_session: Option<u32>,
+    ctty: Option<TtyKey>,
 }
 
 impl Resolver {
@@ -74,7 +94,43 @@ impl Resolver {
             leaders_by_tty,
             masters_of: HashMap::new(),
             masters: None,
+            cttys: HashMap::new(),
+            servers: HashMap::new(),
         }
+    }
+
+    /// The controlling terminal of process `i` of the snapshot (cached).
+    fn ctty(&mut self, i: usize) -> Option<Ctty> {
+        let p = &self.processes[i];
+        let pid = p.pid;
+        if let Some(known) = self.cttys.get(&pid) {
+            return *known;
+        }
+        let found = ctty_of(p);
+        self.cttys.insert(pid, found);
+        found
+    }
+
+    /// Facts about a server process (cached).
+    fn server_facts(&mut self, pid: u32) -> ServerFacts {
+        if let Some(known) = self.servers.get(&pid) {
+            return known.clone();
+        }
+        // Through /proc/PID/exe: the file itself, even when the daemon runs in a
+        // container whose file system has no /usr/sbin/sshd.
+        let facts = ServerFacts {
+            exe: procs::exe(pid),
+            trusted: kind::trusted_executable(std::path::Path::new(&format!("/proc/{pid}/exe"))),
+            audit_session: procs::audit_session(pid),
+            ctty: self
+                .by_pid
+                .get(&pid)
+                .copied()
+                .and_then(|i| self.ctty(i))
+                .map(|c| c.key),
+        };
+        self.servers.insert(pid, facts.clone());
+        facts
     }
 
     fn holds_master(&mut self, pid: u32, key: TtyKey) -> bool {
@@ -92,64 +148,62 @@ impl Resolver {
     /// session on it (not yet, or not any more). `hint` is a process the probes saw
     /// writing to it, checked first as the holder of the master.
     pub fn resolve(&mut self, key: TtyKey, hint: Option<u32>) -> Option<Resolved> {
-        let leader = self.leader_of(key)?;
+        let (leader, ctty) = self.leader_of(key)?;
         let server = if key.is_pty() {
             self.server_of(key, &leader, hint)
         } else {
             None
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
-        let server_exe = server.and_then(|s| procs::exe(s.pid));
-        // Through /proc/PID/exe: the file itself, even when the daemon runs in a
-        // container whose file system has no /usr/sbin/sshd.
-        let trusted = server.is_some_and(|s| {
-            kind::trusted_executable(std::path::Path::new(&format!("/proc/{}/exe", s.pid)))
-        });
+        let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
         let cgroups = procs::cgroup_paths(leader.pid);
         let (kind, container) =
-            kind::classify(key.is_pty(), server_exe.as_deref(), trusted, &cgroups);
+            kind::classify(key.is_pty(), facts.exe.as_deref(), facts.trusted, &cgroups);
         let remote = match (kind, server) {
             (SessionKind::Ssh, Some(server)) => self.ssh_peer(server.pid),
             (SessionKind::Mosh, Some(server)) => procs::environ_var(server.pid, "SSH_CONNECTION")
                 .and_then(|c| c.split_whitespace().next().map(str::to_string)),
             _ => None,
         };
-        let tty_atime = tty_metadata(leader.pid, key).and_then(|m| {
-            SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
-                m.atime() as u64,
-                m.atime_nsec() as u32,
-            ))
-        });
-        let server_info = server.and_then(|s| self.process(s.pid).cloned());
         Some(Resolved {
             audit_session: procs::audit_session(leader.pid),
-            server_audit_session: server.and_then(|s| procs::audit_session(s.pid)),
-            server_ctty: server_info.as_ref().and_then(ctty_key),
+            server_audit_session: facts.audit_session,
+            server_ctty: facts.ctty,
             key,
             leader: leader.proc_ref(),
             server,
-            server_exe,
+            server_exe: facts.exe,
             uid,
             gid,
             groups,
             kind,
             container,
             remote,
-            tty_atime,
+            tty_atime: ctty.atime,
         })
     }
 
-    /// The session leader whose controlling terminal is `key`, the oldest if several.
-    fn leader_of(&self, key: TtyKey) -> Option<ProcInfo> {
+    /// The session leader whose controlling terminal is `key` (in the same devpts
+    /// instance), the oldest if several, and that terminal.
+    fn leader_of(&mut self, key: TtyKey) -> Option<(ProcInfo, Ctty)> {
         let want = (dev::major(key.rdev), dev::minor(key.rdev));
-        self.leaders_by_tty
-            .get(&want)?
-            .iter()
-            .map(|&i| &self.processes[i])
-            .filter(|p| !PRE_LOGIN.contains(&p.comm.as_str()))
-            .filter(|p| !key.is_pty() || same_devpts(p.pid, key))
-            .min_by_key(|p| p.start_ticks)
-            .cloned()
+        let candidates = self.leaders_by_tty.get(&want)?.clone();
+        let mut best: Option<(usize, Ctty)> = None;
+        for i in candidates {
+            if PRE_LOGIN.contains(&self.processes[i].comm.as_str()) {
+                continue;
+            }
+            let Some(ctty) = self.ctty(i).filter(|c| c.key == key) else {
+                continue;
+            };
+            let older = |(j, _): &(usize, Ctty)| {
+                self.processes[i].start_ticks < self.processes[*j].start_ticks
+            };
+            if best.as_ref().is_none_or(older) {
+                best = Some((i, ctty));
+            }
+        }
+        best.map(|(i, c)| (self.processes[i].clone(), c))
     }
 
     /// The process holding the master of `key`: the probes' hint, else the leader's
@@ -199,12 +253,11 @@ impl Resolver {
     }
 
     /// Every terminal that has a session leader right now.
-    pub fn terminals_in_use(&self) -> Vec<TtyKey> {
-        let mut keys: Vec<TtyKey> = self
-            .processes
-            .iter()
-            .filter(|p| p.is_session_leader())
-            .filter_map(ctty_key)
+    pub fn terminals_in_use(&mut self) -> Vec<TtyKey> {
+        let leaders: Vec<usize> = self.leaders_by_tty.values().flatten().copied().collect();
+        let mut keys: Vec<TtyKey> = leaders
+            .into_iter()
+            .filter_map(|i| self.ctty(i).map(|c| c.key))
             .collect();
         keys.sort();
         keys.dedup();
@@ -212,44 +265,24 @@ impl Resolver {
     }
 }
 
-/// The key of a process's controlling terminal.
-fn ctty_key(p: &ProcInfo) -> Option<TtyKey> {
+/// A process's controlling terminal: through a descriptor it holds (which also gives
+/// the access time), else through the devpts of its root.
+fn ctty_of(p: &ProcInfo) -> Option<Ctty> {
     let (major, minor) = p.tty?;
-    procs::open_tty_key(p.pid, major, minor).or_else(|| {
-        let rdev = libc::makedev(major, minor);
-        if (dev::PTY_SLAVE_MAJOR_FIRST..=dev::PTY_SLAVE_MAJOR_LAST).contains(&major) {
-            procs::devpts_of(p.pid).map(|d| key_from_stat(rdev, d))
-        } else {
-            Some(key_from_stat(rdev, 0))
-        }
-    })
-}
-
-/// Does `pid` see terminal `key` in its devpts instance?
-fn same_devpts(pid: u32, key: TtyKey) -> bool {
-    let (major, minor) = (dev::major(key.rdev), dev::minor(key.rdev));
-    match procs::open_tty_key(pid, major, minor) {
-        Some(found) => found == key,
-        None => procs::devpts_of(pid)
-            .is_some_and(|d| key_from_stat(libc::makedev(major, minor), d) == key),
+    if let Some((key, meta)) = procs::open_tty(p.pid, major, minor) {
+        let atime = SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
+            meta.atime() as u64,
+            meta.atime_nsec() as u32,
+        ));
+        return Some(Ctty { key, atime });
     }
-}
-
-/// The terminal device's metadata, through a descriptor the leader has open.
-fn tty_metadata(leader: u32, key: TtyKey) -> Option<std::fs::Metadata> {
-    let (major, minor) = (dev::major(key.rdev), dev::minor(key.rdev));
-    let dir = format!("/proc/{leader}/fd");
-    std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|entry| {
-            let meta = std::fs::metadata(entry.path()).ok()?;
-            let rdev = meta.rdev();
-            (libc::major(rdev) == major
-                && libc::minor(rdev) == minor
-                && key_from_stat(rdev, meta.dev()) == key)
-                .then_some(meta)
-        })
+    let rdev = libc::makedev(major, minor);
+    let key = if (dev::PTY_SLAVE_MAJOR_FIRST..=dev::PTY_SLAVE_MAJOR_LAST).contains(&major) {
+        key_from_stat(rdev, procs::devpts_of(p.pid)?)
+    } else {
+        key_from_stat(rdev, 0)
+    };
+    Some(Ctty { key, atime: None })
 }
 
 /// Sessions that existed before the daemon started.

@@ -9,7 +9,7 @@ mod tty;
 
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
-pub use procs::{ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_in_session, uid_of};
+pub use procs::{ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_session, uid_of};
 pub use table::{Session, SessionTable, SessionView};
 pub use tty::key_from_stat;
 

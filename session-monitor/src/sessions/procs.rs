@@ -170,7 +170,7 @@ fn is_devpts(path: &str) -> bool {
 
 /// The key of the terminal `pid` has open as one of its standard fds (or any fd),
 /// if it is the terminal with device number `(major, minor)`.
-pub fn open_tty_key(pid: u32, major: u32, minor: u32) -> Option<TtyKey> {
+pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadata)> {
     let dir = format!("/proc/{pid}/fd");
     let mut candidates: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
     if let Ok(entries) = fs::read_dir(&dir) {
@@ -187,7 +187,7 @@ pub fn open_tty_key(pid: u32, major: u32, minor: u32) -> Option<TtyKey> {
         };
         let rdev = meta.rdev();
         if libc::major(rdev) == major && libc::minor(rdev) == minor {
-            return Some(key_from_stat(rdev, meta.dev()));
+            return Some((key_from_stat(rdev, meta.dev()), meta));
         }
     }
     None
@@ -228,14 +228,15 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
         .map(|entry| entry.remote_address.to_string())
 }
 
-/// Every process whose session id is `sid`: a terminal's session and all its
-/// process groups, foreground and background.
-pub fn processes_in_session(sid: u32) -> Vec<ProcRef> {
-    all_processes()
-        .into_iter()
-        .filter(|p| p.sid == sid && p.pid != 0)
-        .map(|p| p.proc_ref())
-        .collect()
+/// Every process by session id (a terminal's session and all its process groups,
+/// foreground and background), from one walk of /proc.
+pub fn processes_by_session() -> std::collections::HashMap<u32, Vec<ProcRef>> {
+    let mut sessions: std::collections::HashMap<u32, Vec<ProcRef>> =
+        std::collections::HashMap::new();
+    for p in all_processes().into_iter().filter(|p| p.pid != 0) {
+        sessions.entry(p.sid).or_default().push(p.proc_ref());
+    }
+    sessions
 }
 
 /// The audit session id (`/proc/PID/sessionid`): set once at login by pam_loginuid,
