@@ -608,6 +608,23 @@ impl VmRun<'_> {
         // end of boot, as systemd-user-sessions would: PAM would refuse every login but
         // root's.
         let _ = writeln!(script, "rm -f /run/nologin");
+        // The VM's /etc, /home and /tmp are overlays on the host's live directories: a
+        // test run on the host creating and deleting users at the same time shows
+        // through (seen: useradd failing on the host's /etc/shadow.lock). The tests
+        // get private copies: /etc copied to a tmpfs, an empty /home (unless the
+        // workspace is there) and TMPDIR for the harness's temporary directories.
+        let _ = writeln!(
+            script,
+            "mkdir -p /run/vm-test/etc /run/vm-test/tmp && chmod 1777 /run/vm-test/tmp"
+        );
+        let _ = writeln!(
+            script,
+            "cp -a /etc/. /run/vm-test/etc/ && mount --bind /run/vm-test/etc /etc"
+        );
+        if !cmd::workspace_root().starts_with("/home") {
+            let _ = writeln!(script, "mount -t tmpfs -o mode=755 tmpfs /home");
+        }
+        let _ = writeln!(script, "export TMPDIR=/run/vm-test/tmp");
         // Like `cargo test`: integration tests run in their package's directory.
         let _ = writeln!(
             script,
