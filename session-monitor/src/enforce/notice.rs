@@ -2,21 +2,15 @@
 //! at the end. They are written into the terminal's slave side — program output —
 //! so they never count as input and cannot postpone the end they announce.
 
-use std::{
-    fs::OpenOptions,
-    io::Write as _,
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
-};
+use std::{fs::OpenOptions, io::Write as _, os::unix::fs::OpenOptionsExt as _};
 
-use session_monitor_common::{TtyKey, dev};
-
-use crate::sessions::key_from_stat;
+use session_monitor_common::TtyKey;
 
 /// Writes `text` to the terminal `key`, reached through a descriptor the session
 /// leader holds (this also works inside containers, whose devpts is not ours).
 /// Never blocks: a terminal whose output is stopped (Ctrl-S) misses the line.
 pub fn write_to_terminal(leader: u32, key: TtyKey, text: &str) -> std::io::Result<()> {
-    let path = terminal_path(leader, key).ok_or_else(|| {
+    let path = crate::sessions::tty_fd_path(leader, key).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "the session leader has no descriptor of its terminal",
@@ -27,21 +21,6 @@ pub fn write_to_terminal(leader: u32, key: TtyKey, text: &str) -> std::io::Resul
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)?;
     tty.write_all(text.as_bytes())
-}
-
-fn terminal_path(leader: u32, key: TtyKey) -> Option<std::path::PathBuf> {
-    let (major, minor) = (dev::major(key.rdev), dev::minor(key.rdev));
-    std::fs::read_dir(format!("/proc/{leader}/fd"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|path| {
-            std::fs::metadata(path).is_ok_and(|m| {
-                libc::major(m.rdev()) == major
-                    && libc::minor(m.rdev()) == minor
-                    && key_from_stat(m.rdev(), m.dev()) == key
-            })
-        })
 }
 
 /// `1 minute`, `30 seconds`.

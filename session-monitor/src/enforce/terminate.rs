@@ -42,8 +42,13 @@ pub struct Target {
 
 /// Processes that are never signalled, whatever the session looks like: init, the
 /// daemon itself and its ancestors (a daemon started from a shell it monitors must
-/// not end its own parent).
-fn protected() -> Vec<u32> {
+/// not end its own parent). Computed once: the daemon's ancestry is set at start.
+fn protected() -> &'static [u32] {
+    static PROTECTED: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    PROTECTED.get_or_init(ancestry)
+}
+
+fn ancestry() -> Vec<u32> {
     let mut pids = vec![0, 1, std::process::id()];
     let mut pid = std::process::id();
     while let Some(info) = crate::sessions::proc_info(pid) {
@@ -134,7 +139,7 @@ pub fn collect_targets(
             role: Role::Server,
         });
     }
-    let cgroup = own_cgroup(leader, uid, server, &protected).map(|(dir, pids)| {
+    let cgroup = own_cgroup(leader, uid, server, protected).map(|(dir, pids)| {
         for pid in pids {
             if !targets.iter().any(|t| t.process.pid == pid)
                 && let Some(process) = ProcRef::of(pid)

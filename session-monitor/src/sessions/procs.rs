@@ -23,7 +23,7 @@ pub struct ProcRef {
 
 impl ProcRef {
     pub fn of(pid: u32) -> Option<Self> {
-        let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+        let stat = read_stat(pid)?;
         Some(Self {
             pid,
             start_ticks: stat.starttime,
@@ -32,10 +32,8 @@ impl ProcRef {
 
     /// True while the same process (not a pid reuse) is alive and not a zombie.
     pub fn is_alive(&self) -> bool {
-        match Process::new(self.pid as i32).and_then(|p| p.stat()) {
-            Ok(stat) => stat.starttime == self.start_ticks && stat.state != 'Z',
-            Err(_) => false,
-        }
+        read_stat(self.pid)
+            .is_some_and(|stat| stat.starttime == self.start_ticks && stat.state != 'Z')
     }
 
     /// Start time in CLOCK_BOOTTIME nanoseconds.
@@ -59,7 +57,7 @@ pub struct ProcInfo {
 
 impl ProcInfo {
     pub fn read(pid: u32) -> Option<Self> {
-        let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+        let stat = read_stat(pid)?;
         let (major, minor) = stat.tty_nr();
         Some(Self {
             pid,
@@ -83,13 +81,24 @@ impl ProcInfo {
     }
 }
 
+/// `/proc/PID/stat`, parsed by procfs, read with one open, read and close: the
+/// hot path of every snapshot and liveness check (procfs's `Process` would open and
+/// stat the process directory first).
+fn read_stat(pid: u32) -> Option<procfs::process::Stat> {
+    use procfs::FromRead as _;
+    let file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    procfs::process::Stat::from_read(file).ok()
+}
+
 /// Every process's [`ProcInfo`]; threads are not listed.
 pub fn all_processes() -> Vec<ProcInfo> {
-    let Ok(iter) = procfs::process::all_processes() else {
+    let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    iter.filter_map(Result::ok)
-        .filter_map(|p| ProcInfo::read(p.pid as u32))
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(ProcInfo::read)
         .collect()
 }
 
@@ -168,29 +177,38 @@ fn is_devpts(path: &str) -> bool {
     crate::preflight::fs_magic(path).is_ok_and(|magic| magic == DEVPTS_SUPER_MAGIC)
 }
 
-/// The key of the terminal `pid` has open as one of its standard fds (or any fd),
-/// if it is the terminal with device number `(major, minor)`.
-pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadata)> {
+/// The first descriptor of `pid` whose file satisfies `wanted`, as its path
+/// (`/proc/PID/fd/N`) and metadata. A shell has its terminal on 0, 1 and 2: the
+/// directory is listed only when none of those matches.
+fn find_fd(pid: u32, wanted: impl Fn(&fs::Metadata) -> bool) -> Option<(String, fs::Metadata)> {
     let dir = format!("/proc/{pid}/fd");
-    let mut candidates: Vec<String> = vec!["0".into(), "1".into(), "2".into()];
-    if let Ok(entries) = fs::read_dir(&dir) {
-        candidates.extend(
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !matches!(n.as_str(), "0" | "1" | "2")),
-        );
-    }
-    for fd in candidates {
-        let Ok(meta) = fs::metadata(format!("{dir}/{fd}")) else {
-            continue;
-        };
-        let rdev = meta.rdev();
-        if libc::major(rdev) == major && libc::minor(rdev) == minor {
-            return Some((key_from_stat(rdev, meta.dev()), meta));
-        }
-    }
-    None
+    let check = |fd: &str| {
+        let path = format!("{dir}/{fd}");
+        let meta = fs::metadata(&path).ok()?;
+        wanted(&meta).then_some((path, meta))
+    };
+    ["0", "1", "2"].into_iter().find_map(check).or_else(|| {
+        fs::read_dir(&dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !matches!(n.as_str(), "0" | "1" | "2"))
+            .find_map(|fd| check(&fd))
+    })
+}
+
+/// The terminal `(major, minor)` as `pid` has it open: its key (with the devpts
+/// instance it lives in) and metadata.
+pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadata)> {
+    let (_, meta) = find_fd(pid, |m| {
+        libc::major(m.rdev()) == major && libc::minor(m.rdev()) == minor
+    })?;
+    Some((key_from_stat(meta.rdev(), meta.dev()), meta))
+}
+
+/// The path (`/proc/PID/fd/N`) of a descriptor of `pid` that is terminal `key`.
+pub fn tty_fd_path(pid: u32, key: TtyKey) -> Option<String> {
+    find_fd(pid, |m| key_from_stat(m.rdev(), m.dev()) == key).map(|(path, _)| path)
 }
 
 /// Device number of the devpts mounted at `/dev/pts` in the process's root.
@@ -264,11 +282,15 @@ pub fn cgroup2_path(pid: u32) -> Option<String> {
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on hybrid systems).
 pub fn cgroup2_root() -> Option<PathBuf> {
-    procfs::mounts()
-        .ok()?
-        .into_iter()
-        .find(|m| m.fs_vfstype == "cgroup2")
-        .map(|m| PathBuf::from(m.fs_file))
+    static ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        procfs::mounts()
+            .ok()?
+            .into_iter()
+            .find(|m| m.fs_vfstype == "cgroup2")
+            .map(|m| PathBuf::from(m.fs_file))
+    })
+    .clone()
 }
 
 /// Real uid of a process.
