@@ -181,7 +181,8 @@ fn assert_tracepoint_backend(status: &Value) {
             "tracepoint/syscalls/sys_exit_recvfrom",
         ]
     };
-    assert_eq!(status["udp_source"], expected[0], "{status:#}");
+    let source = status["udp_source"].as_str().unwrap_or_default();
+    assert!(source.starts_with(expected[0]), "{status:#}");
     for program in expected {
         assert!(attach.iter().any(|a| a == program), "{attach:?}");
     }

@@ -134,10 +134,7 @@ impl Core {
                 })
                 .collect(),
             skipped_programs: self.probes.skipped.clone(),
-            udp_source: self.probes.udp_source.map(|u| {
-                let (category, name) = u.tracepoint();
-                format!("tracepoint/{category}/{name}")
-            }),
+            udp_source: self.probes.udp_source.map(|u| u.describe().to_string()),
             kernel_revocation: self.probes.kernel_revoke,
             offsets: super::status::offsets_json(&self.probes.offsets),
             ring_buffer_drops: counters.dropped(),

@@ -92,6 +92,13 @@ fn find_member(
     Ok(None)
 }
 
+/// True when the kernel's BTF has a function named `name` (a trampoline target).
+pub fn has_function(btf: &Btf, name: &str) -> bool {
+    btf.resolve_types_by_name(name)
+        .map(|types| types.iter().any(|t| matches!(t, Type::Func(_))))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

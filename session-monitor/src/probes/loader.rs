@@ -105,6 +105,8 @@ struct KernelFacts<'a> {
     offsets: KernelOffsets,
     tracepoints: TracepointFields,
     btf: &'a aya::Btf,
+    /// The same BTF, for looking up functions (fentry targets) before loading.
+    vmlinux: &'a btf_rs::Btf,
     tracefs: &'a std::path::Path,
 }
 
@@ -129,6 +131,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
             offsets,
             tracepoints: TracepointFields::default(),
             btf: &aya_btf,
+            vmlinux: &kernel_btf,
             tracefs: &tracefs,
         };
         match load_with_revoke_fallback(opts, &kernel, Backend::Fentry) {
@@ -147,6 +150,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         offsets,
         tracepoints: fields,
         btf: &aya_btf,
+        vmlinux: &kernel_btf,
         tracefs: &tracefs,
     };
     let (mut probes, maps, ring) = load_with_revoke_fallback(opts, &kernel, Backend::Tracepoint)
@@ -213,7 +217,7 @@ fn load_backend(
     let mut to_attach = Vec::new();
     for spec in specs {
         if let AttachPoint::FEntry { function } = spec.attach
-            && !kernel_has_function(function)
+            && !btf::has_function(kernel.vmlinux, function)
         {
             if spec.optional {
                 skipped.push(format!(
@@ -253,9 +257,10 @@ fn load_backend(
     for spec in &to_attach {
         attach(&mut ebpf, spec, kernel.btf).map_err(|err| {
             anyhow!(
-                "the kernel refused program {} ({}): {err}{}",
+                "the kernel refused program {} ({}): {}{}",
                 spec.name,
                 spec.attach,
+                describe(&err),
                 refusal_hint(backend, &err)
             )
         })?;
@@ -288,18 +293,22 @@ fn load_backend(
     ))
 }
 
-fn kernel_has_function(function: &str) -> bool {
-    // kallsyms is cheap and always there; BTF decides at load time anyway.
-    std::fs::read_to_string("/proc/kallsyms")
-        .map(|syms| {
-            syms.lines().any(|l| {
-                let mut parts = l.split_whitespace();
-                let _ = parts.next();
-                let _ = parts.next();
-                parts.next() == Some(function)
-            })
-        })
-        .unwrap_or(true)
+/// The refusal in words; the verifier's log only when it said something.
+fn describe(err: &ProgramError) -> String {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            if log.trim().is_empty() {
+                format!("the BPF_PROG_LOAD syscall returned {io_error}")
+            } else {
+                format!("the BPF_PROG_LOAD syscall returned {io_error}; verifier output:\n{log}")
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The kernel's internal ENOTSUPP, which leaks to user space from BPF syscalls.

@@ -104,10 +104,13 @@ pub enum UdpSource {
 }
 
 impl UdpSource {
-    pub fn tracepoint(self) -> (&'static str, &'static str) {
+    /// Where the signal comes from, as `status` shows it.
+    pub fn describe(self) -> &'static str {
         match self {
-            UdpSource::SockRecvLength => ("sock", "sock_recv_length"),
-            UdpSource::RecvSyscalls => ("syscalls", "sys_exit_recvmsg"),
+            UdpSource::SockRecvLength => "tracepoint/sock/sock_recv_length",
+            UdpSource::RecvSyscalls => {
+                "tracepoint/syscalls/sys_exit_recvmsg and sys_exit_recvfrom (Mosh servers only)"
+            }
         }
     }
 }
