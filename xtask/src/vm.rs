@@ -103,27 +103,14 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     let daemon = absolute(&build::build_daemon(opts.release)?)?;
     let tests = select_tests(build_tests(opts.release)?, &opts.tests)?;
 
-    let cache = target_dir().join("vm-kernels");
-    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let names: Vec<String> = if opts.kernels.is_empty() {
         DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
     } else {
         opts.kernels.clone()
     };
-    let mut apt = Apt::default();
-    let mut versions = Vec::new();
-    for name in &names {
-        let version = apt.resolve(name, &cache)?;
-        if !versions.contains(&version) {
-            versions.push(version);
-        }
-    }
-    let kernels = versions
-        .iter()
-        .map(|v| apt.fetch(v, &cache))
-        .collect::<Result<Vec<_>>>()?;
+    let kernels = fetch_kernels(&names)?;
 
-    let runs = cache.join("runs");
+    let runs = kernel_cache().join("runs");
     let mut results = Vec::new();
     for kernel in &kernels {
         for &backend in opts.backends.list() {
@@ -132,12 +119,12 @@ pub fn vm_test(opts: &Options) -> Result<()> {
                 kernel,
                 backend,
                 daemon: &daemon,
-                tests: &tests,
-                test_args: &opts.test_args,
+                body: tests_body(&tests, &opts.test_args),
                 dir: runs.join(format!("{}-{backend}", kernel.version)),
                 timeout: opts.timeout,
             };
-            results.push(run.run()?);
+            let outcome = run.run()?;
+            results.push(RunResult::new(&run, outcome));
         }
     }
     let summary = summary(&results, started.elapsed());
@@ -155,9 +142,30 @@ pub fn vm_test(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// Where kernel packages are unpacked, and VM runs leave their logs.
+pub(crate) fn kernel_cache() -> PathBuf {
+    target_dir().join("vm-kernels")
+}
+
+/// Resolves kernel names (`6.1`, `6.12.117+deb12-amd64`, ...) and unpacks each
+/// kernel once.
+pub(crate) fn fetch_kernels(names: &[String]) -> Result<Vec<Kernel>> {
+    let cache = kernel_cache();
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut apt = Apt::default();
+    let mut versions = Vec::new();
+    for name in names {
+        let version = apt.resolve(name, &cache)?;
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+    }
+    versions.iter().map(|v| apt.fetch(v, &cache)).collect()
+}
+
 /// Installs QEMU, kmod, busybox-static and virtme-ng unless they are there; returns
 /// the path of `vng`.
-fn vm_setup() -> Result<PathBuf> {
+pub(crate) fn vm_setup() -> Result<PathBuf> {
     step(format!("VM packages: {}", VM_PACKAGES.join(" ")));
     let missing: Vec<&str> = VM_PACKAGES
         .iter()
@@ -238,12 +246,12 @@ fn deb_installed(package: &str) -> bool {
     })
 }
 
-fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("absolute path of {}", path.display()))
 }
 
 /// `$CARGO_TARGET_DIR`, else the workspace's `target/`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => cmd::workspace_root().join(dir),
         None => cmd::workspace_root().join("target"),
@@ -333,9 +341,9 @@ fn select_tests(
 }
 
 /// A kernel unpacked in the cache.
-struct Kernel {
+pub(crate) struct Kernel {
     /// `6.1.0-56-amd64`: the package's name without `linux-image-`, and `uname -r`.
-    version: String,
+    pub version: String,
     vmlinuz: PathBuf,
 }
 
@@ -526,7 +534,7 @@ fn version_key(version: &str) -> Vec<u64> {
 }
 
 /// Quotes a word for `sh`.
-fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()
@@ -538,20 +546,55 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
-fn quote_path(path: &Path) -> String {
+pub(crate) fn quote_path(path: &Path) -> String {
     shell_quote(&path.to_string_lossy())
 }
 
-/// One boot: one kernel, one backend, every test binary.
-struct VmRun<'a> {
-    vng: &'a Path,
-    kernel: &'a Kernel,
-    backend: &'static str,
-    daemon: &'a Path,
-    tests: &'a [(String, PathBuf)],
-    test_args: &'a [String],
-    dir: PathBuf,
-    timeout: Duration,
+/// One boot: one kernel, one backend, one job (the test binaries, or the benchmark).
+pub(crate) struct VmRun<'a> {
+    pub vng: &'a Path,
+    pub kernel: &'a Kernel,
+    pub backend: &'static str,
+    pub daemon: &'a Path,
+    /// Shell lines run after the common set-up; they set `status` when they fail.
+    pub body: String,
+    pub dir: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How a boot ended.
+pub(crate) struct VmOutcome {
+    /// What the guest printed (`output.log`).
+    pub output: String,
+    /// `uname -r` inside the VM (empty if it never got that far).
+    pub uname: String,
+    /// The guest's exit status, if it got to write one.
+    pub rc: Option<String>,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+    pub console: PathBuf,
+}
+
+/// The lines that run every test binary, in their package's directory as `cargo
+/// test` does.
+fn tests_body(tests: &[(String, PathBuf)], test_args: &[String]) -> String {
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "cd {} || exit 1",
+        quote_path(&cmd::workspace_root().join("tests"))
+    );
+    let args: Vec<String> = test_args.iter().map(|a| shell_quote(a)).collect();
+    for (name, path) in tests {
+        let _ = writeln!(body, "echo \"vm-test: test binary {name}\"");
+        let _ = writeln!(
+            body,
+            "{} --test-threads=1 {} || status=1",
+            quote_path(path),
+            args.join(" ")
+        );
+    }
+    body
 }
 
 impl VmRun<'_> {
@@ -625,29 +668,14 @@ impl VmRun<'_> {
             let _ = writeln!(script, "mount -t tmpfs -o mode=755 tmpfs /home");
         }
         let _ = writeln!(script, "export TMPDIR=/run/vm-test/tmp");
-        // Like `cargo test`: integration tests run in their package's directory.
-        let _ = writeln!(
-            script,
-            "cd {} || exit 1",
-            quote_path(&cmd::workspace_root().join("tests"))
-        );
         let _ = writeln!(script, "status=0");
-        let args: Vec<String> = self.test_args.iter().map(|a| shell_quote(a)).collect();
-        for (name, path) in self.tests {
-            let _ = writeln!(script, "echo \"vm-test: test binary {name}\"");
-            let _ = writeln!(
-                script,
-                "{} --test-threads=1 {} || status=1",
-                quote_path(path),
-                args.join(" ")
-            );
-        }
+        script.push_str(&self.body);
         let _ = writeln!(script, r#"echo "$status" >"$out/rc""#);
         let _ = writeln!(script, r#"echo "vm-test: done (status $status)""#);
         script
     }
 
-    fn run(&self) -> Result<RunResult> {
+    pub fn run(&self) -> Result<VmOutcome> {
         step(format!(
             "kernel {} with the {} backend",
             self.kernel.version, self.backend
@@ -700,33 +728,18 @@ impl VmRun<'_> {
         let timed_out = self.follow(child)?;
         let elapsed = started.elapsed();
 
-        let output = fs::read_to_string(self.dir.join("output.log")).unwrap_or_default();
-        let mut result = RunResult {
-            kernel: self.kernel.version.clone(),
+        Ok(VmOutcome {
+            output: fs::read_to_string(self.dir.join("output.log")).unwrap_or_default(),
             uname: fs::read_to_string(self.dir.join("kernel"))
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
-            backend: self.backend,
-            counts: TestCounts::parse(&output),
+            rc: fs::read_to_string(self.dir.join("rc"))
+                .ok()
+                .map(|s| s.trim().to_string()),
+            timed_out,
             elapsed,
-            problem: None,
-            dir: self.dir.clone(),
-        };
-        let rc = fs::read_to_string(self.dir.join("rc")).ok();
-        result.problem = match (timed_out, rc.as_deref().map(str::trim)) {
-            (true, _) => Some(format!(
-                "timed out after {} min",
-                self.timeout.as_secs() / 60
-            )),
-            (false, None) => Some(format!(
-                "the VM ended before the tests did (see {})",
-                console_path.display()
-            )),
-            (false, Some("0")) if result.counts.passed == 0 => Some("no test ran".to_string()),
-            (false, Some("0")) => None,
-            (false, Some(_)) => Some("tests failed".to_string()),
-        };
-        Ok(result)
+            console: console_path,
+        })
     }
 
     /// Shows `output.log` as the VM writes it, until the VM ends or the time is up
@@ -846,6 +859,32 @@ struct RunResult {
 }
 
 impl RunResult {
+    fn new(run: &VmRun<'_>, outcome: VmOutcome) -> Self {
+        let counts = TestCounts::parse(&outcome.output);
+        let problem = match (outcome.timed_out, outcome.rc.as_deref()) {
+            (true, _) => Some(format!(
+                "timed out after {} min",
+                run.timeout.as_secs() / 60
+            )),
+            (false, None) => Some(format!(
+                "the VM ended before the tests did (see {})",
+                outcome.console.display()
+            )),
+            (false, Some("0")) if counts.passed == 0 => Some("no test ran".to_string()),
+            (false, Some("0")) => None,
+            (false, Some(_)) => Some("tests failed".to_string()),
+        };
+        RunResult {
+            kernel: run.kernel.version.clone(),
+            uname: outcome.uname,
+            backend: run.backend,
+            counts,
+            elapsed: outcome.elapsed,
+            problem,
+            dir: run.dir.clone(),
+        }
+    }
+
     fn ok(&self) -> bool {
         self.problem.is_none()
     }

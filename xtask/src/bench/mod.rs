@@ -11,11 +11,13 @@
 //! - [`workloads`]: what runs (pty output, keystrokes, unrelated writes, UDP, churn);
 //! - [`scale`], [`enforce`]: many sessions; enforcement latency;
 //! - [`daemon`], [`bpf`], [`profile`], [`sys`]: the daemon, bpftool, perf, the system;
-//! - [`stats`]: medians, quartiles, percentiles.
+//! - [`stats`]: medians, quartiles, percentiles;
+//! - [`in_vm`]: the fentry backend, measured in a VM where this kernel refuses it.
 
 mod bpf;
 mod daemon;
 mod enforce;
+mod in_vm;
 mod profile;
 mod report;
 mod runner;
@@ -58,11 +60,39 @@ pub struct BenchArgs {
     /// print where it is.
     #[arg(long)]
     pub keep: bool,
+    /// Where this kernel refuses the fentry backend, measure it in a VM booting this
+    /// Debian kernel (`cargo xtask vm-test`'s harness): a series (`6.12`) or a version.
+    /// Done by default in full runs; with --quick only when given.
+    #[arg(long, value_name = "KERNEL")]
+    pub vm: Option<String>,
+    /// Do not run the VM part.
+    #[arg(long, conflicts_with = "vm")]
+    pub no_vm: bool,
+    /// Inside the VM: use this daemon binary as it is (no set-up, no build), run the
+    /// throughput workloads only, with the VM's run sizes.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub guest_daemon: Option<PathBuf>,
 }
 
 impl BenchArgs {
     fn wants(&self, part: &str) -> bool {
+        if self.guest_daemon.is_some() && (part == "scale" || part == "enforcement") {
+            // Thousands of sessions under software emulation measure the emulator.
+            return false;
+        }
         self.only.is_empty() || self.only.iter().any(|o| part.starts_with(o.as_str()))
+    }
+
+    /// The kernel to measure the fentry backend on, if the VM part runs.
+    fn vm_kernel(&self) -> Option<String> {
+        if self.no_vm || self.guest_daemon.is_some() {
+            return None;
+        }
+        match (&self.vm, self.quick) {
+            (Some(kernel), _) => Some(kernel.clone()),
+            (None, false) => Some(in_vm::DEFAULT_KERNEL.to_string()),
+            (None, true) => None,
+        }
     }
 }
 
@@ -78,6 +108,22 @@ pub struct Sizes {
 
 impl Sizes {
     fn for_args(args: &BenchArgs) -> Self {
+        if args.guest_daemon.is_some() {
+            // Emulation is slow: shorter runs, but still the 5 pairs the method needs.
+            return Self {
+                plan: runner::Plan {
+                    pairs: if args.quick { 2 } else { 5 },
+                    measure: Duration::from_millis(if args.quick { 300 } else { 1000 }),
+                    warmup: Duration::from_millis(300),
+                    profile: false,
+                    wait_quiet: false,
+                },
+                keystroke_ptys: vec![1, 100],
+                scale_sessions: 0,
+                scale_idle: Duration::ZERO,
+                enforcement_sessions: 0,
+            };
+        }
         if args.quick {
             Self {
                 plan: runner::Plan {
@@ -155,6 +201,8 @@ pub struct Results {
     pub started_utc: String,
     pub took: Duration,
     pub pty_max: (String, String),
+    /// The fentry backend measured in a VM, when this kernel refuses it.
+    pub vm: Option<in_vm::VmBench>,
 }
 
 const NONE_POLICY: &str = "# Limits nothing: the daemon only watches.\n\
@@ -175,9 +223,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
         return reexec_optimised();
     }
-    setup::setup(Purpose::Run)?;
-    ensure_bpftool()?;
-    let binary = build::build_daemon(true)?;
+    let binary = match &args.guest_daemon {
+        Some(binary) => binary.clone(),
+        None => {
+            setup::setup(Purpose::Run)?;
+            ensure_bpftool()?;
+            build::build_daemon(true)?
+        }
+    };
     let sizes = Sizes::for_args(args);
     let output = args.output.clone().unwrap_or_else(|| {
         if !args.only.is_empty() {
@@ -283,6 +336,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let wall = clock.elapsed().as_secs_f64();
     let other_cpu =
         sys::machine_busy_seconds()? - busy_before - (sys::own_cpu_seconds() - own_before);
+    let vm = match args.vm_kernel() {
+        Some(kernel) if backend.used != "fentry" => Some(in_vm::run(args, &kernel, &spec.binary)),
+        _ => None,
+    };
 
     let results = Results {
         args_line: args_line(args),
@@ -302,6 +359,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         started_utc,
         took: began.elapsed(),
         pty_max: (old_max.to_string(), want_max.to_string()),
+        vm,
     };
     let text = report::render(&results);
     if let Some(dir) = output.parent() {
@@ -314,6 +372,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         results.took.as_secs_f64()
     ));
     println!("{}", report::summary(&results));
+    if let Some(vm) = &results.vm {
+        let failed = vm.runs.iter().filter(|run| run.report.is_err()).count();
+        if let Some(problem) = &vm.problem {
+            bail!("the VM part could not run: {problem}");
+        }
+        if failed > 0 {
+            bail!("{failed} of the VM runs failed (see the report)");
+        }
+    }
     Ok(())
 }
 
@@ -439,6 +506,12 @@ fn args_line(args: &BenchArgs) -> String {
     }
     if !args.only.is_empty() {
         line.push_str(&format!(" --only {}", args.only.join(",")));
+    }
+    if let Some(kernel) = &args.vm {
+        line.push_str(&format!(" --vm {kernel}"));
+    }
+    if args.no_vm {
+        line.push_str(" --no-vm");
     }
     line
 }

@@ -7,6 +7,7 @@ use super::{
     Results,
     bpf::ProgCost,
     enforce::{self, EnforcementResult},
+    in_vm,
     profile::Profile,
     runner::{Run, WorkloadResult},
     scale::ScaleResult,
@@ -227,6 +228,7 @@ pub fn render(r: &Results) -> String {
     render_scale(w, r);
     render_enforcement(w, r);
     render_missed(w, r);
+    render_vm(w, r);
     render_raw(w, r);
     o
 }
@@ -243,6 +245,9 @@ fn render_goals(w: &mut String, r: &Results) {
             g.measured,
             mark(g.met)
         );
+    }
+    for (label, row) in vm_goal_rows(r) {
+        let _ = writeln!(w, "| {label}: {}", row.trim_start_matches("| "));
     }
     let _ = writeln!(
         w,
@@ -293,14 +298,19 @@ fn render_machine(w: &mut String, r: &Results) {
     if b.used != "fentry" {
         let _ = writeln!(
             w,
-            "- The fentry backend cannot load on this kernel{}. Its numbers are not \
-             measured here: the fentry backend is exercised only in the VM suite \
-             (`cargo xtask vm-test`, stock Debian kernels). The goals for the tracepoint \
-             backend apply.",
+            "- The fentry backend cannot load on this kernel{}. {} The goals for the \
+             tracepoint backend apply here.",
             b.fallback_reason
                 .as_ref()
                 .map(|r| format!(": `{}`", r.replace('`', "'")))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if r.vm.is_some() {
+                "It is measured in a VM booting a stock kernel instead: see \
+                 [The fentry backend, in a VM](#the-fentry-backend-in-a-vm)."
+            } else {
+                "Its numbers are not measured in this run (`--no-vm`, or `--quick` \
+                 without `--vm`)."
+            }
         );
     }
     let _ = writeln!(w, "- Programs attached:");
@@ -1090,6 +1100,90 @@ fn render_raw(w: &mut String, r: &Results) {
     let _ = writeln!(w, "</details>\n");
 }
 
+/// The VM runs' goal rows, each with what to prefix it with.
+fn vm_goal_rows(r: &Results) -> Vec<(String, String)> {
+    let Some(vm) = &r.vm else {
+        return Vec::new();
+    };
+    let kernel = vm.kernel.as_deref().unwrap_or(&vm.asked);
+    vm.runs
+        .iter()
+        .filter_map(|run| Some((run, run.report.as_ref().ok()?)))
+        .flat_map(|(run, report)| {
+            in_vm::goal_rows(report)
+                .into_iter()
+                .map(move |row| (format!("VM ({kernel}), {}", run.backend), row))
+        })
+        .collect()
+}
+
+fn render_vm(w: &mut String, r: &Results) {
+    let Some(vm) = &r.vm else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "## The fentry backend, in a VM
+"
+    );
+    let kernel = vm.kernel.as_deref().unwrap_or(&vm.asked);
+    let _ = writeln!(
+        w,
+        "This machine's kernel refuses BPF trampolines, so the fentry backend was measured \
+         in a VM booting Debian's stock kernel `{kernel}`, through the kernel matrix's \
+         harness (`cargo xtask vm-test`: QEMU with software emulation, since KVM guests hang \
+         on these machines; 2 vCPUs, 2 GiB), with this build of the daemon and the same \
+         throughput workloads. The tracepoint backend ran in the same VM, so that the two \
+         are compared under the same emulation. Emulation makes everything many times \
+         slower, and not evenly, so compare the VM's ratios with each other, not with the \
+         host's; its absolute numbers say nothing about real machines. Scale and \
+         enforcement latency are measured on the host only.\n"
+    );
+    if let Some(problem) = &vm.problem {
+        let _ = writeln!(w, "The VM could not be prepared: {problem}\n");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "| backend | ratio (median) per workload | VM time |\n|---|---|---|"
+    );
+    for run in &vm.runs {
+        let ratios = match &run.report {
+            Ok(report) => in_vm::goal_rows(report)
+                .iter()
+                .filter_map(|row| {
+                    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                    let what = cells
+                        .get(1)?
+                        .strip_suffix(": work per CPU-second, attached/detached")?;
+                    let measured = cells.get(3)?.split(" (").next()?;
+                    Some(format!("{what} {measured}"))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(err) => format!("failed: {err}"),
+        };
+        let _ = writeln!(
+            w,
+            "| `{}` | {ratios} | {:.0} s |",
+            run.backend,
+            run.took.as_secs_f64()
+        );
+    }
+    let _ = writeln!(w);
+    for run in &vm.runs {
+        let _ = writeln!(w, "### With the {} backend\n", run.backend);
+        match &run.report {
+            Ok(report) => {
+                let _ = writeln!(w, "{}", in_vm::embedded(report));
+            }
+            Err(err) => {
+                let _ = writeln!(w, "No numbers: {err} (logs in `{}`).\n", run.dir.display());
+            }
+        }
+    }
+}
+
 /// A few lines for the terminal at the end of the run.
 pub fn summary(r: &Results) -> String {
     let mut o = String::from("\nGoals:\n");
@@ -1106,6 +1200,16 @@ pub fn summary(r: &Results) -> String {
             g.goal,
             g.measured
         );
+    }
+    for (label, row) in vm_goal_rows(r) {
+        let _ = writeln!(
+            o,
+            "  {label}: {}",
+            row.trim_matches('|').trim().replace('`', "")
+        );
+    }
+    if let Some(problem) = r.vm.as_ref().and_then(|vm| vm.problem.as_ref()) {
+        let _ = writeln!(o, "  VM part not run: {problem}");
     }
     o
 }
