@@ -46,6 +46,9 @@ const VNG_FALLBACKS: &[&str] = &[
     "/root/.local/bin/vng",
 ];
 
+/// Boots per run: a guest that dies before its job starts is booted again.
+const BOOT_ATTEMPTS: u32 = 3;
+
 /// Debian 12's own kernel series and the newer one it ships through its security
 /// archive; each resolves to the newest package of the series.
 pub const DEFAULT_KERNELS: &[&str] = &["6.1", "6.12"];
@@ -675,6 +678,10 @@ impl VmRun<'_> {
         script
     }
 
+    /// Boots the VM and runs the job. A guest kernel that dies before the job starts
+    /// is booted again: under software emulation, patching kernel text on one vCPU
+    /// while another executes it occasionally ends in an oops early in boot (seen:
+    /// `int3` in `sched_clock_cpu` at 2 s), which says nothing about the job.
     pub fn run(&self) -> Result<VmOutcome> {
         step(format!(
             "kernel {} with the {} backend",
@@ -683,6 +690,44 @@ impl VmRun<'_> {
         if self.dir.exists() {
             fs::remove_dir_all(&self.dir)
                 .with_context(|| format!("removing {}", self.dir.display()))?;
+        }
+        for attempt in 1..=BOOT_ATTEMPTS {
+            let outcome = self.boot()?;
+            let never_started = !outcome.timed_out && outcome.uname.is_empty();
+            if !never_started || attempt == BOOT_ATTEMPTS {
+                return Ok(outcome);
+            }
+            let kept = self.dir.join(format!("console.boot-{attempt}.log"));
+            let _ = fs::rename(&outcome.console, &kept);
+            println!(
+                "    the VM died before the job started (console: {}); booting again",
+                kept.display()
+            );
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// One boot. What an earlier boot of this run left is removed, but for the
+    /// consoles of boots that died.
+    fn boot(&self) -> Result<VmOutcome> {
+        if self.dir.exists() {
+            for entry in fs::read_dir(&self.dir)
+                .with_context(|| format!("reading {}", self.dir.display()))?
+            {
+                let path = entry?.path();
+                let is_earlier_boot = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("console.boot-"));
+                if is_earlier_boot {
+                    continue;
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                }
+                .with_context(|| format!("removing {}", path.display()))?;
+            }
         }
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;

@@ -210,6 +210,11 @@ impl Core {
 
     /// Writes the closing line and ends the session's processes in the background;
     /// the end is recorded when that finishes ([`Core::on_termination_done`]).
+    ///
+    /// The core task only decides: the closing line, the session's cgroup and the
+    /// signals are /proc and terminal I/O, done in the spawned task, so that when many
+    /// sessions fall due together the last decision is not late by all the others'
+    /// I/O. The member list comes from the shared snapshot, taken here.
     pub(super) fn start_termination(&mut self, key: &TtyKey, reason: EndReason, detail: &str) {
         let Some(session) = self.table.get(key) else {
             return;
@@ -217,25 +222,17 @@ impl Core {
         if self.ending.contains_key(key) {
             return;
         }
-        if let Err(err) = notice::write_to_terminal(
-            session.leader.pid,
-            *key,
-            &notice::closing_text(reason, detail),
-        ) {
-            tracing::debug!(id = %session.id, "closing line not written: {err}");
-        }
         // The server is ended only when it serves this terminal alone: one tmux
         // server holds many terminals, an sshd or mosh-server process only one.
         let server = session
             .server
             .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
         let (leader, uid) = (session.leader, session.uid);
-        let members = self.session_members(leader.pid);
-        let plan = terminate::collect_targets(leader, uid, server, members);
-        let Some(session) = self.table.get(key) else {
-            return;
-        };
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
+        let (id, tty, user) = (
+            session.id.clone(),
+            session.tty.clone(),
+            session.user.clone(),
+        );
         let done = TerminationDone {
             key: *key,
             session_id: session.id.clone(),
@@ -243,11 +240,19 @@ impl Core {
             decided_ns: clock::boot_ns(),
             outcome: Default::default(),
         };
+        let members = self.session_members(leader.pid);
+        let closing = notice::closing_text(reason, detail);
         let grace = self.policy.kill_grace;
         let tx = self.terminations.clone();
-        self.ending.insert(*key, reason);
-        self.unschedule(key);
+        let key = *key;
+        self.ending.insert(key, reason);
+        self.unschedule(&key);
         tokio::spawn(async move {
+            if let Err(err) = notice::write_to_terminal(leader.pid, key, &closing) {
+                tracing::debug!(%id, "closing line not written: {err}");
+            }
+            let plan = terminate::collect_targets(leader, uid, server, members);
+            tracing::info!(%id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace).await;
             let _ = tx.send(TerminationDone { outcome, ..done }).await;
         });

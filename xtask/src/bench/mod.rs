@@ -337,7 +337,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let other_cpu =
         sys::machine_busy_seconds()? - busy_before - (sys::own_cpu_seconds() - own_before);
     let vm = match args.vm_kernel() {
-        Some(kernel) if backend.used != "fentry" => Some(in_vm::run(args, &kernel, &spec.binary)),
+        // Only the throughput workloads run in the VM.
+        Some(kernel) if backend.used != "fentry" && !results_workloads.is_empty() => {
+            Some(in_vm::run(args, &kernel, &spec.binary))
+        }
         _ => None,
     };
 
