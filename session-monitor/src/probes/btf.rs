@@ -11,11 +11,14 @@ use session_monitor_common::config::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Loads the kernel's BTF.
+/// Loads the kernel's BTF. Read into memory first: parsed straight from the file,
+/// btf-rs asks the file for its position once per type (~30,000 `lseek` calls).
 pub fn kernel_btf() -> Result<Btf> {
-    Btf::from_file(VMLINUX_BTF).with_context(|| {
+    let context = || {
         format!("reading kernel BTF from {VMLINUX_BTF} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")
-    })
+    };
+    let bytes = std::fs::read(VMLINUX_BTF).with_context(context)?;
+    Btf::from_bytes(&bytes).with_context(context)
 }
 
 /// Every member the programs read, as (struct, member path) pairs. A path descends

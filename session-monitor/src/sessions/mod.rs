@@ -3,6 +3,7 @@
 
 mod discover;
 mod kind;
+mod names;
 mod procs;
 mod table;
 mod tty;

@@ -128,47 +128,63 @@ pub fn environ_var(pid: u32, name: &str) -> Option<String> {
 
 /// The terminals this process holds the master side of (`/dev/ptmx` fds), as the keys
 /// of their slaves.
+///
+/// A terminal server (tmux, a container runtime's shim) may hold thousands: one
+/// `readlink` per descriptor, one read of `fdinfo` per master, and the devpts of the
+/// process's root looked up once (procfs's descriptor iterator would open, readlink,
+/// stat and close each descriptor).
 pub fn pty_masters(pid: u32) -> Vec<TtyKey> {
-    let Ok(process) = Process::new(pid as i32) else {
+    let dir = format!("/proc/{pid}/fd");
+    let Ok(entries) = fs::read_dir(&dir) else {
         return Vec::new();
     };
-    let Ok(fds) = process.fd() else {
-        return Vec::new();
-    };
+    let mut root_devpts: Option<Option<u64>> = None;
     let mut keys = Vec::new();
-    for fd in fds.filter_map(Result::ok) {
-        let FDTarget::Path(path) = &fd.target else {
+    for name in entries.filter_map(Result::ok).map(|e| e.file_name()) {
+        let Some(fd) = name.to_str() else { continue };
+        let fd_path = format!("{dir}/{fd}");
+        let Ok(target) = fs::read_link(&fd_path) else {
             continue;
         };
-        if path != Path::new("/dev/ptmx") && path != Path::new("/dev/pts/ptmx") {
+        if target != Path::new("/dev/ptmx") && target != Path::new("/dev/pts/ptmx") {
             continue;
         }
-        if let Some(key) = master_slave_key(pid, fd.fd) {
-            keys.push(key);
-        }
+        let Some(index) = fdinfo_tty_index(pid, fd) else {
+            continue;
+        };
+        // Opened through a devpts `ptmx`, the file is in its instance; opened through
+        // `/dev/ptmx`, the instance is the `pts` next to it in the process's root.
+        let pts_dev = if is_devpts(&fd_path) {
+            fs::metadata(&fd_path).ok().map(|m| m.dev())
+        } else {
+            *root_devpts.get_or_insert_with(|| devpts_of(pid))
+        };
+        let Some(pts_dev) = pts_dev else { continue };
+        let slave_rdev = libc::makedev(session_monitor_common::dev::PTY_SLAVE_MAJOR_FIRST, index);
+        keys.push(key_from_stat(slave_rdev, pts_dev));
     }
     keys
 }
 
-/// The slave key of master fd `fd` of `pid`: the index from fdinfo's `tty-index`,
-/// the devpts instance from the fd itself (opened through `/dev/pts/ptmx`) or from the
-/// process's `/dev/pts` (opened through `/dev/ptmx`, which uses the `pts` next to it).
-fn master_slave_key(pid: u32, fd: i32) -> Option<TtyKey> {
-    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
-    let index: u32 = info
-        .lines()
+/// `tty-index` of a pty master's `fdinfo`: the number of its slave.
+fn fdinfo_tty_index(pid: u32, fd: &str) -> Option<u32> {
+    let info = read_small(&format!("/proc/{pid}/fdinfo/{fd}"))?;
+    info.lines()
         .find_map(|l| l.strip_prefix("tty-index:"))?
         .trim()
         .parse()
-        .ok()?;
-    let fd_path = format!("/proc/{pid}/fd/{fd}");
-    let pts_dev = if is_devpts(&fd_path) {
-        fs::metadata(&fd_path).ok()?.dev()
-    } else {
-        devpts_of(pid)?
-    };
-    let slave_rdev = libc::makedev(session_monitor_common::dev::PTY_SLAVE_MAJOR_FIRST, index);
-    Some(key_from_stat(slave_rdev, pts_dev))
+        .ok()
+}
+
+/// A small /proc file (under 4 KiB) with one open, one read and one close: `/proc`
+/// files report size 0, so `fs::read_to_string`'s size probe (`statx`, `lseek`) and
+/// its growing reads only cost system calls.
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = file.read(&mut buf).ok()?;
+    String::from_utf8(buf[..n].to_vec()).ok()
 }
 
 /// True when `path` lives on a devpts file system.
@@ -261,8 +277,7 @@ pub fn processes_by_session() -> std::collections::HashMap<u32, Vec<ProcRef>> {
 /// inherited by everything started in that login (daemonized tmux servers too), and
 /// not changeable by the user. None when the process was not started in a login.
 pub fn audit_session(pid: u32) -> Option<u32> {
-    let id: u32 = fs::read_to_string(format!("/proc/{pid}/sessionid"))
-        .ok()?
+    let id: u32 = read_small(&format!("/proc/{pid}/sessionid"))?
         .trim()
         .parse()
         .ok()?;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{
     discover::Resolved,
     kind::{ContainerInfo, SessionKind},
+    names,
     procs::ProcRef,
     tty::tty_name,
 };
@@ -49,22 +50,10 @@ pub struct Session {
 
 impl Session {
     pub fn from_resolved(r: Resolved, now_ns: u64) -> Self {
-        let user = nix::unistd::User::from_uid(r.uid.into())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| r.uid.to_string());
+        let user = names::user_name(r.uid);
         let mut gids = vec![r.gid];
         gids.extend(r.groups.iter().copied().filter(|g| *g != r.gid));
-        let group_names = gids
-            .iter()
-            .map(|&gid| {
-                nix::unistd::Group::from_gid(gid.into())
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| gid.to_string(), |g| g.name)
-            })
-            .collect();
+        let group_names = gids.iter().map(|&gid| names::group_name(gid)).collect();
         Self {
             id: session_id(&r.key, &r.leader),
             group_names,
