@@ -22,7 +22,7 @@ use session_monitor_common::{
 
 use crate::{
     config::conf,
-    kernel::{self, ReadError, TtyFile},
+    kernel::{self, Access, ReadError, TtyFile},
     maps::{EVENTS, PROCS, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot},
 };
 
@@ -64,14 +64,18 @@ fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
 /// A write into a terminal, seen by either backend: into a master it is input, into a
 /// slave it is output (only used to notice the terminal).
 #[inline(always)]
-pub fn tty_written<C: EbpfContext>(ctx: &C, tty: &TtyFile, bytes: u64) -> Result<(), ReadError> {
+pub fn tty_written<A: Access, C: EbpfContext>(
+    ctx: &C,
+    tty: &TtyFile,
+    bytes: u64,
+) -> Result<(), ReadError> {
     match tty.class {
         TtyClass::PtyMaster => {
-            let key = kernel::master_slave_key(tty.file)?;
+            let key = kernel::master_slave_key::<A>(tty.file)?;
             input(ctx, Probe::TtyWrite, key, bytes);
         }
         TtyClass::PtySlave => {
-            let key = kernel::slave_file_key(tty)?;
+            let key = kernel::slave_file_key::<A>(tty)?;
             output(Probe::TtyWrite, key);
         }
         // Writes to a console are output; consoles are noticed through their input.
@@ -82,9 +86,9 @@ pub fn tty_written<C: EbpfContext>(ctx: &C, tty: &TtyFile, bytes: u64) -> Result
 
 /// A resize of a pty master: the user's window changed, which counts as presence.
 #[inline(always)]
-pub fn tty_resized<C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<(), ReadError> {
+pub fn tty_resized<A: Access, C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<(), ReadError> {
     if tty.class == TtyClass::PtyMaster {
-        let key = kernel::master_slave_key(tty.file)?;
+        let key = kernel::master_slave_key::<A>(tty.file)?;
         input(ctx, Probe::TtyResize, key, 0);
     }
     Ok(())

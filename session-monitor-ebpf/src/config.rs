@@ -6,7 +6,7 @@ use session_monitor_common::ProbeConfig;
 #[unsafe(no_mangle)]
 static CONFIG: ProbeConfig = unsafe { core::mem::zeroed() };
 
-/// Reads one field of the configuration, e.g. `conf!(offsets.tty_link)`.
+/// Reads one field of the configuration, e.g. `conf!(offsets.tty_index)`.
 macro_rules! conf {
     ($($field:ident).+) => {
         // SAFETY: CONFIG is a plain static; volatile only stops constant folding.

@@ -7,7 +7,7 @@ use session_monitor_common::{Probe, Stat, dev::TIOCSWINSZ};
 
 use crate::{
     activity,
-    kernel::{self, ReadError},
+    kernel::{self, ReadError, Typed},
     maps::bump,
 };
 
@@ -23,11 +23,11 @@ pub fn fe_tty_write(ctx: FEntryContext) -> u32 {
 fn try_tty_write(ctx: &FEntryContext) -> Result<(), ReadError> {
     let iocb: *const u8 = ctx.arg(0);
     let file = kernel::kiocb_file(iocb)?;
-    match kernel::classify_file(file)? {
+    match kernel::classify_file::<Typed>(file)? {
         Some(tty) => {
             let from: *const u8 = ctx.arg(1);
             let bytes = kernel::iov_iter_count(from)?;
-            activity::tty_written(ctx, &tty, bytes)
+            activity::tty_written::<Typed, _>(ctx, &tty, bytes)
         }
         None => Ok(()),
     }
@@ -47,8 +47,8 @@ fn try_tty_ioctl(ctx: &FEntryContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let file: *const u8 = ctx.arg(0);
-    match kernel::classify_file(file)? {
-        Some(tty) => activity::tty_resized(ctx, &tty),
+    match kernel::classify_file::<Typed>(file)? {
+        Some(tty) => activity::tty_resized::<Typed, _>(ctx, &tty),
         None => Ok(()),
     }
 }
@@ -76,7 +76,7 @@ fn try_receive(ctx: &FEntryContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let count: u64 = ctx.arg(3);
-    let key = kernel::tty_key(tty)?;
+    let key = kernel::console_key::<Typed>(tty)?;
     activity::input(ctx, Probe::ConsoleInput, key, count & 0xffff_ffff);
     Ok(())
 }

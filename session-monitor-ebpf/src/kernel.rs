@@ -1,10 +1,15 @@
 //! Reads of kernel structures at offsets the loader resolved from BTF.
 //!
 //! Rust eBPF gets no CO-RE relocations, so nothing here knows a structure layout:
-//! every offset comes from `CONFIG.offsets`. All reads go through
-//! `bpf_probe_read_kernel`, which fails cleanly instead of faulting.
+//! every offset comes from `CONFIG.offsets`, a load-time constant. A member is read
+//! one of two ways ([`Access`]): a direct load where the verifier knows the BTF type
+//! of the base pointer (the current task, a hook's typed arguments and the structure
+//! pointers loaded from those), or `bpf_probe_read_kernel` where it only sees a
+//! number (`void *` members, the descriptor array). Both fail cleanly instead of
+//! faulting; direct loads cost no helper call, which matters on paths every write(2)
+//! on the host takes.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use session_monitor_common::{
     TtyClass, TtyKey,
     counters::COUNTER_READ_ERRORS,
@@ -16,37 +21,76 @@ use crate::{config::conf, maps::bump_slot};
 /// A kernel read failed: counted, and the event is ignored.
 pub struct ReadError;
 
-#[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Result<T, ReadError> {
-    if base.is_null() {
-        return Err(ReadError);
+/// How the members of a structure are read.
+pub trait Access {
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError>;
+
+    /// A pointer member that must not be null.
+    #[inline(always)]
+    fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, ReadError> {
+        let p: *const u8 = Self::read(base, offset)?;
+        if p.is_null() { Err(ReadError) } else { Ok(p) }
     }
-    // SAFETY: bpf_probe_read_kernel validates the address; a bad one returns an error.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.map_err(|_| {
-        bump_slot(COUNTER_READ_ERRORS);
-        ReadError
-    })
 }
 
+/// Direct loads, for bases the verifier knows the BTF type of. It checks each offset
+/// against the type (the offset is a constant from the read-only configuration, so it
+/// knows the value) and makes the load one that cannot fault: a bad address reads as
+/// zero. A base it does not know the type of fails verification, at load time.
+pub struct Typed;
+
+impl Access for Typed {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
+        if base.is_null() {
+            return Err(ReadError);
+        }
+        // SAFETY: see above; the verifier rejects any access that is not a member of
+        // the base's type.
+        Ok(unsafe { core::ptr::read(base.wrapping_add(offset as usize) as *const T) })
+    }
+}
+
+/// `bpf_probe_read_kernel`, for pointers the verifier sees as plain numbers.
+pub struct Untyped;
+
+impl Access for Untyped {
+    #[inline(always)]
+    fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
+        if base.is_null() {
+            return Err(ReadError);
+        }
+        // SAFETY: bpf_probe_read_kernel validates the address; a bad one returns an error.
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.map_err(
+            |_| {
+                bump_slot(COUNTER_READ_ERRORS);
+                ReadError
+            },
+        )
+    }
+}
+
+/// The current task, as a pointer the verifier knows the type of.
 #[inline(always)]
-fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, ReadError> {
-    let p: *const u8 = read(base, offset)?;
-    if p.is_null() { Err(ReadError) } else { Ok(p) }
+fn current_task() -> *const u8 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
-/// The `struct file` behind file descriptor `fd` of the current task.
+/// The `struct file` behind file descriptor `fd` of the current task. Every write(2)
+/// on the host comes through here: task → files → fdtable are direct loads; the
+/// descriptor array is `struct file **`, which BTF does not type, so its slot and the
+/// file it gives are untyped.
 #[inline(always)]
 pub fn current_file(fd: u32) -> Result<*const u8, ReadError> {
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let files = read_ptr(task, conf!(offsets.task_files))?;
-    let fdt = read_ptr(files, conf!(offsets.files_fdt))?;
-    let max_fds: u32 = read(fdt, conf!(offsets.fdtable_max_fds))?;
+    let files = Typed::read_ptr(current_task(), conf!(offsets.task_files))?;
+    let fdt = Typed::read_ptr(files, conf!(offsets.files_fdt))?;
+    let max_fds: u32 = Typed::read(fdt, conf!(offsets.fdtable_max_fds))?;
     if fd >= max_fds {
         return Err(ReadError);
     }
-    let fd_array = read_ptr(fdt, conf!(offsets.fdtable_fd))?;
-    read_ptr(fd_array, fd.wrapping_mul(8))
+    let fd_array: *const u8 = Typed::read(fdt, conf!(offsets.fdtable_fd))?;
+    Untyped::read_ptr(fd_array, fd.wrapping_mul(8))
 }
 
 /// A file that is a terminal: its class and its device number.
@@ -59,14 +103,15 @@ pub struct TtyFile {
 
 /// Classifies a file by its inode: character device and device number. Returns
 /// `Ok(None)` for everything that is not a terminal (files, pipes, sockets, /dev/null).
+/// `A` is how `file` (and so its inode) can be read.
 #[inline(always)]
-pub fn classify_file(file: *const u8) -> Result<Option<TtyFile>, ReadError> {
-    let inode = read_ptr(file, conf!(offsets.file_f_inode))?;
-    let mode: u16 = read(inode, conf!(offsets.inode_i_mode))?;
+pub fn classify_file<A: Access>(file: *const u8) -> Result<Option<TtyFile>, ReadError> {
+    let inode = A::read_ptr(file, conf!(offsets.file_f_inode))?;
+    let mode: u16 = A::read(inode, conf!(offsets.inode_i_mode))?;
     if mode & S_IFMT != S_IFCHR {
         return Ok(None);
     }
-    let rdev: u32 = read(inode, conf!(offsets.inode_i_rdev))?;
+    let rdev: u32 = A::read(inode, conf!(offsets.inode_i_rdev))?;
     Ok(dev::classify_rdev(rdev).map(|class| TtyFile {
         class,
         file,
@@ -75,89 +120,95 @@ pub fn classify_file(file: *const u8) -> Result<Option<TtyFile>, ReadError> {
     }))
 }
 
-/// The `tty_struct` of an open terminal file (`file->private_data->tty`).
+/// The `tty_struct` of an open terminal file (`file->private_data->tty`). The
+/// private data is a `void *`: untyped from there on.
 #[inline(always)]
-pub fn file_tty(file: *const u8) -> Result<*const u8, ReadError> {
-    let priv_data = read_ptr(file, conf!(offsets.file_private_data))?;
-    read_ptr(priv_data, conf!(offsets.tty_file_private_tty))
+fn file_tty<A: Access>(file: *const u8) -> Result<*const u8, ReadError> {
+    let priv_data = A::read_ptr(file, conf!(offsets.file_private_data))?;
+    Untyped::read_ptr(priv_data, conf!(offsets.tty_file_private_tty))
 }
 
-/// The key of a `tty_struct`: its device number from the driver, and for a pty slave
-/// the devpts instance it lives in (`tty->driver_data` is its `/dev/pts/N` dentry).
+/// The key of the session terminal a pty master serves: its slave. A Unix98 pair
+/// shares its index, and the slave's device number is the pts driver's major with
+/// that index as minor; the master's `driver_data` is its devpts instance's
+/// `pts_fs_info` (set by `ptmx_open`), whose superblock gives the instance. Four
+/// reads after the tty, where going through the slave (`tty->link`, its driver,
+/// its dentry) takes eight.
 #[inline(always)]
-pub fn tty_key(tty: *const u8) -> Result<TtyKey, ReadError> {
-    let index: i32 = read(tty, conf!(offsets.tty_index))?;
-    let driver = read_ptr(tty, conf!(offsets.tty_driver))?;
-    let major: i32 = read(driver, conf!(offsets.tty_driver_major))?;
-    let minor_start: i32 = read(driver, conf!(offsets.tty_driver_minor_start))?;
-    let rdev = dev::mkdev(
-        major as u32,
-        (minor_start as u32).wrapping_add(index as u32),
-    );
-    let maj = major as u32;
-    let pts_dev = if (dev::PTY_SLAVE_MAJOR_FIRST..=dev::PTY_SLAVE_MAJOR_LAST).contains(&maj) {
-        let dentry = read_ptr(tty, conf!(offsets.tty_driver_data))?;
-        let sb = read_ptr(dentry, conf!(offsets.dentry_d_sb))?;
-        read::<u32>(sb, conf!(offsets.super_block_s_dev))?
-    } else {
-        0
-    };
-    Ok(TtyKey { rdev, pts_dev })
-}
-
-/// The key of the session terminal a pty master serves: its slave.
-#[inline(always)]
-pub fn master_slave_key(master_file: *const u8) -> Result<TtyKey, ReadError> {
-    let master = file_tty(master_file)?;
-    let slave = read_ptr(master, conf!(offsets.tty_link))?;
-    tty_key(slave)
+pub fn master_slave_key<A: Access>(master_file: *const u8) -> Result<TtyKey, ReadError> {
+    let master = file_tty::<A>(master_file)?;
+    let index: i32 = Untyped::read(master, conf!(offsets.tty_index))?;
+    let fsi = Untyped::read_ptr(master, conf!(offsets.tty_driver_data))?;
+    let sb = Untyped::read_ptr(fsi, conf!(offsets.pts_fs_info_sb))?;
+    let pts_dev: u32 = Untyped::read(sb, conf!(offsets.super_block_s_dev))?;
+    Ok(TtyKey {
+        rdev: dev::mkdev(dev::PTY_SLAVE_MAJOR_FIRST, index as u32),
+        pts_dev,
+    })
 }
 
 /// The key of a pty slave opened as a file: the device number is in the inode and the
 /// devpts instance is the inode's superblock. Cheaper than going through the tty.
 #[inline(always)]
-pub fn slave_file_key(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
-    let sb = read_ptr(tty_file.inode, conf!(offsets.inode_i_sb))?;
-    let pts_dev: u32 = read(sb, conf!(offsets.super_block_s_dev))?;
+pub fn slave_file_key<A: Access>(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
+    let sb = A::read_ptr(tty_file.inode, conf!(offsets.inode_i_sb))?;
+    let pts_dev: u32 = A::read(sb, conf!(offsets.super_block_s_dev))?;
     Ok(TtyKey {
         rdev: tty_file.rdev,
         pts_dev,
     })
 }
 
+/// The key of a console `tty_struct`: its device number from the driver. Consoles
+/// live in no devpts instance.
+#[inline(always)]
+pub fn console_key<A: Access>(tty: *const u8) -> Result<TtyKey, ReadError> {
+    let index: i32 = A::read(tty, conf!(offsets.tty_index))?;
+    let driver = A::read_ptr(tty, conf!(offsets.tty_driver))?;
+    let major: i32 = A::read(driver, conf!(offsets.tty_driver_major))?;
+    let minor_start: i32 = A::read(driver, conf!(offsets.tty_driver_minor_start))?;
+    Ok(TtyKey {
+        rdev: dev::mkdev(
+            major as u32,
+            (minor_start as u32).wrapping_add(index as u32),
+        ),
+        pts_dev: 0,
+    })
+}
+
 /// The key of a console opened as a file. `/dev/console` redirects to the real
 /// console, so the key comes from the tty, not from the inode.
 #[inline(always)]
-pub fn console_file_key(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
-    tty_key(file_tty(tty_file.file)?)
+pub fn console_file_key<A: Access>(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
+    console_key::<Untyped>(file_tty::<A>(tty_file.file)?)
 }
 
-/// True when `tty` is a console-class terminal (for the receive-path probes).
+/// True when `tty` is a console-class terminal. Both callers hold a typed `tty` (a
+/// receive hook's argument, the task's controlling terminal).
 #[inline(always)]
 pub fn tty_is_console(tty: *const u8) -> Result<bool, ReadError> {
-    let driver = read_ptr(tty, conf!(offsets.tty_driver))?;
-    let major: i32 = read(driver, conf!(offsets.tty_driver_major))?;
+    let driver = Typed::read_ptr(tty, conf!(offsets.tty_driver))?;
+    let major: i32 = Typed::read(driver, conf!(offsets.tty_driver_major))?;
     Ok(dev::is_console_major(major as u32))
 }
 
-/// `iocb->ki_filp`.
+/// `iocb->ki_filp` of a hook's typed `iocb`.
 #[inline(always)]
 pub fn kiocb_file(iocb: *const u8) -> Result<*const u8, ReadError> {
-    read_ptr(iocb, conf!(offsets.kiocb_ki_filp))
+    Typed::read_ptr(iocb, conf!(offsets.kiocb_ki_filp))
 }
 
-/// `iter->count`: bytes left to copy, i.e. the size of the write.
+/// `iter->count` of a hook's typed `iter`: bytes left to copy, i.e. the size of the
+/// write.
 #[inline(always)]
 pub fn iov_iter_count(iter: *const u8) -> Result<u64, ReadError> {
-    read(iter, conf!(offsets.iov_iter_count))
+    Typed::read(iter, conf!(offsets.iov_iter_count))
 }
 
-/// The current task's controlling terminal (`current->signal->tty`); null when it has
-/// none, as daemons do.
+/// The current task's controlling terminal (`current->signal->tty`), typed; null
+/// when it has none, as daemons do.
 #[inline(always)]
 pub fn current_ctty() -> Result<*const u8, ReadError> {
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let signal = read_ptr(task, conf!(offsets.task_signal))?;
-    read(signal, conf!(offsets.signal_tty))
+    let signal = Typed::read_ptr(current_task(), conf!(offsets.task_signal))?;
+    Typed::read(signal, conf!(offsets.signal_tty))
 }

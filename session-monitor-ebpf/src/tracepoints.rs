@@ -11,6 +11,7 @@
 //! Field offsets inside each tracepoint record come from its tracefs `format` file.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
@@ -21,7 +22,7 @@ use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 use crate::{
     activity,
     config::conf,
-    kernel::{self, ReadError},
+    kernel::{self, ReadError, Untyped},
     maps::{CONSOLE_READS, bump},
 };
 
@@ -29,10 +30,24 @@ const IPPROTO_UDP: u16 = 17;
 /// How many iovecs of a `writev` are summed for the byte count.
 const WRITEV_MAX_IOV: usize = 4;
 
+/// A field of the tracepoint's record. The verifier allows a direct load from the
+/// record only at an offset written in the instruction, so the offsets system-call
+/// records use on every kernel we know (arguments at 16, 24 and 32, after the common
+/// header and `__syscall_nr`) get one each; any other layout takes a helper read.
+/// The offset is a load-time constant, so the verifier walks only the branch taken.
 #[inline(always)]
 fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ReadError> {
-    // SAFETY: the offset comes from the tracepoint's format file.
-    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| ReadError)
+    let record = ctx.as_ptr() as *const u8;
+    // SAFETY: inside the record, at the offset its format file gives for the field.
+    unsafe {
+        match offset {
+            16 => return Ok(core::ptr::read_volatile(record.add(16) as *const T)),
+            24 => return Ok(core::ptr::read_volatile(record.add(24) as *const T)),
+            32 => return Ok(core::ptr::read_volatile(record.add(32) as *const T)),
+            _ => {}
+        }
+        ctx.read_at::<T>(offset as usize).map_err(|_| ReadError)
+    }
 }
 
 #[inline(always)]
@@ -51,14 +66,14 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
 fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file(file)? else {
+    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
         return Ok(());
     };
     let count: u64 = field(ctx, conf!(tracepoints.sys_enter_write_count))?;
     if count == 0 {
         return Ok(());
     }
-    activity::tty_written(ctx, &tty, count)
+    activity::tty_written::<Untyped, _>(ctx, &tty, count)
 }
 
 #[tracepoint]
@@ -78,7 +93,7 @@ struct IoVec {
 fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file(file)? else {
+    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
         return Ok(());
     };
     let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
@@ -98,7 +113,7 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     if bytes == 0 && vlen == 0 {
         return Ok(());
     }
-    activity::tty_written(ctx, &tty, bytes)
+    activity::tty_written::<Untyped, _>(ctx, &tty, bytes)
 }
 
 #[tracepoint]
@@ -114,8 +129,8 @@ fn try_ioctl(ctx: &TracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let file = kernel::current_file(syscall_fd(ctx)?)?;
-    match kernel::classify_file(file)? {
-        Some(tty) => activity::tty_resized(ctx, &tty),
+    match kernel::classify_file::<Untyped>(file)? {
+        Some(tty) => activity::tty_resized::<Untyped, _>(ctx, &tty),
         None => Ok(()),
     }
 }
@@ -138,13 +153,13 @@ fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let file = kernel::current_file(syscall_fd(ctx)?)?;
-    let Some(tty) = kernel::classify_file(file)? else {
+    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
         return Ok(());
     };
     if tty.class != TtyClass::Console {
         return Ok(());
     }
-    let key = kernel::console_file_key(&tty)?;
+    let key = kernel::console_file_key::<Untyped>(&tty)?;
     let _ = CONSOLE_READS.insert(bpf_get_current_pid_tgid(), key, BPF_ANY as u64);
     Ok(())
 }

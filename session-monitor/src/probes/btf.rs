@@ -38,11 +38,10 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets> {
         tty_file_private_tty: off("tty_file_private", "tty")?,
         tty_index: off("tty_struct", "index")?,
         tty_driver: off("tty_struct", "driver")?,
-        tty_link: off("tty_struct", "link")?,
         tty_driver_data: off("tty_struct", "driver_data")?,
         tty_driver_major: off("tty_driver", "major")?,
         tty_driver_minor_start: off("tty_driver", "minor_start")?,
-        dentry_d_sb: off("dentry", "d_sb")?,
+        pts_fs_info_sb: off("pts_fs_info", "sb")?,
         super_block_s_dev: off("super_block", "s_dev")?,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
         iov_iter_count: off("iov_iter", "count")?,
@@ -116,7 +115,7 @@ mod tests {
         }
         let btf = kernel_btf().unwrap();
         let offsets = resolve_offsets(&btf).unwrap();
-        assert_ne!(offsets.tty_index, offsets.tty_link);
+        assert_ne!(offsets.tty_index, offsets.tty_driver_data);
         assert_ne!(offsets.inode_i_mode, offsets.inode_i_rdev);
         // `fd` follows `max_fds` in every kernel since 2.6.
         assert!(offsets.fdtable_fd > offsets.fdtable_max_fds);
