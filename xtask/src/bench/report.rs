@@ -847,16 +847,17 @@ fn render_missed(w: &mut String, r: &Results) {
             .collect();
         let _ = writeln!(
             w,
-            "Over the goal (range over the workloads): {}. The tracepoint programs reach every field through \
-             `bpf_probe_read_kernel`, one helper call per pointer: the file of a \
-             descriptor is task → files → fdtable → fd array → file → inode (six calls) \
-             before the program knows whether it is a terminal, and a pty needs five \
-             more (tty, its link, driver data, superblock, device) for its key. What \
-             would close it: BTF-typed programs (`tp_btf`, which load on this kernel) \
-             reading through `bpf_get_current_task_btf()` with direct loads the verifier \
-             checks, instead of helper calls; and deciding \"not a terminal\" from the \
-             inode's mode and device before any further read (already done) — the fentry \
-             backend starts from the `struct file` and needs none of the walk.\n",
+            "Over the goal (range over the workloads): {}. The programs read the task, \
+             its descriptor table and its controlling terminal with direct loads (the \
+             verifier knows their BTF types), but the descriptor array (`struct file **`) \
+             and everything behind a file's `void *private_data` are plain numbers to the \
+             verifier, so the file, its inode and a pty's key take `bpf_probe_read_kernel` \
+             calls: three or four before a write is known not to be a terminal's, six \
+             more for a keystroke (tty, index, devpts instance, its superblock, device), \
+             then a hash update. A helper call costs about 25 ns here, and the statistics \
+             add two clock reads to every run. What would close it: typing those pointers \
+             (`bpf_rdonly_cast`, 6.2+, or a small CO-RE C shim), so that the whole walk is \
+             direct loads; the fentry backend starts from a typed `struct file`.\n",
             over.join(", ")
         );
     }
@@ -891,13 +892,11 @@ fn render_missed_scale(w: &mut String, r: &Results, s: &ScaleResult) -> bool {
              The daemon answers its first request only after discovery, {:.2} s after \
              spawn against {:.2} s with no sessions: about {per:.0} µs per session, spent \
              in system calls (counts below). Discovery reads every process once, then \
-             resolves the terminals one at a time from /proc: the leader's descriptors to \
-             find its terminal and devpts (twice), its status, cgroup and executable, the \
-             server's descriptors, a user and group lookup, two map updates, an audit \
-             record and a log line. What would close it: resolve every terminal from the \
-             one /proc snapshot (read each process's descriptor table once and index \
-             terminals by device), cache user and group names per uid, batch the map \
-             updates, and serve the control socket while discovery runs.\n",
+             resolves the terminals one at a time from /proc: the leader's terminal \
+             descriptor, its status, cgroup and audit session, the server's descriptors \
+             (once per server), user and group names (remembered for 5 s), map updates, \
+             an audit record and a log line. What would close it: batch the map updates, \
+             and serve the control socket while discovery runs.\n",
             num(s.sessions as f64),
             s.discovered_s,
             s.discovered_s - DISCOVERY_GOAL_S,
@@ -934,15 +933,13 @@ fn render_missed_enforcement(w: &mut String, e: &EnforcementResult) -> bool {
              the audit log rounds to 0.1 s), and ending the processes takes {:.0} ms at \
              p99 after it (`took_ms`). The keystrokes took {:.3} s to write, so all \
              deadlines fall due within that time; the leaders then die {:.2} ms apart on \
-             average (first {:.0} ms, last {:.0} ms after their deadlines): the daemon \
-             ends the due sessions one after another in its one core task, and each end \
-             first collects the session's processes by reading every process's \
-             `/proc/PID/stat` (`processes_in_session`) and writes the closing line \
-             after a scan of the leader's descriptors, before it hands the signals to a \
-             background task. What would close it: collect targets for all due sessions \
-             from one /proc snapshot (or from the session's process list kept from exit \
-             events and discovery), and move target collection into the spawned \
-             termination task, so that the core only decides.\n",
+             average (first {:.0} ms, last {:.0} ms after their deadlines): the core task \
+             decides the due sessions one after another (their timing from the maps, \
+             a log line) and spawns a task per session for the closing line, the targets \
+             (from one /proc snapshot shared by the sessions due together) and the \
+             signals; a thousand such tasks share the runtime's two worker threads with \
+             the core. What would close it: ends decided in one batch per tick, and the \
+             tasks' /proc and terminal I/O on a blocking pool sized for bursts.\n",
             p99 - ENFORCEMENT_P99_MS,
             percentile(&decided, 99.0),
             percentile(&took, 99.0),
@@ -1013,36 +1010,39 @@ fn render_missed_workload(w: &mut String, r: &Results, wl: &WorkloadResult) {
              remains is the programs' own work per event (see the per-program table)."
         }
         (Kind::UnrelatedWrites, _) => {
-            "Every write(2) on the host runs `tp_write`, which has to walk task → files → \
-             fdtable → file → inode (six `bpf_probe_read_kernel` calls) before it knows the \
+            "Every write(2) on the host runs `tp_write`, which has to find the file \
+             behind the descriptor and its inode (task, files and fdtable by direct \
+             loads, then three or four `bpf_probe_read_kernel` calls) before it knows the \
              file is not a terminal; and while any `syscalls:` tracepoint is enabled, every \
              system call of every task takes the slow entry path, and for write, writev, \
              read and ioctl the kernel copies the arguments into a perf record before the \
-             program runs. What would close it: the \
-             fentry backend, where unrelated writes never reach a program (`tty_write` is \
-             only called for terminals); on kernels without trampolines, a BTF raw \
-             tracepoint (`tp_btf/sys_enter`) that returns unless the syscall is write or \
-             writev and reads the task with `bpf_get_current_task_btf()` and direct loads \
-             instead of helper calls, which removes both the perf record and the helper \
-             calls."
+             program runs. What would close it: the fentry backend, where unrelated \
+             writes never reach a program (`tty_write` is only called for terminals); on \
+             kernels without trampolines, one BTF raw tracepoint (`tp_btf/sys_enter`) \
+             that returns unless the call is write or writev, which removes the perf \
+             record, and typed access to the descriptor array (`bpf_rdonly_cast`, 6.2+), \
+             which removes the helper calls. The slow entry path stays, and by itself \
+             costs more than 3 % of a 200 ns write."
         }
         (Kind::Keystrokes, _) => {
-            "A keystroke costs one `tp_write` on the master (file walk, then the pty's key \
-             through the tty, its link and its devpts: eleven helper reads, and a hash \
-             update), and the shell's read(2) of it runs `tp_read_enter` (the same file \
-             walk, only to learn it is not a console) and `tp_read_exit` (a hash lookup). \
-             What would close it: the fentry backend (no read hooks for ptys at all); on \
-             tracepoint kernels, BTF-typed programs with direct loads instead of helper \
-             calls, and a cheaper console-read filter: check the reader's controlling \
-             terminal (`task->signal->tty`) before walking its descriptors, since only \
-             console logins read from a console."
+            "A keystroke costs one `tp_write` on the master (the file walk, then the \
+             pty's key from its tty: index, devpts instance, superblock and device, six \
+             helper reads in all, and a hash update), and the shell's read(2) of it runs \
+             `tp_read_enter` (direct loads of the reader's controlling terminal: not a \
+             console) and `tp_read_exit` (a hash lookup). The fentry backend misses this \
+             goal too (see the VM section where there is one): finding the key and \
+             updating the map cost about as much as a 1-byte pty write itself. What would \
+             close it: direct loads for the tty (`bpf_rdonly_cast` on `private_data`, or \
+             a CO-RE C shim), and fewer map operations per keystroke (the revocation \
+             check folded into the activity entry)."
         }
         (Kind::TerminalOutput, _) => {
-            "Each output write runs `tp_write` (file walk plus the slave's key and a hash \
-             lookup) and each read of the master runs `tp_read_enter` and `tp_read_exit`. \
-             What would close it: the fentry backend, or BTF-typed programs with direct \
-             loads; and skipping slave writes whose terminal the map already knows by \
-             caching the last (tgid, fd) seen."
+            "Each output write runs `tp_write` (the file walk, the slave's key from its \
+             inode and a hash lookup) and each read of the master runs `tp_read_enter` \
+             and `tp_read_exit`. What would close it: the fentry backend, or typed access \
+             to the descriptor array. (Caching a descriptor's verdict per process would \
+             save the walk but go stale: a closed `struct file` is reused for the next \
+             open, so a cache could take a new pty master for the old /dev/null.)"
         }
         (Kind::UnrelatedUdp, _) => {
             "Every receive runs `tp_sock_recv` (a lookup of the receiving process in \
