@@ -181,10 +181,16 @@ fn assert_tracepoint_backend(status: &Value) {
             "tracepoint/syscalls/sys_exit_recvfrom",
         ]
     };
+    // `udp_source` names every tracepoint the signal comes from.
     let source = status["udp_source"].as_str().unwrap_or_default();
     assert!(source.starts_with(expected[0]), "{status:#}");
     for program in expected {
         assert!(attach.iter().any(|a| a == program), "{attach:?}");
+        let name = program.rsplit('/').next().unwrap_or(program);
+        assert!(
+            source.contains(name),
+            "udp_source misses {name}: {status:#}"
+        );
     }
 }
 

@@ -228,11 +228,7 @@ impl Core {
             .server
             .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
         let (leader, uid) = (session.leader, session.uid);
-        let (id, tty, user) = (
-            session.id.clone(),
-            session.tty.clone(),
-            session.user.clone(),
-        );
+        let (tty, user) = (session.tty.clone(), session.user.clone());
         let done = TerminationDone {
             key: *key,
             session_id: session.id.clone(),
@@ -249,10 +245,10 @@ impl Core {
         self.unschedule(&key);
         tokio::spawn(async move {
             if let Err(err) = notice::write_to_terminal(leader.pid, key, &closing) {
-                tracing::debug!(%id, "closing line not written: {err}");
+                tracing::debug!(id = %done.session_id, "closing line not written: {err}");
             }
             let plan = terminate::collect_targets(leader, uid, server, members);
-            tracing::info!(%id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
+            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace).await;
             let _ = tx.send(TerminationDone { outcome, ..done }).await;
         });
