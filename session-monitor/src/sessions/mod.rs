@@ -11,9 +11,10 @@ mod tty;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
 pub use procs::{
-    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_session, tty_fd_path, uid_of,
+    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, fd_numbers, processes_by_session, uid_of,
 };
 pub use table::{Session, SessionTable, SessionView};
+pub use tty::key_from_stat;
 
 /// What /proc says about one process.
 pub fn proc_info(pid: u32) -> Option<ProcInfo> {

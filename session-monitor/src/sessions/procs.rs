@@ -193,38 +193,41 @@ fn is_devpts(path: &str) -> bool {
     crate::preflight::fs_magic(path).is_ok_and(|magic| magic == DEVPTS_SUPER_MAGIC)
 }
 
-/// The first descriptor of `pid` whose file satisfies `wanted`, as its path
-/// (`/proc/PID/fd/N`) and metadata. A shell has its terminal on 0, 1 and 2: the
-/// directory is listed only when none of those matches.
-fn find_fd(pid: u32, wanted: impl Fn(&fs::Metadata) -> bool) -> Option<(String, fs::Metadata)> {
-    let dir = format!("/proc/{pid}/fd");
-    let check = |fd: &str| {
-        let path = format!("{dir}/{fd}");
-        let meta = fs::metadata(&path).ok()?;
-        wanted(&meta).then_some((path, meta))
-    };
-    ["0", "1", "2"].into_iter().find_map(check).or_else(|| {
-        fs::read_dir(&dir)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !matches!(n.as_str(), "0" | "1" | "2"))
-            .find_map(|fd| check(&fd))
+/// The metadata of the first descriptor of `pid` whose file satisfies `wanted`
+/// (one `stat` each: a description of what was there at one moment, used only to
+/// learn which terminal a process has; nothing is opened or written through it).
+fn find_fd(pid: u32, wanted: impl Fn(&fs::Metadata) -> bool) -> Option<fs::Metadata> {
+    fd_numbers(pid).find_map(|fd| {
+        let meta = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        wanted(&meta).then_some(meta)
     })
 }
 
 /// The terminal `(major, minor)` as `pid` has it open: its key (with the devpts
 /// instance it lives in) and metadata.
 pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadata)> {
-    let (_, meta) = find_fd(pid, |m| {
+    let meta = find_fd(pid, |m| {
         libc::major(m.rdev()) == major && libc::minor(m.rdev()) == minor
     })?;
     Some((key_from_stat(meta.rdev(), meta.dev()), meta))
 }
 
-/// The path (`/proc/PID/fd/N`) of a descriptor of `pid` that is terminal `key`.
-pub fn tty_fd_path(pid: u32, key: TtyKey) -> Option<String> {
-    find_fd(pid, |m| key_from_stat(m.rdev(), m.dev()) == key).map(|(path, _)| path)
+/// The descriptor numbers of `pid`, 0, 1 and 2 first (a shell has its terminal
+/// there), then the rest of `/proc/PID/fd`. Only numbers: what a number refers to
+/// is the user's to change at any time, so callers take the descriptor itself
+/// (`pidfd_getfd`) and check that, never a path.
+pub fn fd_numbers(pid: u32) -> impl Iterator<Item = i32> {
+    let rest = move || {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|fd| *fd > 2)
+    };
+    [0, 1, 2]
+        .into_iter()
+        .chain(std::iter::once(()).flat_map(move |()| rest()))
 }
 
 /// Device number of the devpts mounted at `/dev/pts` in the process's root.
