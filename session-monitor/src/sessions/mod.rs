@@ -1,6 +1,7 @@
 //! Sessions: one per terminal (a pty slave or a console) that has a login session on
 //! it. This module knows how to find them in /proc and keeps the table of live ones.
 
+mod cgroup_trust;
 mod discover;
 mod kind;
 mod names;
@@ -8,6 +9,7 @@ mod procs;
 mod table;
 mod tty;
 
+pub use cgroup_trust::trusted_dir_chain;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
 pub use procs::{

@@ -112,14 +112,6 @@ pub fn exe(pid: u32) -> Option<PathBuf> {
     Process::new(pid as i32).ok()?.exe().ok()
 }
 
-/// The process's cgroup paths, one per hierarchy (v2: a single line).
-pub fn cgroup_paths(pid: u32) -> Vec<String> {
-    Process::new(pid as i32)
-        .and_then(|p| p.cgroups())
-        .map(|groups| groups.into_iter().map(|g| g.pathname).collect())
-        .unwrap_or_default()
-}
-
 pub fn environ_var(pid: u32, name: &str) -> Option<String> {
     let env = Process::new(pid as i32).ok()?.environ().ok()?;
     env.get(std::ffi::OsStr::new(name))
