@@ -343,3 +343,75 @@ pub async fn escalate(plan: Plan, grace: Duration) -> Outcome {
     outcome.took_ms = started.elapsed().as_millis() as u64;
     outcome
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A new session whose id is its leader's pid, with one more member: what a
+    /// session leader's pid can belong to once the leader has exited and the pid is
+    /// reused. Killed when dropped (also when the test fails).
+    struct NewSession {
+        leader: std::process::Child,
+        members: Vec<ProcRef>,
+    }
+
+    impl NewSession {
+        fn start() -> Self {
+            let leader = Command::new("setsid")
+                .args(["sh", "-c", "sleep 600 & exec sleep 600"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("setsid");
+            let mut session = NewSession {
+                leader,
+                members: Vec::new(),
+            };
+            let pid = session.leader.id();
+            let started = Instant::now();
+            while session.members.len() != 2 {
+                assert!(started.elapsed() < Duration::from_secs(10), "no member");
+                std::thread::sleep(Duration::from_millis(10));
+                session.members = crate::sessions::processes_by_session()
+                    .remove(&pid)
+                    .unwrap_or_default();
+            }
+            session
+        }
+    }
+
+    impl Drop for NewSession {
+        fn drop(&mut self) {
+            for member in &self.members {
+                // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+                unsafe { libc::kill(member.pid as i32, libc::SIGKILL) };
+            }
+            let _ = self.leader.kill();
+            let _ = self.leader.wait();
+        }
+    }
+
+    #[test]
+    fn the_session_of_a_process_that_reused_the_leaders_pid_is_not_a_target() {
+        let session = NewSession::start();
+        let pid = session.leader.id();
+        let uid = rustix::process::getuid().as_raw();
+        let now_there = ProcRef::of(pid).expect("the new leader");
+        // The leader the daemon recorded: the same pid, an earlier start.
+        let ended = ProcRef {
+            pid,
+            start_ticks: now_there.start_ticks.saturating_sub(1),
+        };
+        let plan = collect_targets(ended, uid, None, session.members.clone());
+        assert!(
+            plan.targets.is_empty(),
+            "{:?}",
+            plan.targets.iter().map(|t| t.process).collect::<Vec<_>>()
+        );
+        // The same members are targets when their leader is the one recorded.
+        let plan = collect_targets(now_there, uid, None, session.members.clone());
+        assert_eq!(plan.targets.len(), 2);
+    }
+}
