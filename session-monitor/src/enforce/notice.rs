@@ -156,10 +156,22 @@ pub fn closing_text(reason: super::EndReason, detail: &str) -> String {
         super::EndReason::Idle => format!("no input for {detail}"),
         super::EndReason::Lifetime => format!("maximum session length of {detail} reached"),
         super::EndReason::Network => format!("no contact with the client for {detail}"),
-        super::EndReason::Revoked => format!("access was revoked ({detail})"),
+        super::EndReason::Revoked => format!("access was revoked ({})", printable(detail)),
         super::EndReason::Logout => "logout".to_string(),
     };
     format!("\r\n*** session-monitor: closing this session: {why}. ***\r\n")
+}
+
+/// `text` without control characters and bidirectional overrides: a revocation's
+/// reason comes from a control-socket client (root or the policy's
+/// `control_group`), and must not carry escape sequences into users' terminals.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+            if c.is_control() || bidi { '?' } else { c }
+        })
+        .collect()
 }
 
 pub fn spoken_duration(secs: u64) -> String {
@@ -181,5 +193,17 @@ mod tests {
             warning_text(EndReason::Lifetime, 2, 3600).contains("maximum session length of 1 hour")
         );
         assert!(closing_text(EndReason::Idle, "3 seconds").contains("no input for 3 seconds"));
+    }
+
+    #[test]
+    fn a_revocation_reason_carries_no_escape_sequences() {
+        let line = closing_text(
+            EndReason::Revoked,
+            "left\x1b]52;c;cm0gLXJmIH4=\x07 \u{202e}moc",
+        );
+        assert_eq!(
+            line,
+            "\r\n*** session-monitor: closing this session: access was revoked (left?]52;c;cm0gLXJmIH4=? ?moc). ***\r\n"
+        );
     }
 }

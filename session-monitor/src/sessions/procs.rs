@@ -223,12 +223,24 @@ pub fn fd_numbers(pid: u32) -> impl Iterator<Item = i32> {
 }
 
 /// Device number of the devpts mounted at `/dev/pts` in the process's root.
+///
+/// The process's root and mounts may be the user's own (a user namespace): the
+/// directory is opened once and both checks are made on what was opened, so a
+/// mount swapped in between cannot mix two file systems' answers.
 pub fn devpts_of(pid: u32) -> Option<u64> {
-    let path = format!("/proc/{pid}/root/dev/pts");
-    if !is_devpts(&path) {
+    use rustix::fs::{Mode, OFlags};
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let dir = rustix::fs::open(
+        format!("/proc/{pid}/root/dev/pts"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fs = rustix::fs::fstatfs(&dir).ok()?;
+    if fs.f_type as i64 != DEVPTS_SUPER_MAGIC {
         return None;
     }
-    fs::metadata(&path).ok().map(|m| m.dev())
+    rustix::fs::fstat(&dir).ok().map(|st| st.st_dev)
 }
 
 /// Peer address of the first connected TCP socket the process holds.
