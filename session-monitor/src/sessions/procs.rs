@@ -204,10 +204,15 @@ pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadat
     Some((key_from_stat(meta.rdev(), meta.dev()), meta))
 }
 
+/// How many of a process's descriptors are looked at for its terminal: a process
+/// with a million open files must not stall the daemon (a shell has its terminal on
+/// 0, 1 and 2; /proc lists the others in ascending order).
+const MAX_FDS_SCANNED: usize = 4096;
+
 /// The descriptor numbers of `pid`, 0, 1 and 2 first (a shell has its terminal
-/// there), then the rest of `/proc/PID/fd`. Only numbers: what a number refers to
-/// is the user's to change at any time, so callers take the descriptor itself
-/// (`pidfd_getfd`) and check that, never a path.
+/// there), then the rest of `/proc/PID/fd`, at most [`MAX_FDS_SCANNED`] in all.
+/// Only numbers: what a number refers to is the user's to change at any time, so
+/// callers take the descriptor itself (`pidfd_getfd`) and check that, never a path.
 pub fn fd_numbers(pid: u32) -> impl Iterator<Item = i32> {
     let rest = move || {
         fs::read_dir(format!("/proc/{pid}/fd"))
@@ -220,6 +225,7 @@ pub fn fd_numbers(pid: u32) -> impl Iterator<Item = i32> {
     [0, 1, 2]
         .into_iter()
         .chain(std::iter::once(()).flat_map(move |()| rest()))
+        .take(MAX_FDS_SCANNED)
 }
 
 /// Device number of the devpts mounted at `/dev/pts` in the process's root.
