@@ -60,6 +60,8 @@ pub struct TerminationDone {
     /// When the end was decided (boot-time ns): what the record's times refer to.
     pub decided_ns: u64,
     pub outcome: Outcome,
+    /// Why the closing line was not written, when the daemon refused to write it.
+    pub notice_refused: Option<String>,
 }
 
 pub struct CoreParts {
