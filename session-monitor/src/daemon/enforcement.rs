@@ -98,6 +98,7 @@ impl Core {
         {
             e.warned = None;
             e.reported_end = None;
+            self.given_changed = true;
             tracing::info!(tty = ?key, "input after the idle warning: the session stays open");
         }
         self.schedule_session(key);
@@ -119,6 +120,7 @@ impl Core {
             self.unschedule(&key);
             self.act(&key, now);
         }
+        self.save_given_warnings();
     }
 
     fn act(&mut self, key: &TtyKey, now: u64) {
@@ -188,6 +190,7 @@ impl Core {
                 end_ns,
                 at_ns: now,
             });
+            self.given_changed = true;
         }
     }
 
