@@ -33,6 +33,8 @@
 //! whose test does not choose one (`cargo xtask vm-test` runs the suite once per backend).
 
 mod cleanup;
+mod containers;
+mod daemonset;
 mod daemon;
 mod guard;
 pub mod http;
@@ -45,6 +47,8 @@ mod tmux;
 mod user;
 mod wait;
 
+pub use containers::{BASE_IMAGE, Container, DAEMON_IMAGE, Docker, Podman};
+pub use daemonset::{DaemonSetPod, Mount};
 pub use daemon::{
     Daemon, DaemonBuilder, Kind, Session, UNLIMITED_POLICY, daemon_binary, describe, forced_backend,
 };
