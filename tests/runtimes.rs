@@ -26,6 +26,19 @@ fn is_exec_of(session: &Session, container_id: &str, runtime: &str) -> bool {
         })
 }
 
+/// Waits until one sample of the daemon's /metrics has `value` (the gauges follow
+/// the session table within a moment).
+fn wait_metric(daemon: &Daemon, sample: &str, value: f64) {
+    harness::wait_until_ok(
+        format!("{sample} to be {value}"),
+        Duration::from_secs(15),
+        || match metric(daemon, sample) {
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
 /// The value of one sample of the daemon's /metrics.
 fn metric(daemon: &Daemon, sample: &str) -> Option<f64> {
     let addr = daemon.status()["metrics_addr"]
@@ -49,11 +62,13 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
     let daemon = Daemon::builder()
         .policy(&policy_for(
             &user,
-            "idle_timeout = \"8s\"\nwarn_before = \"3s\"",
+            "idle_timeout = \"10s\"\nwarn_before = \"3s\"",
         ))
         .start();
     let tmux = Tmux::new();
     let as_user = Some((user.uid(), user.gid()));
+    // One after the other, so that the idle one is pts/0 of the container's devpts
+    // and the typed-into one pts/1.
     let idle = tmux.new_session(
         "idle",
         &format!(
@@ -61,25 +76,23 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
             container.exec_it_line(as_user, &["bash", "--norc"])
         ),
     );
+    idle.wait_for_shell(APPEAR);
     let typing = tmux.new_session(
         "typing",
         &container.exec_it_line(as_user, &["bash", "--norc"]),
     );
-    idle.wait_for_shell(APPEAR);
     typing.wait_for_shell(APPEAR);
-    let idle_session = daemon.wait_for_session("the idle podman exec session", APPEAR, |s| {
-        s.user == user.name() && is_exec_of(s, container.id(), "podman") && s.input_count > 0
-    });
-    let typing_session = daemon.wait_for_session("the typed-into podman exec session", APPEAR, |s| {
-        s.user == user.name() && is_exec_of(s, container.id(), "podman") && s.id != idle_session.id
-    });
-    assert_eq!(idle_session.tty, "pts/0", "{idle_session:?}");
+    let exec_on = |tty: &'static str| {
+        let (user, id) = (user.name().to_string(), container.id().to_string());
+        move |s: &Session| s.user == user && s.tty == tty && is_exec_of(s, &id, "podman")
+    };
+    let idle_session = daemon.wait_for_session("the idle podman exec session", APPEAR, exec_on("pts/0"));
+    typing.type_line("true");
+    let typing_session =
+        daemon.wait_for_session("the typed-into podman exec session", APPEAR, exec_on("pts/1"));
     assert_eq!(idle_session.server.as_deref(), Some("conmon"), "{idle_session:?}");
-    assert_eq!(
-        metric(&daemon, "session_monitor_sessions{kind=\"container\"}"),
-        Some(2.0),
-        "both exec sessions counted as containers"
-    );
+    // Both exec sessions are counted as containers.
+    wait_metric(&daemon, "session_monitor_sessions{kind=\"container\"}", 2.0);
 
     // Keep typing into one, until well after the other is ended.
     let started = Instant::now();
@@ -94,7 +107,7 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
     }
     assert!(ended, "the idle exec session was not ended within 60 s");
     idle.wait_for_text("will be closed for inactivity in 3 seconds", Duration::from_secs(5));
-    idle.wait_for_text("closing this session: no input for 8 seconds", Duration::from_secs(5));
+    idle.wait_for_text("closing this session: no input for 10 seconds", Duration::from_secs(5));
     idle.wait_for_text("exec-exited-", Duration::from_secs(15));
     for _ in 0..4 {
         typing.type_line("true");
@@ -107,9 +120,10 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
     // The container runs on, with its main process and the other exec.
     assert!(container.is_running(), "the container stopped");
     assert_eq!(container.processes_with("sleep 1001").len(), 1, "the other exec is gone");
-    assert_eq!(
-        metric(&daemon, "session_monitor_session_ends_total{kind=\"container\",reason=\"idle\"}"),
-        Some(1.0)
+    wait_metric(
+        &daemon,
+        "session_monitor_session_ends_total{kind=\"container\",reason=\"idle\"}",
+        1.0,
     );
     let end = daemon
         .audit()
@@ -185,10 +199,7 @@ fn docker_exec_session_is_a_container_session_ended_when_idle() {
         "{session:?}"
     );
     let shim = session.server_pid.expect("the shim holds the master");
-    assert_eq!(
-        metric(&daemon, "session_monitor_sessions{kind=\"container\"}"),
-        Some(1.0)
-    );
+    wait_metric(&daemon, "session_monitor_sessions{kind=\"container\"}", 1.0);
     pane.wait_for_text("will be closed for inactivity in 2 seconds", Duration::from_secs(30));
     pane.wait_for_text("closing this session: no input for 6 seconds", Duration::from_secs(10));
     daemon.wait_session_gone(&session.id, Duration::from_secs(15));
