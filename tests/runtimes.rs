@@ -21,9 +21,10 @@ fn policy_for(user: &TestUser, limits: &str) -> String {
 
 fn is_exec_of(session: &Session, container_id: &str, runtime: &str) -> bool {
     session.kind == Kind::Container
-        && session.extra.get("container").is_some_and(|c| {
-            c["id"] == container_id && c["runtime"] == runtime
-        })
+        && session
+            .extra
+            .get("container")
+            .is_some_and(|c| c["id"] == container_id && c["runtime"] == runtime)
 }
 
 /// Waits until one sample of the daemon's /metrics has `value` (the gauges follow
@@ -86,11 +87,19 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
         let (user, id) = (user.name().to_string(), container.id().to_string());
         move |s: &Session| s.user == user && s.tty == tty && is_exec_of(s, &id, "podman")
     };
-    let idle_session = daemon.wait_for_session("the idle podman exec session", APPEAR, exec_on("pts/0"));
+    let idle_session =
+        daemon.wait_for_session("the idle podman exec session", APPEAR, exec_on("pts/0"));
     typing.type_line("true");
-    let typing_session =
-        daemon.wait_for_session("the typed-into podman exec session", APPEAR, exec_on("pts/1"));
-    assert_eq!(idle_session.server.as_deref(), Some("conmon"), "{idle_session:?}");
+    let typing_session = daemon.wait_for_session(
+        "the typed-into podman exec session",
+        APPEAR,
+        exec_on("pts/1"),
+    );
+    assert_eq!(
+        idle_session.server.as_deref(),
+        Some("conmon"),
+        "{idle_session:?}"
+    );
     // Both exec sessions are counted as containers.
     wait_metric(&daemon, "session_monitor_sessions{kind=\"container\"}", 2.0);
 
@@ -106,8 +115,14 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
         }
     }
     assert!(ended, "the idle exec session was not ended within 60 s");
-    idle.wait_for_text("will be closed for inactivity in 3 seconds", Duration::from_secs(5));
-    idle.wait_for_text("closing this session: no input for 10 seconds", Duration::from_secs(5));
+    idle.wait_for_text(
+        "will be closed for inactivity in 3 seconds",
+        Duration::from_secs(5),
+    );
+    idle.wait_for_text(
+        "closing this session: no input for 10 seconds",
+        Duration::from_secs(5),
+    );
     idle.wait_for_text("exec-exited-", Duration::from_secs(15));
     for _ in 0..4 {
         typing.type_line("true");
@@ -119,7 +134,11 @@ fn podman_exec_sessions_idle_ended_typing_kept_container_lives_on() {
     );
     // The container runs on, with its main process and the other exec.
     assert!(container.is_running(), "the container stopped");
-    assert_eq!(container.processes_with("sleep 1001").len(), 1, "the other exec is gone");
+    assert_eq!(
+        container.processes_with("sleep 1001").len(),
+        1,
+        "the other exec is gone"
+    );
     wait_metric(
         &daemon,
         "session_monitor_session_ends_total{kind=\"container\",reason=\"idle\"}",
@@ -139,9 +158,7 @@ fn revoking_the_user_of_a_podman_exec_session_ends_it() {
     let user = TestUser::new();
     let podman = Podman::new();
     let container = podman.run_on_host_root("revoke");
-    let daemon = Daemon::builder()
-        .policy(&policy_for(&user, ""))
-        .start();
+    let daemon = Daemon::builder().policy(&policy_for(&user, "")).start();
     let tmux = Tmux::new();
     let pane = tmux.new_session(
         "exec",
@@ -155,7 +172,11 @@ fn revoking_the_user_of_a_podman_exec_session_ends_it() {
         s.user == user.name() && is_exec_of(s, container.id(), "podman")
     });
     let out = daemon.cli(["revoke", user.name(), "--reason", "test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     daemon.wait_session_gone(&session.id, Duration::from_secs(20));
     pane.wait_for_text("exec-exited-", Duration::from_secs(15));
     assert!(container.is_running(), "the container stopped");
@@ -200,13 +221,23 @@ fn docker_exec_session_is_a_container_session_ended_when_idle() {
     );
     let shim = session.server_pid.expect("the shim holds the master");
     wait_metric(&daemon, "session_monitor_sessions{kind=\"container\"}", 1.0);
-    pane.wait_for_text("will be closed for inactivity in 2 seconds", Duration::from_secs(30));
-    pane.wait_for_text("closing this session: no input for 6 seconds", Duration::from_secs(10));
+    pane.wait_for_text(
+        "will be closed for inactivity in 2 seconds",
+        Duration::from_secs(30),
+    );
+    pane.wait_for_text(
+        "closing this session: no input for 6 seconds",
+        Duration::from_secs(10),
+    );
     daemon.wait_session_gone(&session.id, Duration::from_secs(15));
     pane.wait_for_text("exec-exited-", Duration::from_secs(15));
     // The shim serves the whole container: it, the main process and the other exec
     // live on.
     assert!(process::alive(shim), "the containerd shim was ended");
     assert!(container.is_running(), "the container stopped");
-    assert_eq!(container.processes_with("sleep 1002").len(), 1, "the other exec is gone");
+    assert_eq!(
+        container.processes_with("sleep 1002").len(),
+        1,
+        "the other exec is gone"
+    );
 }

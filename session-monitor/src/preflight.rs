@@ -154,6 +154,9 @@ pub const LOG_DIR: &str = "/var/log/session-monitor";
 pub const CONFIG_DIR: &str = "/etc/session-monitor";
 /// Where revocations are kept across restarts.
 pub const STATE_DIR: &str = "/var/lib/session-monitor";
+/// The node's user and group names.
+pub const PASSWD_PATH: &str = "/etc/passwd";
+pub const GROUP_PATH: &str = "/etc/group";
 
 /// Every path the daemon needs.
 pub const PATHS: &[PathRequirement] = &[
@@ -208,6 +211,24 @@ pub const PATHS: &[PathRequirement] = &[
         severity: Severity::Fatal,
         why: "the revocations, kept across restarts so that a restart cannot lift them",
     },
+    // In a container, names come from the image's files unless the node's are
+    // mounted: a session would show uid 1001 instead of its user, and policy rules
+    // and `revoke` by user or group name would never match. (Names from LDAP or
+    // other NSS sources of the node are not seen in the container.)
+    PathRequirement {
+        path: PASSWD_PATH,
+        need: Need::ReadableFile,
+        provision: Provision::HostPath,
+        severity: Severity::Degraded,
+        why: "user names of sessions, which policy rules and `revoke USER` name",
+    },
+    PathRequirement {
+        path: GROUP_PATH,
+        need: Need::ReadableFile,
+        provision: Provision::HostPath,
+        severity: Severity::Degraded,
+        why: "group names and members, which policy rules and `revoke --group` name",
+    },
     PathRequirement {
         path: CONFIG_DIR,
         need: Need::ReadableDirectory,
@@ -237,14 +258,16 @@ impl fmt::Display for Problem {
     }
 }
 
-/// What the daemon checks when it starts: everything but its own directories, which
-/// follow its command line (`--socket`, `--audit-log`, `--state-dir`, `--config`) and
-/// which it creates itself. Fatal problems stop it with their list.
-pub fn startup_problems() -> Vec<Problem> {
+/// What the daemon checks when it starts: everything, but of its own directories
+/// (which follow its command line: `--socket`, `--audit-log`, `--state-dir`,
+/// `--config`) only those it uses, `used`. So a container whose state directory is
+/// not mounted (a read-only root cannot make one) is refused with the rest of the
+/// list, not found out at the first revocation. Fatal problems stop it.
+pub fn startup_problems(used: &[&Path]) -> Vec<Problem> {
     let own = [RUN_DIR, LOG_DIR, STATE_DIR, CONFIG_DIR];
     check()
         .into_iter()
-        .filter(|p| !own.contains(&p.subject))
+        .filter(|p| !own.contains(&p.subject) || used.contains(&Path::new(p.subject)))
         .collect()
 }
 

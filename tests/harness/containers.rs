@@ -99,7 +99,9 @@ impl Podman {
 
     /// Runs podman, which must succeed; its standard output, trimmed.
     pub fn run_ok<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
-        process::run_ok(self.command().args(args)).trim().to_string()
+        process::run_ok(self.command().args(args))
+            .trim()
+            .to_string()
     }
 
     /// A container on the host's root (a read-only lower layer with a writable one
@@ -134,11 +136,7 @@ impl Podman {
             .is_ok_and(|s| s.success());
         if !exists {
             let tarball = base_tarball();
-            self.run_ok([
-                "import".as_ref(),
-                tarball.as_os_str(),
-                BASE_IMAGE.as_ref(),
-            ]);
+            self.run_ok(["import".as_ref(), tarball.as_os_str(), BASE_IMAGE.as_ref()]);
         }
         BASE_IMAGE
     }
@@ -250,7 +248,9 @@ impl Docker {
     }
 
     pub fn run_ok<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> String {
-        process::run_ok(self.command().args(args)).trim().to_string()
+        process::run_ok(self.command().args(args))
+            .trim()
+            .to_string()
     }
 
     pub fn log(&self) -> String {
@@ -260,11 +260,7 @@ impl Docker {
     /// Imports the Debian base tree as an image of this daemon.
     pub fn base_image(&self) -> &'static str {
         let tarball = base_tarball();
-        self.run_ok([
-            "import".as_ref(),
-            tarball.as_os_str(),
-            BASE_IMAGE.as_ref(),
-        ]);
+        self.run_ok(["import".as_ref(), tarball.as_os_str(), BASE_IMAGE.as_ref()]);
         BASE_IMAGE
     }
 
@@ -404,23 +400,21 @@ impl Container<'_> {
 
     /// The host pid of the container's main process (0 when it is not running).
     pub fn main_pid(&self) -> u32 {
-        let out = process::run_ok(self.command().args([
-            "inspect",
-            "-f",
-            "{{.State.Pid}}",
-            &self.id,
-        ]));
+        let out =
+            process::run_ok(
+                self.command()
+                    .args(["inspect", "-f", "{{.State.Pid}}", &self.id]),
+            );
         out.trim().parse().unwrap_or(0)
     }
 
     /// True while the container runs.
     pub fn is_running(&self) -> bool {
-        let out = process::run(self.command().args([
-            "inspect",
-            "-f",
-            "{{.State.Running}}",
-            &self.id,
-        ]));
+        let out =
+            process::run(
+                self.command()
+                    .args(["inspect", "-f", "{{.State.Running}}", &self.id]),
+            );
         String::from_utf8_lossy(&out.stdout).trim() == "true"
     }
 
@@ -437,7 +431,9 @@ impl Container<'_> {
         process::all()
             .into_iter()
             .map(|p| p.pid)
-            .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns == own))
+            .filter(|&pid| {
+                std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns == own)
+            })
             .filter(|&pid| process::cmdline(pid).is_some_and(|c| c.contains(needle)))
             .collect()
     }
@@ -487,7 +483,10 @@ pub fn base_tarball() -> PathBuf {
             .arg("-C")
             .arg(&rootfs)
             // apt's package lists and caches: half the tree, of no use in a test.
-            .args(["--exclude=./var/lib/apt/lists/*", "--exclude=./var/cache/apt/*"])
+            .args([
+                "--exclude=./var/lib/apt/lists/*",
+                "--exclude=./var/cache/apt/*",
+            ])
             .arg("-cf")
             .arg(&partial)
             .arg("."),

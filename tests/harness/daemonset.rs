@@ -31,10 +31,11 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// True for the host's own directories (kernel file systems), which the test
-    /// mounts as they are; false for the daemon's state and the policy.
+    /// True for the host's own directories and files (kernel file systems, user
+    /// names: `hostPath` of type `Directory` or `File`), which the test mounts as
+    /// they are; false for the daemon's state and the policy.
     pub fn is_hosts_own(&self) -> bool {
-        self.host_path_type.as_deref() == Some("Directory")
+        matches!(self.host_path_type.as_deref(), Some("Directory" | "File"))
     }
 }
 
@@ -109,7 +110,11 @@ impl DaemonSetPod {
             "seccompProfile",
             "appArmorProfile",
         ];
-        for key in security.as_hash().expect("daemonset.yaml: securityContext").keys() {
+        for key in security
+            .as_hash()
+            .expect("daemonset.yaml: securityContext")
+            .keys()
+        {
             let key = key.as_str().unwrap_or_default();
             assert!(
                 known.contains(&key),
@@ -163,7 +168,12 @@ impl DaemonSetPod {
             .as_vec()
             .map(|list| {
                 list.iter()
-                    .map(|e| (string(&e["name"], "env[].name"), string(&e["value"], "env[].value")))
+                    .map(|e| {
+                        (
+                            string(&e["name"], "env[].name"),
+                            string(&e["value"], "env[].value"),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -177,12 +187,13 @@ impl DaemonSetPod {
         Self {
             host_pid: pod["hostPID"].as_bool().unwrap_or(false),
             host_network: pod["hostNetwork"].as_bool().unwrap_or(false),
-            read_only_root: security["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+            read_only_root: security["readOnlyRootFilesystem"]
+                .as_bool()
+                .unwrap_or(false),
             capabilities_drop: strings(&security["capabilities"]["drop"], "capabilities.drop"),
             capabilities_add: strings(&security["capabilities"]["add"], "capabilities.add"),
             seccomp_unconfined: security["seccompProfile"]["type"].as_str() == Some("Unconfined"),
-            apparmor_unconfined: security["appArmorProfile"]["type"].as_str()
-                == Some("Unconfined"),
+            apparmor_unconfined: security["appArmorProfile"]["type"].as_str() == Some("Unconfined"),
             args: strings(&container["args"], "args"),
             env,
             mounts,

@@ -34,8 +34,8 @@
 
 mod cleanup;
 mod containers;
-mod daemonset;
 mod daemon;
+mod daemonset;
 mod guard;
 pub mod http;
 mod mosh;
@@ -48,10 +48,10 @@ mod user;
 mod wait;
 
 pub use containers::{BASE_IMAGE, Container, DAEMON_IMAGE, Docker, Podman};
-pub use daemonset::{DaemonSetPod, Mount};
 pub use daemon::{
     Daemon, DaemonBuilder, Kind, Session, UNLIMITED_POLICY, daemon_binary, describe, forced_backend,
 };
+pub use daemonset::{DaemonSetPod, Mount};
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
 pub use prometheus::Prometheus;

@@ -260,7 +260,9 @@ mod tests {
             ),
             // CRI-O, systemd and cgroupfs.
             (
-                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_}.slice/crio-{ID}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_}.slice/crio-{ID}.scope"
+                ),
                 "cri-o",
                 Some(pod),
             ),
@@ -275,11 +277,7 @@ mod tests {
                 "containerd",
                 Some(pod),
             ),
-            (
-                format!("/kubepods/pod{pod}/{ID}"),
-                "kubernetes",
-                Some(pod),
-            ),
+            (format!("/kubepods/pod{pod}/{ID}"), "kubernetes", Some(pod)),
             // Seen from a cgroup namespace of its own (the daemon in a container).
             (format!("/../../libpod_parent/libpod-{ID}"), "podman", None),
             (format!("/../docker/{ID}"), "docker", None),
