@@ -318,9 +318,28 @@ impl Drop for Docker {
     }
 }
 
+/// Removes the podman containers of dead test runs (`smt-<pid>-...`), when podman's
+/// storage for the tests exists at all.
+pub(crate) fn sweep_stale(dead: impl Fn(u32) -> bool) {
+    if !cache_dir().join("podman").is_dir() {
+        return;
+    }
+    let podman = Podman::new();
+    let out = process::run(podman.command().args(["ps", "-a", "--format", "{{.Names}}"]));
+    for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let pid = name
+            .strip_prefix("smt-")
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+        if pid.is_some_and(&dead) {
+            eprintln!("cleanup: removing container {name} left by a dead test run");
+            let _ = process::run(podman.command().args(["rm", "-f", "-t", "0", name]));
+        }
+    }
+}
+
 /// Unmounts whatever is still mounted below `dir` (overlay and shm mounts of a
 /// killed dockerd), deepest first, so that the directory can be removed.
-fn unmount_below(dir: &Path) {
+pub(crate) fn unmount_below(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut below: Vec<&str> = mounts
         .lines()
