@@ -325,7 +325,11 @@ pub(crate) fn sweep_stale(dead: impl Fn(u32) -> bool) {
         return;
     }
     let podman = Podman::new();
-    let out = process::run(podman.command().args(["ps", "-a", "--format", "{{.Names}}"]));
+    let out = process::run(
+        podman
+            .command()
+            .args(["ps", "-a", "--format", "{{.Names}}"]),
+    );
     for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         let pid = name
             .strip_prefix("smt-")
