@@ -144,7 +144,13 @@ impl Podman {
     /// Builds the daemon's image from the repository's Dockerfile: its `prebuilt`
     /// stage, on the Debian base, with the daemon binary the tests run
     /// (`$SESSION_MONITOR_BIN`) as the only file of the build context.
+    /// Built once per test process.
     pub fn build_daemon_image(&self) -> &'static str {
+        static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if *built {
+            return DAEMON_IMAGE;
+        }
         let base = self.base_image();
         let context = TempDir::new("image-context");
         std::fs::copy(crate::daemon_binary(), context.join("session-monitor"))
@@ -163,6 +169,10 @@ impl Podman {
             DAEMON_IMAGE.as_ref(),
             context.path().as_os_str(),
         ]);
+        // The image this tag named before is left untagged: removed, so that the
+        // cache does not grow by an image per run.
+        self.run_ok(["image", "prune", "-f"]);
+        *built = true;
         DAEMON_IMAGE
     }
 
