@@ -46,6 +46,8 @@ const TEST_PACKAGES: &[&str] = &[
     "conmon",
     "docker.io",
     "debootstrap",
+    // podman's CNI network backend validates its plugin directory at every start.
+    "containernetworking-plugins",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).
