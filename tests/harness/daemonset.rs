@@ -250,3 +250,51 @@ impl DaemonSetPod {
         options
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_becomes_podman_options() {
+        let pod = DaemonSetPod::load();
+        let options = pod.podman_options(|m| PathBuf::from(format!("/host{}", m.path)));
+        let has = |a: &str, b: &str| options.windows(2).any(|w| w[0] == a && w[1] == b);
+        assert!(has("--pid", "host"), "{options:?}");
+        assert!(has("--network", "none"), "{options:?}");
+        assert!(has("--security-opt", "seccomp=unconfined"), "{options:?}");
+        assert!(options.contains(&"--read-only".to_string()), "{options:?}");
+        assert!(
+            options.contains(&"--cap-drop=ALL".to_string()),
+            "{options:?}"
+        );
+        assert!(
+            options.contains(&"--cap-add=KILL".to_string()),
+            "{options:?}"
+        );
+        assert!(
+            has("--volume", "/host/sys/kernel/btf:/sys/kernel/btf:ro"),
+            "{options:?}"
+        );
+        assert!(
+            has("--volume", "/host/sys/fs/bpf:/sys/fs/bpf:rw,rslave"),
+            "{options:?}"
+        );
+        assert_eq!(pod.args[0], "run");
+        assert_eq!(pod.metrics_port, 9469);
+    }
+
+    #[test]
+    fn an_untranslated_security_field_fails() {
+        let text = std::fs::read_to_string(manifest_path()).unwrap().replace(
+            "privileged: false",
+            "privileged: false\n            procMount: Unmasked",
+        );
+        let result = std::panic::catch_unwind(|| DaemonSetPod::parse(&text));
+        let message = *result.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains("securityContext.procMount is new"),
+            "{message}"
+        );
+    }
+}
