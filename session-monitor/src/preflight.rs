@@ -560,12 +560,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The daemon's own directories are checked when it uses them: a directory
+    /// that cannot be made (below a read-only or missing parent) is fatal.
+    #[test]
+    fn own_directories_are_checked_when_used() {
+        let ignored = startup_problems(&[]);
+        assert!(
+            ignored.iter().all(|p| p.subject != STATE_DIR),
+            "{ignored:?}"
+        );
+        let used = startup_problems(&[Path::new(STATE_DIR)]);
+        let writable = writable_directory(Path::new(STATE_DIR)).is_ok();
+        assert_eq!(
+            used.iter()
+                .any(|p| p.subject == STATE_DIR && p.severity == Severity::Fatal),
+            !writable,
+            "{used:?}"
+        );
+    }
+
     /// On a machine set up by `cargo xtask setup` and as root (how `cargo xtask test`
     /// runs), nothing the daemon needs at start is missing; without root, the missing
     /// capabilities are what stops it, each named.
     #[test]
     fn this_machine_has_what_the_daemon_needs_at_start() {
-        let problems = startup_problems();
+        let problems = startup_problems(&[]);
         let fatal: Vec<String> = problems
             .iter()
             .filter(|p| p.severity == Severity::Fatal)
