@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::{containers, process, tempdir, user};
+use crate::{containers, pins, process, tempdir, user};
 
 /// Cleans up after every dead test process. Called once per test process.
 pub fn sweep_stale() {
@@ -51,6 +51,15 @@ pub fn sweep_stale() {
         let _ = std::fs::remove_dir_all(dir);
     }
     containers::sweep_stale(dead);
+
+    // Kernel state pinned by dead runs' daemons (removing it detaches their programs).
+    for dir in pins::stale(dead) {
+        eprintln!(
+            "cleanup: removing {} left by a dead test run",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     let stale = |prefix: &str, infix: char, line: &str| -> Option<(String, u32)> {
         let mut fields = line.split(':');

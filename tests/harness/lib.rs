@@ -39,6 +39,7 @@ mod daemonset;
 mod guard;
 pub mod http;
 mod mosh;
+mod pins;
 pub mod process;
 mod prometheus;
 mod sshd;
@@ -54,6 +55,7 @@ pub use daemon::{
 pub use daemonset::{DaemonSetPod, Mount};
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
+pub use pins::PinDir;
 pub use prometheus::Prometheus;
 pub use sshd::Sshd;
 pub use tempdir::TempDir;
