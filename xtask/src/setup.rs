@@ -38,6 +38,16 @@ const TEST_PACKAGES: &[&str] = &[
     "locales",
     "procps",
     "iproute2",
+    // Real container runtimes (tests/runtimes.rs, tests/image.rs): podman with runc
+    // (crun refuses hybrid cgroup layouts), dockerd started by the test, and
+    // debootstrap for the Debian base image (no registry is needed).
+    "podman",
+    "runc",
+    "conmon",
+    "docker.io",
+    "debootstrap",
+    // podman's CNI network backend validates its plugin directory at every start.
+    "containernetworking-plugins",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).

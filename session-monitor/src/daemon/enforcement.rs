@@ -22,7 +22,7 @@ use crate::{
         terminate::{self},
     },
     policy::Mode,
-    sessions::Session,
+    sessions::{Session, SessionKind},
 };
 
 /// How long a session's server (sshd, mosh-server) may take to exit by itself after
@@ -243,9 +243,12 @@ impl Core {
             return;
         }
         // The server is ended only when it serves this terminal alone: one tmux
-        // server holds many terminals, an sshd or mosh-server process only one.
+        // server holds many terminals, an sshd or mosh-server process only one. A
+        // container runtime's holder never is: containerd-shim serves the whole
+        // container (its main process and every exec), and an exec ends with its shell.
         let server = session
             .server
+            .filter(|_| session.kind != SessionKind::Container)
             .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
         let (leader, uid) = (session.leader, session.uid);
         let (tty, user) = (session.tty.clone(), session.user.clone());

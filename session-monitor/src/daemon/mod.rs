@@ -13,7 +13,7 @@ mod revocation;
 mod status;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
@@ -62,7 +62,7 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
-    check_host()?;
+    check_host(&opts)?;
     // Watch before reading, so that no change after the read goes unnoticed.
     let (reload_tx, mut reloads) = mpsc::channel(1);
     let _watcher = match policy::spawn_watcher(&opts.config, reload_tx) {
@@ -181,9 +181,22 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-/// Capabilities and kernel interfaces the daemon cannot work without.
-fn check_host() -> Result<()> {
-    let problems = preflight::startup_problems();
+/// Capabilities, kernel interfaces and directories the daemon cannot work without.
+fn check_host(opts: &DaemonOptions) -> Result<()> {
+    let audit_log = opts
+        .audit_log
+        .as_deref()
+        .unwrap_or(Path::new(audit::DEFAULT_PATH));
+    let used: Vec<&Path> = [
+        Some(opts.state_dir.as_path()),
+        opts.socket.parent(),
+        audit_log.parent(),
+        opts.config.parent(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let problems = preflight::startup_problems(&used);
     for problem in &problems {
         tracing::warn!("{problem}");
     }

@@ -17,6 +17,16 @@ use super::{
 /// Leaders that are not a login yet: a getty waiting at the login prompt.
 const PRE_LOGIN: [&str; 5] = ["agetty", "getty", "mingetty", "login", "systemd-getty"];
 
+/// A container runtime's init (runc's `runc:[2:INIT]`): it makes the exec's
+/// terminal its controlling terminal as root, then switches to the exec's user and
+/// executes the shell. Until then the terminal has no login yet (resolution is
+/// retried); taken as the leader, it would make a `podman exec --user U` session
+/// root's. Only a root process is deferred: a user naming their shell so cannot
+/// hide a session of their own.
+fn is_runtime_init(comm: &str) -> bool {
+    comm.starts_with("runc:[")
+}
+
 /// Everything needed to create a session for one terminal.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -155,6 +165,9 @@ impl Resolver {
             None
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
+        if uid == 0 && is_runtime_init(&leader.comm) {
+            return None;
+        }
         let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
         // Only cgroups root made: a user can name their own `docker-<id>.scope`.
         let cgroups = super::cgroup_trust::trusted_cgroup_paths(leader.pid);
@@ -300,4 +313,19 @@ pub fn discover_existing() -> Vec<Resolved> {
         .into_iter()
         .filter_map(|key| resolver.resolve(key, None))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_init_is_not_a_login_yet() {
+        for comm in ["runc:[2:INIT]", "runc:[1:CHILD]"] {
+            assert!(is_runtime_init(comm), "{comm}");
+        }
+        for comm in ["bash", "runc", "sh", "conmon"] {
+            assert!(!is_runtime_init(comm), "{comm}");
+        }
+    }
 }
