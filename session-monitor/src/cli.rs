@@ -98,10 +98,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check that no record of an audit log was edited, removed or reordered.
+    /// Check that no record of an audit log was edited, removed or reordered. Give
+    /// a rotated set (`audit.jsonl*`) to check the chain across its files; the order
+    /// they are given in does not matter.
     Verify {
-        /// The audit log (JSON lines).
-        file: PathBuf,
+        /// The audit log files (JSON lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

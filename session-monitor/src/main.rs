@@ -156,12 +156,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
-        Command::Audit(AuditCommand::Verify { file }) => match audit::verify_file(&file) {
-            Ok(report) => println!(
-                "{}: ok, {} records, chain intact",
-                file.display(),
-                report.records
-            ),
+        Command::Audit(AuditCommand::Verify { files }) => match audit::verify_files(&files) {
+            Ok(report) => print!("{}", report.describe()),
             Err(err) => {
                 eprintln!("{err:#}");
                 return Ok(ExitCode::FAILURE);

@@ -87,12 +87,14 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         .clone()
         .or_else(|| policy.audit_log.clone())
         .unwrap_or_else(|| PathBuf::from(audit::DEFAULT_PATH));
-    let audit = AuditLog::open(&audit_path, true)?;
+    let metrics = Metrics::new(policy.metrics_user_labels);
+    let health = Health::new();
+    let mut audit = AuditLog::open(&audit_path, true)?
+        .observed_by(metrics.audit_write_errors(), health.clone());
+    audit.set_rotation(policy.audit_rotation);
 
     let (probes, maps, ring) = probes::load(&opts.load)?;
-    let metrics = Metrics::new(policy.metrics_user_labels);
     metrics.set_backend(&probes.backend.to_string());
-    let health = Health::new();
     health.set_probes_attached(true);
     let received = Arc::new(AtomicU64::new(0));
     let (event_tx, mut events) = mpsc::channel(16 * 1024);
@@ -136,6 +138,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    // logrotate moved the audit log away: reopen it by its name.
+    let mut reopen = signal(SignalKind::user_defined1())?;
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -158,6 +162,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 core.reload(false);
             }
             _ = hangup.recv() => core.reload(true),
+            _ = reopen.recv() => core.audit.reopen(),
             _ = &mut reader => {
                 // Blind without events: fail loudly so that a supervisor restarts us.
                 health.set_ringbuf_reading(false);

@@ -49,6 +49,7 @@ pub struct Metrics {
     would_end: Family<KindReasonLabels, Counter>,
     revocations: Family<ActionLabels, Counter>,
     control_refused: Counter,
+    audit_write_errors: Counter,
     policy_reloads: Family<ResultLabels, Counter>,
     backend: Arc<BackendInfo>,
     live: Arc<LiveCollector>,
@@ -111,6 +112,12 @@ impl Metrics {
             "Control-socket requests refused (caller not allowed, malformed or oversized)",
             control_refused.clone(),
         );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit records that could not be written (full disk, I/O error); a `gap` record says how many once writing works again",
+            audit_write_errors.clone(),
+        );
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reloads",
@@ -171,6 +178,7 @@ impl Metrics {
             would_end,
             revocations,
             control_refused,
+            audit_write_errors,
             policy_reloads,
             backend,
             live,
@@ -251,9 +259,14 @@ impl Metrics {
             .inc();
     }
 
-    /// A control-socket request was refused.
-    pub fn control_refused(&self) {
-        self.control_refused.inc();
+    /// Control-socket requests were refused.
+    pub fn control_refused(&self, count: u64) {
+        self.control_refused.inc_by(count);
+    }
+
+    /// The counter the audit log increments for each record it cannot write.
+    pub fn audit_write_errors(&self) -> Counter {
+        self.audit_write_errors.clone()
     }
 
     /// The probe backend in use (`fentry` or `tracepoint`).
