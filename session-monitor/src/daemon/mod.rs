@@ -7,6 +7,7 @@ mod audit_fields;
 mod core;
 mod enforcement;
 mod nesting;
+mod notify;
 mod reload;
 mod requests;
 mod revocation;
@@ -132,6 +133,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     core.discover_existing();
     core.sync_policy_revocations();
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
+    let notifier = notify::Notifier::from_env();
+    notifier.ready(&format!("watching with the {} probes", core.probes.backend));
+    let mut watchdog = notifier.watchdog_interval().map(|every| {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
 
     let mut reload_at: Option<tokio::time::Instant> = None;
 
@@ -163,6 +171,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             }
             _ = hangup.recv() => core.reload(true),
             _ = reopen.recv() => core.audit.reopen(),
+            _ = tick_opt(&mut watchdog) => notifier.watchdog(),
             _ = &mut reader => {
                 // Blind without events: fail loudly so that a supervisor restarts us.
                 health.set_ringbuf_reading(false);
@@ -174,6 +183,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
     tracing::info!("stopping");
+    notifier.stopping();
     core.record_stop();
     reader.abort();
     if let Some(server) = metrics_server {
@@ -248,6 +258,15 @@ fn initial_policy(opts: &DaemonOptions) -> Result<Policy> {
         .with_context(|| format!("invalid policy {}", opts.config.display()))?;
     tracing::info!("policy: {}", policy.describe());
     Ok(policy)
+}
+
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
