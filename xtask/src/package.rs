@@ -163,7 +163,7 @@ fn control(stage: &Path, version: &str, arch: &str, binary: &Path) -> Result<()>
              Architecture: {arch}\n\
              Maintainer: session-monitor developers <root@localhost>\n\
              Installed-Size: {size_kib}\n\
-             Depends: {glibc}, libgcc-s1\n\
+             Depends: {glibc}, libgcc-s1, procps\n\
              Recommends: logrotate\n\
              Section: admin\n\
              Priority: optional\n\

@@ -38,6 +38,12 @@ const TEST_PACKAGES: &[&str] = &[
     "locales",
     "procps",
     "iproute2",
+    // tests/install.rs: a fresh Debian root to install the package into, and
+    // `systemd-analyze verify` for its unit.
+    "debootstrap",
+    "systemd",
+    // tests/audit.rs: the unprivileged caller flooding the control socket.
+    "perl",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).
