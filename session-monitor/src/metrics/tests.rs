@@ -79,6 +79,8 @@ fn every_family_has_its_conventional_name_type_and_labels() {
         ("session_monitor_revocations_total", "counter"),
         ("session_monitor_control_refused_total", "counter"),
         ("session_monitor_audit_write_errors_total", "counter"),
+        ("session_monitor_end_lateness_seconds", "histogram"),
+        ("session_monitor_ready", "gauge"),
         ("session_monitor_policy_reloads_total", "counter"),
         ("session_monitor_kernel_events_total", "counter"),
         (
