@@ -139,6 +139,64 @@ fn mv_and_sigusr1_start_a_new_file_that_continues_the_chain() {
 }
 
 #[test]
+fn the_shipped_logrotate_snippet_rotates_and_the_daemon_follows() {
+    let _guard = test_guard!();
+    let daemon = Daemon::start();
+    poke(&daemon);
+    let audit = daemon.audit_path().to_path_buf();
+    // The shipped snippet, for this daemon's log, signalling this daemon (the
+    // snippet signals the systemd unit's main process).
+    let snippet = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/logrotate/session-monitor"),
+    )
+    .unwrap();
+    assert!(snippet.contains("/var/log/session-monitor/audit.jsonl {"));
+    assert!(snippet.contains("--signal=SIGUSR1 --kill-whom=main session-monitor.service"));
+    let config = snippet
+        .replace(
+            "/var/log/session-monitor/audit.jsonl",
+            &audit.display().to_string(),
+        )
+        .lines()
+        .map(|l| {
+            if l.contains("systemctl kill") {
+                format!("        kill -USR1 {}", daemon.pid())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = TempDir::new("logrotate");
+    let config_path = dir.write("session-monitor", config);
+    let out = harness::process::run(
+        Command::new("logrotate")
+            .arg("--force")
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg(&config_path),
+    );
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = numbered(&audit, 1);
+    assert!(rotated.exists(), "logrotate did not rotate");
+    Wait::new("the daemon to reopen its audit log")
+        .timeout(Duration::from_secs(20))
+        .until(|| {
+            events(&audit)
+                .contains(&"audit_reopened".to_string())
+                .then_some(())
+        });
+    poke(&daemon);
+    let set = verify_ok(&daemon, &[rotated, audit.clone()]);
+    assert!(!set.contains("starts mid-chain"), "{set}");
+    assert!(events(&audit).contains(&"control_request".to_string()));
+}
+
+#[test]
 fn copytruncate_is_recorded_not_reported_as_tampering() {
     let _guard = test_guard!();
     let daemon = Daemon::start();

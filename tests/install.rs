@@ -346,3 +346,22 @@ fn a_policy_in_a_directory_created_after_the_start_is_picked_up() {
         "no policy_reload record"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let _guard = test_guard!();
+    let mut daemon = Daemon::builder().arg("--log-format").arg("json").start();
+    daemon.stop();
+    // stdout (the audit records) and stderr (the log) both land in this file.
+    let log = daemon.log();
+    let mut levels = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if value.get("level").is_some() {
+            assert!(value["fields"]["message"].is_string(), "{value}");
+            levels += 1;
+        }
+    }
+    assert!(levels >= 3, "few log lines in:\n{log}");
+}

@@ -42,8 +42,10 @@ const TEST_PACKAGES: &[&str] = &[
     // `systemd-analyze verify` for its unit.
     "debootstrap",
     "systemd",
-    // tests/audit.rs: the unprivileged caller flooding the control socket.
+    // tests/audit.rs: the unprivileged caller flooding the control socket, and the
+    // shipped logrotate snippet run by logrotate.
     "perl",
+    "logrotate",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).
