@@ -8,7 +8,9 @@ use std::{
     time::Duration,
 };
 
-use harness::{Daemon, Kind, Prometheus, Tmux, Wait, process, test_guard};
+use harness::{
+    Daemon, Kind, Prometheus, TestUser, Tmux, UNLIMITED_POLICY, Wait, process, test_guard,
+};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
@@ -84,13 +86,28 @@ fn every_dashboard_panel_returns_data_from_a_real_daemon() {
         );
     }
 
-    let daemon = Daemon::start();
+    // One session that stays, and one of a test user that is ended for idleness, so
+    // that the ends, warnings and lateness panels show real events.
+    let user = TestUser::new();
+    let daemon = Daemon::builder()
+        .policy(&format!(
+            "{UNLIMITED_POLICY}\n[[rule]]\nname = \"short\"\nusers = [\"{}\"]\nidle_timeout = \"4s\"\nwarn_before = \"2s\"\n",
+            user.name()
+        ))
+        .start();
     let tmux = Tmux::new();
     let pane = tmux.new_session("s", "bash --norc");
     pane.wait_for_shell(Duration::from_secs(10));
     daemon.wait_for_session("a local session", Duration::from_secs(20), |s| {
-        s.kind == Kind::Local
+        s.kind == Kind::Local && s.user != user.name()
     });
+    let user_tmux = Tmux::as_user(&user);
+    let user_pane = user_tmux.new_session("s", "bash --norc");
+    user_pane.wait_for_shell(Duration::from_secs(10));
+    let idle = daemon.wait_for_session("the test user's session", Duration::from_secs(20), |s| {
+        s.user == user.name()
+    });
+    daemon.wait_session_gone(&idle.id, Duration::from_secs(30));
     let addr = daemon.status()["metrics_addr"]
         .as_str()
         .unwrap()
@@ -101,6 +118,18 @@ fn every_dashboard_panel_returns_data_from_a_real_daemon() {
         "count_over_time(session_monitor_build_info[1m])",
         Duration::from_secs(60),
         |n| n >= 3.0,
+    );
+    // The idle end was decided soon after its deadline, and counted.
+    let late = prometheus.wait_for(
+        "sum(session_monitor_end_lateness_seconds_count{reason=\"idle\"})",
+        Duration::from_secs(30),
+        |n| n >= 1.0,
+    );
+    assert_eq!(late, 1.0);
+    prometheus.wait_for(
+        "sum(session_monitor_end_lateness_seconds_bucket{reason=\"idle\",le=\"5.0\"})",
+        Duration::from_secs(30),
+        |n| n >= 1.0,
     );
     for panel in panels {
         let title = panel["title"].as_str().unwrap_or("?");
