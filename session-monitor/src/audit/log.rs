@@ -181,8 +181,7 @@ impl AuditLog {
         ));
     }
 
-    /// Notices what happened to the file since the last write, and rotates it when
-    /// it is full.
+    /// Notices what happened to the file since the last write.
     fn prepare(&mut self) {
         if let Some((before, now)) = self.file.shrank() {
             tracing::warn!(
@@ -198,22 +197,6 @@ impl AuditLog {
                     "note": "the file shrank under the daemon (logrotate copytruncate, or someone cut it); the records before this one are in the copy"
                 })),
             ));
-        }
-        if let Some(rotation) = self.rotation
-            && self.file.size() > 0
-            && self.file.size() >= rotation.max_size.saturating_sub(RECORD_ESTIMATE)
-        {
-            match self.file.rotate(rotation.keep) {
-                Ok(old) => self.notices.push_back((
-                    "audit_rotated",
-                    fields(json!({
-                        "previous_file": old.display().to_string(),
-                        "max_size": rotation.max_size,
-                        "keep": rotation.keep,
-                    })),
-                )),
-                Err(err) => tracing::error!("cannot rotate the audit log: {err:#}"),
-            }
         }
     }
 
@@ -244,10 +227,19 @@ impl AuditLog {
     }
 
     /// Encodes and writes one record; the chain advances only when it is written.
+    /// With size rotation, a record that would take the file past `max_size` goes
+    /// into a new file, after an `audit_rotated` record.
     fn append(&mut self, event: &str, fields: &Fields) -> Result<(), String> {
-        let Some(line) = encode(self.seq + 1, event, fields, &self.prev) else {
-            return Err("cannot encode the record".into());
-        };
+        let mut line = encode(self.seq + 1, event, fields, &self.prev)
+            .ok_or_else(|| "cannot encode the record".to_string())?;
+        if let Some(rotation) = self.rotation
+            && self.file.size() > 0
+            && self.file.size() + line.len() as u64 + 1 > rotation.max_size
+        {
+            self.rotate(rotation)?;
+            line = encode(self.seq + 1, event, fields, &self.prev)
+                .ok_or_else(|| "cannot encode the record".to_string())?;
+        }
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
@@ -261,6 +253,26 @@ impl AuditLog {
         self.prev = hash_line(line.as_bytes());
         self.seq += 1;
         Ok(())
+    }
+
+    /// Renames the set and starts the new file with an `audit_rotated` record. A
+    /// rename that fails leaves the records going into the current file.
+    fn rotate(&mut self, rotation: Rotation) -> Result<(), String> {
+        match self.file.rotate(rotation.keep) {
+            Ok(old) => {
+                let notice = fields(json!({
+                    "previous_file": old.display().to_string(),
+                    "max_size": rotation.max_size,
+                    "keep": rotation.keep,
+                }));
+                // The new file is empty: this append does not rotate again.
+                self.append("audit_rotated", &notice)
+            }
+            Err(err) => {
+                tracing::error!("cannot rotate the audit log: {err:#}");
+                Ok(())
+            }
+        }
     }
 
     fn lose(&mut self, line: &str, error: String) {
@@ -283,10 +295,6 @@ impl AuditLog {
         )));
     }
 }
-
-/// The record written before a full file is rotated may be this long; rotating a
-/// little early keeps every file under `max_size`.
-const RECORD_ESTIMATE: u64 = 1024;
 
 fn fields(value: Value) -> Fields {
     match value {
