@@ -97,6 +97,11 @@ impl AuditLog {
 
     /// Counts failed writes in `write_errors` and reports them on `health`.
     pub fn observed_by(mut self, write_errors: Counter, health: Health) -> Self {
+        // What failed while opening (the repair record on a full disk) counts too.
+        write_errors.inc_by(self.write_errors.get());
+        if self.lost.is_some() {
+            health.set_audit_degraded(self.health.audit_degraded());
+        }
         self.write_errors = write_errors;
         self.health = health;
         self

@@ -46,6 +46,15 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
+    /// Why the audit log cannot be written, if it cannot.
+    pub fn audit_degraded(&self) -> Option<String> {
+        self.state
+            .audit_degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// `Ok` when the daemon sees sessions from the kernel and can write its audit
     /// log, else a one-line reason. A daemon that cannot write its audit log still
     /// enforces the policy, but is not ready: what it does is not recorded.
