@@ -210,11 +210,12 @@ if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
 fi
 "#;
 
-/// The audit log stays on purge: it is evidence. Revocations go.
+/// The audit log stays on purge: it is evidence. Revocations, warnings and the
+/// pinned kernel state go.
 const POSTRM: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = purge ]; then
-    rm -rf /var/lib/session-monitor
+    rm -rf /var/lib/session-monitor /sys/fs/bpf/session-monitor
 fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true

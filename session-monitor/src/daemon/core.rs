@@ -19,7 +19,7 @@ use crate::{
     audit::{AuditLog, Fields},
     clock,
     control::Incoming,
-    enforce::{EndReason, Warned, terminate::Outcome},
+    enforce::{EndReason, GivenWarnings, Warned, terminate::Outcome},
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, Probes},
@@ -60,6 +60,8 @@ pub struct TerminationDone {
     /// When the end was decided (boot-time ns): what the record's times refer to.
     pub decided_ns: u64,
     pub outcome: Outcome,
+    /// Why the closing line was not written, when the daemon refused to write it.
+    pub notice_refused: Option<String>,
 }
 
 pub struct CoreParts {
@@ -77,6 +79,8 @@ pub struct CoreParts {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Fingerprint of the policy file as it was read at start.
     pub policy_fingerprint: Option<String>,
+    /// Warnings given before a restart, kept in the state directory.
+    pub given: GivenWarnings,
 }
 
 pub struct Core {
@@ -115,6 +119,12 @@ pub struct Core {
     pub(super) members: Option<(Instant, HashMap<u32, Vec<crate::sessions::ProcRef>>)>,
     /// Reconcile ticks so far.
     ticks: u64,
+    /// Where the warnings given are kept across restarts, and those a previous
+    /// daemon gave to sessions not found again yet (emptied after discovery).
+    pub(super) given: GivenWarnings,
+    pub(super) given_before: HashMap<String, Warned>,
+    /// A warning was given or withdrawn since the file was last written.
+    pub(super) given_changed: bool,
 }
 
 /// From this many sessions on, reconcile does its periodic work less often.
@@ -153,6 +163,9 @@ impl Core {
             presence: HashMap::new(),
             members: None,
             ticks: 0,
+            given_before: parts.given.load(),
+            given: parts.given,
+            given_changed: false,
         }
     }
 
@@ -197,11 +210,29 @@ impl Core {
             self.add_session(resolved, "discovered");
         }
         tracing::info!(sessions = count, "start-up discovery done");
+        // Warnings of sessions that ended while no daemon ran.
+        self.given_before.clear();
+        self.given_changed = true;
+        self.save_given_warnings();
         // Discovery reads all of /proc once; give the memory it used back.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe {
             libc::malloc_trim(0);
+        }
+    }
+
+    /// Writes the warnings given to live sessions, when they changed.
+    pub(super) fn save_given_warnings(&mut self) {
+        if !std::mem::take(&mut self.given_changed) {
+            return;
+        }
+        let warned = self.table.iter().filter_map(|s| {
+            let w = self.enforcement.get(&s.key)?.warned.as_ref()?;
+            Some((s.id.as_str(), w))
+        });
+        if let Err(err) = self.given.save(warned) {
+            tracing::warn!("{err:#}; a restart would warn these sessions again");
         }
     }
 
@@ -268,12 +299,14 @@ impl Core {
         self.metrics.session_started(session.kind);
         self.audit.record("session_start", fields);
         self.unresolved.remove(&key);
+        let session_id = session.id.clone();
         self.table.insert(session);
         self.enforcement.insert(
             key,
             Enforcement {
                 resolution,
-                warned: None,
+                // A warning a crashed daemon gave this session still stands.
+                warned: self.given_before.remove(&session_id),
                 reported_end: None,
             },
         );

@@ -98,6 +98,7 @@ impl Core {
         {
             e.warned = None;
             e.reported_end = None;
+            self.given_changed = true;
             tracing::info!(tty = ?key, "input after the idle warning: the session stays open");
         }
         self.schedule_session(key);
@@ -119,6 +120,7 @@ impl Core {
             self.unschedule(&key);
             self.act(&key, now);
         }
+        self.save_given_warnings();
     }
 
     fn act(&mut self, key: &TtyKey, now: u64) {
@@ -154,12 +156,25 @@ impl Core {
         }
         .unwrap_or_default();
         let dry_run = self.mode() == Mode::DryRun;
-        if !dry_run {
+        let refused = if dry_run {
+            None
+        } else {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
-            if let Err(err) = notice::write_to_terminal(session.leader.pid, *key, &text) {
-                tracing::warn!(id = %session.id, "could not write the warning to {}: {err}", session.tty);
+            match notice::write_to_terminal(session.leader, *key, &text) {
+                Ok(()) => None,
+                Err(notice::NoticeError::Refused(why)) => Some(why),
+                Err(err) => {
+                    tracing::warn!(id = %session.id, "could not write the warning to {}: {err}", session.tty);
+                    None
+                }
             }
+        };
+        if let Some(why) = refused {
+            self.record_notice_refused(key, "warning", &why);
         }
+        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+            return;
+        };
         let timing = self.timing(session);
         let mut fields =
             audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
@@ -175,6 +190,7 @@ impl Core {
                 end_ns,
                 at_ns: now,
             });
+            self.given_changed = true;
         }
     }
 
@@ -240,6 +256,7 @@ impl Core {
             reason,
             decided_ns: clock::boot_ns(),
             outcome: Default::default(),
+            notice_refused: None,
         };
         let members = self.session_members(leader.pid);
         let closing = notice::closing_text(reason, detail);
@@ -249,13 +266,24 @@ impl Core {
         self.ending.insert(key, reason);
         self.unschedule(&key);
         tokio::spawn(async move {
-            if let Err(err) = notice::write_to_terminal(leader.pid, key, &closing) {
-                tracing::debug!(id = %done.session_id, "closing line not written: {err}");
-            }
+            let notice_refused = match notice::write_to_terminal(leader, key, &closing) {
+                Ok(()) => None,
+                Err(notice::NoticeError::Refused(why)) => Some(why),
+                Err(err) => {
+                    tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+                    None
+                }
+            };
             let plan = terminate::collect_targets(leader, uid, server, members);
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace).await;
-            let _ = tx.send(TerminationDone { outcome, ..done }).await;
+            let _ = tx
+                .send(TerminationDone {
+                    outcome,
+                    notice_refused,
+                    ..done
+                })
+                .await;
         });
     }
 
@@ -275,7 +303,35 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// A line the daemon did not write because what it found was not the session's
+    /// terminal (see [`notice::write_to_terminal`]): recorded, as it may be a user
+    /// trying to turn the daemon's write against another file.
+    fn record_notice_refused(&mut self, key: &TtyKey, notice: &str, why: &str) {
+        let Some(session) = self.table.get(key) else {
+            return;
+        };
+        let rule = self
+            .enforcement
+            .get(key)
+            .map_or_else(|| "default".to_string(), |e| e.resolution.rule.clone());
+        let now = clock::boot_ns();
+        let timing = self.timing(session);
+        let mut fields = audit_fields::session(session, &rule, timing.last_input_ns, now);
+        fields.insert("notice".into(), json!(notice));
+        fields.insert("why".into(), json!(why));
+        tracing::warn!(id = %session.id, tty = %session.tty, user = %session.user, notice, why, "did not write to the terminal: refused");
+        self.audit.record("notice_refused", fields);
+    }
+
     pub fn on_termination_done(&mut self, done: TerminationDone) {
+        if let Some(why) = &done.notice_refused
+            && self
+                .table
+                .get(&done.key)
+                .is_some_and(|s| s.id == done.session_id)
+        {
+            self.record_notice_refused(&done.key, "closing", why);
+        }
         if !done.outcome.survivors.is_empty() {
             tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");
         }

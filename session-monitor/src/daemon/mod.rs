@@ -93,6 +93,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut audit = AuditLog::open(&audit_path, true)?
         .observed_by(metrics.audit_write_errors(), health.clone());
     audit.set_rotation(policy.audit_rotation);
+    // logrotate moved the audit log away: reopen it by its name. Handled from here
+    // on, so that a rotation during start-up does not end the daemon.
+    let mut reopen = signal(SignalKind::user_defined1())?;
 
     let (probes, maps, ring) = probes::load(&opts.load)?;
     metrics.set_backend(&probes.backend.to_string());
@@ -128,6 +131,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         metrics,
         metrics_addr: metrics_bound,
         policy_fingerprint,
+        given: crate::enforce::GivenWarnings::new(&opts.state_dir),
     });
     core.record_start();
     core.discover_existing();
@@ -146,8 +150,6 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    // logrotate moved the audit log away: reopen it by its name.
-    let mut reopen = signal(SignalKind::user_defined1())?;
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -185,6 +187,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     tracing::info!("stopping");
     notifier.stopping();
     core.record_stop();
+    // A deliberate stop leaves no program running; the maps stay pinned so that the
+    // next start knows every session's last input (see probes::pins).
+    core.probes.release();
     reader.abort();
     if let Some(server) = metrics_server {
         server.abort();

@@ -5,9 +5,11 @@ mod btf;
 mod events;
 mod loader;
 mod maps;
+mod pins;
 mod programs;
 mod tracefs;
 
 pub use events::spawn_event_reader;
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
+pub use pins::DEFAULT_PIN_DIR;

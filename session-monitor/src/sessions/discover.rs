@@ -156,7 +156,8 @@ impl Resolver {
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
         let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
-        let cgroups = procs::cgroup_paths(leader.pid);
+        // Only cgroups root made: a user can name their own `docker-<id>.scope`.
+        let cgroups = super::cgroup_trust::trusted_cgroup_paths(leader.pid);
         let (kind, container) =
             kind::classify(key.is_pty(), facts.exe.as_deref(), facts.trusted, &cgroups);
         let remote = match (kind, server) {
@@ -165,8 +166,14 @@ impl Resolver {
                 .and_then(|c| c.split_whitespace().next().map(str::to_string)),
             _ => None,
         };
+        let audit_session = procs::audit_session(leader.pid);
+        // Everything above was read by pid: it is the leader's (and the server's)
+        // only if they are still the processes of the snapshot, not a pid reuse.
+        if !leader.proc_ref().is_alive() || server.is_some_and(|s| !s.is_alive()) {
+            return None;
+        }
         Some(Resolved {
-            audit_session: procs::audit_session(leader.pid),
+            audit_session,
             server_audit_session: facts.audit_session,
             server_ctty: facts.ctty,
             key,

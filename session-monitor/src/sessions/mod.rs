@@ -1,6 +1,7 @@
 //! Sessions: one per terminal (a pty slave or a console) that has a login session on
 //! it. This module knows how to find them in /proc and keeps the table of live ones.
 
+mod cgroup_trust;
 mod discover;
 mod kind;
 mod names;
@@ -8,12 +9,14 @@ mod procs;
 mod table;
 mod tty;
 
+pub use cgroup_trust::trusted_dir_chain;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
 pub use procs::{
-    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_session, tty_fd_path, uid_of,
+    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, fd_numbers, processes_by_session, uid_of,
 };
 pub use table::{Session, SessionTable, SessionView};
+pub use tty::key_from_stat;
 
 /// What /proc says about one process.
 pub fn proc_info(pid: u32) -> Option<ProcInfo> {
