@@ -25,6 +25,10 @@ use crate::{
     sessions::Session,
 };
 
+/// How long a session's server (sshd, mosh-server) may take to exit by itself after
+/// the shell, forwarding the closing line, before it is signalled too.
+const SERVER_FORWARDS_CLOSING_LINE: Duration = Duration::from_millis(200);
+
 /// Timers may fire a hair before the boot-clock instant they were converted from.
 const TOLERANCE_NS: u64 = 1_000_000;
 
@@ -266,7 +270,14 @@ impl Core {
         self.ending.insert(key, reason);
         self.unschedule(&key);
         tokio::spawn(async move {
-            let notice_refused = match notice::write_to_terminal(leader, key, &closing) {
+            let written = notice::write_to_terminal(leader, key, &closing);
+            // The server forwards the line to the client once the shell is gone;
+            // give it that moment before signalling it.
+            let server_grace = match written {
+                Ok(()) => SERVER_FORWARDS_CLOSING_LINE,
+                Err(_) => Duration::ZERO,
+            };
+            let notice_refused = match written {
                 Ok(()) => None,
                 Err(notice::NoticeError::Refused(why)) => Some(why),
                 Err(err) => {
@@ -276,7 +287,7 @@ impl Core {
             };
             let plan = terminate::collect_targets(leader, uid, server, members);
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
-            let outcome = terminate::escalate(plan, grace).await;
+            let outcome = terminate::escalate(plan, grace, server_grace).await;
             let _ = tx
                 .send(TerminationDone {
                     outcome,
