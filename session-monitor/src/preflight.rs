@@ -442,6 +442,8 @@ fn tracefs_mounted_elsewhere() -> bool {
 
 #[cfg(test)]
 mod manifest_tests;
+#[cfg(test)]
+mod systemd_unit_tests;
 
 #[cfg(test)]
 mod tests {

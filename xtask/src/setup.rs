@@ -48,6 +48,13 @@ const TEST_PACKAGES: &[&str] = &[
     "debootstrap",
     // podman's CNI network backend validates its plugin directory at every start.
     "containernetworking-plugins",
+    // tests/install.rs: a fresh Debian root (debootstrap, above) to install the
+    // package into, and `systemd-analyze verify` for its unit.
+    "systemd",
+    // tests/audit.rs: the unprivileged caller flooding the control socket, and the
+    // shipped logrotate snippet run by logrotate.
+    "perl",
+    "logrotate",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).

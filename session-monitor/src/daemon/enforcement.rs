@@ -210,6 +210,11 @@ impl Core {
             _ => None,
         };
         let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
+        self.metrics.end_lateness(
+            session.kind,
+            reason.as_str(),
+            clock::seconds_between(at_ns, clock::boot_ns()),
+        );
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
             let timing = self.timing(session);
