@@ -56,20 +56,139 @@ const C1_ST: u8 = 0x9c;
 const C1_OSC: u8 = 0x9d;
 const C1_APC: u8 = 0x9f;
 
-/// Where the parser is. Plain `u8`s rather than an enum with data: the eBPF verifier
-/// walks this loop byte by byte, and small scalar state keeps that walk short.
+/// Where the parser is between two bytes. One small number, so that the whole parser
+/// is one table ([`NEXT`]) indexed by state and byte: the eBPF verifier then sees one
+/// unknown load per byte, not a tree of branches on remembered bytes, whose
+/// combinations it would walk one by one (it gave up at a million instructions).
 mod state {
     /// Between answers: the next byte must start one.
     pub const GROUND: u8 = 0;
     /// After a 7-bit `ESC`.
     pub const ESCAPE: u8 = 1;
-    /// Inside a control sequence, before its final byte.
+    /// Right after a control sequence introducer.
     pub const CSI: u8 = 2;
-    /// Inside an OSC/DCS/APC string.
-    pub const STRING: u8 = 3;
+    /// In the parameters of a control sequence without a private marker.
+    pub const CSI_PLAIN: u8 = 3;
+    /// In the parameters after the private marker `?`, `>` or `=`.
+    pub const CSI_QUESTION: u8 = 4;
+    pub const CSI_GREATER: u8 = 5;
+    pub const CSI_EQUALS: u8 = 6;
+    /// After the intermediate `$`, without and with `?`: only `y` (a mode report) may end it.
+    pub const CSI_PLAIN_DOLLAR: u8 = 7;
+    pub const CSI_QUESTION_DOLLAR: u8 = 8;
+    /// In an OSC, DCS or APC string opened by a 7-bit introducer (`ESC ]`): only BEL
+    /// or `ESC \` end it; 0x9c is text there (a UTF-8 continuation byte in a title).
+    pub const STRING7: u8 = 9;
+    /// In a string opened by an 8-bit introducer (0x9d): 0x9c ends it too.
+    pub const STRING8: u8 = 10;
     /// After `ESC` inside a string: only `\` (ST) may follow.
-    pub const STRING_ESCAPE: u8 = 4;
+    pub const STRING7_ESCAPE: u8 = 11;
+    pub const STRING8_ESCAPE: u8 = 12;
+    /// Not an answer: a key or anything else.
+    pub const INPUT: u8 = 13;
+    /// Number of rows in [`super::NEXT`] (a power of two, so a mask bounds the index).
+    pub const ROWS: usize = 16;
 }
+
+/// The parser: the state after `byte` in state `st`. Written for reading; the probes
+/// use it through [`NEXT`], built from it at compile time.
+const fn step(st: u8, byte: u8) -> u8 {
+    use state::*;
+    match st {
+        GROUND => match byte {
+            ESC => ESCAPE,
+            C1_CSI => CSI,
+            C1_OSC | C1_DCS | C1_APC => STRING8,
+            _ => INPUT,
+        },
+        ESCAPE => match byte {
+            b'[' => CSI,
+            b']' | b'P' | b'_' => STRING7,
+            // `ESC O x` (SS3 keys), `ESC x` (Alt-x), `ESC ESC`: keys.
+            _ => INPUT,
+        },
+        CSI => match byte {
+            b'?' => CSI_QUESTION,
+            b'>' => CSI_GREATER,
+            b'=' => CSI_EQUALS,
+            // `<` is SGR mouse.
+            b'<' => INPUT,
+            b'$' => CSI_PLAIN_DOLLAR,
+            _ => csi_param_or_final(CSI_PLAIN, byte),
+        },
+        CSI_PLAIN | CSI_QUESTION | CSI_GREATER | CSI_EQUALS => csi_param_or_final(st, byte),
+        CSI_PLAIN_DOLLAR | CSI_QUESTION_DOLLAR => match byte {
+            b'y' => GROUND,
+            _ => INPUT,
+        },
+        STRING7 | STRING8 => match byte {
+            BEL => GROUND,
+            ESC if st == STRING7 => STRING7_ESCAPE,
+            ESC => STRING8_ESCAPE,
+            C1_ST if st == STRING8 => GROUND,
+            // Cancelled strings are not answers.
+            CAN | SUB => INPUT,
+            _ => st,
+        },
+        STRING7_ESCAPE | STRING8_ESCAPE => match byte {
+            b'\\' => GROUND,
+            _ => INPUT,
+        },
+        _ => INPUT,
+    }
+}
+
+/// Inside the parameters of a control sequence in state `st` (which remembers its
+/// private marker): a parameter byte stays, `$` waits for `y`, a final byte ends it,
+/// as an answer or not. Anything else (a marker in second place, other intermediates,
+/// control characters) is not an answer.
+const fn csi_param_or_final(st: u8, byte: u8) -> u8 {
+    use state::*;
+    match byte {
+        b'0'..=b'9' | b';' | b':' => st,
+        b'$' if st == CSI_PLAIN => CSI_PLAIN_DOLLAR,
+        b'$' if st == CSI_QUESTION => CSI_QUESTION_DOLLAR,
+        0x40..=0x7e => {
+            let marker = match st {
+                CSI_QUESTION => b'?',
+                CSI_GREATER => b'>',
+                CSI_EQUALS => b'=',
+                _ => 0,
+            };
+            if is_report(marker, byte) {
+                GROUND
+            } else {
+                INPUT
+            }
+        }
+        _ => INPUT,
+    }
+}
+
+/// The control sequences terminals send as answers, by private marker and final byte
+/// (mode reports, the only ones with an intermediate, are handled by the states).
+/// See the module documentation for what each one is.
+const fn is_report(marker: u8, fin: u8) -> bool {
+    matches!(
+        (marker, fin),
+        (0 | b'?', b'R' | b'n')
+            | (0, b't')
+            | (b'?' | b'>' | b'=', b'c')
+            | (b'?', b'u' | b'S')
+            | (b'>', b'm')
+    )
+}
+
+/// [`step`] for every state and byte: `NEXT[st << 8 | byte]`.
+static NEXT: [u8; state::ROWS * 256] = {
+    let mut table = [state::INPUT; state::ROWS * 256];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = step((i >> 8) as u8, i as u8);
+        i += 1;
+    }
+    table
+};
 
 /// True when a write into a pty master holds nothing but terminal answers, judged from
 /// `seen`, its first bytes, and `total`, its length.
@@ -85,104 +204,20 @@ pub fn only_answers(seen: &[u8], total: u64) -> bool {
         return false;
     }
     let mut st = state::GROUND;
-    // The string in progress was opened by an 8-bit introducer, so 0x9c ends it. After
-    // a 7-bit introducer 0x9c is text (a UTF-8 continuation byte in a title).
-    let mut eight_bit = false;
-    // The private marker (`?`, `>`, `=`, `<`) of the control sequence, or 0.
-    let mut marker = 0u8;
-    // The last intermediate byte of the control sequence (`$` in `$ y`), or 0.
-    let mut intermediate = 0u8;
-    // Parameter bytes seen in the control sequence.
-    let mut params = 0u8;
     let mut i = 0;
     while i < ANSWER_PREFIX {
-        let Some(&b) = seen.get(i) else {
+        let Some(&byte) = seen.get(i) else {
             break;
         };
-        i += 1;
-        match st {
-            state::GROUND => match b {
-                ESC => st = state::ESCAPE,
-                C1_CSI => {
-                    st = state::CSI;
-                    (marker, intermediate, params) = (0, 0, 0);
-                }
-                C1_OSC | C1_DCS | C1_APC => {
-                    st = state::STRING;
-                    eight_bit = true;
-                }
-                _ => return false,
-            },
-            state::ESCAPE => match b {
-                b'[' => {
-                    st = state::CSI;
-                    (marker, intermediate, params) = (0, 0, 0);
-                }
-                b']' | b'P' | b'_' => {
-                    st = state::STRING;
-                    eight_bit = false;
-                }
-                // `ESC O x` (SS3 keys), `ESC x` (Alt-x), `ESC ESC`: keys.
-                _ => return false,
-            },
-            state::CSI => match b {
-                // Parameter bytes; a private marker is one of `<=>?` in first place.
-                0x30..=0x3f => {
-                    if intermediate != 0 {
-                        return false;
-                    }
-                    if params == 0 && b >= b'<' {
-                        marker = b;
-                    }
-                    params = params.saturating_add(1);
-                }
-                0x20..=0x2f => intermediate = b,
-                0x40..=0x7e => {
-                    if !is_report(marker, intermediate, b) {
-                        return false;
-                    }
-                    st = state::GROUND;
-                }
-                _ => return false,
-            },
-            state::STRING => match b {
-                BEL => st = state::GROUND,
-                ESC => st = state::STRING_ESCAPE,
-                C1_ST if eight_bit => st = state::GROUND,
-                // Cancelled strings are not answers.
-                CAN | SUB => return false,
-                _ => {}
-            },
-            _ => {
-                // STRING_ESCAPE
-                if b != b'\\' {
-                    return false;
-                }
-                st = state::GROUND;
-            }
+        // The mask keeps the index inside the table whatever `st` holds.
+        st = NEXT[((st as usize) & (state::ROWS - 1)) << 8 | byte as usize];
+        if st == state::INPUT {
+            return false;
         }
+        i += 1;
     }
     // The whole write must end between answers; a longer one may cut its last answer.
     st == state::GROUND || !whole
-}
-
-/// The control sequences terminals send as answers, by private marker, intermediate
-/// byte and final byte. See the module documentation for what each one is.
-#[inline(always)]
-const fn is_report(marker: u8, intermediate: u8, fin: u8) -> bool {
-    match (marker, intermediate, fin) {
-        // Mode reports (DECRPM), private and ANSI.
-        (0 | b'?', b'$', b'y') => true,
-        (_, 0, _) => matches!(
-            (marker, fin),
-            (0 | b'?', b'R' | b'n')
-                | (0, b't')
-                | (b'?' | b'>' | b'=', b'c')
-                | (b'?', b'u' | b'S')
-                | (b'>', b'm')
-        ),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -344,14 +379,22 @@ mod tests {
     #[test]
     fn every_answer_is_an_answer() {
         for a in ANSWERS.iter().chain(ANSWERS_8BIT) {
-            assert!(whole(a), "{:?} should be an answer", a.escape_ascii().to_string());
+            assert!(
+                whole(a),
+                "{:?} should be an answer",
+                a.escape_ascii().to_string()
+            );
         }
     }
 
     #[test]
     fn every_key_is_input() {
         for k in KEYS.iter().chain(UNFINISHED) {
-            assert!(!whole(k), "{:?} should be input", k.escape_ascii().to_string());
+            assert!(
+                !whole(k),
+                "{:?} should be input",
+                k.escape_ascii().to_string()
+            );
         }
     }
 
