@@ -100,6 +100,7 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
     let mut bytes = 0u64;
+    let mut summed = 0u64;
     // The first buffer, where the answers filter looks.
     let mut first = IoVec { base: 0, len: 0 };
     let iov = vec as *const IoVec;
@@ -111,12 +112,10 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
         match unsafe { bpf_probe_read_user(iov.wrapping_add(i)) } {
             Ok(v) => {
                 if i == 0 {
-                    first = IoVec {
-                        base: v.base,
-                        len: v.len,
-                    };
+                    first = v;
                 }
-                bytes = bytes.wrapping_add(v.len)
+                bytes = bytes.wrapping_add(v.len);
+                summed += 1;
             }
             Err(_) => break,
         }
@@ -126,11 +125,7 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     }
     // More buffers than were summed: the total is not known, so nothing can be judged
     // whole (a burst of answers is still judged by its first bytes).
-    let total = if vlen as usize > WRITEV_MAX_IOV {
-        u64::MAX
-    } else {
-        bytes
-    };
+    let total = if summed < vlen { u64::MAX } else { bytes };
     let first = || {
         Ok(UserBytes {
             addr: first.base,
