@@ -46,6 +46,10 @@
 /// How many bytes of a write the probes read and judge.
 pub const ANSWER_PREFIX: usize = 64;
 
+/// The shortest answer, 8-bit `CSI n`. A shorter write (a typed letter) is input
+/// without reading it, which keeps the read off the hottest path.
+pub const SHORTEST_ANSWER: u64 = 2;
+
 const ESC: u8 = 0x1b;
 const BEL: u8 = 0x07;
 const CAN: u8 = 0x18;
@@ -447,6 +451,17 @@ mod tests {
         mixed.extend_from_slice(b"\x1b[A");
         mixed.resize(ANSWER_PREFIX, b'x');
         assert!(!only_answers(&mixed, 1000));
+    }
+
+    #[test]
+    fn no_answer_is_shorter_than_the_shortest() {
+        for a in ANSWERS.iter().chain(ANSWERS_8BIT) {
+            assert!(a.len() as u64 >= SHORTEST_ANSWER);
+        }
+        assert!(whole(b"\x9bn"));
+        for b in 0..=255u8 {
+            assert!(!whole(&[b]), "byte {b:#x} alone should be input");
+        }
     }
 
     #[test]

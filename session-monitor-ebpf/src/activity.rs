@@ -17,7 +17,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use session_monitor_common::{
     Event, EventKind, Probe, ProcState, Stat, TtyActivity, TtyClass, TtyKey,
-    answers::{ANSWER_PREFIX, only_answers},
+    answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
     config::flags,
     counters::{COUNTER_ANSWERS_IGNORED, COUNTER_REVOKE_SIGNALS},
     state::proc_flags,
@@ -75,7 +75,8 @@ pub struct UserBytes {
 
 /// A write into a terminal, seen by either backend: into a master it is input, into a
 /// slave it is output (only used to notice the terminal). `first` finds the written
-/// bytes; it is only called for a master write, so no other write pays for it.
+/// bytes; it is only called for a master write of two bytes or more, so no other
+/// write (and no single typed letter) pays for it.
 #[inline(always)]
 pub fn tty_written<A: Access, C: EbpfContext, F: FnOnce() -> Result<UserBytes, ReadError>>(
     ctx: &C,
@@ -85,7 +86,7 @@ pub fn tty_written<A: Access, C: EbpfContext, F: FnOnce() -> Result<UserBytes, R
 ) -> Result<(), ReadError> {
     match tty.class {
         TtyClass::PtyMaster => {
-            if only_answers_written(first) {
+            if bytes >= SHORTEST_ANSWER && only_answers_written(first) {
                 bump_slot(COUNTER_ANSWERS_IGNORED);
                 return Ok(());
             }
