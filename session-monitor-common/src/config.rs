@@ -28,9 +28,21 @@ pub struct KernelOffsets {
     pub super_block_s_dev: u32,
     pub kiocb_ki_filp: u32,
     pub iov_iter_count: u32,
+    /// `iov_iter.iter_type`, and where a write's user buffer is: `ubuf` for
+    /// `ITER_UBUF` (write(2) since 6.0), `__iov` (`iov` before 6.4) for `ITER_IOVEC`.
+    pub iov_iter_type: u32,
+    pub iov_iter_ubuf: u32,
+    pub iov_iter_iov: u32,
+    /// Values of `enum iter_type` on this kernel (the order changed in 6.4);
+    /// [`ITER_UNKNOWN`] where the kernel has no such kind.
+    pub iter_ubuf: u32,
+    pub iter_iovec: u32,
     pub task_signal: u32,
     pub signal_tty: u32,
 }
+
+/// An `iter_type` value no `u8` member holds: the kind does not exist on this kernel.
+pub const ITER_UNKNOWN: u32 = u32::MAX;
 
 /// Offsets of the fields the tracepoint programs read from their context.
 #[repr(C)]
@@ -40,6 +52,8 @@ pub struct TracepointFields {
     pub sys_enter_fd: u32,
     /// `sys_enter_write.count`, `sys_enter_read.count`.
     pub sys_enter_write_count: u32,
+    /// `sys_enter_write.buf`: where the written bytes are, to tell answers from keys.
+    pub sys_enter_write_buf: u32,
     /// `sys_enter_writev.vec` and `.vlen`.
     pub sys_enter_writev_vec: u32,
     pub sys_enter_writev_vlen: u32,

@@ -70,7 +70,10 @@ pub const STATS_PER_PROBE: u32 = 4;
 pub const COUNTER_REVOKE_SIGNALS: u32 = Probe::ALL.len() as u32 * STATS_PER_PROBE;
 /// Kernel memory reads that failed (a structure was not where BTF said).
 pub const COUNTER_READ_ERRORS: u32 = COUNTER_REVOKE_SIGNALS + 1;
-pub const COUNTER_SLOTS: u32 = COUNTER_READ_ERRORS + 1;
+/// Writes into a pty master that held only terminal answers and were not counted as
+/// input (see [`crate::answers`]).
+pub const COUNTER_ANSWERS_IGNORED: u32 = COUNTER_READ_ERRORS + 1;
+pub const COUNTER_SLOTS: u32 = COUNTER_ANSWERS_IGNORED + 1;
 
 #[inline(always)]
 pub const fn slot(probe: Probe, stat: Stat) -> u32 {

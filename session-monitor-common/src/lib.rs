@@ -5,6 +5,7 @@
 //! so both sides agree on the layout by construction.
 #![no_std]
 
+pub mod answers;
 pub mod config;
 pub mod counters;
 pub mod dev;

@@ -11,13 +11,16 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_send_signal,
+        bpf_ktime_get_boot_ns, bpf_probe_read_user_buf, bpf_send_signal,
     },
 };
 use aya_log_ebpf::debug;
 use session_monitor_common::{
-    Event, EventKind, Probe, ProcState, Stat, TtyActivity, TtyClass, TtyKey, config::flags,
-    counters::COUNTER_REVOKE_SIGNALS, state::proc_flags,
+    Event, EventKind, Probe, ProcState, Stat, TtyActivity, TtyClass, TtyKey,
+    answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
+    config::flags,
+    counters::{COUNTER_ANSWERS_IGNORED, COUNTER_REVOKE_SIGNALS},
+    state::proc_flags,
 };
 
 use crate::{
@@ -61,16 +64,32 @@ fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
     bump(probe, Stat::Sent);
 }
 
+/// Where the bytes of a write start in the writer's memory: the first buffer the
+/// system call was given and its length (a `writev` has more after it), and the
+/// length of the whole write (`u64::MAX` when not known).
+pub struct UserBytes {
+    pub addr: u64,
+    pub len: u64,
+    pub total: u64,
+}
+
 /// A write into a terminal, seen by either backend: into a master it is input, into a
-/// slave it is output (only used to notice the terminal).
+/// slave it is output (only used to notice the terminal). `first` finds the written
+/// bytes; it is only called for a master write of two bytes or more, so no other
+/// write (and no single typed letter) pays for it.
 #[inline(always)]
-pub fn tty_written<A: Access, C: EbpfContext>(
+pub fn tty_written<A: Access, C: EbpfContext, F: FnOnce() -> Result<UserBytes, ReadError>>(
     ctx: &C,
     tty: &TtyFile,
     bytes: u64,
+    first: F,
 ) -> Result<(), ReadError> {
     match tty.class {
         TtyClass::PtyMaster => {
+            if bytes >= SHORTEST_ANSWER && only_answers_written(first) {
+                bump_slot(COUNTER_ANSWERS_IGNORED);
+                return Ok(());
+            }
             let key = kernel::master_slave_key::<A>(tty.file)?;
             input(ctx, Probe::TtyWrite, key, bytes);
         }
@@ -82,6 +101,26 @@ pub fn tty_written<A: Access, C: EbpfContext>(
         TtyClass::Console => {}
     }
     Ok(())
+}
+
+/// True when a write into a pty master holds only terminal answers (see
+/// `session_monitor_common::answers`). Reads at most `ANSWER_PREFIX` bytes of the
+/// writer's memory onto the stack; anything unreadable counts as input.
+#[inline(always)]
+fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -> bool {
+    let Ok(user) = first() else {
+        return false;
+    };
+    let mut buf = [0u8; ANSWER_PREFIX];
+    let len = user.len.min(user.total).min(ANSWER_PREFIX as u64) as usize;
+    let Some(seen) = buf.get_mut(..len) else {
+        return false;
+    };
+    // SAFETY: the helper checks the user address and fails on a bad one.
+    if unsafe { bpf_probe_read_user_buf(user.addr as *const u8, seen) }.is_err() {
+        return false;
+    }
+    only_answers(seen, user.total)
 }
 
 /// A resize of a pty master: the user's window changed, which counts as presence.

@@ -27,7 +27,8 @@ fn try_tty_write(ctx: &FEntryContext) -> Result<(), ReadError> {
         Some(tty) => {
             let from: *const u8 = ctx.arg(1);
             let bytes = kernel::iov_iter_count(from)?;
-            activity::tty_written::<Typed, _>(ctx, &tty, bytes)
+            let first = || kernel::iov_iter_user_bytes(from, bytes);
+            activity::tty_written::<Typed, _, _>(ctx, &tty, bytes, first)
         }
         None => Ok(()),
     }

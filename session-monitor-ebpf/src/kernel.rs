@@ -16,7 +16,7 @@ use session_monitor_common::{
     dev::{self, S_IFCHR, S_IFMT},
 };
 
-use crate::{config::conf, maps::bump_slot};
+use crate::{activity::UserBytes, config::conf, maps::bump_slot};
 
 /// A kernel read failed: counted, and the event is ignored.
 pub struct ReadError;
@@ -203,6 +203,42 @@ pub fn kiocb_file(iocb: *const u8) -> Result<*const u8, ReadError> {
 #[inline(always)]
 pub fn iov_iter_count(iter: *const u8) -> Result<u64, ReadError> {
     Typed::read(iter, conf!(offsets.iov_iter_count))
+}
+
+/// `struct iovec`, the same in user space and the kernel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoVec {
+    pub base: u64,
+    pub len: u64,
+}
+
+/// The first user buffer of a hook's typed `iter` of `count` bytes: `iter->ubuf` for
+/// write(2) (`ITER_UBUF`), the first `iovec` for writev(2) (`ITER_IOVEC`, an array the
+/// kernel copied in, read with one helper call). Any other kind (a kernel buffer, a
+/// pipe) is an error: such a write is judged as input.
+#[inline(always)]
+pub fn iov_iter_user_bytes(iter: *const u8, count: u64) -> Result<UserBytes, ReadError> {
+    let kind: u8 = Typed::read(iter, conf!(offsets.iov_iter_type))?;
+    let kind = kind as u32;
+    if kind == conf!(offsets.iter_ubuf) {
+        let addr: u64 = Typed::read(iter, conf!(offsets.iov_iter_ubuf))?;
+        return Ok(UserBytes {
+            addr,
+            len: count,
+            total: count,
+        });
+    }
+    if kind == conf!(offsets.iter_iovec) {
+        let iov = Typed::read_ptr(iter, conf!(offsets.iov_iter_iov))?;
+        let first: IoVec = Untyped::read(iov, 0)?;
+        return Ok(UserBytes {
+            addr: first.base,
+            len: first.len,
+            total: count,
+        });
+    }
+    Err(ReadError)
 }
 
 /// The current task's controlling terminal (`current->signal->tty`), typed; null

@@ -20,9 +20,9 @@ use aya_ebpf::{
 use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 
 use crate::{
-    activity,
+    activity::{self, UserBytes},
     config::conf,
-    kernel::{self, ReadError, Untyped},
+    kernel::{self, IoVec, ReadError, Untyped},
     maps::{CONSOLE_READS, bump},
 };
 
@@ -73,7 +73,15 @@ fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
     if count == 0 {
         return Ok(());
     }
-    activity::tty_written::<Untyped, _>(ctx, &tty, count)
+    let first = || {
+        let addr: u64 = field(ctx, conf!(tracepoints.sys_enter_write_buf))?;
+        Ok(UserBytes {
+            addr,
+            len: count,
+            total: count,
+        })
+    };
+    activity::tty_written::<Untyped, _, _>(ctx, &tty, count, first)
 }
 
 #[tracepoint]
@@ -81,13 +89,6 @@ pub fn tp_writev(ctx: TracePointContext) -> u32 {
     bump(Probe::TtyWrite, Stat::Seen);
     let _ = try_writev(&ctx);
     0
-}
-
-/// `struct iovec` as user space passes it.
-#[repr(C)]
-struct IoVec {
-    base: u64,
-    len: u64,
 }
 
 fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
@@ -99,6 +100,9 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
     let mut bytes = 0u64;
+    let mut summed = 0u64;
+    // The first buffer, where the answers filter looks.
+    let mut first = IoVec { base: 0, len: 0 };
     let iov = vec as *const IoVec;
     for i in 0..WRITEV_MAX_IOV {
         if i as u64 >= vlen {
@@ -106,14 +110,30 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
         }
         // SAFETY: user memory read through the helper; failure ends the sum.
         match unsafe { bpf_probe_read_user(iov.wrapping_add(i)) } {
-            Ok(v) => bytes = bytes.wrapping_add(v.len),
+            Ok(v) => {
+                if i == 0 {
+                    first = v;
+                }
+                bytes = bytes.wrapping_add(v.len);
+                summed += 1;
+            }
             Err(_) => break,
         }
     }
     if bytes == 0 && vlen == 0 {
         return Ok(());
     }
-    activity::tty_written::<Untyped, _>(ctx, &tty, bytes)
+    // More buffers than were summed: the total is not known, so nothing can be judged
+    // whole (a burst of answers is still judged by its first bytes).
+    let total = if summed < vlen { u64::MAX } else { bytes };
+    let first = || {
+        Ok(UserBytes {
+            addr: first.base,
+            len: first.len,
+            total,
+        })
+    };
+    activity::tty_written::<Untyped, _, _>(ctx, &tty, bytes, first)
 }
 
 #[tracepoint]

@@ -147,6 +147,12 @@ pub fn status_text(status: &Status) -> String {
             );
         }
     }
+    let counter = |k: &str| status.counters.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "answers:      {} terminal answers not counted as input",
+        counter("answers_ignored")
+    );
     out
 }
 

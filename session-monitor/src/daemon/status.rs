@@ -79,6 +79,9 @@ pub fn offsets_json(o: &KernelOffsets) -> serde_json::Value {
         "super_block.s_dev": o.super_block_s_dev,
         "kiocb.ki_filp": o.kiocb_ki_filp,
         "iov_iter.count": o.iov_iter_count,
+        "iov_iter.iter_type": o.iov_iter_type,
+        "iov_iter.ubuf": o.iov_iter_ubuf,
+        "iov_iter.__iov": o.iov_iter_iov,
         "task_struct.signal": o.task_signal,
         "signal_struct.tty": o.signal_tty,
     })

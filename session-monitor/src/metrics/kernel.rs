@@ -45,6 +45,7 @@ struct Totals {
     events: BTreeMap<(&'static str, &'static str), Monotonic>,
     revoke_signals: Monotonic,
     read_errors: Monotonic,
+    answers_ignored: Monotonic,
 }
 
 impl Default for Totals {
@@ -61,6 +62,7 @@ impl Default for Totals {
             events,
             revoke_signals: Monotonic::default(),
             read_errors: Monotonic::default(),
+            answers_ignored: Monotonic::default(),
         }
     }
 }
@@ -89,6 +91,7 @@ impl KernelCollector {
         }
         totals.revoke_signals.update(snapshot.revoke_signals);
         totals.read_errors.update(snapshot.read_errors);
+        totals.answers_ignored.update(snapshot.answers_ignored);
     }
 }
 
@@ -140,6 +143,15 @@ impl Collector for KernelCollector {
             MetricType::Counter,
         )?;
         family.encode_counter::<NoLabelSet, _, u64>(&totals.read_errors.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_answers_ignored",
+            "Writes into pty masters that held only terminal answers (cursor position, \
+             device attributes, colours, ...) and were not counted as input.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.answers_ignored.value(), None)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use session_monitor_common::config::KernelOffsets;
+use session_monitor_common::config::{ITER_UNKNOWN, KernelOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -45,9 +45,43 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets> {
         super_block_s_dev: off("super_block", "s_dev")?,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
         iov_iter_count: off("iov_iter", "count")?,
+        // Where a write's bytes are, for the fentry backend to tell answers from keys.
+        // Optional: on a kernel without them every master write counts as input.
+        iov_iter_type: off("iov_iter", "iter_type").unwrap_or(0),
+        iov_iter_ubuf: off("iov_iter", "ubuf").unwrap_or(0),
+        iov_iter_iov: off("iov_iter", "__iov")
+            .or_else(|_| off("iov_iter", "iov"))
+            .unwrap_or(0),
+        iter_ubuf: iter_kind(btf, "ITER_UBUF"),
+        iter_iovec: iter_kind(btf, "ITER_IOVEC"),
         task_signal: off("task_struct", "signal")?,
         signal_tty: off("signal_struct", "tty")?,
     })
+}
+
+/// The value of `kind` in `enum iter_type` (its order changed in 6.4), or
+/// [`ITER_UNKNOWN`] when this kernel has no such kind or no `iter_type` member to
+/// compare it with (before 5.14 the kind shared a field with the direction).
+fn iter_kind(btf: &Btf, kind: &str) -> u32 {
+    if member_offset(btf, "iov_iter", "iter_type").is_err() {
+        return ITER_UNKNOWN;
+    }
+    enum_value(btf, "iter_type", kind).unwrap_or(ITER_UNKNOWN)
+}
+
+/// The value of `name` in `enum enumeration`.
+pub fn enum_value(btf: &Btf, enumeration: &str, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(enumeration)
+        .ok()?
+        .iter()
+        .find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name))
+                .map(|m| m.val()),
+            _ => None,
+        })
 }
 
 /// Byte offset of `member` in `struct strukt`, searching anonymous members too.
@@ -119,6 +153,12 @@ mod tests {
         assert_ne!(offsets.inode_i_mode, offsets.inode_i_rdev);
         // `fd` follows `max_fds` in every kernel since 2.6.
         assert!(offsets.fdtable_fd > offsets.fdtable_max_fds);
+        // Since 6.0 write(2) hands tty_write an ITER_UBUF, writev an ITER_IOVEC.
+        assert_ne!(offsets.iter_ubuf, ITER_UNKNOWN);
+        assert_ne!(offsets.iter_iovec, ITER_UNKNOWN);
+        assert_ne!(offsets.iter_ubuf, offsets.iter_iovec);
+        assert_ne!(offsets.iov_iter_ubuf, offsets.iov_iter_type);
+        assert_ne!(offsets.iov_iter_iov, offsets.iov_iter_type);
     }
 
     #[test]

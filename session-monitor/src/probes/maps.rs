@@ -8,7 +8,7 @@ use aya::{
 use serde::Serialize;
 use session_monitor_common::{
     Probe, ProcState, Stat, TtyActivity, TtyKey,
-    counters::{COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot},
+    counters::{COUNTER_ANSWERS_IGNORED, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot},
     map_names,
 };
 
@@ -146,6 +146,7 @@ impl KernelMaps {
             probes,
             revoke_signals: sum(COUNTER_REVOKE_SIGNALS),
             read_errors: sum(COUNTER_READ_ERRORS),
+            answers_ignored: sum(COUNTER_ANSWERS_IGNORED),
         }
     }
 }
@@ -165,6 +166,8 @@ pub struct CounterSnapshot {
     pub probes: Vec<ProbeCounters>,
     pub revoke_signals: u64,
     pub read_errors: u64,
+    /// Writes into pty masters that held only terminal answers: not input.
+    pub answers_ignored: u64,
 }
 
 impl CounterSnapshot {

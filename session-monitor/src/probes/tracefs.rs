@@ -136,6 +136,7 @@ pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields
     let mut fields = TracepointFields {
         sys_enter_fd: fd,
         sys_enter_write_count: sc("sys_enter_write", "count")?,
+        sys_enter_write_buf: sc("sys_enter_write", "buf")?,
         sys_enter_writev_vec: sc("sys_enter_writev", "vec")?,
         sys_enter_writev_vlen: sc("sys_enter_writev", "vlen")?,
         sys_enter_ioctl_cmd: sc("sys_enter_ioctl", "cmd")?,
