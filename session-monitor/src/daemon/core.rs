@@ -1,7 +1,13 @@
-//! The daemon's state, and how sessions come and go.
+//! The daemon's state, and how logins come and go.
+//!
+//! One [`Login`] record per login holds everything about it: its identity process,
+//! terminals, policy resolution, warning and single pending deadline. Terminals are
+//! found through the probes' first writes, ssh connections without a terminal
+//! through the listener's forks (and a /proc sweep); both resolve to the login
+//! whose identity process carries them.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     path::PathBuf,
     sync::{
         Arc,
@@ -19,12 +25,15 @@ use crate::{
     audit::{AuditLog, Fields},
     clock,
     control::Incoming,
-    enforce::{EndReason, Warned, terminate::Outcome},
+    enforce::{EndReason, terminate::Outcome},
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
-    probes::{KernelMaps, Probes},
+    probes::{KernelMaps, Probes, login_flags},
     revoke::Revocations,
-    sessions::{Resolved, Resolver, Session, SessionKind, SessionTable, discover_existing},
+    sessions::{
+        Login, LoginKey, LoginTable, ProcRef, Resolved, Resolver, SessionKind, Terminal,
+        discover_existing,
+    },
 };
 
 /// A terminal the probes reported that is not resolved to a session yet.
@@ -43,18 +52,20 @@ const RESOLVE_QUICK_ATTEMPTS: u32 = 6;
 /// the kernel map (it is noticed again on its next write).
 const UNRESOLVED_FORGET_AFTER: Duration = Duration::from_secs(60);
 
-/// Per-session enforcement state.
-pub struct Enforcement {
-    pub resolution: Resolution,
-    pub warned: Option<Warned>,
-    /// Dry-run: the end already reported, so it is not reported again until the
-    /// session's deadline moves.
-    pub reported_end: Option<(EndReason, u64)>,
+/// An ssh connection the listener forked, waiting to authenticate.
+struct PendingConnection {
+    process: ProcRef,
+    attempts: u32,
+    next_try: Instant,
 }
+
+/// How long a new connection is retried quickly: its authentication (LoginGraceTime
+/// allows minutes; reconcile's sweep finds slower ones).
+const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 
 /// A termination that finished (all targets gone, or SIGKILL sent).
 pub struct TerminationDone {
-    pub key: TtyKey,
+    pub key: LoginKey,
     pub session_id: String,
     pub reason: EndReason,
     /// When the end was decided (boot-time ns): what the record's times refer to.
@@ -82,8 +93,12 @@ pub struct CoreParts {
 pub struct Core {
     pub(super) probes: Probes,
     pub(super) maps: KernelMaps,
-    pub(super) table: SessionTable,
+    pub(super) table: LoginTable,
     pending: HashMap<TtyKey, Pending>,
+    /// Connections forked by an sshd listener, by pid, until they authenticate.
+    pending_connections: HashMap<u32, PendingConnection>,
+    /// sshd listeners marked in the kernel (never signalled).
+    pub(super) listeners: HashSet<u32>,
     /// Terminals without a login session, with when that was first found.
     pub(super) unresolved: HashMap<TtyKey, Instant>,
     pub(super) received: Arc<AtomicU64>,
@@ -94,12 +109,8 @@ pub struct Core {
     pub(super) config_path: PathBuf,
     pub(super) force_dry_run: bool,
     pub(super) audit: AuditLog,
-    pub(super) enforcement: HashMap<TtyKey, Enforcement>,
-    /// Pending deadlines, ordered by time (CLOCK_BOOTTIME ns), and each session's.
-    pub(super) schedule: BTreeSet<(u64, TtyKey)>,
-    pub(super) due: HashMap<TtyKey, u64>,
-    /// Sessions being ended, and why.
-    pub(super) ending: HashMap<TtyKey, EndReason>,
+    /// Every login's pending deadline (its `due`), ordered by time (CLOCK_BOOTTIME ns).
+    pub(super) schedule: BTreeSet<(u64, LoginKey)>,
     pub(super) terminations: mpsc::Sender<TerminationDone>,
     pub(super) reloads: (u64, u64),
     pub(super) revocations: Revocations,
@@ -110,9 +121,10 @@ pub struct Core {
     /// Per uid: the last input on a session of theirs that is not nested and has
     /// ended (see `nesting`).
     pub(super) presence: HashMap<u32, u64>,
-    /// Processes by session id, from one walk of /proc shared by the ends decided
-    /// within [`MEMBERS_MAX_AGE`] (a thousand sessions due at once walk /proc once).
-    pub(super) members: Option<(Instant, HashMap<u32, Vec<crate::sessions::ProcRef>>)>,
+    /// Processes by session id and by parent, from one walk of /proc shared by the
+    /// ends decided within [`MEMBERS_MAX_AGE`] (a thousand logins due at once walk
+    /// /proc once).
+    pub(super) members: Option<(Instant, super::enforcement::ProcSnapshot)>,
     /// Reconcile ticks so far.
     ticks: u64,
 }
@@ -130,8 +142,10 @@ impl Core {
         Self {
             probes: parts.probes,
             maps: parts.maps,
-            table: SessionTable::default(),
+            table: LoginTable::default(),
             pending: HashMap::new(),
+            pending_connections: HashMap::new(),
+            listeners: HashSet::new(),
             unresolved: HashMap::new(),
             received: parts.received,
             started: Instant::now(),
@@ -140,10 +154,7 @@ impl Core {
             config_path: parts.config_path,
             force_dry_run: parts.force_dry_run,
             audit: parts.audit,
-            enforcement: HashMap::new(),
             schedule: BTreeSet::new(),
-            due: HashMap::new(),
-            ending: HashMap::new(),
             terminations: parts.terminations,
             reloads: (0, 0),
             revocations: parts.revocations,
@@ -179,24 +190,35 @@ impl Core {
         f.insert("pid".into(), json!(std::process::id()));
         f.insert("sessions".into(), json!(self.table.len()));
         self.audit.record("daemon_stop", f);
+        // The kernel keeps nothing of ours once the programs are gone; the listener
+        // marks would otherwise outlive a daemon that is replaced without a reload.
+        for pid in self.listeners.drain() {
+            self.maps.untrack(pid);
+        }
     }
 
     /// Sessions opened before the daemon started. Their idle time starts from the
     /// terminal's last access time, which the kernel updates when input is read.
     pub fn discover_existing(&mut self) {
         let found = discover_existing();
-        let count = found.len();
         for resolved in found {
-            let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-            if let Err(err) = self
-                .maps
-                .seed_activity(resolved.key, clock::boot_ns(), last_input)
-            {
-                tracing::warn!("{err:#}");
+            if let Some(t) = &resolved.terminal {
+                let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
+                if let Err(err) = self.maps.seed_activity(t.key, clock::boot_ns(), last_input) {
+                    tracing::warn!("{err:#}");
+                }
             }
-            self.add_session(resolved, "discovered");
+            self.add_resolved(resolved, "discovered");
         }
-        tracing::info!(sessions = count, "start-up discovery done");
+        let mut resolver = Resolver::snapshot();
+        for listener in resolver.ssh_listeners() {
+            self.mark_listener(listener);
+        }
+        tracing::info!(
+            logins = self.table.len(),
+            terminals = self.table.terminal_count(),
+            "start-up discovery done"
+        );
         // Discovery reads all of /proc once; give the memory it used back.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free heap memory.
@@ -205,88 +227,245 @@ impl Core {
         }
     }
 
-    pub(super) fn resolve_policy(&self, session: &Session) -> Resolution {
+    pub(super) fn resolve_policy(&self, login: &Login) -> Resolution {
         let mut resolution = self.policy.resolve(&Subject {
-            user: &session.user,
-            groups: &session.group_names,
-            kind: session.kind,
+            user: &login.user,
+            groups: &login.group_names,
+            kind: login.kind,
         });
         // The daemon never ends the terminal session it runs in: its own ancestors
         // are protected from signals, so it could only close the terminal under
         // itself, again and again.
-        if nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() as u32 == session.leader.pid) {
+        if nix::unistd::getsid(None).is_ok_and(|sid| {
+            let sid = sid.as_raw() as u32;
+            sid == login.identity.pid || login.terminals.iter().any(|t| t.leader.pid == sid)
+        }) {
             resolution.limits.exempt = true;
             resolution.rule = "daemon's own session".into();
         }
         resolution
     }
 
-    fn add_session(&mut self, resolved: Resolved, how: &str) {
-        let mut session = Session::from_resolved(resolved, clock::boot_ns());
-        session.nested_in = self.outer_of(&session).map(|outer| outer.id.clone());
-        if let Err(err) = self.maps.track(session.leader.pid, proc_flags::WATCH_EXIT) {
+    /// Marks an sshd listener in the kernel: each connection it forks is reported.
+    pub(super) fn mark_listener(&mut self, pid: u32) {
+        if self.listeners.insert(pid)
+            && let Err(err) = self.maps.set_flags(pid, login_flags::LISTENER)
+        {
             tracing::warn!("{err:#}");
         }
-        // A leader that exited between the /proc read and the tracking above sends
-        // no exit event: check once now that the kernel watches it.
-        if !session.leader.is_alive() {
-            if !self.table.pid_in_use(session.leader.pid) {
-                self.maps.untrack(session.leader.pid);
-            }
+    }
+
+    /// A resolved terminal or connection: a new login, or a terminal (or facts) for
+    /// one the daemon has.
+    fn add_resolved(&mut self, resolved: Resolved, how: &str) {
+        if let Some(listener) = resolved.listener {
+            self.mark_listener(listener);
+        }
+        let (key, _) = crate::sessions::login_key(&resolved.identity);
+        let Some(login) = self.table.get(&key) else {
+            self.add_login(resolved, how);
+            return;
+        };
+        if login.ending.is_some() {
             return;
         }
-        if let Some(server) = session.server {
-            let mut flags = proc_flags::WATCH_EXIT;
-            if session.kind == SessionKind::Mosh {
-                flags |= proc_flags::WATCH_UDP;
+        if let Some(terminal) = resolved.terminal {
+            self.add_terminal(key, terminal);
+        } else if login.terminals.is_empty() && login.carries != resolved.carries {
+            let carries = resolved.carries;
+            if let Some(login) = self.table.get_mut(&key) {
+                tracing::info!(id = %login.id, ?carries, "the login carries something else now");
+                login.carries = carries;
             }
-            if let Err(err) = self.maps.track(server.pid, flags) {
-                tracing::warn!("{err:#}");
+            self.schedule_session(&key);
+        }
+    }
+
+    /// A further terminal of a live login (ssh channels multiplexed on one
+    /// connection).
+    fn add_terminal(&mut self, key: LoginKey, terminal: Terminal) {
+        self.unresolved.remove(&terminal.key);
+        self.pending.remove(&terminal.key);
+        if self.table.of_tty(&terminal.key) == Some(key) {
+            return;
+        }
+        if let Some(old) = self.table.of_tty(&terminal.key) {
+            // The terminal changed hands (a pts reused by another login).
+            self.remove_terminal(old, &terminal.key);
+        }
+        let Some(login) = self.table.get(&key) else {
+            return;
+        };
+        let nested = login.nested_in.is_some();
+        let id = login.id.clone();
+        for pid in std::iter::once(terminal.leader.pid).chain(terminal.server.map(|s| s.pid)) {
+            self.adopt(key, pid, proc_flags::WATCH_EXIT, nested);
+        }
+        if !terminal.leader.is_alive() {
+            return;
+        }
+        tracing::info!(%id, tty = %crate::sessions::tty_name(&terminal.key), "terminal added to the login");
+        self.table.add_terminal(&key, terminal);
+        if let Some(login) = self.table.get_mut(&key)
+            && !login.carries.contains(&crate::sessions::Carry::Shell)
+        {
+            login
+                .carries
+                .retain(|c| *c != crate::sessions::Carry::Forwarding);
+            login.carries.push(crate::sessions::Carry::Shell);
+            login.carries.sort();
+        }
+        self.schedule_session(&key);
+    }
+
+    /// A terminal of a login is gone (its shell or its server exited); the login
+    /// lives on as long as its identity process does.
+    pub(super) fn remove_terminal(&mut self, key: LoginKey, tty: &TtyKey) {
+        let Some(login) = self.table.get(&key) else {
+            return;
+        };
+        let Some(terminal) = login.terminals.iter().find(|t| t.key == *tty).copied() else {
+            return;
+        };
+        let id = login.id.clone();
+        self.table.remove_terminal(tty);
+        self.maps.forget_tty(tty);
+        for pid in std::iter::once(terminal.leader.pid).chain(terminal.server.map(|s| s.pid)) {
+            if !self.table.pid_in_use(pid) {
+                self.maps.untrack(pid);
             }
         }
-        let resolution = self.resolve_policy(&session);
+        tracing::info!(%id, tty = %crate::sessions::tty_name(tty), "terminal closed");
+        self.schedule_session(&key);
+    }
+
+    /// Tracks `pid` in the kernel as part of login `key` with `flags`. A nested login
+    /// lies inside another login's process tree and stays there: only its flags are
+    /// set, so that ending the outer login still finds it.
+    fn adopt(&mut self, key: LoginKey, pid: u32, flags: u32, nested: bool) {
+        let result = if nested {
+            self.maps.set_flags(pid, flags)
+        } else {
+            self.maps.adopt(pid, key, flags)
+        };
+        if let Err(err) = result {
+            tracing::warn!("{err:#}");
+        }
+    }
+
+    fn add_login(&mut self, resolved: Resolved, how: &str) {
+        let tree = resolved.tree.clone();
+        let mut login = Login::from_resolved(resolved, clock::boot_ns());
+        login.nested_in = self.outer_of(&login).map(|outer| outer.id.clone());
+        // A local terminal whose process the kernel already counts in another live
+        // login (a multiplexer started from an ssh login) is nested in that one.
+        if login.nested_in.is_none() && login.kind == SessionKind::Local {
+            let outer = self.maps.login_of(login.identity.pid);
+            if outer != 0
+                && outer != login.key
+                && let Some(o) = self.table.get(&outer)
+            {
+                login.nested_in = Some(o.id.clone());
+            }
+        }
+        let nested = login.nested_in.is_some();
+        let key = login.key;
+        // The identity process first: every process it forks from now on is the
+        // login's in the kernel (a mosh-server forked by an ssh login becomes its
+        // own login here).
+        let mut identity_flags = proc_flags::WATCH_EXIT;
+        if login.kind == SessionKind::Ssh {
+            identity_flags |= login_flags::TRANSPORT;
+        }
+        if login.kind == SessionKind::Mosh {
+            identity_flags |= proc_flags::WATCH_UDP;
+        }
+        self.adopt(key, login.identity.pid, identity_flags, nested);
+        // What the identity forked before the kernel knew the login (the shell of an
+        // `ssh -T` login, anything running when the daemon started) is the login's
+        // too, and so is everything it forks from now on.
+        if !nested {
+            let own = login.pids();
+            for pid in tree {
+                if !own.contains(&pid) && !self.table.pid_in_use(pid) {
+                    self.adopt(key, pid, 0, false);
+                }
+            }
+        }
+        for pid in login.transports.clone() {
+            if pid != login.identity.pid {
+                self.adopt(
+                    key,
+                    pid,
+                    login_flags::TRANSPORT | proc_flags::WATCH_EXIT,
+                    nested,
+                );
+            }
+        }
+        for t in login.terminals.clone() {
+            for pid in std::iter::once(t.leader.pid).chain(t.server.map(|s| s.pid)) {
+                if pid != login.identity.pid && !login.transports.contains(&pid) {
+                    self.adopt(key, pid, proc_flags::WATCH_EXIT, nested);
+                }
+            }
+        }
+        // An identity that exited between the /proc read and the tracking above sends
+        // no exit event: check once now that the kernel watches it.
+        if !login.identity.is_alive() || login.terminals.iter().any(|t| !t.leader.is_alive()) {
+            self.untrack_unused(&login);
+            if !login.identity.is_alive() {
+                return;
+            }
+            login.terminals.retain(|t| t.leader.is_alive());
+        }
+        login.resolution = self.resolve_policy(&login);
         tracing::info!(
-            id = %session.id,
-            tty = %session.tty,
-            kind = %session.kind,
-            user = %session.user,
-            leader = session.leader.pid,
-            server = ?session.server.map(|s| s.pid),
-            remote = ?session.remote,
-            rule = %resolution.rule,
-            nested_in = ?session.nested_in,
+            id = %login.id,
+            tty = %login.tty(),
+            terminals = login.terminals.len(),
+            kind = %login.kind,
+            carries = ?login.carries,
+            user = %login.user,
+            identity = login.identity.pid,
+            leader = login.leader().pid,
+            server = ?login.server().map(|s| s.pid),
+            remote = ?login.remote,
+            rule = %login.resolution.rule,
+            nested_in = ?login.nested_in,
             "session {how}"
         );
-        let key = session.key;
         let now = clock::boot_ns();
-        let last_input = session.last_input_ns(self.maps.activity(&key).as_ref());
-        let mut fields = audit_fields::session(&session, &resolution.rule, last_input, now);
+        let last_input = self.own_last_input(&login);
+        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
         fields.insert("how".into(), json!(how));
-        if let Some(parent) = &session.nested_in {
+        if let Some(parent) = &login.nested_in {
             fields.insert("nested_in".into(), json!(parent));
         }
-        self.metrics.session_started(session.kind);
+        self.metrics.session_started(login.kind);
         self.audit.record("session_start", fields);
-        self.unresolved.remove(&key);
-        self.table.insert(session);
-        self.enforcement.insert(
-            key,
-            Enforcement {
-                resolution,
-                warned: None,
-                reported_end: None,
-            },
-        );
+        for t in &login.terminals {
+            self.unresolved.remove(&t.key);
+        }
+        self.table.insert(login);
         if !self.enforce_revocation(&key) {
             self.schedule_session(&key);
         }
     }
 
-    /// Removes a session that is gone and records why. `ended` is the termination
+    /// Stops tracking the processes of `login` that no live login uses.
+    fn untrack_unused(&mut self, login: &Login) {
+        for pid in login.pids() {
+            if !self.table.pid_in_use(pid) {
+                self.maps.untrack(pid);
+            }
+        }
+    }
+
+    /// Removes a login that is gone and records why. `ended` is the termination
     /// this daemon carried out (when the end was decided, and what it took).
     pub(super) fn end_session(
         &mut self,
-        key: &TtyKey,
+        key: &LoginKey,
         reason: EndReason,
         ended: Option<(u64, &Outcome)>,
     ) {
@@ -296,23 +475,17 @@ impl Core {
             .get(key)
             .map(|s| self.timing(s).last_input_ns)
             .unwrap_or(now);
-        let Some(session) = self.table.remove(key) else {
+        let Some(login) = self.table.remove(key) else {
             return;
         };
-        self.remember_presence(&session, last_input);
-        let rule = self
-            .enforcement
-            .remove(key)
-            .map_or_else(|| "default".to_string(), |e| e.resolution.rule);
-        self.ending.remove(key);
-        self.unschedule(key);
-        self.maps.forget_tty(key);
-        for pid in std::iter::once(session.leader.pid).chain(session.server.map(|s| s.pid)) {
-            if !self.table.pid_in_use(pid) {
-                self.maps.untrack(pid);
-            }
+        self.remember_presence(&login, last_input);
+        self.unschedule_at(key, login.due);
+        for t in &login.terminals {
+            self.maps.forget_tty(&t.key);
         }
-        let mut fields = audit_fields::session(&session, &rule, last_input, now);
+        self.maps.forget_login(*key);
+        self.untrack_unused(&login);
+        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
         fields.insert("reason".into(), json!(reason.as_str()));
         if let Some((_, outcome)) = ended {
             fields.insert("signals".into(), json!(outcome.signals));
@@ -328,36 +501,58 @@ impl Core {
         }
         self.audit.record("session_end", fields);
         self.metrics.session_ended(
-            session.kind,
+            login.kind,
             reason.as_str(),
-            clock::seconds_between(session.started_ns, now),
-            &session.user,
+            clock::seconds_between(login.started_ns, now),
+            &login.user,
         );
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "session ended");
+        tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "session ended");
+    }
+
+    /// A process of some logins exited: the identity ends its login, a terminal's
+    /// leader or server closes that terminal.
+    fn on_exit(&mut self, pid: u32) {
+        self.pending_connections.remove(&pid);
+        for key in self.table.keys_of_pid(pid) {
+            let Some(login) = self.table.get(&key) else {
+                continue;
+            };
+            // A login being ended is recorded when its termination completes.
+            if login.ending.is_some() {
+                continue;
+            }
+            if login.identity.pid == pid {
+                self.end_session(&key, EndReason::Logout, None);
+                continue;
+            }
+            let closed: Vec<TtyKey> = login
+                .terminals
+                .iter()
+                .filter(|t| t.leader.pid == pid || t.server.is_some_and(|s| s.pid == pid))
+                .map(|t| t.key)
+                .collect();
+            for tty in closed {
+                self.remove_terminal(key, &tty);
+            }
+        }
     }
 
     pub fn on_event(&mut self, event: Event) {
         match event.kind() {
             Some(EventKind::TtyFirstInput) | Some(EventKind::TtyFirstOutput) => {
-                if !self.table.contains(&event.key) {
+                if !self.table.has_tty(&event.key) {
                     self.queue_resolution(event.key, Some(event.tgid));
                 }
             }
-            Some(EventKind::TtyInput) => {
-                if self.table.contains(&event.key) {
-                    self.on_input(&event.key);
-                } else if !self.pending.contains_key(&event.key) {
-                    self.queue_resolution(event.key, Some(event.tgid));
-                }
-            }
-            Some(EventKind::ProcessExit) => {
-                for key in self.table.keys_of_pid(event.tgid) {
-                    // A session being ended is recorded when its termination completes.
-                    if !self.ending.contains_key(&key) {
-                        self.end_session(&key, EndReason::Logout, None);
+            Some(EventKind::TtyInput) => match self.table.of_tty(&event.key) {
+                Some(login) => self.on_input(&login),
+                None => {
+                    if !self.pending.contains_key(&event.key) {
+                        self.queue_resolution(event.key, Some(event.tgid));
                     }
                 }
-            }
+            },
+            Some(EventKind::ProcessExit) => self.on_exit(event.tgid),
             Some(EventKind::RevokedInputBlocked) => {
                 tracing::warn!(
                     pid = event.tgid,
@@ -368,18 +563,45 @@ impl Core {
                 f.insert("pid".into(), json!(event.tgid));
                 f.insert("uid".into(), json!(event.value));
                 f.insert("comm".into(), json!(comm(&event.comm)));
-                if let Some(s) = self.table.get(&event.key) {
+                let login = self.table.of_tty(&event.key);
+                if let Some(s) = login.and_then(|k| self.table.get(&k)) {
                     f.insert("session_id".into(), json!(s.id));
-                    f.insert("tty".into(), json!(s.tty));
+                    f.insert("tty".into(), json!(crate::sessions::tty_name(&event.key)));
                 }
                 self.audit.record("input_blocked", f);
-                if self.table.contains(&event.key) {
-                    self.enforce_revocation(&event.key);
-                } else {
-                    self.queue_resolution(event.key, None);
+                match login {
+                    Some(login) => {
+                        self.enforce_revocation(&login);
+                    }
+                    None => self.queue_resolution(event.key, None),
                 }
             }
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
+        }
+    }
+
+    /// The kernel saw an sshd listener fork: a new connection, resolved to a login
+    /// once it has authenticated.
+    #[allow(dead_code)] // until the kernel's ListenerForked event is merged
+    pub(super) fn on_listener_forked(&mut self, child: u32) {
+        let Some(process) = ProcRef::of(child) else {
+            return;
+        };
+        self.pending_connections
+            .entry(child)
+            .or_insert(PendingConnection {
+                process,
+                attempts: 0,
+                next_try: Instant::now() + RESOLVE_BATCH_DELAY,
+            });
+    }
+
+    /// The kernel counted input written by a login's transport into its pipes or
+    /// sockets (rate-limited, like terminal input).
+    #[allow(dead_code)] // until the kernel's LoginInput event is merged
+    pub(super) fn on_login_input(&mut self, key: LoginKey) {
+        if self.table.contains(&key) {
+            self.on_input(&key);
         }
     }
 
@@ -392,10 +614,12 @@ impl Core {
     }
 
     pub fn next_resolution(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.next_try).min()
+        let terminals = self.pending.values().map(|p| p.next_try);
+        let connections = self.pending_connections.values().map(|p| p.next_try);
+        terminals.chain(connections).min()
     }
 
-    /// Resolves every due terminal from one snapshot of /proc.
+    /// Resolves every due terminal and connection from one snapshot of /proc.
     pub fn resolve_pending(&mut self) {
         let now = Instant::now();
         let due: Vec<TtyKey> = self
@@ -404,22 +628,53 @@ impl Core {
             .filter(|(_, p)| p.next_try <= now)
             .map(|(k, _)| *k)
             .collect();
-        if due.is_empty() {
+        let due_connections: Vec<u32> = self
+            .pending_connections
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        if due.is_empty() && due_connections.is_empty() {
             return;
         }
         let mut resolver = Resolver::snapshot();
+        for pid in due_connections {
+            let Some(pending) = self.pending_connections.get_mut(&pid) else {
+                continue;
+            };
+            let process = pending.process;
+            if !process.is_alive() {
+                self.pending_connections.remove(&pid);
+                continue;
+            }
+            match resolver.resolve_connection(process) {
+                Some(resolved) => {
+                    self.pending_connections.remove(&pid);
+                    self.add_resolved(resolved, "started");
+                }
+                None => {
+                    pending.attempts += 1;
+                    if pending.attempts >= CONNECTION_QUICK_ATTEMPTS {
+                        // Reconcile's sweep of the listeners' children takes over.
+                        self.pending_connections.remove(&pid);
+                    } else {
+                        pending.next_try = now + Duration::from_millis(25 << pending.attempts);
+                    }
+                }
+            }
+        }
         for key in due {
             let Some(pending) = self.pending.get_mut(&key) else {
                 continue;
             };
-            if self.table.contains(&key) {
+            if self.table.has_tty(&key) {
                 self.pending.remove(&key);
                 continue;
             }
             match resolver.resolve(key, pending.hint) {
                 Some(resolved) => {
                     self.pending.remove(&key);
-                    self.add_session(resolved, "started");
+                    self.add_resolved(resolved, "started");
                 }
                 None => {
                     pending.attempts += 1;
@@ -458,15 +713,19 @@ impl Core {
             retry.sort();
             retry.dedup();
         }
-        retry.retain(|k| !self.table.contains(k) && !self.pending.contains_key(k));
-        if retry.is_empty() {
+        retry.retain(|k| !self.table.has_tty(k) && !self.pending.contains_key(k));
+        let connections = !large || sweep;
+        if retry.is_empty() && !connections {
             return;
         }
         let now = Instant::now();
         let mut resolver = Resolver::snapshot();
+        if connections {
+            self.sweep_connections(&mut resolver);
+        }
         for key in retry {
             match resolver.resolve(key, None) {
-                Some(resolved) => self.add_session(resolved, "started"),
+                Some(resolved) => self.add_resolved(resolved, "started"),
                 None => {
                     let since = *self.unresolved.entry(key).or_insert(now);
                     if now.duration_since(since) >= UNRESOLVED_FORGET_AFTER {
@@ -478,21 +737,59 @@ impl Core {
         }
     }
 
-    /// Ends sessions whose leader or server is gone without an exit event (each
-    /// process checked once, however many sessions it serves).
+    /// sshd listeners and their connections, from /proc: what the kernel's fork
+    /// reports would miss (a listener started after the daemon, a connection that
+    /// took long to authenticate), and what terminal-less logins carry now.
+    fn sweep_connections(&mut self, resolver: &mut Resolver) {
+        for listener in resolver.ssh_listeners() {
+            self.mark_listener(listener);
+        }
+        for connection in resolver.ssh_connections() {
+            let (key, _) = crate::sessions::login_key(&connection);
+            match self.table.get(&key) {
+                Some(login) if login.terminals.is_empty() && login.ending.is_none() => {
+                    if let Some(carries) = resolver.connection_carries(connection.pid)
+                        && carries != login.carries
+                        && let Some(login) = self.table.get_mut(&key)
+                    {
+                        tracing::info!(id = %login.id, ?carries, "the login carries something else now");
+                        login.carries = carries;
+                        self.schedule_session(&key);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(resolved) = resolver.resolve_connection(connection) {
+                        self.add_resolved(resolved, "started");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends logins whose identity is gone and closes terminals whose leader or server
+    /// is gone, without an exit event (each process checked once).
     fn sweep_exits(&mut self) {
-        let mut alive: HashMap<crate::sessions::ProcRef, bool> = HashMap::new();
-        let mut is_alive =
-            |p: crate::sessions::ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
-        let dead: Vec<TtyKey> = self
-            .table
-            .iter()
-            .filter(|s| !self.ending.contains_key(&s.key))
-            .filter(|s| !is_alive(s.leader) || s.server.is_some_and(|srv| !is_alive(srv)))
-            .map(|s| s.key)
-            .collect();
+        let mut alive: HashMap<ProcRef, bool> = HashMap::new();
+        let mut is_alive = |p: ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
+        let mut dead = Vec::new();
+        let mut closed = Vec::new();
+        for login in self.table.iter().filter(|s| s.ending.is_none()) {
+            if !is_alive(login.identity) {
+                dead.push(login.key);
+                continue;
+            }
+            for t in &login.terminals {
+                if !is_alive(t.leader) || t.server.is_some_and(|srv| !is_alive(srv)) {
+                    closed.push((login.key, t.key));
+                }
+            }
+        }
         for key in dead {
             self.end_session(&key, EndReason::Logout, None);
+        }
+        for (key, tty) in closed {
+            self.remove_terminal(key, &tty);
         }
     }
 
@@ -532,7 +829,7 @@ impl Core {
     /// kernel's counters.
     fn publish_metrics(&self) {
         let now = clock::boot_ns();
-        let samples: Vec<(crate::sessions::SessionKind, f64, Option<f64>, &str)> = self
+        let samples: Vec<(SessionKind, f64, Option<f64>, &str)> = self
             .table
             .iter()
             .map(|s| {

@@ -5,10 +5,9 @@
 //! When a deadline fires, the decision is taken again from the kernel maps, which
 //! always hold the latest input: a deadline that input has moved is just rescheduled.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
-use session_monitor_common::TtyKey;
 use tokio::time::Instant;
 
 use super::{
@@ -22,69 +21,136 @@ use crate::{
         terminate::{self},
     },
     policy::Mode,
-    sessions::Session,
+    sessions::{Login, LoginKey, ProcInfo, ProcRef},
 };
 
 /// Timers may fire a hair before the boot-clock instant they were converted from.
 const TOLERANCE_NS: u64 = 1_000_000;
 
+/// One walk of /proc: processes by session id and by parent, to reconstruct the
+/// process trees of logins (processes older than the daemon, whose forks the kernel
+/// did not see).
+#[derive(Default)]
+pub struct ProcSnapshot {
+    by_sid: HashMap<u32, Vec<ProcRef>>,
+    by_parent: HashMap<u32, Vec<ProcInfo>>,
+}
+
+impl ProcSnapshot {
+    fn take() -> Self {
+        let by_parent = crate::sessions::processes_by_parent();
+        let mut by_sid: HashMap<u32, Vec<ProcRef>> = HashMap::new();
+        for p in by_parent.values().flatten() {
+            by_sid.entry(p.sid).or_default().push(p.proc_ref());
+        }
+        Self { by_sid, by_parent }
+    }
+
+    fn session(&self, sid: u32) -> Vec<ProcRef> {
+        self.by_sid.get(&sid).cloned().unwrap_or_default()
+    }
+
+    /// Every process under `root` by the parent chain (`root` itself not included).
+    fn descendants(&self, root: u32) -> Vec<ProcRef> {
+        let mut out: Vec<ProcRef> = Vec::new();
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            for child in self.by_parent.get(&pid).into_iter().flatten() {
+                if child.pid != root && !out.iter().any(|p| p.pid == child.pid) {
+                    out.push(child.proc_ref());
+                    todo.push(child.pid);
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Core {
-    pub(super) fn timing(&self, session: &Session) -> Timing {
-        let activity = self.maps.activity(&session.key);
-        let server = session.server.and_then(|s| self.maps.proc_state(s.pid));
-        let last_input_ns = match session.nested_in {
-            // A nested terminal's own input may be a loop feeding it.
-            Some(_) => match self.presence_ns(session.uid) {
-                0 => session.started_ns,
+    /// The login's own last input: its terminals' and its transport's, for the view
+    /// and for its user's presence.
+    pub(super) fn own_last_input(&self, login: &Login) -> u64 {
+        let terminals: Vec<_> = login
+            .terminals
+            .iter()
+            .map(|t| self.maps.activity(&t.key))
+            .collect();
+        let transport = self
+            .maps
+            .login_activity(login.key)
+            .map_or(0, |a| a.last_input_ns);
+        login.last_input_ns(&terminals, transport)
+    }
+
+    pub(super) fn timing(&self, login: &Login) -> Timing {
+        let server = login
+            .has_network_peer()
+            .then(|| self.maps.proc_state(login.identity.pid))
+            .flatten();
+        let last_input_ns = match login.nested_in {
+            // A nested login's own input may be a loop feeding it.
+            Some(_) => match self.presence_ns(login.uid) {
+                0 => login.started_ns,
                 seen => seen,
             },
-            None => session.last_input_ns(activity.as_ref()),
+            None => self.own_last_input(login),
         };
         Timing {
-            started_ns: session.started_ns,
+            started_ns: login.started_ns,
             last_input_ns,
-            last_network_ns: session.last_network_ns(server.as_ref()),
+            last_network_ns: login.last_network_ns(server.as_ref()),
         }
     }
 
-    /// The session's next warning or end, from its current state.
-    pub(super) fn next_for(&self, key: &TtyKey) -> Next {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    /// The login's next warning or end, from its current state.
+    pub(super) fn next_for(&self, key: &LoginKey) -> Next {
+        let Some(login) = self.table.get(key) else {
             return Next::Never;
         };
         plan(
-            &e.resolution.limits,
-            &self.timing(session),
-            e.warned.as_ref(),
+            &login.resolution.limits,
+            &self.timing(login),
+            login.warned.as_ref(),
         )
     }
 
-    pub(super) fn schedule_session(&mut self, key: &TtyKey) {
+    pub(super) fn schedule_session(&mut self, key: &LoginKey) {
         self.unschedule(key);
-        if self.ending.contains_key(key) {
+        let Some(login) = self.table.get(key) else {
+            return;
+        };
+        if login.ending.is_some() {
             return;
         }
         let next = self.next_for(key);
         let Some(at) = next.at_ns() else {
             return;
         };
-        if let (Next::End { reason, .. }, Some(e)) = (next, self.enforcement.get(key))
-            && e.reported_end == Some((reason, at))
+        if let Next::End { reason, .. } = next
+            && login.reported_end == Some((reason, at))
         {
             return; // dry-run: already reported; wait for the deadline to move
         }
         self.schedule.insert((at, *key));
-        self.due.insert(*key, at);
+        if let Some(login) = self.table.get_mut(key) {
+            login.due = Some(at);
+        }
     }
 
-    pub(super) fn unschedule(&mut self, key: &TtyKey) {
-        if let Some(at) = self.due.remove(key) {
+    pub(super) fn unschedule(&mut self, key: &LoginKey) {
+        let due = self.table.get_mut(key).and_then(|l| l.due.take());
+        self.unschedule_at(key, due);
+    }
+
+    /// Drops the schedule entry of a login (also one already out of the table).
+    pub(super) fn unschedule_at(&mut self, key: &LoginKey, due: Option<u64>) {
+        if let Some(at) = due {
             self.schedule.remove(&(at, *key));
         }
     }
 
     /// Input moved the idle deadline; a pending idle warning is now obsolete.
-    pub(super) fn on_input(&mut self, key: &TtyKey) {
+    pub(super) fn on_input(&mut self, key: &LoginKey) {
         if let Some(s) = self.table.get(key)
             && s.nested_in.is_none()
         {
@@ -92,13 +158,14 @@ impl Core {
             self.reschedule_nested_of(uid);
         }
         let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
-        if let (Some(e), Some(last)) = (self.enforcement.get_mut(key), last_input)
-            && e.warned
+        if let (Some(login), Some(last)) = (self.table.get_mut(key), last_input)
+            && login
+                .warned
                 .is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
         {
-            e.warned = None;
-            e.reported_end = None;
-            tracing::info!(tty = ?key, "input after the idle warning: the session stays open");
+            login.warned = None;
+            login.reported_end = None;
+            tracing::info!(id = %login.id, "input after the idle warning: the session stays open");
         }
         self.schedule_session(key);
     }
@@ -121,8 +188,8 @@ impl Core {
         }
     }
 
-    fn act(&mut self, key: &TtyKey, now: u64) {
-        if self.ending.contains_key(key) {
+    fn act(&mut self, key: &LoginKey, now: u64) {
+        if self.table.get(key).is_none_or(|l| l.ending.is_some()) {
             return;
         }
         match self.next_for(key) {
@@ -141,11 +208,11 @@ impl Core {
         }
     }
 
-    fn warn(&mut self, key: &TtyKey, reason: EndReason, end_ns: u64, now: u64) {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    fn warn(&mut self, key: &LoginKey, reason: EndReason, end_ns: u64, now: u64) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        let limits = &e.resolution.limits;
+        let limits = &login.resolution.limits;
         let end_at = end_ns.max(now + limits.warn_before.as_nanos() as u64);
         let in_secs = (end_at - now).div_ceil(1_000_000_000);
         let limit = match reason {
@@ -154,23 +221,28 @@ impl Core {
         }
         .unwrap_or_default();
         let dry_run = self.mode() == Mode::DryRun;
+        // A login without a terminal has nowhere to show the warning: the audit log
+        // and the metrics say what happened.
         if !dry_run {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
-            if let Err(err) = notice::write_to_terminal(session.leader.pid, *key, &text) {
-                tracing::warn!(id = %session.id, "could not write the warning to {}: {err}", session.tty);
+            for t in &login.terminals {
+                if let Err(err) = notice::write_to_terminal(t.leader.pid, t.key, &text) {
+                    tracing::warn!(id = %login.id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&t.key));
+                }
             }
         }
-        let timing = self.timing(session);
+        let timing = self.timing(login);
         let mut fields =
-            audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+            audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
         fields.insert("reason".into(), json!(reason.as_str()));
         fields.insert("end_in_seconds".into(), json!(in_secs));
         fields.insert("dry_run".into(), json!(dry_run));
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, in_secs, dry_run, "warning");
+        fields.insert("on_screen".into(), json!(!login.terminals.is_empty()));
+        tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
         self.audit.record("warning", fields);
-        self.metrics.warning(session.kind, reason.as_str());
-        if let Some(e) = self.enforcement.get_mut(key) {
-            e.warned = Some(Warned {
+        self.metrics.warning(login.kind, reason.as_str());
+        if let Some(login) = self.table.get_mut(key) {
+            login.warned = Some(Warned {
                 reason,
                 end_ns,
                 at_ns: now,
@@ -178,11 +250,11 @@ impl Core {
         }
     }
 
-    fn end_by_policy(&mut self, key: &TtyKey, reason: EndReason, at_ns: u64) {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    fn end_by_policy(&mut self, key: &LoginKey, reason: EndReason, at_ns: u64) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        let limits = &e.resolution.limits;
+        let limits = &login.resolution.limits;
         let limit = match reason {
             EndReason::Idle => limits.idle_timeout,
             EndReason::Lifetime => limits.max_session,
@@ -192,82 +264,148 @@ impl Core {
         let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
-            let timing = self.timing(session);
+            let timing = self.timing(login);
             let mut fields =
-                audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+                audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
             fields.insert("reason".into(), json!(reason.as_str()));
             fields.insert("dry_run".into(), json!(true));
-            tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "dry-run: would end the session");
+            tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "dry-run: would end the session");
             self.audit.record("would_end", fields);
-            self.metrics.would_end(session.kind, reason.as_str());
-            if let Some(e) = self.enforcement.get_mut(key) {
-                e.reported_end = Some((reason, at_ns));
+            self.metrics.would_end(login.kind, reason.as_str());
+            if let Some(login) = self.table.get_mut(key) {
+                login.reported_end = Some((reason, at_ns));
             }
             return;
         }
         self.start_termination(key, reason, &detail);
     }
 
-    /// Writes the closing line and ends the session's processes in the background;
-    /// the end is recorded when that finishes ([`Core::on_termination_done`]).
+    /// Writes the closing line and ends the login's whole process tree in the
+    /// background; the end is recorded when that finishes
+    /// ([`Core::on_termination_done`]).
     ///
-    /// The core task only decides: the closing line, the session's cgroup and the
-    /// signals are /proc and terminal I/O, done in the spawned task, so that when many
-    /// sessions fall due together the last decision is not late by all the others'
-    /// I/O. The member list comes from the shared snapshot, taken here.
-    pub(super) fn start_termination(&mut self, key: &TtyKey, reason: EndReason, detail: &str) {
-        let Some(session) = self.table.get(key) else {
+    /// The tree: every process the kernel saw forked from the login (whatever
+    /// `setsid`, `nohup` or a double fork did), plus what /proc shows for processes
+    /// older than the daemon: the identity's descendants by parent, each terminal's
+    /// session, and the login's own logind scope. A revoked login also takes every
+    /// process of its user. Never the daemon, its ancestors, pid 1 or an sshd
+    /// listener; a terminal server (tmux) only when it serves this login alone.
+    ///
+    /// The core task only decides: the closing line, the cgroup and the signals are
+    /// /proc and terminal I/O, done in the spawned task, so that when many logins
+    /// fall due together the last decision is not late by all the others' I/O. The
+    /// member list comes from the shared snapshot, taken here.
+    pub(super) fn start_termination(&mut self, key: &LoginKey, reason: EndReason, detail: &str) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        if self.ending.contains_key(key) {
+        if login.ending.is_some() {
             return;
         }
-        // The server is ended only when it serves this terminal alone: one tmux
-        // server holds many terminals, an sshd or mosh-server process only one.
-        let server = session
-            .server
-            .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
-        let (leader, uid) = (session.leader, session.uid);
-        let (tty, user) = (session.tty.clone(), session.user.clone());
+        // A terminal's server is ended only when it serves this login alone: one
+        // tmux server holds many terminals, an sshd or mosh-server process only one
+        // login's.
+        let mut servers: Vec<ProcRef> = vec![login.identity];
+        for t in &login.terminals {
+            if let Some(srv) = t.server
+                && self.table.keys_of_pid(srv.pid).iter().all(|k| k == key)
+                && !servers.contains(&srv)
+            {
+                servers.push(srv);
+            }
+        }
+        let terminals: Vec<(u32, session_monitor_common::TtyKey)> = login
+            .terminals
+            .iter()
+            .map(|t| (t.leader.pid, t.key))
+            .collect();
+        let (leader, uid) = (login.leader(), login.uid);
+        let (tty, user) = (login.tty(), login.user.clone());
         let done = TerminationDone {
             key: *key,
-            session_id: session.id.clone(),
+            session_id: login.id.clone(),
             reason,
             decided_ns: clock::boot_ns(),
             outcome: Default::default(),
         };
-        let members = self.session_members(leader.pid);
+        let identity = login.identity.pid;
+        let transports = login.transports.clone();
+        let shared: Vec<u32> = login
+            .terminals
+            .iter()
+            .filter_map(|t| t.server)
+            .filter(|s| !servers.contains(s))
+            .map(|s| s.pid)
+            .collect();
+        let kernel_members = self.maps.members(*key);
+        let mut members = self.tree_from_proc(identity, &terminals);
+        for pid in kernel_members {
+            if !members.iter().any(|p| p.pid == pid)
+                && let Some(p) = ProcRef::of(pid)
+            {
+                members.push(p);
+            }
+        }
+        // Terminal servers that serve other logins too are not this login's to end.
+        members.retain(|p| !shared.contains(&p.pid) && !servers.contains(p));
+        let mut never: Vec<u32> = self.listeners.iter().copied().collect();
+        never.extend(&shared);
+        let revoked = reason == EndReason::Revoked;
         let closing = notice::closing_text(reason, detail);
         let grace = self.policy.kill_grace;
         let tx = self.terminations.clone();
-        let key = *key;
-        self.ending.insert(key, reason);
-        self.unschedule(&key);
+        if let Some(login) = self.table.get_mut(key) {
+            login.ending = Some(reason);
+        }
+        self.unschedule(key);
         tokio::spawn(async move {
-            if let Err(err) = notice::write_to_terminal(leader.pid, key, &closing) {
-                tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+            for (leader, tty) in terminals {
+                if let Err(err) = notice::write_to_terminal(leader, tty, &closing) {
+                    tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+                }
             }
-            let plan = terminate::collect_targets(leader, uid, server, members);
-            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
+            if revoked {
+                // Every process of the revoked user, in a login or not.
+                for p in crate::sessions::processes_of_uids(&[uid]) {
+                    if !members.contains(&p) {
+                        members.push(p);
+                    }
+                }
+            }
+            let plan = terminate::collect_targets(leader, uid, servers, members, &never);
+            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace).await;
             let _ = tx.send(TerminationDone { outcome, ..done }).await;
         });
     }
 
-    /// The processes of terminal session `sid`, from a snapshot at most
+    /// The login's process tree as /proc shows it: the identity's descendants and
+    /// each terminal's session, from a snapshot at most
     /// [`super::core::MEMBERS_MAX_AGE`] old.
-    fn session_members(&mut self, sid: u32) -> Vec<crate::sessions::ProcRef> {
+    fn tree_from_proc(
+        &mut self,
+        identity: u32,
+        terminals: &[(u32, session_monitor_common::TtyKey)],
+    ) -> Vec<ProcRef> {
         let fresh = self
             .members
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() <= super::core::MEMBERS_MAX_AGE);
         if !fresh {
-            self.members = Some((Instant::now(), crate::sessions::processes_by_session()));
+            self.members = Some((Instant::now(), ProcSnapshot::take()));
         }
-        self.members
-            .as_ref()
-            .and_then(|(_, by_sid)| by_sid.get(&sid).cloned())
-            .unwrap_or_default()
+        let Some((_, snapshot)) = self.members.as_ref() else {
+            return Vec::new();
+        };
+        let mut tree = snapshot.descendants(identity);
+        for (leader, _) in terminals {
+            for p in snapshot.session(*leader) {
+                if !tree.contains(&p) {
+                    tree.push(p);
+                }
+            }
+        }
+        tree
     }
 
     pub fn on_termination_done(&mut self, done: TerminationDone) {

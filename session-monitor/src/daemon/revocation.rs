@@ -3,7 +3,6 @@
 //! before it reaches a shell), lifting and expiring revocations.
 
 use serde_json::json;
-use session_monitor_common::TtyKey;
 
 use super::core::Core;
 use crate::{
@@ -11,11 +10,12 @@ use crate::{
     control::{Caller, Response},
     enforce::EndReason,
     revoke::{Revocation, Target},
+    sessions::LoginKey,
 };
 
 impl Core {
     /// Ends `key` if a revocation applies to it; true if it does.
-    pub(super) fn enforce_revocation(&mut self, key: &TtyKey) -> bool {
+    pub(super) fn enforce_revocation(&mut self, key: &LoginKey) -> bool {
         let Some(session) = self.table.get(key) else {
             return false;
         };
@@ -94,7 +94,7 @@ impl Core {
             tracing::error!("{err:#}");
             return Response::error(format!("could not persist the revocation: {err:#}"));
         }
-        let affected: Vec<TtyKey> = self
+        let affected: Vec<LoginKey> = self
             .table
             .iter()
             .filter(|s| target.matches(s))

@@ -26,9 +26,10 @@ use crate::sessions::ProcRef;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// In the terminal's session (same session id as the leader).
+    /// In the login's process tree (forked from it, or in a terminal's session).
     Member,
-    /// The process serving only this terminal (sshd for this connection, mosh-server).
+    /// The login's identity process or a terminal server serving only this login
+    /// (sshd for this connection, mosh-server).
     Server,
     /// Left the terminal's session but is in the session's own cgroup.
     Escaped,
@@ -68,12 +69,12 @@ pub struct Plan {
 }
 
 /// The session's own cgroup: a logind `session-N.scope` in which every process is
-/// the session user's or its server's (the sshd monitor of this login runs as
+/// the session user's or its servers' (the sshd monitor of this login runs as
 /// root), and none is the daemon's or its ancestors'.
 fn own_cgroup(
     leader: ProcRef,
     uid: u32,
-    server: Option<ProcRef>,
+    servers: &[ProcRef],
     protected: &[u32],
 ) -> Option<(PathBuf, Vec<u32>)> {
     let path = crate::sessions::cgroup2_path(leader.pid)?;
@@ -87,8 +88,8 @@ fn own_cgroup(
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    let server_chain: Vec<u32> = server
-        .into_iter()
+    let server_chain: Vec<u32> = servers
+        .iter()
         .flat_map(|s| {
             [
                 Some(s.pid),
@@ -104,16 +105,21 @@ fn own_cgroup(
     pids.iter().all(ours).then_some((dir, pids))
 }
 
-/// The processes to end for a session led by `leader` and owned by `uid`: every
-/// process of its terminal session (`members`: session id = leader pid), `server`
-/// when it serves only this terminal, and the rest of the session's own cgroup.
+/// The processes to end for a login whose (first) leader is `leader` and whose user
+/// is `uid`: every process of its tree (`members`), its `servers` (the identity
+/// process, and terminal servers that serve only this login), and the rest of the
+/// login's own cgroup. `never` are processes that must survive whatever (the sshd
+/// listeners, terminal servers shared with other logins).
 pub fn collect_targets(
     leader: ProcRef,
     uid: u32,
-    server: Option<ProcRef>,
+    servers: Vec<ProcRef>,
     members: Vec<ProcRef>,
+    never: &[u32],
 ) -> Plan {
-    let protected = protected();
+    let mut protected = protected().to_vec();
+    protected.extend(never);
+    let protected = protected.as_slice();
     let mut targets: Vec<Target> = members
         .into_iter()
         .filter(|p| !protected.contains(&p.pid))
@@ -131,15 +137,17 @@ pub fn collect_targets(
             role: Role::Member,
         });
     }
-    if let Some(server) = server
-        && !protected.contains(&server.pid)
-    {
+    for server in &servers {
+        if protected.contains(&server.pid) {
+            continue;
+        }
+        targets.retain(|t| t.process != *server);
         targets.push(Target {
-            process: server,
+            process: *server,
             role: Role::Server,
         });
     }
-    let cgroup = own_cgroup(leader, uid, server, protected).map(|(dir, pids)| {
+    let cgroup = own_cgroup(leader, uid, &servers, protected).map(|(dir, pids)| {
         for pid in pids {
             if !targets.iter().any(|t| t.process.pid == pid)
                 && let Some(process) = ProcRef::of(pid)

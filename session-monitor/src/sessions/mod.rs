@@ -1,5 +1,6 @@
-//! Sessions: one per terminal (a pty slave or a console) that has a login session on
-//! it. This module knows how to find them in /proc and keeps the table of live ones.
+//! Logins: an ssh connection, a mosh-server, a console login, a container exec or a
+//! local terminal, with their terminals. This module knows how to find them in /proc
+//! and keeps the table of live ones.
 
 mod discover;
 mod kind;
@@ -11,9 +12,11 @@ mod tty;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
 pub use procs::{
-    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_session, tty_fd_path, uid_of,
+    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_parent, processes_of_uids,
+    tty_fd_path, uid_of,
 };
-pub use table::{Session, SessionTable, SessionView};
+pub use table::{Carry, Login, LoginKey, LoginTable, SessionView, Terminal, login_key};
+pub use tty::tty_name;
 
 /// What /proc says about one process.
 pub fn proc_info(pid: u32) -> Option<ProcInfo> {
