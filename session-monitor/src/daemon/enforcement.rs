@@ -364,7 +364,7 @@ impl Core {
                     tracing::debug!(id = %done.session_id, "closing line not written: {err}");
                 }
             }
-            if revoked {
+            if revoked && uid != 0 {
                 // Every process of the revoked user, in a login or not.
                 for p in crate::sessions::processes_of_uids(&[uid]) {
                     if !members.contains(&p) {

@@ -55,6 +55,35 @@ impl Core {
         }
     }
 
+    /// Ends every process of the revoked users, in a login or not (a job started
+    /// before the revocation, a process whose login the daemon never saw). Never
+    /// root's: revoking uid 0 ends root's logins only.
+    fn end_user_processes(&mut self, mut uids: Vec<u32>) {
+        uids.retain(|&u| u != 0);
+        uids.sort_unstable();
+        uids.dedup();
+        if uids.is_empty() {
+            return;
+        }
+        let never: Vec<u32> = self.listeners.iter().copied().collect();
+        let grace = self.policy.kill_grace;
+        tokio::spawn(async move {
+            let processes = crate::sessions::processes_of_uids(&uids);
+            let Some(first) = processes.first().copied() else {
+                return;
+            };
+            let plan = crate::enforce::terminate::collect_targets(
+                first,
+                uids[0],
+                Vec::new(),
+                processes,
+                &never,
+            );
+            let outcome = crate::enforce::terminate::escalate(plan, grace).await;
+            tracing::info!(?uids, processes = outcome.targets, signals = ?outcome.signals, "revoked users' processes ended");
+        });
+    }
+
     fn target_of(
         user: Option<String>,
         uid: Option<u32>,
@@ -113,7 +142,16 @@ impl Core {
         self.audit.record("revoke", f);
         self.metrics.revocation("revoke");
         tracing::warn!(%target, sessions = ids.len(), by = caller.uid, "access revoked");
+        let mut uids: Vec<u32> = affected
+            .iter()
+            .filter_map(|k| self.table.get(k).map(|s| s.uid))
+            .collect();
+        match &target {
+            Target::User { uid: Some(uid), .. } | Target::Uid { uid } => uids.push(*uid),
+            _ => {}
+        }
         self.apply_revocations();
+        self.end_user_processes(uids);
         Response::ok(json!({ "revoked": revocation, "sessions_ended": ids }))
     }
 
