@@ -279,7 +279,7 @@ fn escape_from(client: &mut Client, user: &TestUser) -> Vec<u32> {
     let mut pids = Vec::new();
     for needle in ["sleep 1001", "sleep 1002", "sleep 1003"] {
         let found = harness::wait_until(
-            &format!("`{needle}` to run"),
+            format!("`{needle}` to run"),
             Duration::from_secs(15),
             || {
                 let p = user_processes_with(user, needle);
