@@ -224,7 +224,15 @@ impl Core {
     fn add_session(&mut self, resolved: Resolved, how: &str) {
         let mut session = Session::from_resolved(resolved, clock::boot_ns());
         session.nested_in = self.outer_of(&session).map(|outer| outer.id.clone());
-        if let Err(err) = self.maps.track(session.leader.pid, proc_flags::WATCH_EXIT) {
+        // Interim (issue 11): the session is the login, numbered by its id; its
+        // leader's descendants join it in the kernel at fork.
+        let login = u64::from_str_radix(&session.id, 16).unwrap_or_default();
+        let flags = self
+            .maps
+            .proc_state(session.leader.pid)
+            .map_or(0, |s| s.flags)
+            | proc_flags::WATCH_EXIT;
+        if let Err(err) = self.maps.adopt(session.leader.pid, login, flags) {
             tracing::warn!("{err:#}");
         }
         // A leader that exited between the /proc read and the tracking above sends
@@ -379,6 +387,8 @@ impl Core {
                     self.queue_resolution(event.key, None);
                 }
             }
+            // Logins without a terminal: not acted on yet (issue 11).
+            Some(EventKind::LoginInput) | Some(EventKind::ListenerForked) => {}
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
         }
     }

@@ -9,5 +9,7 @@ mod programs;
 mod tracefs;
 
 pub use events::spawn_event_reader;
+#[allow(unused_imports, reason = "API for the login model of issue 11")]
+pub use events::{LoginEvent, login_event};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
