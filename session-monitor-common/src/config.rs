@@ -30,6 +30,14 @@ pub struct KernelOffsets {
     pub iov_iter_count: u32,
     pub task_signal: u32,
     pub signal_tty: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `signal_struct.live`: threads of the process not yet exiting (an `atomic_t`,
+    /// whose counter is its only member).
+    pub signal_live: u32,
+    pub socket_sk: u32,
+    pub sock_sk_common: u32,
+    pub sock_common_skc_family: u32,
 }
 
 /// Offsets of the fields the tracepoint programs read from their context.

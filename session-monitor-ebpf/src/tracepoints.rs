@@ -2,6 +2,8 @@
 //! only, for kernels that refuse trampolines and kprobes.
 //!
 //! - input and output: `sys_enter_write` / `sys_enter_writev` on a terminal fd;
+//! - input without a terminal: the same programs, when a login's transport writes
+//!   into a pipe or an AF_UNIX socket (`send*` calls are not seen here);
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
 //!   `sys_exit_read` counts the bytes);
@@ -22,7 +24,7 @@ use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 use crate::{
     activity,
     config::conf,
-    kernel::{self, ReadError, Untyped},
+    kernel::{self, FileKind, ReadError, Untyped},
     maps::{CONSOLE_READS, bump},
 };
 
@@ -66,8 +68,13 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
 fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
-        return Ok(());
+    let tty = match kernel::file_kind::<Untyped>(file)? {
+        FileKind::Tty(tty) => tty,
+        other => {
+            return transport_write(other, file, || {
+                field(ctx, conf!(tracepoints.sys_enter_write_count))
+            });
+        }
     };
     let count: u64 = field(ctx, conf!(tracepoints.sys_enter_write_count))?;
     if count == 0 {
@@ -93,9 +100,21 @@ struct IoVec {
 fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
-        return Ok(());
+    let tty = match kernel::file_kind::<Untyped>(file)? {
+        FileKind::Tty(tty) => tty,
+        other => return transport_write(other, file, || writev_bytes(ctx)),
     };
+    let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
+    let bytes = writev_bytes(ctx)?;
+    if bytes == 0 && vlen == 0 {
+        return Ok(());
+    }
+    activity::tty_written::<Untyped, _>(ctx, &tty, bytes)
+}
+
+/// The size of a `writev`, summed over its first iovecs.
+#[inline(always)]
+fn writev_bytes(ctx: &TracePointContext) -> Result<u64, ReadError> {
     let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
     let mut bytes = 0u64;
@@ -110,10 +129,35 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
             Err(_) => break,
         }
     }
-    if bytes == 0 && vlen == 0 {
+    Ok(bytes)
+}
+
+/// A write that found no terminal. A login's transport writing into a pipe or an
+/// AF_UNIX socket gives its login input; nothing else counts. The transport lookup
+/// (one hash lookup) comes before any further read, so the pipe and socket writes of
+/// every other process cost only that.
+#[inline(always)]
+fn transport_write(
+    kind: FileKind,
+    file: *const u8,
+    bytes: impl FnOnce() -> Result<u64, ReadError>,
+) -> Result<(), ReadError> {
+    if !matches!(kind, FileKind::Pipe | FileKind::Socket) {
         return Ok(());
     }
-    activity::tty_written::<Untyped, _>(ctx, &tty, bytes)
+    let Some(login) = activity::current_transport() else {
+        return Ok(());
+    };
+    bump(Probe::PipeInput, Stat::Seen);
+    if matches!(kind, FileKind::Socket) && !kernel::is_unix_socket::<Untyped>(file)? {
+        // An inet socket: a transport's connection to its client carries output.
+        return Ok(());
+    }
+    let bytes = bytes()?;
+    if bytes > 0 {
+        activity::login_input(Probe::PipeInput, login, bytes);
+    }
+    Ok(())
 }
 
 #[tracepoint]
@@ -198,7 +242,7 @@ fn try_sock_recv(ctx: &TracePointContext) -> Result<(), ReadError> {
     }
     let ret: i32 = field(ctx, conf!(tracepoints.sock_recv_ret))?;
     if ret > 0 {
-        activity::udp_received(ret as u64);
+        activity::udp_received();
     }
     Ok(())
 }
@@ -229,7 +273,7 @@ fn try_recv_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     }
     let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
     if ret > 0 {
-        activity::udp_received(ret as u64);
+        activity::udp_received();
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ use crate::{
     enforce::{EndReason, terminate::Outcome},
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
-    probes::{KernelMaps, Probes, login_flags},
+    probes::{KernelMaps, LoginEvent, Probes, login_event},
     revoke::Revocations,
     sessions::{
         Login, LoginKey, LoginTable, ProcRef, Resolved, Resolver, SessionKind, Terminal,
@@ -190,11 +190,6 @@ impl Core {
         f.insert("pid".into(), json!(std::process::id()));
         f.insert("sessions".into(), json!(self.table.len()));
         self.audit.record("daemon_stop", f);
-        // The kernel keeps nothing of ours once the programs are gone; the listener
-        // marks would otherwise outlive a daemon that is replaced without a reload.
-        for pid in self.listeners.drain() {
-            self.maps.untrack(pid);
-        }
     }
 
     /// Sessions opened before the daemon started. Their idle time starts from the
@@ -249,7 +244,7 @@ impl Core {
     /// Marks an sshd listener in the kernel: each connection it forks is reported.
     pub(super) fn mark_listener(&mut self, pid: u32) {
         if self.listeners.insert(pid)
-            && let Err(err) = self.maps.set_flags(pid, login_flags::LISTENER)
+            && let Err(err) = self.maps.set_flags(pid, proc_flags::LISTENER)
         {
             tracing::warn!("{err:#}");
         }
@@ -298,8 +293,12 @@ impl Core {
         };
         let nested = login.nested_in.is_some();
         let id = login.id.clone();
-        for pid in std::iter::once(terminal.leader.pid).chain(terminal.server.map(|s| s.pid)) {
-            self.adopt(key, pid, proc_flags::WATCH_EXIT, nested);
+        let pids: Vec<(u32, u32)> = std::iter::once(terminal.leader.pid)
+            .chain(terminal.server.map(|s| s.pid))
+            .map(|pid| (pid, flags_for(login, pid) | proc_flags::WATCH_EXIT))
+            .collect();
+        for (pid, flags) in pids {
+            self.adopt(key, pid, flags, nested);
         }
         if !terminal.leader.is_alive() {
             return;
@@ -331,9 +330,7 @@ impl Core {
         self.table.remove_terminal(tty);
         self.maps.forget_tty(tty);
         for pid in std::iter::once(terminal.leader.pid).chain(terminal.server.map(|s| s.pid)) {
-            if !self.table.pid_in_use(pid) {
-                self.maps.untrack(pid);
-            }
+            self.release(pid);
         }
         tracing::info!(%id, tty = %crate::sessions::tty_name(tty), "terminal closed");
         self.schedule_session(&key);
@@ -360,7 +357,10 @@ impl Core {
         // A local terminal whose process the kernel already counts in another live
         // login (a multiplexer started from an ssh login) is nested in that one.
         if login.nested_in.is_none() && login.kind == SessionKind::Local {
-            let outer = self.maps.login_of(login.identity.pid);
+            let outer = self
+                .maps
+                .proc_state(login.identity.pid)
+                .map_or(0, |s| s.login);
             if outer != 0
                 && outer != login.key
                 && let Some(o) = self.table.get(&outer)
@@ -373,40 +373,29 @@ impl Core {
         // The identity process first: every process it forks from now on is the
         // login's in the kernel (a mosh-server forked by an ssh login becomes its
         // own login here).
-        let mut identity_flags = proc_flags::WATCH_EXIT;
-        if login.kind == SessionKind::Ssh {
-            identity_flags |= login_flags::TRANSPORT;
-        }
-        if login.kind == SessionKind::Mosh {
-            identity_flags |= proc_flags::WATCH_UDP;
-        }
-        self.adopt(key, login.identity.pid, identity_flags, nested);
+        self.adopt(
+            key,
+            login.identity.pid,
+            flags_for(&login, login.identity.pid),
+            nested,
+        );
         // What the identity forked before the kernel knew the login (the shell of an
         // `ssh -T` login, anything running when the daemon started) is the login's
         // too, and so is everything it forks from now on.
         if !nested {
             let own = login.pids();
             for pid in tree {
-                if !own.contains(&pid) && !self.table.pid_in_use(pid) {
+                if !own.contains(&pid)
+                    && !self.table.pid_in_use(pid)
+                    && !self.listeners.contains(&pid)
+                {
                     self.adopt(key, pid, 0, false);
                 }
             }
         }
-        for pid in login.transports.clone() {
+        for pid in login.pids() {
             if pid != login.identity.pid {
-                self.adopt(
-                    key,
-                    pid,
-                    login_flags::TRANSPORT | proc_flags::WATCH_EXIT,
-                    nested,
-                );
-            }
-        }
-        for t in login.terminals.clone() {
-            for pid in std::iter::once(t.leader.pid).chain(t.server.map(|s| s.pid)) {
-                if pid != login.identity.pid && !login.transports.contains(&pid) {
-                    self.adopt(key, pid, proc_flags::WATCH_EXIT, nested);
-                }
+                self.adopt(key, pid, flags_for(&login, pid), nested);
             }
         }
         // An identity that exited between the /proc read and the tracking above sends
@@ -452,12 +441,33 @@ impl Core {
         }
     }
 
-    /// Stops tracking the processes of `login` that no live login uses.
+    /// Stops watching the processes of `login` that no live login uses.
     fn untrack_unused(&mut self, login: &Login) {
         for pid in login.pids() {
-            if !self.table.pid_in_use(pid) {
-                self.maps.untrack(pid);
-            }
+            self.release(pid);
+        }
+    }
+
+    /// Clears the flags of `pid` (exit watch, transport, UDP) when no live login
+    /// uses it any more, or sets them to what the logins that do need. Its login
+    /// membership stays: a live process stays in its login's tree (a tmux server of a
+    /// closed nested terminal still ends with the outer login); the kernel drops the
+    /// entry when the process exits.
+    fn release(&mut self, pid: u32) {
+        let flags = self
+            .table
+            .keys_of_pid(pid)
+            .iter()
+            .filter_map(|k| self.table.get(k))
+            .fold(0, |f, login| f | flags_for(login, pid));
+        let result = if flags == 0 && crate::sessions::proc_info(pid).is_none() {
+            self.maps.untrack(pid);
+            Ok(())
+        } else {
+            self.maps.set_flags(pid, flags)
+        };
+        if let Err(err) = result {
+            tracing::debug!("{err:#}");
         }
     }
 
@@ -563,7 +573,11 @@ impl Core {
                 f.insert("pid".into(), json!(event.tgid));
                 f.insert("uid".into(), json!(event.value));
                 f.insert("comm".into(), json!(comm(&event.comm)));
-                let login = self.table.of_tty(&event.key);
+                // A write into a pipe or socket names the transport's login instead.
+                let login = self
+                    .table
+                    .of_tty(&event.key)
+                    .or_else(|| Some(event.login).filter(|l| self.table.contains(l)));
                 if let Some(s) = login.and_then(|k| self.table.get(&k)) {
                     f.insert("session_id".into(), json!(s.id));
                     f.insert("tty".into(), json!(crate::sessions::tty_name(&event.key)));
@@ -573,7 +587,17 @@ impl Core {
                     Some(login) => {
                         self.enforce_revocation(&login);
                     }
-                    None => self.queue_resolution(event.key, None),
+                    None if event.login == 0 => self.queue_resolution(event.key, None),
+                    None => {}
+                }
+            }
+            Some(EventKind::LoginInput) | Some(EventKind::ListenerForked) => {
+                match login_event(&event) {
+                    Some(LoginEvent::Input { login, .. }) => self.on_login_input(login),
+                    Some(LoginEvent::ListenerForked { child, .. }) => {
+                        self.on_listener_forked(child)
+                    }
+                    None => {}
                 }
             }
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
@@ -582,7 +606,6 @@ impl Core {
 
     /// The kernel saw an sshd listener fork: a new connection, resolved to a login
     /// once it has authenticated.
-    #[allow(dead_code)] // until the kernel's ListenerForked event is merged
     pub(super) fn on_listener_forked(&mut self, child: u32) {
         let Some(process) = ProcRef::of(child) else {
             return;
@@ -598,7 +621,6 @@ impl Core {
 
     /// The kernel counted input written by a login's transport into its pipes or
     /// sockets (rate-limited, like terminal input).
-    #[allow(dead_code)] // until the kernel's LoginInput event is merged
     pub(super) fn on_login_input(&mut self, key: LoginKey) {
         if self.table.contains(&key) {
             self.on_input(&key);
@@ -860,6 +882,33 @@ impl Core {
     pub(super) fn events_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
+}
+
+/// The kernel flags login `login` needs on its process `pid`: exit watch on its
+/// identity, terminals' leaders and servers; transport on its sshd processes; UDP
+/// on a mosh-server.
+fn flags_for(login: &Login, pid: u32) -> u32 {
+    let mut flags = 0;
+    if pid == login.identity.pid {
+        flags |= proc_flags::WATCH_EXIT;
+        if login.kind == SessionKind::Ssh {
+            flags |= proc_flags::TRANSPORT;
+        }
+        if login.kind == SessionKind::Mosh {
+            flags |= proc_flags::WATCH_UDP;
+        }
+    }
+    if login.transports.contains(&pid) {
+        flags |= proc_flags::TRANSPORT | proc_flags::WATCH_EXIT;
+    }
+    if login
+        .terminals
+        .iter()
+        .any(|t| t.leader.pid == pid || t.server.is_some_and(|s| s.pid == pid))
+    {
+        flags |= proc_flags::WATCH_EXIT;
+    }
+    flags
 }
 
 /// A `comm` field as text.

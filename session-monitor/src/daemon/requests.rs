@@ -59,7 +59,10 @@ impl Core {
     pub fn session_views(&self) -> Vec<SessionView> {
         let now = clock::boot_ns();
         let mut views: Vec<SessionView> = self.table.iter().map(|s| self.view(s, now)).collect();
-        views.sort_by(|a, b| a.tty.cmp(&b.tty).then(a.id.cmp(&b.id)));
+        // Logins with a terminal first, by terminal; then those without.
+        views.sort_by(|a, b| {
+            (a.tty.is_none(), &a.tty, &a.id).cmp(&(b.tty.is_none(), &b.tty, &b.id))
+        });
         views
     }
 

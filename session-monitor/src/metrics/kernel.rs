@@ -45,6 +45,8 @@ struct Totals {
     events: BTreeMap<(&'static str, &'static str), Monotonic>,
     revoke_signals: Monotonic,
     read_errors: Monotonic,
+    procs_insert_failures: Monotonic,
+    login_insert_failures: Monotonic,
 }
 
 impl Default for Totals {
@@ -61,6 +63,8 @@ impl Default for Totals {
             events,
             revoke_signals: Monotonic::default(),
             read_errors: Monotonic::default(),
+            procs_insert_failures: Monotonic::default(),
+            login_insert_failures: Monotonic::default(),
         }
     }
 }
@@ -89,6 +93,12 @@ impl KernelCollector {
         }
         totals.revoke_signals.update(snapshot.revoke_signals);
         totals.read_errors.update(snapshot.read_errors);
+        totals
+            .procs_insert_failures
+            .update(snapshot.procs_insert_failures);
+        totals
+            .login_insert_failures
+            .update(snapshot.login_insert_failures);
     }
 }
 
@@ -140,6 +150,24 @@ impl Collector for KernelCollector {
             MetricType::Counter,
         )?;
         family.encode_counter::<NoLabelSet, _, u64>(&totals.read_errors.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_procs_insert_failures",
+            "Processes of a login the kernel could not record at fork (map PROCS full or \
+             out of memory): they escape their login's end. Should stay 0.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.procs_insert_failures.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_login_insert_failures",
+            "Logins whose input without a terminal the kernel could not record (map \
+             LOGIN_ACTIVITY full). Should stay 0.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.login_insert_failures.value(), None)?;
         Ok(())
     }
 }

@@ -4,12 +4,11 @@
 mod btf;
 mod events;
 mod loader;
-mod login_shim;
 mod maps;
 mod programs;
 mod tracefs;
 
 pub use events::spawn_event_reader;
+pub use events::{LoginEvent, login_event};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
-pub use login_shim::flags as login_flags;
 pub use maps::{CounterSnapshot, KernelMaps};

@@ -369,9 +369,12 @@ impl Resolver {
             if self.sshd_role(child.pid) != Some(SshdRole::Connection) {
                 continue;
             }
+            // After authentication the connection's unprivileged process runs as the
+            // user, titled `sshd: USER` or `sshd: USER@notty`; before, it runs as the
+            // privilege separation user, titled `sshd: USER [net]` (or `[preauth]`).
             let authenticated = procs::cmdline(child.pid)
                 .first()
-                .is_some_and(|t| t.contains('@'));
+                .is_some_and(|t| !t.contains('['));
             let Some((uid, gid, groups)) = procs::credentials(child.pid) else {
                 continue;
             };
@@ -381,6 +384,15 @@ impl Resolver {
             }
         }
         let (user_pid, uid, gid, groups) = user_side?;
+        // A connection with a shell on a terminal is resolved through its terminal
+        // (which names its leader and server); this path is for those without.
+        if self
+            .children_of(user_pid)
+            .iter()
+            .any(|c| c.tty.is_some() && c.is_session_leader())
+        {
+            return None;
+        }
         let carries = self.carries_of(user_pid);
         let facts = self.server_facts(user_pid);
         let cgroups = procs::cgroup_paths(user_pid);
@@ -444,6 +456,9 @@ impl Resolver {
         let user = self.children_of(identity).into_iter().find(|c| {
             self.sshd_role(c.pid) == Some(SshdRole::Connection)
                 && procs::uid_of(c.pid).is_some_and(|u| u != 0)
+                && procs::cmdline(c.pid)
+                    .first()
+                    .is_some_and(|t| !t.contains('['))
         })?;
         Some(self.carries_of(user.pid))
     }
