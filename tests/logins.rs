@@ -164,11 +164,23 @@ fn an_idle_ssh_t_shell_is_ended_at_its_deadline_with_its_bash() {
     let mut client = ssh(&sshd, &user, &[], &[]);
     let login = wait_login(&daemon, &user, "shell");
     assert_eq!(login.tty, "", "no terminal: {login:?}");
-    client.line("echo started");
     let bash = harness::wait_until("the login's bash", Duration::from_secs(10), || {
         let pids = process::by_comm("bash", Some(user.uid()));
         (!pids.is_empty()).then_some(pids)
     });
+
+    // What the transport writes into the shell's pipe is input: it resets idle.
+    let idle = daemon.wait_for_session("the login to be idle for 3 s", APPEAR, |s| {
+        s.id == login.id && s.idle_seconds >= 3.0
+    });
+    client.line("echo typed");
+    let typed = daemon.wait_for_session("the input to be counted", Duration::from_secs(5), |s| {
+        s.id == login.id && s.input_count > idle.input_count
+    });
+    assert!(
+        typed.idle_seconds < 2.0,
+        "idle time should restart with input: before {idle:?}, after {typed:?}"
+    );
 
     daemon.wait_session_gone(&login.id, END);
     let end = end_record(&daemon, &login.id);

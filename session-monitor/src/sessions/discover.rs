@@ -18,6 +18,10 @@ use super::{
 /// Leaders that are not a login yet: a getty waiting at the login prompt.
 const PRE_LOGIN: [&str; 5] = ["agetty", "getty", "mingetty", "login", "systemd-getty"];
 
+/// How long after authentication an ssh connection is left to start its shell,
+/// command or terminal before it is resolved without a terminal.
+const SETTLE_NS: u64 = 2_000_000_000;
+
 /// Everything needed to create a login, or to add a terminal to one.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -394,6 +398,15 @@ impl Resolver {
             return None;
         }
         let carries = self.carries_of(user_pid);
+        // Right after authentication the shell, command or terminal is still being
+        // set up: give it a moment, so that what the login carries is known (nothing
+        // yet is not forwarding-only) and a terminal login is found as one.
+        if let Some(user) = self.process(user_pid)
+            && crate::clock::boot_ns().saturating_sub(user.proc_ref().start_boot_ns())
+                < SETTLE_NS
+        {
+            return None;
+        }
         let facts = self.server_facts(user_pid);
         let cgroups = procs::cgroup_paths(user_pid);
         let container = cgroups
