@@ -70,6 +70,8 @@ pub struct TerminationDone {
     pub reason: EndReason,
     /// When the end was decided (boot-time ns): what the record's times refer to.
     pub decided_ns: u64,
+    /// The last input as it was then (the hangup makes the transport write).
+    pub last_input_ns: u64,
     pub outcome: Outcome,
 }
 
@@ -472,19 +474,23 @@ impl Core {
     }
 
     /// Removes a login that is gone and records why. `ended` is the termination
-    /// this daemon carried out (when the end was decided, and what it took).
+    /// this daemon carried out (when the end was decided, the last input then, and
+    /// what it took).
     pub(super) fn end_session(
         &mut self,
         key: &LoginKey,
         reason: EndReason,
-        ended: Option<(u64, &Outcome)>,
+        ended: Option<(u64, u64, &Outcome)>,
     ) {
-        let now = ended.map_or_else(clock::boot_ns, |(decided, _)| decided);
-        let last_input = self
-            .table
-            .get(key)
-            .map(|s| self.timing(s).last_input_ns)
-            .unwrap_or(now);
+        let now = ended.map_or_else(clock::boot_ns, |(decided, _, _)| decided);
+        let last_input = match ended {
+            Some((_, last_input, _)) => last_input,
+            None => self
+                .table
+                .get(key)
+                .map(|s| self.timing(s).last_input_ns)
+                .unwrap_or(now),
+        };
         let Some(login) = self.table.remove(key) else {
             return;
         };
@@ -497,7 +503,7 @@ impl Core {
         self.untrack_unused(&login);
         let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
         fields.insert("reason".into(), json!(reason.as_str()));
-        if let Some((_, outcome)) = ended {
+        if let Some((_, _, outcome)) = ended {
             fields.insert("signals".into(), json!(outcome.signals));
             fields.insert("took_ms".into(), json!(outcome.took_ms));
             fields.insert("processes".into(), json!(outcome.targets));

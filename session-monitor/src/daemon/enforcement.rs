@@ -326,6 +326,7 @@ impl Core {
             session_id: login.id.clone(),
             reason,
             decided_ns: clock::boot_ns(),
+            last_input_ns: self.timing(login).last_input_ns,
             outcome: Default::default(),
         };
         let identity = login.identity.pid;
@@ -420,7 +421,7 @@ impl Core {
             self.end_session(
                 &done.key,
                 done.reason,
-                Some((done.decided_ns, &done.outcome)),
+                Some((done.decided_ns, done.last_input_ns, &done.outcome)),
             );
         }
     }

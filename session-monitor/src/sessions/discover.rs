@@ -402,8 +402,7 @@ impl Resolver {
         // set up: give it a moment, so that what the login carries is known (nothing
         // yet is not forwarding-only) and a terminal login is found as one.
         if let Some(user) = self.process(user_pid)
-            && crate::clock::boot_ns().saturating_sub(user.proc_ref().start_boot_ns())
-                < SETTLE_NS
+            && crate::clock::boot_ns().saturating_sub(user.proc_ref().start_boot_ns()) < SETTLE_NS
         {
             return None;
         }
