@@ -922,3 +922,57 @@ fn comm(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::{Carry, login_key};
+
+    #[test]
+    fn each_process_of_a_login_gets_the_flags_it_needs() {
+        let p = |pid: u32| ProcRef {
+            pid,
+            start_ticks: pid as u64,
+        };
+        let resolved = Resolved {
+            identity: p(10),
+            terminal: Some(Terminal {
+                key: TtyKey {
+                    rdev: 1,
+                    pts_dev: 2,
+                },
+                leader: p(12),
+                server: Some(p(11)),
+            }),
+            server_exe: None,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            kind: SessionKind::Ssh,
+            container: None,
+            remote: None,
+            tty_atime: None,
+            audit_session: None,
+            server_audit_session: None,
+            server_ctty: None,
+            carries: vec![Carry::Shell],
+            transports: vec![11, 10],
+            listener: Some(1),
+            tree: vec![],
+        };
+        let mut login = Login::from_resolved(resolved, 0);
+        assert_eq!(login.key, login_key(&p(10)).0);
+        let (exit, udp, transport) = (
+            proc_flags::WATCH_EXIT,
+            proc_flags::WATCH_UDP,
+            proc_flags::TRANSPORT,
+        );
+        assert_eq!(flags_for(&login, 10), exit | transport);
+        assert_eq!(flags_for(&login, 11), exit | transport);
+        assert_eq!(flags_for(&login, 12), exit);
+        assert_eq!(flags_for(&login, 13), 0);
+        login.kind = SessionKind::Mosh;
+        login.transports.clear();
+        assert_eq!(flags_for(&login, 10), exit | udp);
+    }
+}

@@ -426,3 +426,43 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32, sid: u32) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            sid,
+            tty: None,
+            start_ticks: pid as u64,
+            comm: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_tree_follows_parents_and_sessions() {
+        // 10 (identity) -> 11 -> 12 (own session) -> 13; 20 is elsewhere in
+        // session 11's terminal session, 30 is unrelated.
+        let mut snapshot = ProcSnapshot::default();
+        for p in [
+            proc(11, 10, 11),
+            proc(12, 11, 12),
+            proc(13, 12, 12),
+            proc(20, 1, 11),
+            proc(30, 1, 30),
+        ] {
+            snapshot.by_sid.entry(p.sid).or_default().push(p.proc_ref());
+            snapshot.by_parent.entry(p.ppid).or_default().push(p);
+        }
+        let mut tree: Vec<u32> = snapshot.descendants(10).iter().map(|p| p.pid).collect();
+        tree.sort_unstable();
+        assert_eq!(tree, [11, 12, 13]);
+        let mut session: Vec<u32> = snapshot.session(11).iter().map(|p| p.pid).collect();
+        session.sort_unstable();
+        assert_eq!(session, [11, 20]);
+        assert!(snapshot.descendants(30).is_empty());
+    }
+}
