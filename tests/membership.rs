@@ -12,6 +12,7 @@ use std::{
     collections::HashMap,
     fs::File,
     io::Write as _,
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
     path::PathBuf,
     process::{Child, ChildStdin, Command, Stdio},
     time::Duration,
@@ -250,16 +251,30 @@ struct Helper {
 
 impl Helper {
     fn start() -> Helper {
+        Self::start_as(None)
+    }
+
+    /// The helper, run as `user` if given (root otherwise).
+    fn start_as(user: Option<&TestUser>) -> Helper {
         let dir = TempDir::new("membership");
         let script = dir.write("helper.py", HELPER);
-        let out = dir.join("out.txt");
-        File::create(&out).expect("create helper output");
-        let mut child = Command::new("/usr/bin/python3")
+        let out = dir.write("out.txt", "");
+        let err = dir.join("err.txt");
+        let mut command = Command::new("/usr/bin/python3");
+        if let Some(user) = user {
+            dir.chown(user.uid(), user.gid());
+            for file in [&script, &out] {
+                std::os::unix::fs::chown(file, Some(user.uid()), Some(user.gid()))
+                    .expect("chown helper file");
+            }
+            command.uid(user.uid()).gid(user.gid());
+        }
+        let mut child = command
             .arg(&script)
             .arg(&out)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(File::create(dir.join("err.txt")).expect("create helper stderr"))
+            .stderr(File::create(err).expect("create helper stderr"))
             .spawn()
             .expect("start /usr/bin/python3 (Debian package python3)");
         let stdin = child.stdin.take().expect("piped stdin");
@@ -449,4 +464,54 @@ fn a_transports_pipe_and_unix_socket_writes_are_its_logins_input() {
         Some(expected),
         "writes by a transport's child are not input"
     );
+}
+
+#[test]
+fn a_revoked_users_transport_is_stopped_at_its_first_pipe_write() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let daemon = Daemon::start();
+    let maps = Maps::of(&daemon);
+    let out = daemon.cli(["revoke", user.name(), "--reason", "membership test"]);
+    assert!(
+        out.status.success(),
+        "revoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if daemon.status()["kernel_revocation"] != true {
+        panic!(
+            "this kernel refuses in-kernel revocation: {:#}",
+            daemon.status()
+        );
+    }
+
+    // A transport of the revoked user that starts after the revocation (a new login).
+    let mut helper = Helper::start_as(Some(&user));
+    let pid = helper.pid();
+    maps.adopt(pid, 0x5e55_1017_0003, TRANSPORT);
+    writeln!(helper.stdin, "writes").expect("write to helper");
+    helper.stdin.flush().expect("flush");
+    let status = Wait::new("the revoked transport to be stopped")
+        .timeout(WAIT)
+        .until(|| helper.child.try_wait().ok().flatten());
+    assert_eq!(
+        status.signal(),
+        Some(nix::sys::signal::Signal::SIGKILL as i32),
+        "{status:?}"
+    );
+    let answers = std::fs::read_to_string(&helper.out).unwrap_or_default();
+    assert!(
+        !answers.contains("writes done"),
+        "the transport went on writing: {answers}"
+    );
+    assert!(daemon.status()["counters"]["revoke_signals"].as_u64() >= Some(1));
+    Wait::new("the audit record of the stopped input")
+        .timeout(WAIT)
+        .until(|| {
+            daemon
+                .audit()
+                .iter()
+                .any(|r| r["event"] == "input_blocked" && r["pid"] == pid)
+                .then_some(())
+        });
 }

@@ -380,8 +380,14 @@ impl Core {
                     f.insert("session_id".into(), json!(s.id));
                     f.insert("tty".into(), json!(s.tty));
                 }
+                if event.login != 0 {
+                    f.insert("login".into(), json!(format!("{:012x}", event.login)));
+                }
                 self.audit.record("input_blocked", f);
-                if self.table.contains(&event.key) {
+                if event.login != 0 {
+                    // A transport's write into a pipe or socket: no terminal to
+                    // resolve (issue 11: the login model acts on `event.login`).
+                } else if self.table.contains(&event.key) {
                     self.enforce_revocation(&event.key);
                 } else {
                     self.queue_resolution(event.key, None);
