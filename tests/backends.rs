@@ -149,7 +149,6 @@ fn assert_fentry_backend(status: &Value) {
         "fentry/tty_write",
         "fentry/tty_ioctl",
         "fentry/skb_consume_udp",
-        "fentry/pipe_write",
         "fentry/unix_stream_sendmsg",
         "fentry/unix_dgram_sendmsg",
     ] {
@@ -163,6 +162,13 @@ fn assert_fentry_backend(status: &Value) {
             .iter()
             .any(|a| a == "fentry/n_tty_receive_buf" || a == "fentry/n_tty_receive_buf2"),
         "no console receive program attached: {attach:?}"
+    );
+    // `anon_pipe_write` since Linux 6.14.
+    assert!(
+        attach
+            .iter()
+            .any(|a| a == "fentry/pipe_write" || a == "fentry/anon_pipe_write"),
+        "no pipe write program attached: {attach:?}"
     );
     for a in &attach {
         assert!(

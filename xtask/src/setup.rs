@@ -38,6 +38,8 @@ const TEST_PACKAGES: &[&str] = &[
     "locales",
     "procps",
     "iproute2",
+    // The membership test's helper process (threads, forks, pipe and socket writes).
+    "python3",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).

@@ -588,6 +588,9 @@ impl Core {
                     f.insert("session_id".into(), json!(s.id));
                     f.insert("tty".into(), json!(crate::sessions::tty_name(&event.key)));
                 }
+                if event.login != 0 {
+                    f.insert("login".into(), json!(format!("{:012x}", event.login)));
+                }
                 self.audit.record("input_blocked", f);
                 match login {
                     Some(login) => {

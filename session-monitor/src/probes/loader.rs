@@ -237,10 +237,19 @@ fn load_backend(
     // Preflight that needs no kernel round trip: does every fentry target exist?
     let mut skipped = Vec::new();
     let mut to_attach = Vec::new();
-    for spec in specs {
+    for mut spec in specs {
         if let AttachPoint::FEntry { function } = spec.attach
             && !btf::has_function(kernel.vmlinux, function)
         {
+            let renamed = spec
+                .renamed
+                .iter()
+                .find(|name| btf::has_function(kernel.vmlinux, name));
+            if let Some(&function) = renamed {
+                spec.attach = AttachPoint::FEntry { function };
+                to_attach.push(spec);
+                continue;
+            }
             if spec.optional {
                 skipped.push(format!(
                     "{} ({}): not in this kernel",

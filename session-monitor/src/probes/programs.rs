@@ -37,6 +37,9 @@ pub struct ProgramSpec {
     pub probe: Probe,
     /// Absent on some kernels without loss of function (e.g. IPv6 built as a module).
     pub optional: bool,
+    /// Other names of the same fentry target on other kernels, tried in order when
+    /// the kernel has no function of the first name.
+    pub renamed: &'static [&'static str],
 }
 
 const fn tp(
@@ -53,6 +56,7 @@ const fn tp(
         },
         probe,
         optional: false,
+        renamed: &[],
     }
 }
 
@@ -67,6 +71,7 @@ const fn fe(
         attach: AttachPoint::FEntry { function },
         probe,
         optional,
+        renamed: &[],
     }
 }
 
@@ -88,6 +93,7 @@ pub const FORK: ProgramSpec = ProgramSpec {
     },
     probe: Probe::ProcessFork,
     optional: false,
+    renamed: &[],
 };
 
 pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
@@ -150,7 +156,12 @@ pub fn fentry_backend() -> Vec<ProgramSpec> {
         // Datagrams received, IPv4 and IPv6 (see fe_udp_consume).
         fe("fe_udp_consume", "skb_consume_udp", Probe::UdpRecv, false),
         // Input without a terminal: a transport's writes into pipes and AF_UNIX sockets.
-        fe("fe_pipe_write", "pipe_write", Probe::PipeInput, false),
+        ProgramSpec {
+            // Linux 6.14 split it: anonymous pipes (and, through it, FIFOs) write
+            // in `anon_pipe_write`.
+            renamed: &["anon_pipe_write"],
+            ..fe("fe_pipe_write", "pipe_write", Probe::PipeInput, false)
+        },
         fe(
             "fe_unix_stream_send",
             "unix_stream_sendmsg",
