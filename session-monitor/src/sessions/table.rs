@@ -319,11 +319,12 @@ pub fn login_key(identity: &ProcRef) -> (LoginKey, String) {
     hash.update(identity.pid.to_le_bytes());
     hash.update(identity.start_ticks.to_le_bytes());
     let digest = hash.finalize();
+    // 48 bits: the id is the key in hex, so the kernel's maps and the audit log name
+    // a login the way `sessions` does.
     let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
+    bytes[2..].copy_from_slice(&digest[..6]);
     let key = u64::from_be_bytes(bytes).max(1);
-    let id = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    (key, id)
+    (key, format!("{key:012x}"))
 }
 
 /// Live logins by key, with indexes from terminal and from process to login.
@@ -499,6 +500,7 @@ mod tests {
         assert_ne!(a.0, login_key(&proc(11)).0);
         assert_ne!(a.0, 0);
         assert_eq!(a.1.len(), 12);
+        assert_eq!(u64::from_str_radix(&a.1, 16), Ok(a.0));
     }
 
     #[test]
