@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{Daemon, Kind, Session, Sshd, TestUser, process, test_guard};
+use harness::{Daemon, Kind, Session, Sshd, TempDir, TestUser, Tmux, process, test_guard};
 use serde_json::Value;
 
 /// How long a new login may take to be listed (the /proc sweep runs every 2 s).
@@ -357,4 +357,56 @@ fn escaped_processes_end_with_revoke() {
     );
     let _ = bystander.kill();
     let _ = bystander.wait();
+}
+
+#[test]
+fn terminals_multiplexed_on_one_connection_are_one_login() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let sshd = Sshd::start();
+    sshd.authorize(&user);
+    let daemon = Daemon::builder().policy(&policy_for(&user, "")).start();
+    let dir = TempDir::new("control");
+    let control = format!("ControlPath={}", dir.join("master").display());
+    let with_control = |extra: &[&str]| {
+        let mut words = sshd.ssh_args(&user);
+        let destination = words.pop().expect("destination");
+        for option in extra.iter().copied().chain([control.as_str()]) {
+            words.extend(["-o".to_string(), option.to_string()]);
+        }
+        words.push(destination);
+        harness::shell_join(words)
+    };
+    let tmux = Tmux::new();
+    let first = tmux.new_session("master", &with_control(&["ControlMaster=yes"]));
+    first.wait_for_shell(Duration::from_secs(30));
+    let one = daemon.wait_for_session("the first terminal's login", APPEAR, |s| {
+        s.user == user.name() && s.terminals.len() == 1
+    });
+    let second = tmux.new_session("channel", &with_control(&["ControlMaster=no"]));
+    second.wait_for_shell(Duration::from_secs(30));
+    let both = daemon.wait_for_session("one login with two terminals", APPEAR, |s| {
+        s.id == one.id && s.terminals.len() == 2
+    });
+    assert_eq!(both.tty, both.terminals[0], "{both:?}");
+    assert_eq!(
+        daemon
+            .sessions()
+            .iter()
+            .filter(|s| s.user == user.name())
+            .count(),
+        1,
+        "one login: {:?}",
+        daemon.sessions()
+    );
+
+    // Ending the login ends both terminals' shells.
+    let out = daemon.cli(["revoke", user.name()]);
+    assert!(out.status.success(), "{out:?}");
+    daemon.wait_session_gone(&one.id, END);
+    harness::wait_until(
+        "every process of the user to end",
+        Duration::from_secs(20),
+        || user.processes().is_empty().then_some(()),
+    );
 }
