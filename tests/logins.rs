@@ -410,3 +410,27 @@ fn terminals_multiplexed_on_one_connection_are_one_login() {
         || user.processes().is_empty().then_some(()),
     );
 }
+
+#[test]
+fn a_login_without_terminal_is_found_at_start_and_keeps_its_id() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let sshd = Sshd::start();
+    sshd.authorize(&user);
+    let mut first = Daemon::builder().policy(&policy_for(&user, "")).start();
+    let _client = ssh(&sshd, &user, &[], &["sleep", "900"]);
+    let before = wait_login(&first, &user, "exec");
+    first.stop();
+
+    // Found in /proc by the next daemon, under the same id.
+    let second = Daemon::builder().policy(&policy_for(&user, "")).start();
+    let after = wait_login(&second, &user, "exec");
+    assert_eq!(after.id, before.id, "{before:?} then {after:?}");
+    assert_eq!(after.identity_pid, before.identity_pid);
+    let start = second
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "session_start" && r["session_id"] == after.id.as_str())
+        .expect("a start record");
+    assert_eq!(start["how"], "discovered", "{start}");
+}
