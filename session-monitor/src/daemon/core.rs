@@ -230,13 +230,13 @@ impl Core {
             groups: &login.group_names,
             kind: login.kind,
         });
-        // The daemon never ends the terminal session it runs in: its own ancestors
-        // are protected from signals, so it could only close the terminal under
-        // itself, again and again.
-        if nix::unistd::getsid(None).is_ok_and(|sid| {
-            let sid = sid.as_raw() as u32;
-            sid == login.identity.pid || login.terminals.iter().any(|t| t.leader.pid == sid)
-        }) {
+        // The daemon never ends the login it runs in: its own ancestors are
+        // protected from signals, so it could only close the terminal under itself,
+        // again and again (the login's identity or a terminal's leader is then the
+        // daemon's session leader or one of its ancestors).
+        let sid = nix::unistd::getsid(None).map_or(0, |sid| sid.as_raw() as u32);
+        let own = |pid: u32| pid == sid || daemon_ancestry().contains(&pid);
+        if own(login.identity.pid) || login.terminals.iter().any(|t| own(t.leader.pid)) {
             resolution.limits.exempt = true;
             resolution.rule = "daemon's own session".into();
         }
@@ -891,6 +891,23 @@ impl Core {
     pub(super) fn events_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
+}
+
+/// The daemon's ancestors (computed once: its ancestry is set at start).
+fn daemon_ancestry() -> &'static [u32] {
+    static ANCESTRY: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    ANCESTRY.get_or_init(|| {
+        let mut pids = Vec::new();
+        let mut pid = std::process::id();
+        while let Some(info) = crate::sessions::proc_info(pid) {
+            if info.ppid <= 1 || pids.contains(&info.ppid) {
+                break;
+            }
+            pids.push(info.ppid);
+            pid = info.ppid;
+        }
+        pids
+    })
 }
 
 /// The kernel flags login `login` needs on its process `pid`: exit watch on its
