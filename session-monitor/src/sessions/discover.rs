@@ -373,9 +373,10 @@ impl Resolver {
             if self.sshd_role(child.pid) != Some(SshdRole::Connection) {
                 continue;
             }
-            // After authentication the connection's unprivileged process runs as the
-            // user, titled `sshd: USER` or `sshd: USER@notty`; before, it runs as the
-            // privilege separation user, titled `sshd: USER [net]` (or `[preauth]`).
+            // After authentication the connection's second process runs as the user
+            // (root too), titled `sshd: USER` or `sshd: USER@notty`; before, it runs
+            // as the privilege separation user, titled `sshd: USER [net]` (or
+            // `[preauth]`, `[accepted]`).
             let authenticated = procs::cmdline(child.pid)
                 .first()
                 .is_some_and(|t| !t.contains('['));
@@ -383,7 +384,7 @@ impl Resolver {
                 continue;
             };
             transports.push(child.pid);
-            if authenticated && uid != 0 {
+            if authenticated {
                 user_side = Some((child.pid, uid, gid, groups));
             }
         }
@@ -467,7 +468,6 @@ impl Resolver {
     pub fn connection_carries(&mut self, identity: u32) -> Option<Vec<Carry>> {
         let user = self.children_of(identity).into_iter().find(|c| {
             self.sshd_role(c.pid) == Some(SshdRole::Connection)
-                && procs::uid_of(c.pid).is_some_and(|u| u != 0)
                 && procs::cmdline(c.pid)
                     .first()
                     .is_some_and(|t| !t.contains('['))
