@@ -330,6 +330,7 @@ impl Core {
             outcome: Default::default(),
         };
         let identity = login.identity.pid;
+        let id = login.id.clone();
         let transports = login.transports.clone();
         let shared: Vec<u32> = login
             .terminals
@@ -359,6 +360,17 @@ impl Core {
             login.ending = Some(reason);
         }
         self.unschedule(key);
+        // Logins nested in this one (a multiplexer started from it) are in its tree:
+        // they end now, for the same reason.
+        let nested: Vec<LoginKey> = self
+            .table
+            .iter()
+            .filter(|l| l.nested_in.as_deref() == Some(id.as_str()) && l.ending.is_none())
+            .map(|l| l.key)
+            .collect();
+        for inner in nested {
+            self.start_termination(&inner, reason, detail);
+        }
         tokio::spawn(async move {
             for (leader, tty) in terminals {
                 if let Err(err) = notice::write_to_terminal(leader, tty, &closing) {
