@@ -1,7 +1,7 @@
 //! Root check and the lock that keeps integration tests from running concurrently:
 //! they measure idle time on a two-core machine and share the kernel's tracepoints.
 
-use std::{fs::File, io::Write as _, os::fd::AsRawFd as _, sync::Once};
+use std::{fs::File, os::fd::AsRawFd as _, sync::Once};
 
 use crate::cleanup;
 
@@ -18,24 +18,20 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The function behind [`crate::test_guard!`]: `None` (after printing why) when the
-/// test cannot run here, else the lock. The first call in a process also removes what
-/// killed test runs left behind (users, processes, temporary directories).
-pub fn test_guard() -> Option<TestGuard> {
+/// The function behind [`crate::test_guard!`]: the lock, held until dropped. A test
+/// that cannot run here fails (it never passes without having run): the integration
+/// tests need root to load eBPF, create users and start sshd. The first call in a
+/// process also removes what killed test runs left behind (users, processes,
+/// temporary directories).
+pub fn test_guard() -> TestGuard {
     let name = std::thread::current()
         .name()
         .unwrap_or("this test")
         .to_string();
-    if !is_root() {
-        // Straight to stderr, not through eprintln!, which the test harness captures
-        // (and shows only for failures).
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {name}: needs root (to load eBPF, create users and start sshd); \
-             run `cargo xtask test` as root"
-        );
-        return None;
-    }
+    assert!(
+        is_root(),
+        "{name} needs root (to load eBPF, create users and start sshd); run `cargo xtask test` as root"
+    );
     let lock = File::options()
         .create(true)
         .truncate(false)
@@ -55,7 +51,7 @@ pub fn test_guard() -> Option<TestGuard> {
     DETACH.call_once(detach_from_login);
     static SWEEP: Once = Once::new();
     SWEEP.call_once(cleanup::sweep_stale);
-    Some(TestGuard { _lock: lock })
+    TestGuard { _lock: lock }
 }
 
 /// Takes the test process out of any login's audit session. Run from an ssh login,

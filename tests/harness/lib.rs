@@ -1,8 +1,8 @@
 //! Test harness for session-monitor: real daemons, users, sshd, tmux and mosh, each
 //! cleaned up when dropped, also when a test panics.
 //!
-//! Every test starts with [`test_guard!`], which skips the test (with a message) when
-//! not root and otherwise holds a machine-wide lock, so that tests never run at the
+//! Every test starts with [`test_guard!`], which fails the test when not root (a test
+//! that cannot run never passes) and otherwise holds a machine-wide lock, so that tests never run at the
 //! same time even without `--test-threads=1`. Then it builds what it needs, users
 //! first and clients last, so that they are dropped in the reverse order (clients
 //! first, users last):
@@ -57,8 +57,8 @@ pub use tmux::{Pane, Tmux};
 pub use user::{TestGroup, TestUser};
 pub use wait::{Wait, wait_until, wait_until_ok};
 
-/// Skips the test (returns from it, after saying why) unless running as root;
-/// otherwise evaluates to a [`TestGuard`] that keeps other tests out until dropped.
+/// Fails the test unless running as root; otherwise evaluates to a [`TestGuard`]
+/// that keeps other tests out until dropped.
 ///
 /// ```no_run
 /// let _guard = harness::test_guard!();
@@ -66,10 +66,7 @@ pub use wait::{Wait, wait_until, wait_until_ok};
 #[macro_export]
 macro_rules! test_guard {
     () => {
-        match $crate::test_guard() {
-            Some(guard) => guard,
-            None => return,
-        }
+        $crate::test_guard()
     };
 }
 
