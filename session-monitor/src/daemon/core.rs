@@ -437,8 +437,12 @@ impl Core {
         for t in &login.terminals {
             self.unresolved.remove(&t.key);
         }
+        let uid = login.uid;
         self.table.insert(login);
-        if !self.enforce_revocation(&key) {
+        if self.enforce_revocation(&key) {
+            // A revoked user got in: whatever else of theirs runs ends too.
+            self.end_user_processes(vec![uid]);
+        } else {
             self.schedule_session(&key);
         }
     }

@@ -287,9 +287,10 @@ impl Core {
     /// The tree: every process the kernel saw forked from the login (whatever
     /// `setsid`, `nohup` or a double fork did), plus what /proc shows for processes
     /// older than the daemon: the identity's descendants by parent, each terminal's
-    /// session, and the login's own logind scope. A revoked login also takes every
-    /// process of its user. Never the daemon, its ancestors, pid 1 or an sshd
-    /// listener; a terminal server (tmux) only when it serves this login alone.
+    /// session, and the login's own logind scope. (A revocation also ends every
+    /// process of the user, separately: see `end_user_processes`.) Never the
+    /// daemon, its ancestors, pid 1 or an sshd listener; a terminal server (tmux)
+    /// only when it serves this login alone.
     ///
     /// The core task only decides: the closing line, the cgroup and the signals are
     /// /proc and terminal I/O, done in the spawned task, so that when many logins
@@ -352,7 +353,6 @@ impl Core {
         members.retain(|p| !shared.contains(&p.pid) && !servers.contains(p));
         let mut never: Vec<u32> = self.listeners.iter().copied().collect();
         never.extend(&shared);
-        let revoked = reason == EndReason::Revoked;
         let closing = notice::closing_text(reason, detail);
         let grace = self.policy.kill_grace;
         let tx = self.terminations.clone();
@@ -375,14 +375,6 @@ impl Core {
             for (leader, tty) in terminals {
                 if let Err(err) = notice::write_to_terminal(leader, tty, &closing) {
                     tracing::debug!(id = %done.session_id, "closing line not written: {err}");
-                }
-            }
-            if revoked && uid != 0 {
-                // Every process of the revoked user, in a login or not.
-                for p in crate::sessions::processes_of_uids(&[uid]) {
-                    if !members.contains(&p) {
-                        members.push(p);
-                    }
                 }
             }
             let plan = terminate::collect_targets(leader, uid, servers, members, &never);

@@ -58,7 +58,7 @@ impl Core {
     /// Ends every process of the revoked users, in a login or not (a job started
     /// before the revocation, a process whose login the daemon never saw). Never
     /// root's: revoking uid 0 ends root's logins only.
-    fn end_user_processes(&mut self, mut uids: Vec<u32>) {
+    pub(super) fn end_user_processes(&mut self, mut uids: Vec<u32>) {
         uids.retain(|&u| u != 0);
         uids.sort_unstable();
         uids.dedup();
