@@ -303,6 +303,8 @@ impl Core {
             self.adopt(key, pid, flags, nested);
         }
         if !terminal.leader.is_alive() {
+            // Gone already: its next user gets a first write of its own.
+            self.maps.forget_tty(&terminal.key);
             return;
         }
         tracing::info!(%id, tty = %crate::sessions::tty_name(&terminal.key), "terminal added to the login");
@@ -402,12 +404,17 @@ impl Core {
         }
         // An identity that exited between the /proc read and the tracking above sends
         // no exit event: check once now that the kernel watches it.
+        // Likewise a terminal whose leader is gone: the resolution is stale, and the
+        // terminal is forgotten so that its next user gets a first write of its own
+        // (a connection without a terminal is found by the listener's sweep).
         if !login.identity.is_alive() || login.terminals.iter().any(|t| !t.leader.is_alive()) {
             self.untrack_unused(&login);
-            if !login.identity.is_alive() {
-                return;
+            for t in &login.terminals {
+                if !self.table.has_tty(&t.key) {
+                    self.maps.forget_tty(&t.key);
+                }
             }
-            login.terminals.retain(|t| t.leader.is_alive());
+            return;
         }
         login.resolution = self.resolve_policy(&login);
         tracing::info!(
