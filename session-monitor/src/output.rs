@@ -126,6 +126,13 @@ pub fn status_text(status: &Status) -> String {
             );
         }
     }
+    let full = |k: &str| status.counters.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "kernel map inserts failed: {} processes of logins, {} logins (should stay 0)",
+        full("procs_insert_failures"),
+        full("login_insert_failures")
+    );
     out
 }
 
