@@ -34,16 +34,29 @@ const TOLERANCE_NS: u64 = 1_000_000;
 pub struct ProcSnapshot {
     by_sid: HashMap<u32, Vec<ProcRef>>,
     by_parent: HashMap<u32, Vec<ProcInfo>>,
+    /// The kernel's members of each login (one walk of its map for all the logins
+    /// ended together).
+    by_login: HashMap<LoginKey, Vec<u32>>,
 }
 
 impl ProcSnapshot {
-    fn take() -> Self {
+    fn take(maps: &crate::probes::KernelMaps) -> Self {
         let by_parent = crate::sessions::processes_by_parent();
         let mut by_sid: HashMap<u32, Vec<ProcRef>> = HashMap::new();
         for p in by_parent.values().flatten() {
             by_sid.entry(p.sid).or_default().push(p.proc_ref());
         }
-        Self { by_sid, by_parent }
+        let mut by_login: HashMap<LoginKey, Vec<u32>> = HashMap::new();
+        for (tgid, state) in maps.memberships() {
+            if state.login != 0 {
+                by_login.entry(state.login).or_default().push(tgid);
+            }
+        }
+        Self {
+            by_sid,
+            by_parent,
+            by_login,
+        }
     }
 
     fn session(&self, sid: u32) -> Vec<ProcRef> {
@@ -340,8 +353,12 @@ impl Core {
             .filter(|s| !servers.contains(s))
             .map(|s| s.pid)
             .collect();
-        let kernel_members = self.maps.members(*key);
         let mut members = self.tree_from_proc(identity, &terminals);
+        let kernel_members = self
+            .members
+            .as_ref()
+            .and_then(|(_, snapshot)| snapshot.by_login.get(key).cloned())
+            .unwrap_or_default();
         for pid in kernel_members {
             if !members.iter().any(|p| p.pid == pid)
                 && let Some(p) = ProcRef::of(pid)
@@ -386,7 +403,7 @@ impl Core {
 
     /// The login's process tree as /proc shows it: the identity's descendants and
     /// each terminal's session, from a snapshot at most
-    /// [`super::core::MEMBERS_MAX_AGE`] old.
+    /// [`super::core::MEMBERS_MAX_AGE`] old (taken with the kernel's memberships).
     fn tree_from_proc(
         &mut self,
         identity: u32,
@@ -397,7 +414,7 @@ impl Core {
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() <= super::core::MEMBERS_MAX_AGE);
         if !fresh {
-            self.members = Some((Instant::now(), ProcSnapshot::take()));
+            self.members = Some((Instant::now(), ProcSnapshot::take(&self.maps)));
         }
         let Some((_, snapshot)) = self.members.as_ref() else {
             return Vec::new();
