@@ -132,7 +132,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
-    /// Where revocations are kept across restarts.
+    /// Where revocations and warnings already given are kept across restarts.
     #[arg(long, default_value = revoke::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+
+    /// Where the kernel side (activity maps, program links) is pinned, on a bpf file
+    /// system, so that a restart loses no input; an empty value pins nothing.
+    #[arg(long, value_name = "DIR", default_value = crate::probes::DEFAULT_PIN_DIR)]
+    pub pin_dir: std::ffi::OsString,
 }

@@ -67,6 +67,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 socket: cli.socket,
                 load: LoadOptions {
                     backend: args.backend,
+                    pin_dir: (!args.pin_dir.is_empty()).then(|| args.pin_dir.into()),
                     ..LoadOptions::default()
                 },
                 config: args.config,

@@ -94,6 +94,27 @@ pub fn status_text(status: &Status) -> String {
             "by the daemon only"
         }
     );
+    match &status.kernel_state {
+        Some(k) => {
+            let _ = writeln!(
+                out,
+                "kernel state: {} ({}; programs {} a crash)",
+                k.dir,
+                k.found,
+                if k.links_pinned {
+                    "survive"
+                } else {
+                    "end with"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "kernel state: not pinned (--pin-dir ''): a restart loses input times"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "sessions:     {} ({} terminals without a login session)",

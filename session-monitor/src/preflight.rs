@@ -44,10 +44,11 @@ impl Capability {
 /// Every capability the daemon needs; all are [`Severity::Fatal`].
 ///
 /// `CAP_DAC_OVERRIDE` rather than the narrower `CAP_DAC_READ_SEARCH`: reading other
-/// users' /proc entries needs only the latter, but warnings are written by opening the
-/// user's terminal again through /proc/LEADER/fd/N, which checks the terminal's mode.
-/// Were they written to a descriptor taken with pidfd_getfd(2) (Linux 5.6+, allowed
-/// by `CAP_SYS_PTRACE`), `CAP_DAC_READ_SEARCH` would do.
+/// users' /proc entries needs only the latter, but warnings are written through a
+/// description of the user's terminal of the daemon's own (non-blocking, so the
+/// user's file flags stay untouched): the leader's descriptor, taken with
+/// pidfd_getfd(2) (allowed by `CAP_SYS_PTRACE`) and checked, is opened again through
+/// /proc/self/fd/N, which checks the terminal's mode.
 ///
 /// Not needed, and not granted by the DaemonSet: `CAP_SYS_RESOURCE` (`RLIMIT_MEMLOCK`
 /// limits BPF memory only before Linux 5.11, and the daemon tolerates failing to raise
@@ -84,14 +85,16 @@ pub const CAPABILITIES: &[Capability] = &[
         bit: 19,
         why: "pass the ptrace access check on other users' /proc/PID/{fd/*,fdinfo,exe,root,\
               environ}: which process holds a pty master, the transport's executable, the \
-              session's /dev/pts instance and Mosh's SSH_CONNECTION",
+              session's /dev/pts instance and Mosh's SSH_CONNECTION; and pidfd_getfd(2), \
+              which takes the session leader's descriptor of its terminal for warnings",
     },
     Capability {
         name: "CAP_DAC_OVERRIDE",
         bit: 1,
         why: "open other users' /proc/PID/fd directories (mode 0500) and environ files (mode \
-              0400), which are permission-checked before the ptrace check, and write warnings \
-              to users' terminals (mode 0620 or 0600) through /proc/LEADER/fd/N",
+              0400), which are permission-checked before the ptrace check, and open users' \
+              terminals (mode 0620 or 0600) for warnings, through the daemon's own copy of \
+              the session leader's descriptor",
     },
 ];
 

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::{process, tempdir, user};
+use crate::{pins, process, tempdir, user};
 
 /// Cleans up after every dead test process. Called once per test process.
 pub fn sweep_stale() {
@@ -47,6 +47,15 @@ pub fn sweep_stale() {
             process::kill_all(&pids);
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // Kernel state pinned by dead runs' daemons (removing it detaches their programs).
+    for dir in pins::stale(dead) {
+        eprintln!(
+            "cleanup: removing {} left by a dead test run",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     let stale = |prefix: &str, infix: char, line: &str| -> Option<(String, u32)> {

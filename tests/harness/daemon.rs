@@ -13,7 +13,7 @@ use std::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{process, tempdir::TempDir, wait::Wait};
+use crate::{pins::PinDir, process, tempdir::TempDir, wait::Wait};
 
 /// How long the daemon may take to load its probes and answer `status`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,6 +140,12 @@ impl DaemonBuilder {
         self.arg("--state-dir").arg(dir.as_ref())
     }
 
+    /// Pins the kernel state in `dir` (on bpffs) instead of a directory of this daemon's
+    /// own, e.g. to hand it to a restarted successor (see [`PinDir`]).
+    pub fn pin_dir(self, dir: impl AsRef<Path>) -> Self {
+        self.arg("--pin-dir").arg(dir.as_ref())
+    }
+
     /// An extra argument for `session-monitor run` (after `--socket`).
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_owned());
@@ -214,6 +220,15 @@ impl DaemonBuilder {
         if flag_value(&self.args, "--metrics-addr").is_none() {
             command.arg("--metrics-addr").arg("127.0.0.1:0");
         }
+        // Kernel state pinned where only this daemon finds it, removed with it.
+        let pins = match flag_value(&self.args, "--pin-dir") {
+            Some(_) => None,
+            None => {
+                let pins = PinDir::new("daemon");
+                command.arg("--pin-dir").arg(pins.path());
+                Some(pins)
+            }
+        };
         // `cargo xtask vm-test` runs the suite once per backend: SESSION_MONITOR_BACKEND
         // forces it on every daemon whose test does not pass `--backend` itself.
         if let Some(backend) = forced_backend()
@@ -233,6 +248,7 @@ impl DaemonBuilder {
             audit_log,
             state_dir,
             dir: self.dir,
+            _pins: pins,
         };
         let ready = Wait::new("the daemon to answer `status`")
             .timeout(self.start_timeout)
@@ -267,6 +283,8 @@ pub struct Daemon {
     audit_log: PathBuf,
     state_dir: PathBuf,
     dir: TempDir,
+    /// Dropped after the daemon stopped.
+    _pins: Option<PinDir>,
 }
 
 impl Daemon {
@@ -469,6 +487,12 @@ impl Daemon {
                 Some(s) => Err(format!("still listed: {s:?}")),
                 None => Ok(()),
             })
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the daemon (SIGTERM, then SIGKILL after 10 s) and returns how it ended.

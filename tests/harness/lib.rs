@@ -37,6 +37,7 @@ mod daemon;
 mod guard;
 pub mod http;
 mod mosh;
+mod pins;
 pub mod process;
 mod prometheus;
 mod sshd;
@@ -50,6 +51,7 @@ pub use daemon::{
 };
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
+pub use pins::PinDir;
 pub use prometheus::Prometheus;
 pub use sshd::Sshd;
 pub use tempdir::TempDir;

@@ -58,11 +58,18 @@ const TESTS_PACKAGE: &str = "session-monitor-tests";
 
 /// Test binaries left out of VM runs unless named with `--test`, and why. Under
 /// software emulation an ssh login or a tmux start takes seconds, not milliseconds.
-const SKIPPED_IN_VMS: &[(&str, &str)] = &[(
-    "enforcement",
-    "its idle limits (4-5 s) are shorter than session set-up under emulation, and it \
-     tests the daemon's clock, not the probes",
-)];
+const SKIPPED_IN_VMS: &[(&str, &str)] = &[
+    (
+        "enforcement",
+        "its idle limits (4-5 s) are shorter than session set-up under emulation, and it \
+         tests the daemon's clock, not the probes",
+    ),
+    (
+        "hostile",
+        "its idle limits (2-4 s) are shorter than session set-up under emulation, and it \
+         tests how the daemon treats users' descriptors, cgroups and pids, not the probes",
+    ),
+];
 
 /// Which probe backends to run the suite with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -13,7 +13,7 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
-use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
+use super::protocol::{MAX_REQUEST_BYTES, Request, Response, decode_request};
 
 /// Who may use the socket: root always; members of `group` too when set.
 #[derive(Clone, Debug, Default)]
@@ -184,14 +184,6 @@ async fn read_request(read: &mut tokio::net::unix::OwnedReadHalf) -> Result<Requ
     .await
     .map_err(|_| "request timed out".to_string())?
     .map_err(|e| format!("reading request: {e}"))?;
-    if read > MAX_REQUEST_BYTES {
-        return Err(format!(
-            "request too large (limit {MAX_REQUEST_BYTES} bytes)"
-        ));
-    }
-    let text = std::str::from_utf8(&line).map_err(|_| "request is not UTF-8".to_string())?;
-    if text.trim().is_empty() {
-        return Err("empty request".into());
-    }
-    serde_json::from_str(text.trim()).map_err(|e| format!("malformed request: {e}"))
+    debug_assert_eq!(read, line.len());
+    decode_request(&line)
 }

@@ -25,7 +25,7 @@ use crate::{
     audit::{AuditLog, Fields},
     clock,
     control::Incoming,
-    enforce::{EndReason, terminate::Outcome},
+    enforce::{EndReason, GivenWarnings, Warned, terminate::Outcome},
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, LoginEvent, Probes, login_event},
@@ -73,6 +73,9 @@ pub struct TerminationDone {
     /// The last input as it was then (the hangup makes the transport write).
     pub last_input_ns: u64,
     pub outcome: Outcome,
+    /// Why the closing line was not written to a terminal, when the daemon refused
+    /// to write it.
+    pub notice_refused: Option<(TtyKey, String)>,
 }
 
 pub struct CoreParts {
@@ -90,6 +93,8 @@ pub struct CoreParts {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Fingerprint of the policy file as it was read at start.
     pub policy_fingerprint: Option<String>,
+    /// Warnings given before a restart, kept in the state directory.
+    pub given: GivenWarnings,
 }
 
 pub struct Core {
@@ -129,6 +134,12 @@ pub struct Core {
     pub(super) members: Option<(Instant, super::enforcement::ProcSnapshot)>,
     /// Reconcile ticks so far.
     ticks: u64,
+    /// Where the warnings given are kept across restarts, and those a previous
+    /// daemon gave to sessions not found again yet (emptied after discovery).
+    pub(super) given: GivenWarnings,
+    pub(super) given_before: HashMap<String, Warned>,
+    /// A warning was given or withdrawn since the file was last written.
+    pub(super) given_changed: bool,
 }
 
 /// From this many sessions on, reconcile does its periodic work less often.
@@ -166,6 +177,9 @@ impl Core {
             presence: HashMap::new(),
             members: None,
             ticks: 0,
+            given_before: parts.given.load(),
+            given: parts.given,
+            given_changed: false,
         }
     }
 
@@ -216,11 +230,29 @@ impl Core {
             terminals = self.table.terminal_count(),
             "start-up discovery done"
         );
+        // Warnings of sessions that ended while no daemon ran.
+        self.given_before.clear();
+        self.given_changed = true;
+        self.save_given_warnings();
         // Discovery reads all of /proc once; give the memory it used back.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe {
             libc::malloc_trim(0);
+        }
+    }
+
+    /// Writes the warnings given to live logins, when they changed.
+    pub(super) fn save_given_warnings(&mut self) {
+        if !std::mem::take(&mut self.given_changed) {
+            return;
+        }
+        let warned = self
+            .table
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.warned.as_ref()?)));
+        if let Err(err) = self.given.save(warned) {
+            tracing::warn!("{err:#}; a restart would warn these sessions again");
         }
     }
 
@@ -417,6 +449,8 @@ impl Core {
             return;
         }
         login.resolution = self.resolve_policy(&login);
+        // A warning a crashed daemon gave this login still stands.
+        login.warned = self.given_before.remove(&login.id);
         tracing::info!(
             id = %login.id,
             tty = %login.tty(),

@@ -14,6 +14,8 @@ use super::{
     audit_fields,
     core::{Core, TerminationDone},
 };
+use session_monitor_common::TtyKey;
+
 use crate::{
     clock,
     enforce::{
@@ -178,6 +180,7 @@ impl Core {
         {
             login.warned = None;
             login.reported_end = None;
+            self.given_changed = true;
             tracing::info!(id = %login.id, "input after the idle warning: the session stays open");
         }
         self.schedule_session(key);
@@ -199,6 +202,7 @@ impl Core {
             self.unschedule(&key);
             self.act(&key, now);
         }
+        self.save_given_warnings();
     }
 
     fn act(&mut self, key: &LoginKey, now: u64) {
@@ -236,14 +240,25 @@ impl Core {
         let dry_run = self.mode() == Mode::DryRun;
         // A login without a terminal has nowhere to show the warning: the audit log
         // and the metrics say what happened.
+        let mut refused = Vec::new();
         if !dry_run {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
             for t in &login.terminals {
-                if let Err(err) = notice::write_to_terminal(t.leader.pid, t.key, &text) {
-                    tracing::warn!(id = %login.id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&t.key));
+                match notice::write_to_terminal(t.leader, t.key, &text) {
+                    Ok(()) => {}
+                    Err(notice::NoticeError::Refused(why)) => refused.push((t.key, why)),
+                    Err(err) => {
+                        tracing::warn!(id = %login.id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&t.key));
+                    }
                 }
             }
         }
+        for (tty, why) in refused {
+            self.record_notice_refused(key, &tty, "warning", &why);
+        }
+        let Some(login) = self.table.get(key) else {
+            return;
+        };
         let timing = self.timing(login);
         let mut fields =
             audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
@@ -260,6 +275,7 @@ impl Core {
                 end_ns,
                 at_ns: now,
             });
+            self.given_changed = true;
         }
     }
 
@@ -328,12 +344,9 @@ impl Core {
                 servers.push(srv);
             }
         }
-        let terminals: Vec<(u32, session_monitor_common::TtyKey)> = login
-            .terminals
-            .iter()
-            .map(|t| (t.leader.pid, t.key))
-            .collect();
-        let (leader, uid) = (login.leader(), login.uid);
+        let terminals: Vec<(ProcRef, TtyKey)> =
+            login.terminals.iter().map(|t| (t.leader, t.key)).collect();
+        let (first_leader, uid) = (login.leader(), login.uid);
         let (tty, user) = (login.tty(), login.user.clone());
         let done = TerminationDone {
             key: *key,
@@ -342,8 +355,9 @@ impl Core {
             decided_ns: clock::boot_ns(),
             last_input_ns: self.timing(login).last_input_ns,
             outcome: Default::default(),
+            notice_refused: None,
         };
-        let identity = login.identity.pid;
+        let identity = login.identity;
         let id = login.id.clone();
         let transports = login.transports.clone();
         let shared: Vec<u32> = login
@@ -353,21 +367,8 @@ impl Core {
             .filter(|s| !servers.contains(s))
             .map(|s| s.pid)
             .collect();
-        let mut members = self.tree_from_proc(identity, &terminals);
-        let kernel_members = self
-            .members
-            .as_ref()
-            .and_then(|(_, snapshot)| snapshot.by_login.get(key).cloned())
-            .unwrap_or_default();
-        for pid in kernel_members {
-            if !members.iter().any(|p| p.pid == pid)
-                && let Some(p) = ProcRef::of(pid)
-            {
-                members.push(p);
-            }
-        }
+        let tree = self.tree_of(*key, identity, &terminals);
         // Terminal servers that serve other logins too are not this login's to end.
-        members.retain(|p| !shared.contains(&p.pid) && !servers.contains(p));
         let mut never: Vec<u32> = self.listeners.iter().copied().collect();
         never.extend(&shared);
         let closing = notice::closing_text(reason, detail);
@@ -389,26 +390,39 @@ impl Core {
             self.start_termination(&inner, reason, detail);
         }
         tokio::spawn(async move {
+            let mut notice_refused = None;
             for (leader, tty) in terminals {
-                if let Err(err) = notice::write_to_terminal(leader, tty, &closing) {
-                    tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+                match notice::write_to_terminal(leader, tty, &closing) {
+                    Ok(()) => {}
+                    Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
+                    Err(err) => {
+                        tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+                    }
                 }
             }
-            let plan = terminate::collect_targets(leader, uid, servers, members, &never);
+            let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace).await;
-            let _ = tx.send(TerminationDone { outcome, ..done }).await;
+            let _ = tx
+                .send(TerminationDone {
+                    outcome,
+                    notice_refused,
+                    ..done
+                })
+                .await;
         });
     }
 
-    /// The login's process tree as /proc shows it: the identity's descendants and
-    /// each terminal's session, from a snapshot at most
-    /// [`super::core::MEMBERS_MAX_AGE`] old (taken with the kernel's memberships).
-    fn tree_from_proc(
+    /// The login's process tree: the kernel's members of the login (exact), and
+    /// what /proc shows through its identity (descendants by parent) and through
+    /// each terminal's leader (its session), from a snapshot at most
+    /// [`super::core::MEMBERS_MAX_AGE`] old.
+    fn tree_of(
         &mut self,
-        identity: u32,
-        terminals: &[(u32, session_monitor_common::TtyKey)],
-    ) -> Vec<ProcRef> {
+        key: LoginKey,
+        identity: ProcRef,
+        terminals: &[(ProcRef, TtyKey)],
+    ) -> terminate::Tree {
         let fresh = self
             .members
             .as_ref()
@@ -417,20 +431,50 @@ impl Core {
             self.members = Some((Instant::now(), ProcSnapshot::take(&self.maps)));
         }
         let Some((_, snapshot)) = self.members.as_ref() else {
-            return Vec::new();
+            return terminate::Tree::default();
         };
-        let mut tree = snapshot.descendants(identity);
+        let exact = snapshot
+            .by_login
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|&pid| ProcRef::of(pid))
+            .collect();
+        let mut through = vec![(identity, snapshot.descendants(identity.pid))];
         for (leader, _) in terminals {
-            for p in snapshot.session(*leader) {
-                if !tree.contains(&p) {
-                    tree.push(p);
-                }
-            }
+            through.push((*leader, snapshot.session(leader.pid)));
         }
-        tree
+        terminate::Tree { exact, through }
+    }
+
+    /// A line the daemon did not write because what it found was not the session's
+    /// terminal (see [`notice::write_to_terminal`]): recorded, as it may be a user
+    /// trying to turn the daemon's write against another file.
+    fn record_notice_refused(&mut self, key: &LoginKey, tty: &TtyKey, notice: &str, why: &str) {
+        let Some(session) = self.table.get(key) else {
+            return;
+        };
+        let now = clock::boot_ns();
+        let timing = self.timing(session);
+        let mut fields =
+            audit_fields::session(session, &session.resolution.rule, timing.last_input_ns, now);
+        let tty = crate::sessions::tty_name(tty);
+        fields.insert("terminal".into(), json!(tty));
+        fields.insert("notice".into(), json!(notice));
+        fields.insert("why".into(), json!(why));
+        tracing::warn!(id = %session.id, %tty, user = %session.user, notice, why, "did not write to the terminal: refused");
+        self.audit.record("notice_refused", fields);
     }
 
     pub fn on_termination_done(&mut self, done: TerminationDone) {
+        if let Some(why) = &done.notice_refused
+            && self
+                .table
+                .get(&done.key)
+                .is_some_and(|s| s.id == done.session_id)
+        {
+            self.record_notice_refused(&done.key, &why.0, "closing", &why.1);
+        }
         if !done.outcome.survivors.is_empty() {
             tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");
         }

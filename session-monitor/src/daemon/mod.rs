@@ -125,6 +125,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         metrics,
         metrics_addr: metrics_bound,
         policy_fingerprint,
+        given: crate::enforce::GivenWarnings::new(&opts.state_dir),
     });
     core.record_start();
     core.discover_existing();
@@ -170,6 +171,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     }
     tracing::info!("stopping");
     core.record_stop();
+    // A deliberate stop leaves no program running; the maps stay pinned so that the
+    // next start knows every session's last input (see probes::pins).
+    core.probes.release();
     reader.abort();
     if let Some(server) = metrics_server {
         server.abort();

@@ -163,6 +163,15 @@ impl Core {
             policy_reloads_ok: self.reloads.0,
             policy_reloads_rejected: self.reloads.1,
             metrics_addr: self.metrics_addr.map(|a| a.to_string()),
+            kernel_state: self
+                .probes
+                .pins
+                .as_ref()
+                .map(|p| super::status::KernelState {
+                    dir: p.dir().display().to_string(),
+                    found: p.found.as_str().to_string(),
+                    links_pinned: p.links_pinned(),
+                }),
         }
     }
 }

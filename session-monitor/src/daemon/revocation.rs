@@ -76,7 +76,10 @@ impl Core {
                 first,
                 uids[0],
                 Vec::new(),
-                processes,
+                crate::enforce::terminate::Tree {
+                    exact: processes,
+                    through: Vec::new(),
+                },
                 &never,
             );
             let outcome = crate::enforce::terminate::escalate(plan, grace).await;

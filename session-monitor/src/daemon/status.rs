@@ -34,6 +34,20 @@ pub struct Status {
     pub policy_reloads_rejected: u64,
     /// Where /metrics, /healthz and /readyz are served (None: off).
     pub metrics_addr: Option<String>,
+    /// The kernel state pinned across restarts (None: pinning off).
+    pub kernel_state: Option<KernelState>,
+}
+
+/// What survives a restart of the daemon, and what this start found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KernelState {
+    /// `<--pin-dir>/<layout>`.
+    pub dir: String,
+    /// `reused` (the previous daemon's maps), `fresh` or `replaced` (another
+    /// layout's state was removed).
+    pub found: String,
+    /// The programs stay attached if the daemon dies (input during a restart counts).
+    pub links_pinned: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

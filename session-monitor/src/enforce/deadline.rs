@@ -1,12 +1,12 @@
 //! The decision of when to warn and when to end, as a pure function of the session's
 //! timestamps and its limits. All instants are CLOCK_BOOTTIME nanoseconds.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::Limits;
 
 /// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndReason {
     /// No user input for `idle_timeout`.

@@ -3,7 +3,9 @@
 //! ([`terminate`]).
 
 pub mod deadline;
+pub mod given;
 pub mod notice;
 pub mod terminate;
 
 pub use deadline::{EndReason, Next, Timing, Warned, plan};
+pub use given::GivenWarnings;

@@ -16,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use rustix::{
+    fs::{Mode, OFlags},
+    process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal},
+};
 use serde::Serialize;
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -65,29 +68,84 @@ fn ancestry() -> Vec<u32> {
 /// What to end: the targets, and the session's own cgroup when it has one.
 pub struct Plan {
     pub targets: Vec<Target>,
-    pub cgroup: Option<PathBuf>,
+    pub cgroup: Option<OwnCgroup>,
+}
+
+/// The session's own cgroup, held open: its directory was checked to be root's
+/// (see `sessions::trusted_dir_chain`), and `cgroup.kill` is written through this
+/// descriptor, so a rename cannot point the kill elsewhere.
+pub struct OwnCgroup {
+    pub path: PathBuf,
+    dir: OwnedFd,
+}
+
+impl std::fmt::Debug for OwnCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.path.fmt(f)
+    }
+}
+
+impl OwnCgroup {
+    fn pids(&self) -> Option<Vec<u32>> {
+        let file = rustix::fs::openat(
+            &self.dir,
+            "cgroup.procs",
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let text = std::io::read_to_string(std::fs::File::from(file)).ok()?;
+        Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    fn kill(&self) -> std::io::Result<()> {
+        let file = rustix::fs::openat(
+            &self.dir,
+            "cgroup.kill",
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::io::write(&file, b"1")?;
+        Ok(())
+    }
 }
 
 /// The session's own cgroup: a logind `session-N.scope` in which every process is
-/// the session user's or its servers' (the sshd monitor of this login runs as
+/// the session user's or its server's (the sshd monitor of this login runs as
 /// root), and none is the daemon's or its ancestors'.
+///
+/// The name alone proves nothing (a user can create `session-9.scope` in a
+/// delegated subtree): the directory and all its ancestors must be root's and
+/// writable by nobody else. Each member is returned as the exact process (pid and
+/// start time) that was checked to be in the cgroup and the user's, so a pid
+/// reused after `cgroup.procs` was read is not taken for a member.
 fn own_cgroup(
     leader: ProcRef,
     uid: u32,
     servers: &[ProcRef],
     protected: &[u32],
-) -> Option<(PathBuf, Vec<u32>)> {
+) -> Option<(OwnCgroup, Vec<ProcRef>)> {
     let path = crate::sessions::cgroup2_path(leader.pid)?;
     let name = Path::new(&path).file_name()?.to_string_lossy().into_owned();
     if !(name.starts_with("session-") && name.ends_with(".scope")) {
         return None;
     }
-    let dir = crate::sessions::cgroup2_root()?.join(path.trim_start_matches('/'));
-    let pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .ok()?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let root = crate::sessions::cgroup2_root()?;
+    let dir = match crate::sessions::trusted_dir_chain(&root, &path) {
+        Ok(dir) => dir,
+        Err(why) => {
+            tracing::info!(cgroup = %path, "not the session's own cgroup: {why}");
+            return None;
+        }
+    };
+    // Read by pid: the leader may have been replaced by a pid reuse meanwhile.
+    if !leader.is_alive() {
+        return None;
+    }
+    let cgroup = OwnCgroup {
+        path: root.join(path.trim_start_matches('/')),
+        dir,
+    };
     let server_chain: Vec<u32> = servers
         .iter()
         .flat_map(|s| {
@@ -98,28 +156,80 @@ fn own_cgroup(
         })
         .flatten()
         .collect();
-    let ours = |pid: &u32| {
-        !protected.contains(pid)
-            && (server_chain.contains(pid) || crate::sessions::uid_of(*pid) == Some(uid))
-    };
-    pids.iter().all(ours).then_some((dir, pids))
+    let mut members = Vec::new();
+    for pid in cgroup.pids()? {
+        if protected.contains(&pid) {
+            return None;
+        }
+        let Some(process) = ProcRef::of(pid) else {
+            continue; // exited
+        };
+        let ours = server_chain.contains(&pid) || crate::sessions::uid_of(pid) == Some(uid);
+        let inside = crate::sessions::cgroup2_path(pid).as_deref() == Some(path.as_str());
+        // Only if it is still the same process after both reads were they about it;
+        // one that exited or (by root's hand) left the cgroup is not a member.
+        if !process.is_alive() || !inside {
+            continue;
+        }
+        if !ours {
+            return None;
+        }
+        members.push(process);
+    }
+    Some((cgroup, members))
+}
+
+/// The processes of a login's tree, as found.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// Processes known exactly: the kernel's members of the login (each checked
+    /// against its start time when it is opened).
+    pub exact: Vec<ProcRef>,
+    /// Processes found through another one: a terminal's session by its leader's
+    /// session id, the identity's descendants by parent pid. They belong to the
+    /// login only while that process is alive: once it has exited, its pid may
+    /// already be another process's (a new session leader or parent that reused
+    /// it), so they are checked now, after the snapshot.
+    pub through: Vec<(ProcRef, Vec<ProcRef>)>,
+}
+
+impl Tree {
+    fn members(self) -> Vec<ProcRef> {
+        let mut members = self.exact;
+        for (anchor, found) in self.through {
+            if !anchor.is_alive() {
+                continue;
+            }
+            for p in found {
+                if !members.contains(&p) {
+                    members.push(p);
+                }
+            }
+        }
+        members
+    }
 }
 
 /// The processes to end for a login whose (first) leader is `leader` and whose user
-/// is `uid`: every process of its tree (`members`), its `servers` (the identity
-/// process, and terminal servers that serve only this login), and the rest of the
-/// login's own cgroup. `never` are processes that must survive whatever (the sshd
-/// listeners, terminal servers shared with other logins).
+/// is `uid`: every process of its tree, its `servers` (the identity process, and
+/// terminal servers that serve only this login), and the rest of the login's own
+/// cgroup. `never` are processes that must survive whatever (the sshd listeners,
+/// terminal servers shared with other logins).
 pub fn collect_targets(
     leader: ProcRef,
     uid: u32,
     servers: Vec<ProcRef>,
-    members: Vec<ProcRef>,
+    tree: Tree,
     never: &[u32],
 ) -> Plan {
     let mut protected = protected().to_vec();
     protected.extend(never);
     let protected = protected.as_slice();
+    let members: Vec<ProcRef> = tree
+        .members()
+        .into_iter()
+        .filter(|p| !servers.contains(p))
+        .collect();
     let mut targets: Vec<Target> = members
         .into_iter()
         .filter(|p| !protected.contains(&p.pid))
@@ -147,18 +257,16 @@ pub fn collect_targets(
             role: Role::Server,
         });
     }
-    let cgroup = own_cgroup(leader, uid, &servers, protected).map(|(dir, pids)| {
-        for pid in pids {
-            if !targets.iter().any(|t| t.process.pid == pid)
-                && let Some(process) = ProcRef::of(pid)
-            {
+    let cgroup = own_cgroup(leader, uid, &servers, protected).map(|(cgroup, members)| {
+        for process in members {
+            if !targets.iter().any(|t| t.process.pid == process.pid) {
                 targets.push(Target {
                     process,
                     role: Role::Escaped,
                 });
             }
         }
-        dir
+        cgroup
     });
     Plan { targets, cgroup }
 }
@@ -258,15 +366,94 @@ pub async fn escalate(plan: Plan, grace: Duration) -> Outcome {
         wait_all(&open, grace).await;
     }
     // Whatever the session's own cgroup still holds was forked while we signalled.
-    if let Some(dir) = plan.cgroup
-        && std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    if let Some(cgroup) = plan.cgroup
+        && cgroup.pids().is_some_and(|p| !p.is_empty())
     {
-        match std::fs::write(dir.join("cgroup.kill"), "1") {
+        match cgroup.kill() {
             Ok(()) => outcome.signals.push("cgroup.kill"),
-            Err(err) => tracing::warn!("cgroup.kill in {}: {err}", dir.display()),
+            Err(err) => tracing::warn!("cgroup.kill in {}: {err}", cgroup.path.display()),
         }
     }
     outcome.survivors = open.iter().filter(|o| !exited(o)).map(|o| o.pid).collect();
     outcome.took_ms = started.elapsed().as_millis() as u64;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A new session whose id is its leader's pid, with one more member: what a
+    /// session leader's pid can belong to once the leader has exited and the pid is
+    /// reused. Killed when dropped (also when the test fails).
+    struct NewSession {
+        leader: std::process::Child,
+        members: Vec<ProcRef>,
+    }
+
+    impl NewSession {
+        fn start() -> Self {
+            let leader = Command::new("setsid")
+                .args(["sh", "-c", "sleep 600 & exec sleep 600"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("setsid");
+            let mut session = NewSession {
+                leader,
+                members: Vec::new(),
+            };
+            let pid = session.leader.id();
+            let started = Instant::now();
+            while session.members.len() != 2 {
+                assert!(started.elapsed() < Duration::from_secs(10), "no member");
+                std::thread::sleep(Duration::from_millis(10));
+                session.members = crate::sessions::processes_by_parent()
+                    .into_values()
+                    .flatten()
+                    .filter(|p| p.sid == pid)
+                    .map(|p| p.proc_ref())
+                    .collect();
+            }
+            session
+        }
+    }
+
+    impl Drop for NewSession {
+        fn drop(&mut self) {
+            for member in &self.members {
+                // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+                unsafe { libc::kill(member.pid as i32, libc::SIGKILL) };
+            }
+            let _ = self.leader.kill();
+            let _ = self.leader.wait();
+        }
+    }
+
+    #[test]
+    fn the_session_of_a_process_that_reused_the_leaders_pid_is_not_a_target() {
+        let session = NewSession::start();
+        let pid = session.leader.id();
+        let uid = rustix::process::getuid().as_raw();
+        let now_there = ProcRef::of(pid).expect("the new leader");
+        // The leader the daemon recorded: the same pid, an earlier start.
+        let ended = ProcRef {
+            pid,
+            start_ticks: now_there.start_ticks.saturating_sub(1),
+        };
+        let through = |leader| Tree {
+            exact: Vec::new(),
+            through: vec![(leader, session.members.clone())],
+        };
+        let plan = collect_targets(ended, uid, Vec::new(), through(ended), &[]);
+        assert!(
+            plan.targets.is_empty(),
+            "{:?}",
+            plan.targets.iter().map(|t| t.process).collect::<Vec<_>>()
+        );
+        // The same members are targets when their leader is the one recorded.
+        let plan = collect_targets(now_there, uid, Vec::new(), through(now_there), &[]);
+        assert_eq!(plan.targets.len(), 2);
+    }
 }

@@ -441,6 +441,187 @@ fn overlap(a: &Rule, b: &Rule) -> bool {
     meets(&a.users, &b.users) && meets(&a.groups, &b.groups) && meets(&a.kinds, &b.kinds)
 }
 
+// Each parser's tests include the shared fuzzing support themselves, so that the
+// daemon's module tree (main.rs) stays as it is.
+#[cfg(test)]
+#[path = "../fuzz/support.rs"]
+#[allow(clippy::duplicate_mod)]
+mod fuzz_support;
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the policy parser: any text gives a policy or errors that
+    //! name file, line and key; valid policies read back as written.
+
+    use proptest::prelude::*;
+
+    use super::{fuzz_support, parse_str};
+    use crate::policy::duration;
+
+    /// Keys an error may name (empty: the TOML itself).
+    const KEYS: [&str; 20] = [
+        "",
+        "idle_timeout",
+        "max_session",
+        "network_timeout",
+        "warn_before",
+        "kill_grace",
+        "mode",
+        "control_group",
+        "revoked_users",
+        "revoked_groups",
+        "metrics_addr",
+        "metrics_user_labels",
+        "audit_log",
+        "rule",
+        "name",
+        "users",
+        "groups",
+        "kinds",
+        "exempt",
+        "rules",
+    ];
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let lines = text.matches('\n').count() + 1;
+        match parse_str(text, "fuzz.toml") {
+            Ok(policy) => {
+                let limits = [policy.defaults.idle_timeout, policy.defaults.max_session];
+                for limit in limits.into_iter().flatten() {
+                    prop_assert!(limit <= duration::MAX && !limit.is_zero());
+                    prop_assert!(policy.defaults.warn_before < limit);
+                }
+                for rule in &policy.rules {
+                    prop_assert!(rule.specificity() > 0, "a rule without selectors");
+                    prop_assert!((1..=lines).contains(&rule.line));
+                }
+            }
+            Err(errors) => {
+                prop_assert!(!errors.0.is_empty());
+                for e in &errors.0 {
+                    prop_assert_eq!(&e.file, "fuzz.toml");
+                    prop_assert!(
+                        (1..=lines).contains(&e.line) || (e.line == 0 && e.key.is_empty()),
+                        "line {} of {}: {}",
+                        e.line,
+                        lines,
+                        e
+                    );
+                    prop_assert!(KEYS.contains(&e.key.as_str()), "key {:?}", e.key);
+                    prop_assert!(!e.message.trim().is_empty(), "{}", e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_policy_corpus_replays() {
+        let mut valid = 0;
+        for (name, bytes) in fuzz_support::corpus("policy") {
+            // Policy files are read as UTF-8; others fail before the parser.
+            let text = String::from_utf8(bytes).unwrap_or_else(|_| panic!("{name}: not UTF-8"));
+            check(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            valid += usize::from(parse_str(&text, "fuzz.toml").is_ok());
+        }
+        assert!(valid >= 2, "the corpus keeps valid policies too");
+    }
+
+    /// A duration in one of the ways people write them.
+    fn written_duration() -> impl Strategy<Value = (u64, String)> {
+        (1u64..=10_000_000, 0..3).prop_map(|(secs, style)| {
+            let text = match style {
+                0 => format!("{secs}s"),
+                1 => duration::format(Some(std::time::Duration::from_secs(secs))),
+                _ => format!(
+                    " {} ",
+                    humantime::format_duration(std::time::Duration::from_secs(secs))
+                ),
+            };
+            (secs, text)
+        })
+    }
+
+    fn toml_string(s: &str) -> String {
+        toml::Value::String(s.to_string()).to_string()
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_support::config(256))]
+
+        #[test]
+        fn fuzz_policy_mutated_corpus(bytes in fuzz_support::mutated("policy")) {
+            check(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn fuzz_policy_any_text(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn fuzz_policy_durations(text in "\\PC{0,24}") {
+            // Never panics; accepted durations are usable as nanosecond deadlines.
+            if let Ok(Some(d)) = duration::parse_setting(&text) {
+                prop_assert!(!d.is_zero() && d <= duration::MAX);
+            }
+        }
+
+        #[test]
+        fn fuzz_policy_valid_policies_read_back(
+            idle in written_duration(),
+            rules in proptest::collection::vec(
+                ("\\PC{1,12}", written_duration(), proptest::sample::subsequence(
+                    vec!["ssh", "mosh", "console", "container", "local"], 0..=5)),
+                0..5,
+            ),
+        ) {
+            let (idle_secs, idle_text) = idle;
+            let mut text = format!(
+                "idle_timeout = {}\nwarn_before = \"1s\"\n",
+                toml_string(&idle_text)
+            );
+            for (i, (user, (secs, written), kinds)) in rules.iter().enumerate() {
+                let kinds: Vec<String> = kinds.iter().map(|k| toml_string(k)).collect();
+                text.push_str(&format!(
+                    "\n[[rule]]\nname = \"rule {i}\"\nusers = [{}]\nkinds = [{}]\nidle_timeout = {}\nwarn_before = \"1s\"\n",
+                    toml_string(&format!("{user}{i}")),
+                    kinds.join(", "),
+                    toml_string(written),
+                ));
+                let _ = secs;
+            }
+            let warn_fits = idle_secs > 1 && rules.iter().all(|(_, (s, _), _)| *s > 1);
+            match parse_str(&text, "fuzz.toml") {
+                Ok(policy) => {
+                    prop_assert!(warn_fits);
+                    prop_assert_eq!(
+                        policy.defaults.idle_timeout,
+                        Some(std::time::Duration::from_secs(idle_secs))
+                    );
+                    prop_assert_eq!(policy.rules.len(), rules.len());
+                    for (i, (rule, (user, (secs, _), kinds))) in
+                        policy.rules.iter().zip(&rules).enumerate()
+                    {
+                        prop_assert_eq!(&rule.name, &format!("rule {i}"));
+                        prop_assert_eq!(&rule.users, &vec![format!("{user}{i}")]);
+                        prop_assert_eq!(rule.kinds.len(), kinds.len());
+                        prop_assert_eq!(
+                            rule.overrides.idle_timeout,
+                            Some(Some(std::time::Duration::from_secs(*secs)))
+                        );
+                    }
+                }
+                Err(errors) => {
+                    // Only a warning that does not fit before its limit is refused.
+                    prop_assert!(!warn_fits, "{}\n{}", errors, text);
+                    prop_assert!(errors.0.iter().all(|e| e.key == "warn_before"), "{}", errors);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

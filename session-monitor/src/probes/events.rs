@@ -60,7 +60,6 @@ fn decode(bytes: &[u8]) -> Option<Event> {
 }
 
 /// What the events about logins say, decoded from the raw [`Event`].
-#[allow(dead_code, reason = "API for the login model of issue 11")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginEvent {
     /// `login`'s transport (`transport`) wrote into a pipe or AF_UNIX socket: input
@@ -85,7 +84,6 @@ pub enum LoginEvent {
 }
 
 /// Decodes the login events; `None` for every other kind.
-#[allow(dead_code, reason = "API for the login model of issue 11")]
 pub fn login_event(event: &Event) -> Option<LoginEvent> {
     match event.kind()? {
         EventKind::LoginInput => Some(LoginEvent::Input {
@@ -103,8 +101,113 @@ pub fn login_event(event: &Event) -> Option<LoginEvent> {
     }
 }
 
+// Each parser's tests include the shared fuzzing support themselves, so that the
+// daemon's module tree (main.rs) stays as it is.
+#[cfg(test)]
+#[path = "../fuzz/support.rs"]
+#[allow(clippy::duplicate_mod)]
+mod fuzz_support;
+
 #[cfg(test)]
 mod tests {
+    //! The ring buffer's records come from the daemon's own eBPF programs, but the
+    //! decoder must hold for any bytes: a short, long or garbled record is dropped
+    //! or read field by field, never a panic.
+
+    use proptest::prelude::*;
+    use session_monitor_common::{EventKind, TtyKey};
+
+    use super::{Event, decode, fuzz_support};
+
+    /// The record as the eBPF side writes it (`#[repr(C)]`, little-endian on
+    /// every target the probes build for).
+    fn bytes_of(e: &Event) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Event::SIZE);
+        for v in [e.kind, e.tgid, e.uid, e._pad, e.key.rdev, e.key.pts_dev] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&e.ts_ns.to_le_bytes());
+        b.extend_from_slice(&e.value.to_le_bytes());
+        b.extend_from_slice(&e.login.to_le_bytes());
+        b.extend_from_slice(&e.comm);
+        b
+    }
+
+    fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+        match decode(bytes) {
+            None => prop_assert!(bytes.len() < Event::SIZE),
+            Some(event) => {
+                prop_assert!(bytes.len() >= Event::SIZE);
+                // What the daemon reads of it is what the bytes say.
+                prop_assert_eq!(&bytes_of(&event)[..], &bytes[..Event::SIZE]);
+                let kind = event.kind();
+                prop_assert_eq!(kind.is_some(), (1..=7).contains(&event.kind));
+                if let Some(kind) = kind {
+                    prop_assert_eq!(kind as u32, event.kind);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_events_corpus_replays() {
+        assert_eq!(
+            Event::SIZE,
+            64,
+            "the record layout changed: update the corpus"
+        );
+        for (name, bytes) in fuzz_support::corpus("events") {
+            check(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (
+            any::<[u32; 4]>(),
+            any::<[u32; 2]>(),
+            any::<[u64; 3]>(),
+            any::<[u8; 16]>(),
+        )
+            .prop_map(
+                |([kind, tgid, uid, _pad], [rdev, pts_dev], [ts_ns, value, login], comm)| Event {
+                    kind,
+                    tgid,
+                    uid,
+                    _pad,
+                    key: TtyKey { rdev, pts_dev },
+                    ts_ns,
+                    value,
+                    login,
+                    comm,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_support::config(1024))]
+
+        #[test]
+        fn fuzz_events_mutated_corpus(bytes in fuzz_support::mutated("events")) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn fuzz_events_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            check(&bytes)?;
+        }
+
+        #[test]
+        fn fuzz_events_round_trip(event in event()) {
+            let decoded = decode(&bytes_of(&event)).expect("a whole record");
+            prop_assert_eq!(bytes_of(&decoded), bytes_of(&event));
+            prop_assert_eq!(decoded.kind(), EventKind::from_u32(event.kind));
+        }
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
     use super::*;
     use session_monitor_common::TtyKey;
 

@@ -1,12 +1,12 @@
 //! Loads the eBPF object, chooses a backend by what the kernel allows, and attaches it.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{BtfTracePoint, FEntry, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, ProgramError, TracePoint, links::FdLink},
 };
 use serde::Serialize;
 use session_monitor_common::{
@@ -18,6 +18,7 @@ use session_monitor_common::{
 use super::{
     btf,
     maps::KernelMaps,
+    pins::{self, PinDir},
     programs::{self, AttachPoint, ProgramSpec},
     tracefs::{self, UdpSource},
 };
@@ -25,6 +26,12 @@ use super::{
 /// The eBPF object, built by build.rs from `session-monitor-ebpf`.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/session-monitor"));
+
+/// The embedded eBPF object.
+#[cfg(test)]
+pub(super) fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// What the user asked for with `--backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
@@ -66,6 +73,9 @@ pub struct LoadOptions {
     pub notice_interval: Duration,
     /// Stop input of revoked users in the kernel.
     pub kernel_revoke: bool,
+    /// Where the maps and links are pinned to survive a restart ([`pins`]); `None`:
+    /// nothing is pinned, the kernel side lives and dies with the daemon.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +86,7 @@ impl Default for LoadOptions {
             max_procs: max_processes(),
             notice_interval: Duration::from_secs(1),
             kernel_revoke: true,
+            pin_dir: Some(PathBuf::from(pins::DEFAULT_PIN_DIR)),
         }
     }
 }
@@ -99,6 +110,17 @@ pub struct Probes {
     /// Why `auto` did not pick fentry, when it did not.
     pub fallback_reason: Option<String>,
     pub kernel_revoke: bool,
+    /// The pinned kernel state, when pinning is on.
+    pub pins: Option<PinDir>,
+}
+
+impl Probes {
+    /// A clean stop: the programs detach with the daemon, the maps stay pinned.
+    pub fn release(&mut self) {
+        if let Some(pins) = &mut self.pins {
+            pins.release_links();
+        }
+    }
 }
 
 /// What the programs are configured with: facts about the running kernel.
@@ -120,6 +142,13 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         btf::resolve_offsets(&kernel_btf).context("resolving kernel structure offsets from BTF")?;
     let tracefs = tracefs::ensure_tracefs()?;
     let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for fentry programs")?;
+    let mut pins = match &opts.pin_dir {
+        Some(root) => {
+            let maps = pins::pinnable_maps(EBPF_OBJECT, &map_sizes(opts))?;
+            Some(PinDir::prepare(root, &maps)?)
+        }
+        None => None,
+    };
 
     let mut fallback_reason = None;
     let try_fentry = match opts.backend {
@@ -135,8 +164,12 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
             vmlinux: &kernel_btf,
             tracefs: &tracefs,
         };
-        match load_with_revoke_fallback(opts, &kernel, Backend::Fentry) {
-            Ok(loaded) => return Ok(loaded),
+        match load_with_revoke_fallback(opts, &kernel, Backend::Fentry, pins.as_ref()) {
+            Ok((mut probes, maps, ring, links)) => {
+                pin_links(&mut pins, links);
+                probes.pins = pins;
+                return Ok((probes, maps, ring));
+            }
             Err(err) if opts.backend == BackendChoice::Auto => {
                 tracing::info!("fentry backend unavailable, using tracepoints: {err:#}");
                 fallback_reason = Some(format!("{err:#}"));
@@ -154,12 +187,50 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         vmlinux: &kernel_btf,
         tracefs: &tracefs,
     };
-    let (mut probes, maps, ring) = load_with_revoke_fallback(opts, &kernel, Backend::Tracepoint)
-        .context("--backend tracepoint")?;
+    let (mut probes, maps, ring, links) =
+        load_with_revoke_fallback(opts, &kernel, Backend::Tracepoint, pins.as_ref())
+            .context("--backend tracepoint")?;
     probes.udp_source = Some(udp);
     probes.fallback_reason = fallback_reason;
+    pin_links(&mut pins, links);
+    probes.pins = pins;
     Ok((probes, maps, ring))
 }
+
+/// Maps the loader sizes from its options rather than from the object.
+fn map_sizes(opts: &LoadOptions) -> [(&'static str, u32); 2] {
+    [
+        (map_names::TTY_ACTIVITY, opts.max_ttys),
+        (map_names::PROCS, opts.max_procs),
+    ]
+}
+
+/// Pins the links of the attached programs. Without pinned links the maps still
+/// survive a restart; only input during the restart is missed, so a failure here is
+/// a warning.
+fn pin_links(pins: &mut Option<PinDir>, links: Option<Vec<(&'static str, FdLink)>>) {
+    let (Some(pins), Some(links)) = (pins.as_mut(), links) else {
+        if pins.is_some() {
+            tracing::warn!(
+                "this kernel cannot pin the programs' links (no BPF links for perf events, \
+                 Linux 5.15+): input typed while the daemon restarts is not seen"
+            );
+        }
+        return;
+    };
+    if let Err(err) = pins.pin_links(links) {
+        tracing::warn!("{err:#}; input typed while the daemon restarts is not seen");
+    }
+}
+
+/// What one load attempt gives: the probes, their maps, the event ring buffer, and
+/// the links to pin (`None` when they cannot be pinned on this kernel).
+type Loaded = (
+    Probes,
+    KernelMaps,
+    RingBuf<MapData>,
+    Option<Vec<(&'static str, FdLink)>>,
+);
 
 /// In-kernel revocation needs `bpf_send_signal`; where the kernel refuses the
 /// programs that call it, load them without it and let the daemon alone revoke.
@@ -167,14 +238,15 @@ fn load_with_revoke_fallback(
     opts: &LoadOptions,
     kernel: &KernelFacts<'_>,
     backend: Backend,
-) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
-    match load_backend(opts, kernel, backend) {
+    pins: Option<&PinDir>,
+) -> Result<Loaded> {
+    match load_backend(opts, kernel, backend, pins) {
         Err(err) if opts.kernel_revoke => {
             let without = LoadOptions {
                 kernel_revoke: false,
                 ..opts.clone()
             };
-            match load_backend(&without, kernel, backend) {
+            match load_backend(&without, kernel, backend, pins) {
                 Ok(loaded) => {
                     tracing::warn!(
                         "in-kernel revocation unavailable, revoking from user space only: {err:#}"
@@ -229,7 +301,8 @@ fn load_backend(
     opts: &LoadOptions,
     kernel: &KernelFacts<'_>,
     backend: Backend,
-) -> Result<(Probes, KernelMaps, RingBuf<MapData>)> {
+    pins: Option<&PinDir>,
+) -> Result<Loaded> {
     let specs = match backend {
         Backend::Fentry => programs::fentry_backend(),
         Backend::Tracepoint => programs::tracepoint_backend(tracefs::udp_source(kernel.tracefs)),
@@ -276,17 +349,30 @@ fn load_backend(
         self_tgid: std::process::id(),
         notice_interval_ns: opts.notice_interval.as_nanos() as u64,
     };
-    let mut ebpf = EbpfLoader::new()
-        .override_global(CONFIG_GLOBAL, &config, true)
-        .map_max_entries(map_names::TTY_ACTIVITY, opts.max_ttys)
-        .map_max_entries(map_names::PROCS, opts.max_procs)
+    let mut loader = EbpfLoader::new();
+    loader.override_global(CONFIG_GLOBAL, &config, true);
+    for (name, size) in map_sizes(opts) {
+        loader.map_max_entries(name, size);
+    }
+    let pinned = match pins {
+        Some(pins) => pins::pinnable_maps(EBPF_OBJECT, &map_sizes(opts))?
+            .into_iter()
+            .map(|m| (m.name.clone(), pins.map_path(&m.name)))
+            .collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &pinned {
+        loader.map_pin_path(name.as_str(), path.as_path());
+    }
+    let mut ebpf = loader
         .load(EBPF_OBJECT)
         .context("loading the eBPF object")?;
     init_ebpf_log(&mut ebpf);
 
     let mut attached = Vec::new();
+    let mut links = pins.map(|_| Vec::new());
     for spec in &to_attach {
-        attach(&mut ebpf, spec, kernel.btf).map_err(|err| {
+        attach(&mut ebpf, spec, kernel.btf, &mut links).map_err(|err| {
             anyhow!(
                 "the kernel refused program {} ({}): {}{}",
                 spec.name,
@@ -318,9 +404,11 @@ fn load_backend(
             udp_source: None,
             fallback_reason: None,
             kernel_revoke: opts.kernel_revoke,
+            pins: None,
         },
         maps,
         ring,
+        links,
     ))
 }
 
@@ -367,7 +455,16 @@ fn refusal_hint(backend: Backend, err: &ProgramError) -> &'static str {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &aya::Btf) -> Result<(), ProgramError> {
+/// Loads and attaches one program. With `links` (pinning on), the link is taken out
+/// of the program to be pinned, so that it outlives the daemon; a kernel whose link
+/// cannot be pinned (perf events attached without BPF links) turns pinning off for
+/// every program (`links` becomes `None`) and the program stays attached as usual.
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &aya::Btf,
+    links: &mut Option<Vec<(&'static str, FdLink)>>,
+) -> Result<(), ProgramError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(ProgramError::UnexpectedProgramType)?;
@@ -375,17 +472,35 @@ fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &aya::Btf) -> Result<(), Pro
         AttachPoint::Tracepoint { category, name } => {
             let tp: &mut TracePoint = program.try_into()?;
             tp.load()?;
-            tp.attach(category, name)?;
+            let id = tp.attach(category, name)?;
+            if let Some(pinning) = links {
+                match FdLink::try_from(tp.take_link(id)?) {
+                    Ok(link) => pinning.push((spec.name, link)),
+                    Err(_) => {
+                        // The conversion dropped (detached) the link: attach again,
+                        // owned by the program.
+                        *links = None;
+                        tp.attach(category, name)?;
+                    }
+                }
+            }
         }
         AttachPoint::FEntry { function } => {
             let fentry: &mut FEntry = program.try_into()?;
             fentry.load(function, btf)?;
-            fentry.attach()?;
+            let id = fentry.attach()?;
+            if let Some(pinning) = links {
+                pinning.push((spec.name, FdLink::from(fentry.take_link(id)?)));
+            }
         }
         AttachPoint::BtfTracepoint { name } => {
             let tp: &mut BtfTracePoint = program.try_into()?;
             tp.load(name, btf)?;
-            tp.attach()?;
+            let id = tp.attach()?;
+            // Pinned too: forks during a restart still join their login.
+            if let Some(pinning) = links {
+                pinning.push((spec.name, FdLink::from(tp.take_link(id)?)));
+            }
         }
     }
     Ok(())

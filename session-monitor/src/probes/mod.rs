@@ -5,6 +5,7 @@ mod btf;
 mod events;
 mod loader;
 mod maps;
+mod pins;
 mod programs;
 mod tracefs;
 
@@ -12,3 +13,4 @@ pub use events::spawn_event_reader;
 pub use events::{LoginEvent, login_event};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
+pub use pins::DEFAULT_PIN_DIR;

@@ -186,7 +186,8 @@ impl Resolver {
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
         let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
-        let cgroups = procs::cgroup_paths(leader.pid);
+        // Only cgroups root made: a user can name their own `docker-<id>.scope`.
+        let cgroups = super::cgroup_trust::trusted_cgroup_paths(leader.pid);
         let (kind, container) =
             kind::classify(key.is_pty(), facts.exe.as_deref(), facts.trusted, &cgroups);
         let remote = match (kind, server) {
@@ -195,6 +196,12 @@ impl Resolver {
                 .and_then(|c| c.split_whitespace().next().map(str::to_string)),
             _ => None,
         };
+        let audit_session = procs::audit_session(leader.pid);
+        // Everything above was read by pid: it is the leader's (and the server's)
+        // only if they are still the processes of the snapshot, not a pid reuse.
+        if !leader.proc_ref().is_alive() || server.is_some_and(|s| !s.is_alive()) {
+            return None;
+        }
         // The login: an ssh connection's monitor process, a mosh-server, else the
         // terminal's own leader (a console login, a container exec, a local terminal:
         // ending one pane of a multiplexer must not end the others).
@@ -207,7 +214,7 @@ impl Resolver {
             _ => (leader.proc_ref(), Vec::new(), None),
         };
         Some(Resolved {
-            audit_session: procs::audit_session(leader.pid),
+            audit_session,
             server_audit_session: facts.audit_session,
             server_ctty: facts.ctty,
             identity,
@@ -408,10 +415,19 @@ impl Resolver {
             return None;
         }
         let facts = self.server_facts(user_pid);
-        let cgroups = procs::cgroup_paths(user_pid);
+        // Only cgroups root made: a user can name their own `docker-<id>.scope`.
+        let cgroups = super::cgroup_trust::trusted_cgroup_paths(user_pid);
         let container = cgroups
             .iter()
             .find_map(|path| kind::container_from_cgroup(path));
+        let remote = procs::tcp_peer(user_pid).or_else(|| procs::tcp_peer(identity.pid));
+        let audit_session = procs::audit_session(user_pid);
+        // Everything above was read by pid: it is the connection's only if both its
+        // processes are still those of the snapshot, not a pid reuse.
+        let user_process = self.process(user_pid)?.proc_ref();
+        if !identity.is_alive() || !user_process.is_alive() {
+            return None;
+        }
         Some(Resolved {
             identity,
             terminal: None,
@@ -421,9 +437,9 @@ impl Resolver {
             groups,
             kind: SessionKind::Ssh,
             container,
-            remote: procs::tcp_peer(user_pid).or_else(|| procs::tcp_peer(identity.pid)),
+            remote,
             tty_atime: None,
-            audit_session: procs::audit_session(user_pid),
+            audit_session,
             server_audit_session: facts.audit_session,
             server_ctty: None,
             carries,

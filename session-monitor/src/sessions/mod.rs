@@ -2,6 +2,7 @@
 //! local terminal, with their terminals. This module knows how to find them in /proc
 //! and keeps the table of live ones.
 
+mod cgroup_trust;
 mod discover;
 mod kind;
 mod names;
@@ -9,14 +10,15 @@ mod procs;
 mod table;
 mod tty;
 
+pub use cgroup_trust::trusted_dir_chain;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::SessionKind;
 pub use procs::{
-    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, processes_by_parent, processes_of_uids,
-    tty_fd_path, uid_of,
+    ProcInfo, ProcRef, cgroup2_path, cgroup2_root, fd_numbers, processes_by_parent,
+    processes_of_uids, uid_of,
 };
 pub use table::{Carry, Login, LoginKey, LoginTable, SessionView, Terminal, login_key};
-pub use tty::tty_name;
+pub use tty::{key_from_stat, tty_name};
 
 /// What /proc says about one process.
 pub fn proc_info(pid: u32) -> Option<ProcInfo> {

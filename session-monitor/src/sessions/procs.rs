@@ -112,14 +112,6 @@ pub fn exe(pid: u32) -> Option<PathBuf> {
     Process::new(pid as i32).ok()?.exe().ok()
 }
 
-/// The process's cgroup paths, one per hierarchy (v2: a single line).
-pub fn cgroup_paths(pid: u32) -> Vec<String> {
-    Process::new(pid as i32)
-        .and_then(|p| p.cgroups())
-        .map(|groups| groups.into_iter().map(|g| g.pathname).collect())
-        .unwrap_or_default()
-}
-
 pub fn environ_var(pid: u32, name: &str) -> Option<String> {
     let env = Process::new(pid as i32).ok()?.environ().ok()?;
     env.get(std::ffi::OsStr::new(name))
@@ -193,47 +185,68 @@ fn is_devpts(path: &str) -> bool {
     crate::preflight::fs_magic(path).is_ok_and(|magic| magic == DEVPTS_SUPER_MAGIC)
 }
 
-/// The first descriptor of `pid` whose file satisfies `wanted`, as its path
-/// (`/proc/PID/fd/N`) and metadata. A shell has its terminal on 0, 1 and 2: the
-/// directory is listed only when none of those matches.
-fn find_fd(pid: u32, wanted: impl Fn(&fs::Metadata) -> bool) -> Option<(String, fs::Metadata)> {
-    let dir = format!("/proc/{pid}/fd");
-    let check = |fd: &str| {
-        let path = format!("{dir}/{fd}");
-        let meta = fs::metadata(&path).ok()?;
-        wanted(&meta).then_some((path, meta))
-    };
-    ["0", "1", "2"].into_iter().find_map(check).or_else(|| {
-        fs::read_dir(&dir)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !matches!(n.as_str(), "0" | "1" | "2"))
-            .find_map(|fd| check(&fd))
+/// The metadata of the first descriptor of `pid` whose file satisfies `wanted`
+/// (one `stat` each: a description of what was there at one moment, used only to
+/// learn which terminal a process has; nothing is opened or written through it).
+fn find_fd(pid: u32, wanted: impl Fn(&fs::Metadata) -> bool) -> Option<fs::Metadata> {
+    fd_numbers(pid).find_map(|fd| {
+        let meta = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        wanted(&meta).then_some(meta)
     })
 }
 
 /// The terminal `(major, minor)` as `pid` has it open: its key (with the devpts
 /// instance it lives in) and metadata.
 pub fn open_tty(pid: u32, major: u32, minor: u32) -> Option<(TtyKey, fs::Metadata)> {
-    let (_, meta) = find_fd(pid, |m| {
+    let meta = find_fd(pid, |m| {
         libc::major(m.rdev()) == major && libc::minor(m.rdev()) == minor
     })?;
     Some((key_from_stat(meta.rdev(), meta.dev()), meta))
 }
 
-/// The path (`/proc/PID/fd/N`) of a descriptor of `pid` that is terminal `key`.
-pub fn tty_fd_path(pid: u32, key: TtyKey) -> Option<String> {
-    find_fd(pid, |m| key_from_stat(m.rdev(), m.dev()) == key).map(|(path, _)| path)
+/// How many of a process's descriptors are looked at for its terminal: a process
+/// with a million open files must not stall the daemon (a shell has its terminal on
+/// 0, 1 and 2; /proc lists the others in ascending order).
+const MAX_FDS_SCANNED: usize = 4096;
+
+/// The descriptor numbers of `pid`, 0, 1 and 2 first (a shell has its terminal
+/// there), then the rest of `/proc/PID/fd`, at most [`MAX_FDS_SCANNED`] in all.
+/// Only numbers: what a number refers to is the user's to change at any time, so
+/// callers take the descriptor itself (`pidfd_getfd`) and check that, never a path.
+pub fn fd_numbers(pid: u32) -> impl Iterator<Item = i32> {
+    let rest = move || {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|fd| *fd > 2)
+    };
+    [0, 1, 2]
+        .into_iter()
+        .chain(std::iter::once(()).flat_map(move |()| rest()))
+        .take(MAX_FDS_SCANNED)
 }
 
 /// Device number of the devpts mounted at `/dev/pts` in the process's root.
+///
+/// The process's root and mounts may be the user's own (a user namespace): the
+/// directory is opened once and both checks are made on what was opened, so a
+/// mount swapped in between cannot mix two file systems' answers.
 pub fn devpts_of(pid: u32) -> Option<u64> {
-    let path = format!("/proc/{pid}/root/dev/pts");
-    if !is_devpts(&path) {
+    use rustix::fs::{Mode, OFlags};
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let dir = rustix::fs::open(
+        format!("/proc/{pid}/root/dev/pts"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fs = rustix::fs::fstatfs(&dir).ok()?;
+    if fs.f_type as i64 != DEVPTS_SUPER_MAGIC {
         return None;
     }
-    fs::metadata(&path).ok().map(|m| m.dev())
+    rustix::fs::fstat(&dir).ok().map(|st| st.st_dev)
 }
 
 /// Peer address of the first connected TCP socket the process holds.

@@ -39,7 +39,10 @@ impl DaemonSpec {
             .arg(self.audit_log())
             .arg("--state-dir")
             .arg(self.workdir.join("state"))
-            .args(["--metrics-addr", "", "--backend", &self.backend]);
+            .args(["--metrics-addr", "", "--backend", &self.backend])
+            // Each run starts from empty maps, and the machine's pinned state is
+            // never touched.
+            .args(["--pin-dir", ""]);
         command
     }
 
