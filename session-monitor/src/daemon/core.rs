@@ -327,12 +327,16 @@ impl Core {
         };
         let nested = login.nested_in.is_some();
         let id = login.id.clone();
-        let pids: Vec<(u32, u32)> = std::iter::once(terminal.leader.pid)
+        let pids: Vec<(u32, u32, bool)> = std::iter::once(terminal.leader.pid)
             .chain(terminal.server.map(|s| s.pid))
-            .map(|pid| (pid, flags_for(login, pid) | proc_flags::WATCH_EXIT))
+            .map(|pid| {
+                let flags = flags_for(login, pid) | proc_flags::WATCH_EXIT;
+                let member = pid == terminal.leader.pid || is_member(login, pid);
+                (pid, flags, member)
+            })
             .collect();
-        for (pid, flags) in pids {
-            self.adopt(key, pid, flags, nested);
+        for (pid, flags, member) in pids {
+            self.adopt(key, pid, flags, nested || !member);
         }
         if !terminal.leader.is_alive() {
             // Gone already: its next user gets a first write of its own.
@@ -372,11 +376,12 @@ impl Core {
         self.schedule_session(&key);
     }
 
-    /// Tracks `pid` in the kernel as part of login `key` with `flags`. A nested login
-    /// lies inside another login's process tree and stays there: only its flags are
-    /// set, so that ending the outer login still finds it.
-    fn adopt(&mut self, key: LoginKey, pid: u32, flags: u32, nested: bool) {
-        let result = if nested {
+    /// Tracks `pid` in the kernel as part of login `key` with `flags`; with
+    /// `flags_only`, only its flags are set and it stays in whatever login it is (a
+    /// nested login lies inside another login's process tree and stays there, so
+    /// that ending the outer login still finds it; a terminal server is nobody's).
+    fn adopt(&mut self, key: LoginKey, pid: u32, flags: u32, flags_only: bool) {
+        let result = if flags_only {
             self.maps.set_flags(pid, flags)
         } else {
             self.maps.adopt(pid, key, flags)
@@ -431,7 +436,10 @@ impl Core {
         }
         for pid in login.pids() {
             if pid != login.identity.pid {
-                self.adopt(key, pid, flags_for(&login, pid), nested);
+                // A terminal server (tmux, a container shim) serves other logins
+                // too and is not forked from this one: watched, never adopted.
+                let member = is_member(&login, pid);
+                self.adopt(key, pid, flags_for(&login, pid), nested || !member);
             }
         }
         // An identity that exited between the /proc read and the tracking above sends
@@ -955,6 +963,15 @@ fn daemon_ancestry() -> &'static [u32] {
     })
 }
 
+/// True when `pid` is one of the login's own processes (its identity, its sshd
+/// processes, a terminal's leader), which the kernel counts in the login; a
+/// terminal's server is not unless it is one of those.
+fn is_member(login: &Login, pid: u32) -> bool {
+    pid == login.identity.pid
+        || login.transports.contains(&pid)
+        || login.terminals.iter().any(|t| t.leader.pid == pid)
+}
+
 /// The kernel flags login `login` needs on its process `pid`: exit watch on its
 /// identity, terminals' leaders and servers; transport on its sshd processes; UDP
 /// on a mosh-server.
@@ -1036,6 +1053,11 @@ mod tests {
         assert_eq!(flags_for(&login, 11), exit | transport);
         assert_eq!(flags_for(&login, 12), exit);
         assert_eq!(flags_for(&login, 13), 0);
+        // sshd's user process serves the terminal and is the connection's: a member.
+        assert!(is_member(&login, 11) && is_member(&login, 12));
+        // A multiplexer serving the terminal is watched, never adopted.
+        login.transports.clear();
+        assert!(!is_member(&login, 11));
         login.kind = SessionKind::Mosh;
         login.transports.clear();
         assert_eq!(flags_for(&login, 10), exit | udp);
