@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{control::DEFAULT_SOCKET, policy, probes::BackendChoice, revoke};
 
@@ -15,8 +15,19 @@ pub struct Cli {
     #[arg(long, global = true, env = "SESSION_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
+    /// How the daemon's own log (stderr) is written: `text` for people, `json` (one
+    /// object per line) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +87,13 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write man pages and shell completions generated from this command line
+    /// (used to build the package).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory to write `man/` and `completions/` into.
+        out: PathBuf,
+    },
 }
 
 /// Whose access: a user name, a uid or a group.
@@ -98,10 +116,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check that no record of an audit log was edited, removed or reordered.
+    /// Check that no record of an audit log was edited, removed or reordered. Give
+    /// a rotated set (`audit.jsonl*`) to check the chain across its files; the order
+    /// they are given in does not matter.
     Verify {
-        /// The audit log (JSON lines).
-        file: PathBuf,
+        /// The audit log files (JSON lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod clock;
 mod control;
 mod daemon;
+mod docs;
 mod enforce;
 mod metrics;
 mod output;
@@ -21,7 +22,7 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
-    cli::{AuditCommand, Cli, Command},
+    cli::{AuditCommand, Cli, Command, LogFormat},
     control::Request,
     daemon::{DaemonOptions, Explanation, Status},
     probes::LoadOptions,
@@ -30,7 +31,7 @@ use crate::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,13 +52,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-fn init_logging() {
+/// Logs go to stderr, as text or JSON lines; `RUST_LOG` filters them (default `info`).
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -157,12 +161,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
-        Command::Audit(AuditCommand::Verify { file }) => match audit::verify_file(&file) {
-            Ok(report) => println!(
-                "{}: ok, {} records, chain intact",
-                file.display(),
-                report.records
-            ),
+        Command::GenerateDocs { out } => docs::generate(&out)?,
+        Command::Audit(AuditCommand::Verify { files }) => match audit::verify_files(&files) {
+            Ok(report) => print!("{}", report.describe()),
             Err(err) => {
                 eprintln!("{err:#}");
                 return Ok(ExitCode::FAILURE);

@@ -157,6 +157,9 @@ pub const LOG_DIR: &str = "/var/log/session-monitor";
 pub const CONFIG_DIR: &str = "/etc/session-monitor";
 /// Where revocations are kept across restarts.
 pub const STATE_DIR: &str = "/var/lib/session-monitor";
+/// The node's user and group names.
+pub const PASSWD_PATH: &str = "/etc/passwd";
+pub const GROUP_PATH: &str = "/etc/group";
 
 /// Every path the daemon needs.
 pub const PATHS: &[PathRequirement] = &[
@@ -211,6 +214,24 @@ pub const PATHS: &[PathRequirement] = &[
         severity: Severity::Fatal,
         why: "the revocations, kept across restarts so that a restart cannot lift them",
     },
+    // In a container, names come from the image's files unless the node's are
+    // mounted: a session would show uid 1001 instead of its user, and policy rules
+    // and `revoke` by user or group name would never match. (Names from LDAP or
+    // other NSS sources of the node are not seen in the container.)
+    PathRequirement {
+        path: PASSWD_PATH,
+        need: Need::ReadableFile,
+        provision: Provision::HostPath,
+        severity: Severity::Degraded,
+        why: "user names of sessions, which policy rules and `revoke USER` name",
+    },
+    PathRequirement {
+        path: GROUP_PATH,
+        need: Need::ReadableFile,
+        provision: Provision::HostPath,
+        severity: Severity::Degraded,
+        why: "group names and members, which policy rules and `revoke --group` name",
+    },
     PathRequirement {
         path: CONFIG_DIR,
         need: Need::ReadableDirectory,
@@ -240,14 +261,16 @@ impl fmt::Display for Problem {
     }
 }
 
-/// What the daemon checks when it starts: everything but its own directories, which
-/// follow its command line (`--socket`, `--audit-log`, `--state-dir`, `--config`) and
-/// which it creates itself. Fatal problems stop it with their list.
-pub fn startup_problems() -> Vec<Problem> {
+/// What the daemon checks when it starts: everything, but of its own directories
+/// (which follow its command line: `--socket`, `--audit-log`, `--state-dir`,
+/// `--config`) only those it uses, `used`. So a container whose state directory is
+/// not mounted (a read-only root cannot make one) is refused with the rest of the
+/// list, not found out at the first revocation. Fatal problems stop it.
+pub fn startup_problems(used: &[&Path]) -> Vec<Problem> {
     let own = [RUN_DIR, LOG_DIR, STATE_DIR, CONFIG_DIR];
     check()
         .into_iter()
-        .filter(|p| !own.contains(&p.subject))
+        .filter(|p| !own.contains(&p.subject) || used.contains(&Path::new(p.subject)))
         .collect()
 }
 
@@ -419,6 +442,8 @@ fn tracefs_mounted_elsewhere() -> bool {
 
 #[cfg(test)]
 mod manifest_tests;
+#[cfg(test)]
+mod systemd_unit_tests;
 
 #[cfg(test)]
 mod tests {
@@ -540,12 +565,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The daemon's own directories are checked when it uses them: a directory
+    /// that cannot be made (below a read-only or missing parent) is fatal.
+    #[test]
+    fn own_directories_are_checked_when_used() {
+        let ignored = startup_problems(&[]);
+        assert!(
+            ignored.iter().all(|p| p.subject != STATE_DIR),
+            "{ignored:?}"
+        );
+        let used = startup_problems(&[Path::new(STATE_DIR)]);
+        let writable = writable_directory(Path::new(STATE_DIR)).is_ok();
+        assert_eq!(
+            used.iter()
+                .any(|p| p.subject == STATE_DIR && p.severity == Severity::Fatal),
+            !writable,
+            "{used:?}"
+        );
+    }
+
     /// On a machine set up by `cargo xtask setup` and as root (how `cargo xtask test`
     /// runs), nothing the daemon needs at start is missing; without root, the missing
     /// capabilities are what stops it, each named.
     #[test]
     fn this_machine_has_what_the_daemon_needs_at_start() {
-        let problems = startup_problems();
+        let problems = startup_problems(&[]);
         let fatal: Vec<String> = problems
             .iter()
             .filter(|p| p.severity == Severity::Fatal)

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::{pins, process, tempdir, user};
+use crate::{containers, pins, process, tempdir, user};
 
 /// Cleans up after every dead test process. Called once per test process.
 pub fn sweep_stale() {
@@ -46,8 +46,11 @@ pub fn sweep_stale() {
             );
             process::kill_all(&pids);
         }
+        // A killed dockerd's overlay mounts.
+        containers::unmount_below(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
+    containers::sweep_stale(dead);
 
     // Kernel state pinned by dead runs' daemons (removing it detaches their programs).
     for dir in pins::stale(dead) {

@@ -33,7 +33,9 @@
 //! whose test does not choose one (`cargo xtask vm-test` runs the suite once per backend).
 
 mod cleanup;
+mod containers;
 mod daemon;
+mod daemonset;
 mod guard;
 pub mod http;
 mod mosh;
@@ -46,9 +48,11 @@ mod tmux;
 mod user;
 mod wait;
 
+pub use containers::{BASE_IMAGE, Container, DAEMON_IMAGE, Docker, Podman};
 pub use daemon::{
     Daemon, DaemonBuilder, Kind, Session, UNLIMITED_POLICY, daemon_binary, describe, forced_backend,
 };
+pub use daemonset::{DaemonSetPod, Mount};
 pub use guard::{TestGuard, is_root, test_guard};
 pub use mosh::Mosh;
 pub use pins::PinDir;

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -58,6 +59,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release daemon and a Debian package of it (binary, systemd unit,
+    /// dry-run policy, logrotate snippet, man pages, completions) in target/package.
+    Package {
+        /// Package this binary instead of building the release one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// Write the .deb into this directory (default: target/package).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Set up, build in release mode, then measure the daemon's overhead (attached
     /// vs detached, alternating) and write BENCHMARKS.md (needs root).
     Bench(bench::BenchArgs),
@@ -98,6 +109,9 @@ fn main() -> ExitCode {
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
         Task::Bench(args) => bench::bench(&args),
+        Task::Package { binary, out } => {
+            package::package(&package::Options { binary, out }).map(drop)
+        }
         Task::VmTest {
             kernels,
             backend,

@@ -40,6 +40,23 @@ const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     // The membership test's helper process (threads, forks, pipe and socket writes).
     "python3",
+    // Real container runtimes (tests/runtimes.rs, tests/image.rs): podman with runc
+    // (crun refuses hybrid cgroup layouts), dockerd started by the test, and
+    // debootstrap for the Debian base image (no registry is needed).
+    "podman",
+    "runc",
+    "conmon",
+    "docker.io",
+    "debootstrap",
+    // podman's CNI network backend validates its plugin directory at every start.
+    "containernetworking-plugins",
+    // tests/install.rs: a fresh Debian root (debootstrap, above) to install the
+    // package into, and `systemd-analyze verify` for its unit.
+    "systemd",
+    // tests/audit.rs: the unprivileged caller flooding the control socket, and the
+    // shipped logrotate snippet run by logrotate.
+    "perl",
+    "logrotate",
 ];
 
 /// Pinned: one bpf-linker release emitted BTF that kernels reject (aya-rs/bpf-linker#318).

@@ -3,10 +3,12 @@
 
 mod client;
 mod protocol;
+mod refusals;
 mod server;
 
 pub use client::request;
 pub use protocol::{Request, Response};
+pub use refusals::RefusalSummary;
 pub use server::{Access, Caller, ControlServer, Incoming};
 
 pub const DEFAULT_SOCKET: &str = "/run/session-monitor/control.sock";

@@ -4,6 +4,8 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result};
@@ -13,7 +15,10 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
-use super::protocol::{MAX_REQUEST_BYTES, Request, Response, decode_request};
+use super::{
+    protocol::{MAX_REQUEST_BYTES, Request, Response, decode_request},
+    refusals::{self, RefusalSummary, Refusals},
+};
 
 /// Who may use the socket: root always; members of `group` too when set.
 #[derive(Clone, Debug, Default)]
@@ -36,10 +41,10 @@ pub enum Incoming {
         caller: Caller,
         reply: oneshot::Sender<Response>,
     },
-    Refused {
-        caller: Caller,
-        reason: String,
-    },
+    /// The first refusal of a uid in an interval.
+    Refused { caller: Caller, reason: String },
+    /// The further refusals of a uid in an interval, counted.
+    RefusedMore(RefusalSummary),
 }
 
 pub struct ControlServer {
@@ -68,7 +73,9 @@ impl ControlServer {
         // Anyone may connect, so that refused attempts reach the daemon and are
         // audited; every request is authorized by the caller's SO_PEERCRED.
         fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
-        tokio::spawn(accept_loop(listener, access, tx));
+        let refusals = Arc::new(Mutex::new(Refusals::default()));
+        tokio::spawn(summarise_refusals(Arc::clone(&refusals), tx.clone()));
+        tokio::spawn(accept_loop(listener, access, tx, refusals));
         Ok(Self {
             path: path.to_path_buf(),
         })
@@ -81,10 +88,29 @@ impl Drop for ControlServer {
     }
 }
 
+/// Sends the counted refusals to the core once their interval is over.
+async fn summarise_refusals(refusals: Arc<Mutex<Refusals>>, tx: mpsc::Sender<Incoming>) {
+    let mut tick = tokio::time::interval(refusals::INTERVAL / 5);
+    loop {
+        tick.tick().await;
+        let due = lock(&refusals).due(Instant::now());
+        for summary in due {
+            if tx.send(Incoming::RefusedMore(summary)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn lock(refusals: &Mutex<Refusals>) -> std::sync::MutexGuard<'_, Refusals> {
+    refusals.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn accept_loop(
     listener: UnixListener,
     access: watch::Receiver<Access>,
     tx: mpsc::Sender<Incoming>,
+    refusals: Arc<Mutex<Refusals>>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -92,8 +118,9 @@ async fn accept_loop(
         };
         let access = access.borrow().clone();
         let tx = tx.clone();
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
-            if let Err(err) = serve(stream, &access, tx).await {
+            if let Err(err) = serve(stream, &access, tx, &refusals).await {
                 tracing::debug!("control connection: {err:#}");
             }
         });
@@ -121,7 +148,12 @@ fn allowed(caller: &Caller, access: &Access) -> bool {
         .is_some_and(|groups| groups.iter().any(|g| g.as_raw() == *gid))
 }
 
-async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) -> Result<()> {
+async fn serve(
+    stream: UnixStream,
+    access: &Access,
+    tx: mpsc::Sender<Incoming>,
+    refusals: &Mutex<Refusals>,
+) -> Result<()> {
     let cred = stream.peer_cred()?;
     let caller = Caller {
         uid: cred.uid(),
@@ -148,12 +180,16 @@ async fn serve(stream: UnixStream, access: &Access, tx: mpsc::Sender<Incoming>) 
                 .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
         }
         Err(reason) => {
-            let _ = tx
-                .send(Incoming::Refused {
-                    caller,
-                    reason: reason.clone(),
-                })
-                .await;
+            // Only the first refusal of a uid in an interval reaches the core: a
+            // flood neither grows the audit log nor queues before root's requests.
+            if lock(refusals).note(caller.uid, &reason, Instant::now()) {
+                let _ = tx
+                    .send(Incoming::Refused {
+                        caller,
+                        reason: reason.clone(),
+                    })
+                    .await;
+            }
             Response::error(reason)
         }
     };

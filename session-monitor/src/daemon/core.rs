@@ -904,7 +904,12 @@ impl Core {
                 f.insert("caller_pid".into(), json!(caller.pid));
                 f.insert("error".into(), json!(reason));
                 self.audit.record("control_refused", f);
-                self.metrics.control_refused();
+                self.metrics.control_refused(1);
+            }
+            Incoming::RefusedMore(summary) => {
+                tracing::warn!("control requests refused: {}", summary.describe());
+                self.audit.record_refusals(&summary);
+                self.metrics.control_refused(summary.count);
             }
         }
     }

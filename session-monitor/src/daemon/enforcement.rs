@@ -23,8 +23,12 @@ use crate::{
         terminate::{self},
     },
     policy::Mode,
-    sessions::{Login, LoginKey, ProcInfo, ProcRef},
+    sessions::{Login, LoginKey, ProcInfo, ProcRef, SessionKind},
 };
+
+/// How long a session's server (sshd, mosh-server) may take to exit by itself after
+/// the shell, forwarding the closing line, before it is signalled too.
+const SERVER_FORWARDS_CLOSING_LINE: Duration = Duration::from_millis(200);
 
 /// Timers may fire a hair before the boot-clock instant they were converted from.
 const TOLERANCE_NS: u64 = 1_000_000;
@@ -291,6 +295,11 @@ impl Core {
             _ => None,
         };
         let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
+        self.metrics.end_lateness(
+            login.kind,
+            reason.as_str(),
+            clock::seconds_between(at_ns, clock::boot_ns()),
+        );
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
             let timing = self.timing(login);
@@ -336,8 +345,11 @@ impl Core {
         // tmux server holds many terminals, an sshd or mosh-server process only one
         // login's.
         let mut servers: Vec<ProcRef> = vec![login.identity];
+        // A container runtime's holder never is: containerd-shim serves the whole
+        // container (its main process and every exec), and an exec ends with its shell.
         for t in &login.terminals {
             if let Some(srv) = t.server
+                && login.kind != SessionKind::Container
                 && self.table.keys_of_pid(srv.pid).iter().all(|k| k == key)
                 && !servers.contains(&srv)
             {
@@ -391,18 +403,26 @@ impl Core {
         }
         tokio::spawn(async move {
             let mut notice_refused = None;
+            let mut written = false;
             for (leader, tty) in terminals {
                 match notice::write_to_terminal(leader, tty, &closing) {
-                    Ok(()) => {}
+                    Ok(()) => written = true,
                     Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
                     Err(err) => {
                         tracing::debug!(id = %done.session_id, "closing line not written: {err}");
                     }
                 }
             }
+            // The server forwards the line to the client once the shell is gone;
+            // give it that moment before signalling it.
+            let server_grace = if written {
+                SERVER_FORWARDS_CLOSING_LINE
+            } else {
+                Duration::ZERO
+            };
             let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
-            let outcome = terminate::escalate(plan, grace).await;
+            let outcome = terminate::escalate(plan, grace, server_grace).await;
             let _ = tx
                 .send(TerminationDone {
                     outcome,

@@ -7,13 +7,14 @@ mod audit_fields;
 mod core;
 mod enforcement;
 mod nesting;
+mod notify;
 mod reload;
 mod requests;
 mod revocation;
 mod status;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
@@ -62,7 +63,7 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(opts: DaemonOptions) -> Result<()> {
-    check_host()?;
+    check_host(&opts)?;
     // Watch before reading, so that no change after the read goes unnoticed.
     let (reload_tx, mut reloads) = mpsc::channel(1);
     let _watcher = match policy::spawn_watcher(&opts.config, reload_tx) {
@@ -87,12 +88,17 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         .clone()
         .or_else(|| policy.audit_log.clone())
         .unwrap_or_else(|| PathBuf::from(audit::DEFAULT_PATH));
-    let audit = AuditLog::open(&audit_path, true)?;
+    let metrics = Metrics::new(policy.metrics_user_labels);
+    let health = Health::new();
+    let mut audit = AuditLog::open(&audit_path, true)?
+        .observed_by(metrics.audit_write_errors(), health.clone());
+    audit.set_rotation(policy.audit_rotation);
+    // logrotate moved the audit log away: reopen it by its name. Handled from here
+    // on, so that a rotation during start-up does not end the daemon.
+    let mut reopen = signal(SignalKind::user_defined1())?;
 
     let (probes, maps, ring) = probes::load(&opts.load)?;
-    let metrics = Metrics::new(policy.metrics_user_labels);
     metrics.set_backend(&probes.backend.to_string());
-    let health = Health::new();
     health.set_probes_attached(true);
     let received = Arc::new(AtomicU64::new(0));
     let (event_tx, mut events) = mpsc::channel(16 * 1024);
@@ -131,6 +137,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     core.discover_existing();
     core.sync_policy_revocations();
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
+    let notifier = notify::Notifier::from_env();
+    notifier.ready(&format!("watching with the {} probes", core.probes.backend));
+    let mut watchdog = notifier.watchdog_interval().map(|every| {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
 
     let mut reload_at: Option<tokio::time::Instant> = None;
 
@@ -159,6 +172,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 core.reload(false);
             }
             _ = hangup.recv() => core.reload(true),
+            _ = reopen.recv() => core.audit.reopen(),
+            _ = tick_opt(&mut watchdog) => notifier.watchdog(),
             _ = &mut reader => {
                 // Blind without events: fail loudly so that a supervisor restarts us.
                 health.set_ringbuf_reading(false);
@@ -170,6 +185,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
     tracing::info!("stopping");
+    notifier.stopping();
     core.record_stop();
     // A deliberate stop leaves no program running; the maps stay pinned so that the
     // next start knows every session's last input (see probes::pins).
@@ -181,9 +197,22 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-/// Capabilities and kernel interfaces the daemon cannot work without.
-fn check_host() -> Result<()> {
-    let problems = preflight::startup_problems();
+/// Capabilities, kernel interfaces and directories the daemon cannot work without.
+fn check_host(opts: &DaemonOptions) -> Result<()> {
+    let audit_log = opts
+        .audit_log
+        .as_deref()
+        .unwrap_or(Path::new(audit::DEFAULT_PATH));
+    let used: Vec<&Path> = [
+        Some(opts.state_dir.as_path()),
+        opts.socket.parent(),
+        audit_log.parent(),
+        opts.config.parent(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let problems = preflight::startup_problems(&used);
     for problem in &problems {
         tracing::warn!("{problem}");
     }
@@ -247,6 +276,15 @@ fn initial_policy(opts: &DaemonOptions) -> Result<Policy> {
         .with_context(|| format!("invalid policy {}", opts.config.display()))?;
     tracing::info!("policy: {}", policy.describe());
     Ok(policy)
+}
+
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

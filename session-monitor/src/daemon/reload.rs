@@ -54,6 +54,7 @@ impl Core {
                 f.insert("sha256".into(), json!(fingerprint));
                 f.insert("mode".into(), json!(policy.mode));
                 f.insert("rules".into(), json!(policy.rules.len()));
+                self.audit.set_rotation(policy.audit_rotation);
                 self.policy = policy;
                 self.audit.record("policy_reload", f);
                 self.access.send_replace(super::access_of(&self.policy));

@@ -82,7 +82,8 @@ impl Core {
                 },
                 &never,
             );
-            let outcome = crate::enforce::terminate::escalate(plan, grace).await;
+            let outcome =
+                crate::enforce::terminate::escalate(plan, grace, std::time::Duration::ZERO).await;
             tracing::info!(?uids, processes = outcome.targets, signals = ?outcome.signals, "revoked users' processes ended");
         });
     }

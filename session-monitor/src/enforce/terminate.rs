@@ -288,6 +288,7 @@ pub struct Outcome {
 
 struct Open {
     pid: u32,
+    role: Role,
     fd: AsyncFd<OwnedFd>,
 }
 
@@ -307,6 +308,7 @@ fn open_all(targets: &[Target]) -> Vec<Open> {
             let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
             Some(Open {
                 pid: t.process.pid,
+                role: t.role,
                 fd,
             })
         })
@@ -335,7 +337,12 @@ async fn wait_all(open: &[Open], grace: Duration) {
 }
 
 /// Signals the targets with escalation; returns when all are gone or SIGKILL was sent.
-pub async fn escalate(plan: Plan, grace: Duration) -> Outcome {
+///
+/// `server_grace`: on the first round the session's server (sshd, mosh-server) is
+/// signalled only after the session's processes, and after up to this long for it
+/// to exit by itself, as it does once the shell is gone: time to forward the closing
+/// line just written to the terminal, which a server killed at once would drop.
+pub async fn escalate(plan: Plan, grace: Duration, server_grace: Duration) -> Outcome {
     let started = Instant::now();
     let targets = plan.targets;
     let open = open_all(&targets);
@@ -358,11 +365,21 @@ pub async fn escalate(plan: Plan, grace: Duration) -> Outcome {
             break;
         }
         outcome.signals.push(name);
-        for o in &alive {
+        let (servers, others): (Vec<&Open>, Vec<&Open>) =
+            alive.into_iter().partition(|o| o.role == Role::Server);
+        let send = |o: &Open| {
             if let Err(err) = pidfd_send_signal(o.fd.get_ref(), signal) {
                 tracing::debug!(pid = o.pid, "{name}: {err}");
             }
+        };
+        others.iter().for_each(|o| send(o));
+        if outcome.signals.len() == 1 && !server_grace.is_zero() {
+            let deadline = tokio::time::Instant::now() + server_grace;
+            for o in &servers {
+                let _ = tokio::time::timeout_at(deadline, o.fd.readable()).await;
+            }
         }
+        servers.iter().filter(|o| !exited(o)).for_each(|o| send(o));
         wait_all(&open, grace).await;
     }
     // Whatever the session's own cgroup still holds was forked while we signalled.

@@ -103,6 +103,7 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics, health: &Health) -> Respo
                 .iter()
                 .filter_map(|value| value.to_str().ok())
                 .any(|value| value.contains("application/openmetrics-text"));
+            metrics.set_ready(health.readiness().is_ok());
             let (body, content_type) = if wants_openmetrics {
                 (metrics.encode_openmetrics(), OPENMETRICS_CONTENT_TYPE)
             } else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{prometheus_text, text},
-    metrics::{counter::Counter, family::Family, histogram::Histogram, info::Info},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::{Registry, Unit},
 };
 
@@ -33,6 +33,17 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// Bucket bounds for how late an end was decided after its deadline, in seconds.
+pub const LATENESS_BUCKETS: [f64; 11] =
+    [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// The reasons whose ends have a deadline (`session_monitor_end_lateness_seconds`).
+const DEADLINE_REASONS: [&str; 3] = ["idle", "lifetime", "network"];
+
+fn lateness_histogram() -> Histogram {
+    Histogram::new(LATENESS_BUCKETS)
+}
+
 /// The daemon's metrics. Shared as `Arc<Metrics>` between the core (which records)
 /// and the HTTP server (which encodes); every method takes `&self`.
 ///
@@ -49,7 +60,10 @@ pub struct Metrics {
     would_end: Family<KindReasonLabels, Counter>,
     revocations: Family<ActionLabels, Counter>,
     control_refused: Counter,
+    audit_write_errors: Counter,
     policy_reloads: Family<ResultLabels, Counter>,
+    end_lateness: Family<KindReasonLabels, Histogram, fn() -> Histogram>,
+    ready: Gauge,
     backend: Arc<BackendInfo>,
     live: Arc<LiveCollector>,
     kernel: Arc<KernelCollector>,
@@ -111,11 +125,33 @@ impl Metrics {
             "Control-socket requests refused (caller not allowed, malformed or oversized)",
             control_refused.clone(),
         );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit records that could not be written (full disk, I/O error); a `gap` record says how many once writing works again",
+            audit_write_errors.clone(),
+        );
         let policy_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "policy_reloads",
             "Policy reloads, by result (ok, or rejected and the previous policy kept)",
             policy_reloads.clone(),
+        );
+        let end_lateness =
+            Family::<KindReasonLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                lateness_histogram,
+            );
+        registry.register_with_unit(
+            "end_lateness",
+            "How long after its deadline the end of a session was decided (idle, lifetime, network; also in dry-run), by kind and reason",
+            Unit::Seconds,
+            end_lateness.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (probes attached, ring buffer read, audit log writable), else 0",
+            ready.clone(),
         );
         registry.register(
             "build",
@@ -153,6 +189,9 @@ impl Metrics {
             for reason in END_REASONS {
                 let _ = would_end.get_or_create(&KindReasonLabels { kind, reason });
             }
+            for reason in DEADLINE_REASONS {
+                let _ = end_lateness.get_or_create(&KindReasonLabels { kind, reason });
+            }
         }
         for action in REVOCATION_ACTIONS {
             let _ = revocations.get_or_create(&ActionLabels { action });
@@ -171,7 +210,10 @@ impl Metrics {
             would_end,
             revocations,
             control_refused,
+            audit_write_errors,
             policy_reloads,
+            end_lateness,
+            ready,
             backend,
             live,
             kernel,
@@ -251,9 +293,31 @@ impl Metrics {
             .inc();
     }
 
-    /// A control-socket request was refused.
-    pub fn control_refused(&self) {
-        self.control_refused.inc();
+    /// Control-socket requests were refused.
+    pub fn control_refused(&self, count: u64) {
+        self.control_refused.inc_by(count);
+    }
+
+    /// The counter the audit log increments for each record it cannot write.
+    pub fn audit_write_errors(&self) -> Counter {
+        self.audit_write_errors.clone()
+    }
+
+    /// The end of a session was decided `seconds` after its deadline.
+    pub fn end_lateness(&self, kind: SessionKind, reason: &str, seconds: f64) {
+        if seconds.is_finite() {
+            self.end_lateness
+                .get_or_create(&KindReasonLabels {
+                    kind: kind.as_str(),
+                    reason: bounded(reason, &END_REASONS),
+                })
+                .observe(seconds.max(0.0));
+        }
+    }
+
+    /// Whether `/readyz` would answer 200, set before each encoding.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// The probe backend in use (`fentry` or `tracepoint`).

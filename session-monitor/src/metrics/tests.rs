@@ -60,7 +60,7 @@ fn every_family_has_its_conventional_name_type_and_labels() {
     metrics.revocation("revoke");
     metrics.reload(true);
     metrics.reload(false);
-    metrics.control_refused();
+    metrics.control_refused(1);
     metrics.set_backend("tracepoint");
     metrics.set_kernel_counters(&kernel_snapshot(10, 4));
     metrics.update_live(&[
@@ -80,6 +80,9 @@ fn every_family_has_its_conventional_name_type_and_labels() {
         ("session_monitor_dry_run_ends_total", "counter"),
         ("session_monitor_revocations_total", "counter"),
         ("session_monitor_control_refused_total", "counter"),
+        ("session_monitor_audit_write_errors_total", "counter"),
+        ("session_monitor_end_lateness_seconds", "histogram"),
+        ("session_monitor_ready", "gauge"),
         ("session_monitor_policy_reloads_total", "counter"),
         ("session_monitor_kernel_events_total", "counter"),
         (

@@ -106,6 +106,8 @@ pub struct Policy {
     pub metrics_addr: Option<Option<SocketAddr>>,
     pub metrics_user_labels: bool,
     pub audit_log: Option<PathBuf>,
+    /// Size rotation of the audit log (`audit_max_size`, `audit_keep`).
+    pub audit_rotation: Option<crate::audit::Rotation>,
 }
 
 impl Default for Policy {
@@ -128,6 +130,7 @@ impl Default for Policy {
             metrics_addr: None,
             metrics_user_labels: false,
             audit_log: None,
+            audit_rotation: None,
         }
     }
 }

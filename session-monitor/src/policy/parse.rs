@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Limits, Mode, Overrides, Policy, Rule, duration::parse_setting};
-use crate::sessions::SessionKind;
+use crate::{audit::Rotation, sessions::SessionKind};
 
 /// One problem in a policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,8 @@ struct RawPolicy {
     metrics_addr: Option<Spanned<String>>,
     metrics_user_labels: Option<bool>,
     audit_log: Option<Spanned<String>>,
+    audit_max_size: Option<Spanned<String>>,
+    audit_keep: Option<Spanned<i64>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
 }
@@ -130,6 +132,45 @@ pub fn parse_str(text: &str, file: &str) -> Result<Policy, PolicyErrors> {
     } else {
         Err(PolicyErrors(v.errors))
     }
+}
+
+/// Rotated audit files kept when the policy does not say.
+pub const DEFAULT_AUDIT_KEEP: u32 = 5;
+
+/// The smallest `audit_max_size`: a file must hold a few records.
+const MIN_AUDIT_SIZE: u64 = 4096;
+
+/// A size like `100M`, `1G`, `512K` or a number of bytes; `none` turns rotation off.
+fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    if t == "none" {
+        return Ok(None);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; write e.g. `100M`, `1G`, `512K` or `none`"
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a size; write e.g. `100M`, `1G`, `512K` or `none`")
+    })?;
+    let bytes = n
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes < MIN_AUDIT_SIZE {
+        return Err(format!(
+            "`{text}` is too small for an audit file; at least {MIN_AUDIT_SIZE} bytes (4K)"
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -237,6 +278,7 @@ impl Validator<'_> {
         }
         policy.metrics_user_labels = raw.metrics_user_labels.unwrap_or(false);
         policy.audit_log = raw.audit_log.map(|p| PathBuf::from(p.into_inner()));
+        policy.audit_rotation = self.audit_rotation(&raw.audit_max_size, &raw.audit_keep);
         for (i, rule) in raw.rule.into_iter().enumerate() {
             if let Some(rule) = self.rule(rule, i + 1) {
                 policy.rules.push(rule);
@@ -244,6 +286,41 @@ impl Validator<'_> {
         }
         self.check_rules(&policy.rules);
         policy
+    }
+
+    /// `audit_max_size` turns size rotation on; `audit_keep` (default 5) says how
+    /// many rotated files stay.
+    fn audit_rotation(
+        &mut self,
+        max_size: &Option<Spanned<String>>,
+        keep: &Option<Spanned<i64>>,
+    ) -> Option<Rotation> {
+        let keep = match keep {
+            None => DEFAULT_AUDIT_KEEP,
+            Some(k) => match u32::try_from(*k.get_ref()) {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    self.error(
+                        k.span().start,
+                        "audit_keep",
+                        format!(
+                            "{} rotated files: write a number from 1 to 1000",
+                            k.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        let size = max_size.as_ref()?;
+        match parse_size(size.get_ref()) {
+            Ok(Some(max_size)) => Some(Rotation { max_size, keep }),
+            Ok(None) => None,
+            Err(msg) => {
+                self.error(size.span().start, "audit_max_size", msg);
+                None
+            }
+        }
     }
 
     fn names(&mut self, list: Option<Vec<Spanned<String>>>, key: &str) -> Vec<String> {
@@ -628,6 +705,35 @@ mod tests {
 
     fn errors(text: &str) -> Vec<PolicyError> {
         parse_str(text, "p.toml").unwrap_err().0
+    }
+
+    #[test]
+    fn audit_rotation_keys() {
+        let p = parse_str("audit_max_size = \"100M\"\naudit_keep = 3\n", "p.toml").unwrap();
+        assert_eq!(
+            p.audit_rotation,
+            Some(Rotation {
+                max_size: 100 << 20,
+                keep: 3
+            })
+        );
+        let p = parse_str("audit_max_size = \"8K\"\n", "p.toml").unwrap();
+        assert_eq!(
+            p.audit_rotation.map(|r| (r.max_size, r.keep)),
+            Some((8192, 5))
+        );
+        assert_eq!(parse_str("", "p.toml").unwrap().audit_rotation, None);
+        let e = errors("mode = \"dry-run\"\naudit_max_size = \"10 parsecs\"\n");
+        assert_eq!((e[0].line, e[0].key.as_str()), (2, "audit_max_size"));
+        assert!(
+            e[0].message.contains("unknown size unit `parsecs`"),
+            "{}",
+            e[0]
+        );
+        let e = errors("audit_max_size = \"100\"\n");
+        assert!(e[0].message.contains("too small"), "{}", e[0]);
+        let e = errors("audit_max_size = \"1M\"\naudit_keep = 0\n");
+        assert_eq!((e[0].line, e[0].key.as_str()), (2, "audit_keep"));
     }
 
     #[test]

@@ -153,6 +153,8 @@ fn the_daemonset_provides_every_path_preflight_requires() {
                 let kind = text(&mount.volume["hostPath"]["type"]);
                 let expected = if req.need == Need::WritableDirectory {
                     "DirectoryOrCreate"
+                } else if mount.path == req.path && req.need == Need::ReadableFile {
+                    "File"
                 } else {
                     "Directory"
                 };

@@ -82,13 +82,14 @@ pub fn trusted_dir_chain(root: &Path, relative: &str) -> Result<OwnedFd, String>
     Ok(dir)
 }
 
-/// Owned by root, and not writable by its group or others.
+/// Owned by root, and writable by nobody else: not by others, and by its group
+/// only when that is root's group (a umask of 002 makes cgroups so).
 fn check_root_only(dir: &OwnedFd) -> Result<(), String> {
     let st = rustix::fs::fstat(dir).map_err(|e| format!("fstat: {e}"))?;
     if st.st_uid != 0 {
         return Err(format!("owned by uid {}, not root", st.st_uid));
     }
-    if st.st_mode & 0o022 != 0 {
+    if st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && st.st_gid != 0) {
         return Err(format!(
             "writable by its group or others (mode {:o})",
             st.st_mode & 0o7777

@@ -18,6 +18,16 @@ use super::{
 /// Leaders that are not a login yet: a getty waiting at the login prompt.
 const PRE_LOGIN: [&str; 5] = ["agetty", "getty", "mingetty", "login", "systemd-getty"];
 
+/// A container runtime's init (runc's `runc:[2:INIT]`): it makes the exec's
+/// terminal its controlling terminal as root, then switches to the exec's user and
+/// executes the shell. Until then the terminal has no login yet (resolution is
+/// retried); taken as the leader, it would make a `podman exec --user U` session
+/// root's. Only a root process is deferred: a user naming their shell so cannot
+/// hide a session of their own.
+fn is_runtime_init(comm: &str) -> bool {
+    comm.starts_with("runc:[")
+}
+
 /// How long after authentication an ssh connection is left to start its shell,
 /// command or terminal before it is resolved without a terminal.
 const SETTLE_NS: u64 = 2_000_000_000;
@@ -185,6 +195,9 @@ impl Resolver {
             None
         };
         let (uid, gid, groups) = procs::credentials(leader.pid)?;
+        if uid == 0 && is_runtime_init(&leader.comm) {
+            return None;
+        }
         let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
         // Only cgroups root made: a user can name their own `docker-<id>.scope`.
         let cgroups = super::cgroup_trust::trusted_cgroup_paths(leader.pid);
@@ -609,4 +622,19 @@ pub fn discover_existing() -> Vec<Resolved> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_init_is_not_a_login_yet() {
+        for comm in ["runc:[2:INIT]", "runc:[1:CHILD]"] {
+            assert!(is_runtime_init(comm), "{comm}");
+        }
+        for comm in ["bash", "runc", "sh", "conmon"] {
+            assert!(!is_runtime_init(comm), "{comm}");
+        }
+    }
 }

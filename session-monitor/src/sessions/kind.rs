@@ -113,10 +113,21 @@ pub fn classify(
     }
 }
 
-/// Recognises the cgroup paths container runtimes create:
-/// `/system.slice/docker-<id>.scope`, `/docker/<id>`,
-/// `/kubepods.slice/.../kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`,
-/// `/kubepods/besteffort/pod<uid>/<id>`, `crio-<id>.scope`, `libpod-<id>.scope`.
+/// Recognises the cgroup paths container runtimes create, in the cgroup v2 path and
+/// in every cgroup v1 hierarchy's (they are the same names):
+///
+/// - docker: `/system.slice/docker-<id>.scope` (systemd driver), `/docker/<id>`
+///   (cgroupfs driver);
+/// - containerd under Kubernetes (CRI):
+///   `/kubepods.slice/.../kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`,
+///   `/kubepods/besteffort/pod<uid>/<id>`;
+/// - CRI-O: `.../crio-<id>.scope`, and `.../pod<uid>/crio-<id>` with cgroupfs;
+/// - podman: `/machine.slice/libpod-<id>.scope` (systemd, podman 4 adds a
+///   `/container` child inside), `/libpod_parent/libpod-<id>` (cgroupfs).
+///
+/// A reader in a cgroup namespace of its own (a daemon in a container) sees the same
+/// names below `/..` components. The runtimes' monitors (`libpod-conmon-<id>`,
+/// `crio-conmon-<id>`) are not containers: their suffix is no container id.
 pub fn container_from_cgroup(path: &str) -> Option<ContainerInfo> {
     let mut info: Option<ContainerInfo> = None;
     let mut pod_uid = None;
@@ -129,24 +140,12 @@ pub fn container_from_cgroup(path: &str) -> Option<ContainerInfo> {
         if let Some(uid) = pod_uid_of(part) {
             pod_uid = Some(uid);
         }
-        let scoped = [
-            ("docker-", "docker"),
-            ("cri-containerd-", "containerd"),
-            ("crio-", "cri-o"),
-            ("libpod-", "podman"),
-        ];
-        for (prefix, runtime) in scoped {
-            if let Some(id) = part
-                .strip_prefix(prefix)
-                .and_then(|r| r.strip_suffix(".scope"))
-                && is_container_id(id)
-            {
-                info = Some(ContainerInfo {
-                    id: id.to_string(),
-                    runtime: runtime.to_string(),
-                    ..Default::default()
-                });
-            }
+        if let Some((id, runtime)) = runtime_prefixed_id(part) {
+            info = Some(ContainerInfo {
+                id: id.to_string(),
+                runtime: runtime.to_string(),
+                ..Default::default()
+            });
         }
         if is_container_id(part) && (previous == "docker" || in_kubepods) {
             let runtime = if previous == "docker" {
@@ -165,6 +164,24 @@ pub fn container_from_cgroup(path: &str) -> Option<ContainerInfo> {
     info.map(|mut info| {
         info.pod_uid = pod_uid;
         info
+    })
+}
+
+/// `<runtime prefix><id>`, with `.scope` (systemd cgroup manager) or without
+/// (cgroupfs manager: podman's `libpod-<id>`, CRI-O's `crio-<id>`): the id and the
+/// runtime's name.
+fn runtime_prefixed_id(part: &str) -> Option<(&str, &'static str)> {
+    const PREFIXES: [(&str, &str); 4] = [
+        ("docker-", "docker"),
+        ("cri-containerd-", "containerd"),
+        ("crio-", "cri-o"),
+        ("libpod-", "podman"),
+    ];
+    let name = part.strip_suffix(".scope").unwrap_or(part);
+    PREFIXES.into_iter().find_map(|(prefix, runtime)| {
+        name.strip_prefix(prefix)
+            .filter(|id| is_container_id(id))
+            .map(|id| (id, runtime))
     })
 }
 
@@ -220,6 +237,90 @@ mod tests {
             info.pod_uid.as_deref(),
             Some("1a2b3c4d-1111-2222-3333-444455556666")
         );
+    }
+
+    /// Every layout the runtimes produce, as cgroup v2 paths and as the paths of
+    /// cgroup v1 hierarchies (`/proc/PID/cgroup` lines `N:controller:PATH`).
+    #[test]
+    fn every_runtime_layout() {
+        let pod = "1a2b3c4d-1111-2222-3333-444455556666";
+        let pod_ = pod.replace('-', "_");
+        let layouts: Vec<(String, &str, Option<&str>)> = vec![
+            // docker, systemd and cgroupfs drivers.
+            (format!("/system.slice/docker-{ID}.scope"), "docker", None),
+            (format!("/docker/{ID}"), "docker", None),
+            // podman, cgroupfs manager (no .scope) and systemd (with podman 4's
+            // `container` child).
+            (format!("/libpod_parent/libpod-{ID}"), "podman", None),
+            (format!("/machine.slice/libpod-{ID}.scope"), "podman", None),
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                "podman",
+                None,
+            ),
+            // CRI-O, systemd and cgroupfs.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_}.slice/crio-{ID}.scope"
+                ),
+                "cri-o",
+                Some(pod),
+            ),
+            (
+                format!("/kubepods/besteffort/pod{pod}/crio-{ID}"),
+                "cri-o",
+                Some(pod),
+            ),
+            // containerd (CRI), systemd and cgroupfs.
+            (
+                format!("/kubepods.slice/kubepods-pod{pod_}.slice/cri-containerd-{ID}.scope"),
+                "containerd",
+                Some(pod),
+            ),
+            (format!("/kubepods/pod{pod}/{ID}"), "kubernetes", Some(pod)),
+            // Seen from a cgroup namespace of its own (the daemon in a container).
+            (format!("/../../libpod_parent/libpod-{ID}"), "podman", None),
+            (format!("/../docker/{ID}"), "docker", None),
+        ];
+        for (path, runtime, pod_uid) in layouts {
+            let info = container_from_cgroup(&path).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(info.id, ID, "{path}");
+            assert_eq!(info.runtime, runtime, "{path}");
+            assert_eq!(info.pod_uid.as_deref(), pod_uid, "{path}");
+        }
+    }
+
+    /// A process's paths on a hybrid machine: v1 hierarchies and the v2 one.
+    #[test]
+    fn cgroup_v1_and_v2_lines_of_one_process() {
+        let paths = vec![
+            format!("/docker/{ID}"),
+            format!("/docker/{ID}"),
+            "/".to_string(),
+        ];
+        let (kind, info) = classify(
+            true,
+            Some(Path::new("/usr/bin/containerd-shim-runc-v2")),
+            true,
+            &paths,
+        );
+        assert_eq!(kind, SessionKind::Container);
+        assert_eq!(info.unwrap().runtime, "docker");
+    }
+
+    #[test]
+    fn runtime_monitors_and_look_alikes_are_not_containers() {
+        for path in [
+            format!("/libpod_parent/libpod-conmon-{ID}"),
+            format!("/machine.slice/libpod-conmon-{ID}.scope"),
+            format!("/system.slice/crio-conmon-{ID}.scope"),
+            format!("/system.slice/docker-{}.scope", &ID[..12]),
+            format!("/libpod_parent/libpod-{ID}x"),
+            format!("/system.slice/{ID}"),
+            "/system.slice/docker.service".to_string(),
+        ] {
+            assert!(container_from_cgroup(&path).is_none(), "{path}");
+        }
     }
 
     #[test]
