@@ -124,15 +124,33 @@ fn attach_points(status: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The fentry backend's attach points: fentry programs, plus the one classic
-/// tracepoint both backends use for process exit.
+/// The process life-cycle programs both backends use: tracepoints either way.
+const LIFE_CYCLE: [&str; 2] = [
+    "tracepoint/sched/sched_process_exit",
+    "tp_btf/sched_process_fork",
+];
+
+fn assert_life_cycle(attach: &[String]) {
+    for required in LIFE_CYCLE {
+        assert!(
+            attach.iter().any(|a| a == required),
+            "{required} not attached: {attach:?}"
+        );
+    }
+}
+
+/// The fentry backend's attach points: fentry programs, plus the process life-cycle
+/// tracepoints both backends use.
 fn assert_fentry_backend(status: &Value) {
     assert_eq!(status["backend"], "fentry", "{status:#}");
     let attach = attach_points(status);
+    assert_life_cycle(&attach);
     for required in [
         "fentry/tty_write",
         "fentry/tty_ioctl",
         "fentry/skb_consume_udp",
+        "fentry/unix_stream_sendmsg",
+        "fentry/unix_dgram_sendmsg",
     ] {
         assert!(
             attach.iter().any(|a| a == required),
@@ -145,9 +163,16 @@ fn assert_fentry_backend(status: &Value) {
             .any(|a| a == "fentry/n_tty_receive_buf" || a == "fentry/n_tty_receive_buf2"),
         "no console receive program attached: {attach:?}"
     );
+    // `anon_pipe_write` since Linux 6.14.
+    assert!(
+        attach
+            .iter()
+            .any(|a| a == "fentry/pipe_write" || a == "fentry/anon_pipe_write"),
+        "no pipe write program attached: {attach:?}"
+    );
     for a in &attach {
         assert!(
-            a.starts_with("fentry/") || a == "tracepoint/sched/sched_process_exit",
+            a.starts_with("fentry/") || LIFE_CYCLE.contains(&a.as_str()),
             "unexpected program {a} in the fentry backend: {attach:?}"
         );
     }
@@ -156,9 +181,10 @@ fn assert_fentry_backend(status: &Value) {
 fn assert_tracepoint_backend(status: &Value) {
     assert_eq!(status["backend"], "tracepoint", "{status:#}");
     let attach = attach_points(status);
+    assert_life_cycle(&attach);
     for a in &attach {
         assert!(
-            a.starts_with("tracepoint/"),
+            a.starts_with("tracepoint/") || LIFE_CYCLE.contains(&a.as_str()),
             "unexpected program {a} in the tracepoint backend: {attach:?}"
         );
     }

@@ -39,6 +39,14 @@ pub struct KernelOffsets {
     pub iter_iovec: u32,
     pub task_signal: u32,
     pub signal_tty: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `signal_struct.live`: threads of the process not yet exiting (an `atomic_t`,
+    /// whose counter is its only member).
+    pub signal_live: u32,
+    pub socket_sk: u32,
+    pub sock_sk_common: u32,
+    pub sock_common_skc_family: u32,
 }
 
 /// An `iter_type` value no `u8` member holds: the kind does not exist on this kernel.

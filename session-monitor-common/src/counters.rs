@@ -16,15 +16,25 @@ pub enum Probe {
     UdpRecv = 3,
     /// Process exits.
     ProcessExit = 4,
+    /// New processes (not threads): a child of a login's process joins the login; a
+    /// child of a listener is reported. Seen: every fork; matched: forks of such parents.
+    ProcessFork = 5,
+    /// Input without a terminal: writes by a login's transport into pipes and AF_UNIX
+    /// sockets. Seen: writes the program looked at (fentry: every pipe and AF_UNIX
+    /// write; tracepoints: every pipe or socket write by a transport); matched: those
+    /// counted as input.
+    PipeInput = 6,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 5] = [
+    pub const ALL: [Probe; 7] = [
         Probe::TtyWrite,
         Probe::TtyResize,
         Probe::ConsoleInput,
         Probe::UdpRecv,
         Probe::ProcessExit,
+        Probe::ProcessFork,
+        Probe::PipeInput,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -34,6 +44,8 @@ impl Probe {
             Probe::ConsoleInput => "console_input",
             Probe::UdpRecv => "udp_recv",
             Probe::ProcessExit => "process_exit",
+            Probe::ProcessFork => "process_fork",
+            Probe::PipeInput => "pipe_input",
         }
     }
 }
@@ -73,7 +85,12 @@ pub const COUNTER_READ_ERRORS: u32 = COUNTER_REVOKE_SIGNALS + 1;
 /// Writes into a pty master that held only terminal answers and were not counted as
 /// input (see [`crate::answers`]).
 pub const COUNTER_ANSWERS_IGNORED: u32 = COUNTER_READ_ERRORS + 1;
-pub const COUNTER_SLOTS: u32 = COUNTER_ANSWERS_IGNORED + 1;
+/// Inserts into map `PROCS` that failed (map full, or no memory): a process of a login
+/// that the kernel could not record. Exported so that it is never silent.
+pub const COUNTER_PROCS_INSERT_FAILURES: u32 = COUNTER_ANSWERS_IGNORED + 1;
+/// Inserts into map `LOGIN_ACTIVITY` that failed (map full).
+pub const COUNTER_LOGIN_INSERT_FAILURES: u32 = COUNTER_PROCS_INSERT_FAILURES + 1;
+pub const COUNTER_SLOTS: u32 = COUNTER_LOGIN_INSERT_FAILURES + 1;
 
 #[inline(always)]
 pub const fn slot(probe: Probe, stat: Stat) -> u32 {

@@ -28,9 +28,12 @@ pub const CONSOLE_LIKE_MAJORS: [u32; 5] = [
     207, // ttymxc and friends (i.MX serial)
 ];
 
-/// Kernel `S_IFMT` and `S_IFCHR`.
+/// Kernel `S_IFMT` and `S_IFCHR`: a character device.
 pub const S_IFMT: u16 = 0o170000;
 pub const S_IFCHR: u16 = 0o020000;
+/// Kernel `S_IFIFO` (pipes and FIFOs) and `S_IFSOCK`.
+pub const S_IFIFO: u16 = 0o010000;
+pub const S_IFSOCK: u16 = 0o140000;
 
 /// `TIOCSWINSZ`: a terminal resize, which the transport issues on the master when the
 /// user's window changes size.

@@ -1,6 +1,6 @@
 //! Ring-buffer events: state changes only, never one per keystroke.
 
-use crate::TtyKey;
+use crate::{LoginId, TtyKey};
 
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,8 +16,19 @@ pub enum EventKind {
     TtyInput = 3,
     /// A tracked process exited. `value` is its exit code.
     ProcessExit = 4,
-    /// Input from a revoked user was stopped in the kernel: `tgid` got SIGKILL.
+    /// Input from a revoked user was stopped in the kernel: `tgid` got SIGKILL. `key`
+    /// is the terminal written to; for a write into a pipe or socket by a transport,
+    /// `key` is zero and `login` is the transport's login.
     RevokedInputBlocked = 5,
+    /// A login's transport wrote into a pipe or AF_UNIX socket: input without a
+    /// terminal. Sent on the login's first such input and then at most once per notice
+    /// interval. `login` is the login, `tgid` the transport, `value` the total input
+    /// bytes so far (map `LOGIN_ACTIVITY` has the rest).
+    LoginInput = 6,
+    /// A process flagged `LISTENER` forked: `tgid` is the listener, `value` the new
+    /// process's tgid, `login` the listener's own login (usually none). The child is
+    /// already in map `PROCS` if the listener belongs to a login.
+    ListenerForked = 7,
 }
 
 impl EventKind {
@@ -28,6 +39,8 @@ impl EventKind {
             3 => EventKind::TtyInput,
             4 => EventKind::ProcessExit,
             5 => EventKind::RevokedInputBlocked,
+            6 => EventKind::LoginInput,
+            7 => EventKind::ListenerForked,
             _ => return None,
         })
     }
@@ -47,6 +60,8 @@ pub struct Event {
     /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME).
     pub ts_ns: u64,
     pub value: u64,
+    /// The login the event concerns, for the kinds that say so; 0 otherwise.
+    pub login: LoginId,
     /// `comm` of the process that caused the event.
     pub comm: [u8; 16],
 }

@@ -16,12 +16,13 @@ pub use config::ProbeConfig;
 pub use counters::{Probe, Stat};
 pub use dev::{TtyClass, TtyKey};
 pub use event::{Event, EventKind};
-pub use state::{ProcState, TtyActivity};
+pub use state::{LoginActivity, LoginId, NO_LOGIN, ProcState, TtyActivity};
 
 /// Names of the maps in the eBPF object, used by the loader to find them.
 pub mod map_names {
     pub const TTY_ACTIVITY: &str = "TTY_ACTIVITY";
     pub const PROCS: &str = "PROCS";
+    pub const LOGIN_ACTIVITY: &str = "LOGIN_ACTIVITY";
     pub const REVOKED_UIDS: &str = "REVOKED_UIDS";
     pub const REVOKED_TTYS: &str = "REVOKED_TTYS";
     pub const CONSOLE_READS: &str = "CONSOLE_READS";
@@ -39,6 +40,7 @@ mod pod {
     unsafe impl aya::Pod for crate::TtyKey {}
     unsafe impl aya::Pod for crate::TtyActivity {}
     unsafe impl aya::Pod for crate::ProcState {}
+    unsafe impl aya::Pod for crate::LoginActivity {}
     unsafe impl aya::Pod for crate::Event {}
     unsafe impl aya::Pod for crate::ProbeConfig {}
 }

@@ -1,6 +1,14 @@
 //! Values of the kernel maps that aggregate activity, so that nothing is lost when the
 //! ring buffer is busy: the daemon reads the latest state from here whenever it decides.
 
+/// Identifies a login (one person's connection: an sshd per connection, a mosh-server,
+/// a console login, ...). Chosen by the daemon; the kernel only copies it from parent to
+/// child at fork. [`NO_LOGIN`] means the process belongs to none.
+pub type LoginId = u64;
+
+/// A process that belongs to no login.
+pub const NO_LOGIN: LoginId = 0;
+
 /// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,23 +26,46 @@ pub struct TtyActivity {
     pub _pad: u32,
 }
 
-/// Flags of [`ProcState::flags`].
+/// Input of a login that arrived without a terminal (map `LOGIN_ACTIVITY`, keyed by
+/// [`LoginId`]): what its transport wrote into pipes and AF_UNIX sockets, i.e. into
+/// the shell, command or sftp server of an `ssh -T`, `ssh host cmd` or sftp login.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoginActivity {
+    /// Last input (CLOCK_BOOTTIME ns).
+    pub last_input_ns: u64,
+    pub input_bytes: u64,
+    pub input_count: u64,
+    /// When the last `LoginInput` notice went out, for rate limiting.
+    pub last_notice_ns: u64,
+}
+
+/// Flags of [`ProcState::flags`]. None of them is inherited at fork: a child gets its
+/// parent's login and no flags.
 pub mod proc_flags {
     /// Send a `ProcessExit` event when the process exits.
     pub const WATCH_EXIT: u32 = 1;
     /// Record UDP receives (network liveness of a Mosh server).
     pub const WATCH_UDP: u32 = 2;
+    /// The process carries its login's connection (a per-connection sshd): what it
+    /// writes into pipes and AF_UNIX sockets is the login's input.
+    pub const TRANSPORT: u32 = 4;
+    /// The process accepts connections (the listening sshd): each process it forks is
+    /// reported (`ListenerForked`), so that logins without a terminal are found.
+    pub const LISTENER: u32 = 8;
 }
 
-/// A process the daemon tracks (map `PROCS`, keyed by tgid). The kernel removes the
-/// entry when the process exits, so a reused pid never inherits it.
+/// A process the kernel knows (map `PROCS`, keyed by tgid): one the daemon tracks, or
+/// one forked from a process of a login. The kernel removes the entry when the process
+/// exits, so a reused pid never inherits it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcState {
-    pub flags: u32,
-    pub _pad: u32,
+    /// The login the process belongs to; [`NO_LOGIN`] if none.
+    pub login: LoginId,
     /// Last UDP datagram received (CLOCK_BOOTTIME ns); 0 = none yet.
     pub last_udp_ns: u64,
-    pub udp_bytes: u64,
-    pub udp_count: u64,
+    /// [`proc_flags`].
+    pub flags: u32,
+    pub _pad: u32,
 }

@@ -3,12 +3,13 @@
 //! terminal and the byte count.
 //!
 //! Activity is aggregated in maps; the ring buffer only carries state changes (a
-//! terminal seen for the first time, at most one input notice per terminal per
-//! interval, a tracked process exiting, input blocked for a revoked user).
+//! terminal seen for the first time, at most one input notice per terminal or login
+//! per interval, a tracked process exiting, a listener forking, input blocked for a
+//! revoked user).
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_probe_read_user_buf, bpf_send_signal,
@@ -16,17 +17,21 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use session_monitor_common::{
-    Event, EventKind, Probe, ProcState, Stat, TtyActivity, TtyClass, TtyKey,
+    Event, EventKind, LoginActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
+    TtyClass, TtyKey,
     answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
     config::flags,
-    counters::{COUNTER_ANSWERS_IGNORED, COUNTER_REVOKE_SIGNALS},
+    counters::{
+        COUNTER_ANSWERS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES, COUNTER_PROCS_INSERT_FAILURES,
+        COUNTER_REVOKE_SIGNALS,
+    },
     state::proc_flags,
 };
 
 use crate::{
     config::conf,
     kernel::{self, Access, ReadError, TtyFile},
-    maps::{EVENTS, PROCS, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot},
+    maps::{EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot},
 };
 
 const SIGKILL: u32 = 9;
@@ -45,6 +50,12 @@ fn current_tgid() -> u32 {
 /// Sends one event; a full ring buffer is counted, never waited for.
 #[inline(always)]
 fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
+    emit_login(probe, kind, key, value, NO_LOGIN, ts_ns);
+}
+
+/// [`emit`] for an event that concerns a login.
+#[inline(always)]
+fn emit_login(probe: Probe, kind: EventKind, key: TtyKey, value: u64, login: LoginId, ts_ns: u64) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(probe, Stat::Dropped);
         return;
@@ -58,6 +69,7 @@ fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
         key,
         ts_ns,
         value,
+        login,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(0);
@@ -141,7 +153,7 @@ pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
     if tgid == conf!(self_tgid) {
         return;
     }
-    if revoked_writer(probe, key) {
+    if revoked_writer(probe, key, NO_LOGIN) {
         return;
     }
     let ts = now();
@@ -193,9 +205,12 @@ fn output(probe: Probe, key: TtyKey) {
 
 /// Stops input written by a transport that runs as a revoked user: SIGKILL to the
 /// writer before the write is carried out (the tty write path checks for pending
-/// signals before it copies anything), so the keystroke never reaches the shell.
+/// signals before it copies anything), so the keystroke never reaches the shell. A
+/// write into a pipe or socket (`login` set, `key` zero) may still deliver its bytes
+/// (those paths check for signals only when they have to wait), but it is the
+/// writer's last.
 #[inline(always)]
-fn revoked_writer(probe: Probe, key: TtyKey) -> bool {
+fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
     if conf!(flags) & flags::KERNEL_REVOKE == 0 {
         return false;
     }
@@ -208,19 +223,138 @@ fn revoked_writer(probe: Probe, key: TtyKey) -> bool {
     if unsafe { bpf_send_signal(SIGKILL) } == 0 {
         bump_slot(COUNTER_REVOKE_SIGNALS);
     }
-    emit(
+    emit_login(
         probe,
         EventKind::RevokedInputBlocked,
         key,
         uid as u64,
+        login,
         now(),
     );
     true
 }
 
+/// The current process's entry if it is a login's transport: what it writes into
+/// pipes and AF_UNIX sockets is that login's input. One hash lookup, done before
+/// anything else is read on these paths.
+#[inline(always)]
+pub fn current_transport() -> Option<LoginId> {
+    let state = PROCS.get_ptr(current_tgid())?;
+    // SAFETY: map value pointer from the kernel, valid for this program run.
+    let state = unsafe { &*state };
+    if state.flags & proc_flags::TRANSPORT == 0 || state.login == NO_LOGIN {
+        return None;
+    }
+    Some(state.login)
+}
+
+/// Input of `login` without a terminal: its transport (the current task) wrote
+/// `bytes` into a pipe or AF_UNIX socket. Aggregated like terminal input; a notice
+/// goes out on the login's first input and then at most once per interval.
+#[inline(always)]
+pub fn login_input(probe: Probe, login: LoginId, bytes: u64) {
+    bump(probe, Stat::Matched);
+    if current_tgid() == conf!(self_tgid) {
+        return;
+    }
+    if revoked_writer(probe, TtyKey::default(), login) {
+        return;
+    }
+    let ts = now();
+    if let Some(activity) = LOGIN_ACTIVITY.get_ptr_mut(login) {
+        // SAFETY: map value pointer from the kernel, valid for this program run.
+        let activity = unsafe { &mut *activity };
+        activity.last_input_ns = ts;
+        activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
+        activity.input_count = activity.input_count.wrapping_add(1);
+        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
+            activity.last_notice_ns = ts;
+            let total = activity.input_bytes;
+            emit_login(
+                probe,
+                EventKind::LoginInput,
+                TtyKey::default(),
+                total,
+                login,
+                ts,
+            );
+        }
+        return;
+    }
+    let fresh = LoginActivity {
+        last_input_ns: ts,
+        input_bytes: bytes,
+        input_count: 1,
+        last_notice_ns: ts,
+    };
+    match LOGIN_ACTIVITY.insert(login, fresh, BPF_NOEXIST as u64) {
+        Ok(()) => emit_login(
+            probe,
+            EventKind::LoginInput,
+            TtyKey::default(),
+            bytes,
+            login,
+            ts,
+        ),
+        // Another CPU made the entry first (and sent the notice), or the map is full.
+        Err(_) => {
+            if LOGIN_ACTIVITY.get_ptr(login).is_none() {
+                bump_slot(COUNTER_LOGIN_INSERT_FAILURES);
+            }
+        }
+    }
+}
+
+/// A new task was created by the current one; `child` is its typed `task_struct`.
+/// A new process (not a thread) joins its parent's login, with no flags; a listener's
+/// child is reported. Every fork on the host comes here: for a parent the kernel does
+/// not know, it costs a lookup and a delete.
+#[inline(always)]
+pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
+    let (pid, tgid) = kernel::task_ids(child)?;
+    if pid != tgid {
+        // A thread: its process is already where it belongs.
+        return Ok(());
+    }
+    let parent = match PROCS.get_ptr(current_tgid()) {
+        // SAFETY: map value pointer from the kernel, valid for this program run.
+        Some(state) => unsafe { *state },
+        None => ProcState::default(),
+    };
+    let listener = parent.flags & proc_flags::LISTENER != 0;
+    if parent.login == NO_LOGIN {
+        // A brand-new process owns nothing the map may still hold under its pid
+        // (an entry the daemon made for a process that exited before it was made).
+        let _ = PROCS.remove(tgid);
+        if !listener {
+            return Ok(());
+        }
+    } else {
+        let state = ProcState {
+            login: parent.login,
+            ..ProcState::default()
+        };
+        if PROCS.insert(tgid, state, BPF_ANY as u64).is_err() {
+            bump_slot(COUNTER_PROCS_INSERT_FAILURES);
+        }
+    }
+    bump(Probe::ProcessFork, Stat::Matched);
+    if listener {
+        emit_login(
+            Probe::ProcessFork,
+            EventKind::ListenerForked,
+            TtyKey::default(),
+            tgid as u64,
+            parent.login,
+            now(),
+        );
+    }
+    Ok(())
+}
+
 /// A UDP datagram received by the current process; only tracked processes count.
 #[inline(always)]
-pub fn udp_received(bytes: u64) {
+pub fn udp_received() {
     let Some(state) = tracked_udp_process() else {
         return;
     };
@@ -228,8 +362,6 @@ pub fn udp_received(bytes: u64) {
     // SAFETY: map value pointer from the kernel, valid for this program run.
     let state = unsafe { &mut *state };
     state.last_udp_ns = now();
-    state.udp_bytes = state.udp_bytes.wrapping_add(bytes);
-    state.udp_count = state.udp_count.wrapping_add(1);
 }
 
 /// The map entry of the current process if it is tracked for UDP liveness. This is
@@ -244,20 +376,20 @@ pub fn tracked_udp_process() -> Option<*mut ProcState> {
     Some(state)
 }
 
-/// The current task is exiting: report it if it is a tracked process and forget it,
-/// so that a process reusing the pid is never mistaken for it.
+/// The current task is exiting: when it is the last thread of a known process,
+/// report it if tracked and forget it, so that a process reusing the pid is never
+/// mistaken for it.
 #[inline(always)]
 pub fn process_exiting() {
     bump(Probe::ProcessExit, Stat::Seen);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // Only the thread-group leader's exit ends the process as the daemon knows it.
-    if pid_tgid as u32 != tgid {
-        return;
-    }
+    let tgid = current_tgid();
     let Some(state) = PROCS.get_ptr(tgid) else {
         return;
     };
+    // The process ends with its last thread, which need not be the leader.
+    if !kernel::current_process_dead().unwrap_or(true) {
+        return;
+    }
     bump(Probe::ProcessExit, Stat::Matched);
     // SAFETY: map value pointer from the kernel.
     let watch_exit = unsafe { (*state).flags } & proc_flags::WATCH_EXIT != 0;

@@ -1,6 +1,6 @@
 //! fentry backend, for stock kernels that allow BPF trampolines: hooks on the kernel
-//! functions every terminal write, resize, console receive and UDP receive goes
-//! through, whatever system call (or io_uring) started it.
+//! functions every terminal write, resize, console receive, UDP receive, pipe write
+//! and AF_UNIX send goes through, whatever system call (or io_uring) started it.
 
 use aya_ebpf::{macros::fentry, programs::FEntryContext};
 use session_monitor_common::{Probe, Stat, dev::TIOCSWINSZ};
@@ -96,7 +96,50 @@ pub fn fe_udp_consume(ctx: FEntryContext) -> u32 {
     // An `int`: only the low 32 bits of the register are defined.
     let len = len as u32 as i32;
     if len > 0 {
-        activity::udp_received(len as u64);
+        activity::udp_received();
     }
+    0
+}
+
+/// `ssize_t pipe_write(struct kiocb *iocb, struct iov_iter *from)` (`anon_pipe_write`
+/// since Linux 6.14; the loader picks the name): every write into a pipe or FIFO. Input of a login when a transport writes (the shell's stdin of an
+/// `ssh -T` login, a command's, an sftp server's). The transport lookup comes first:
+/// every pipe write on the host runs this.
+#[fentry(function = "pipe_write")]
+pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
+    bump(Probe::PipeInput, Stat::Seen);
+    let Some(login) = activity::current_transport() else {
+        return 0;
+    };
+    let from: *const u8 = ctx.arg(1);
+    if let Ok(bytes) = kernel::iov_iter_count(from) {
+        activity::login_input(Probe::PipeInput, login, bytes);
+    }
+    0
+}
+
+/// `int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)`:
+/// every write or send into an AF_UNIX stream socket (a transport that talks to its
+/// programs over socketpairs).
+#[fentry(function = "unix_stream_sendmsg")]
+pub fn fe_unix_stream_send(ctx: FEntryContext) -> u32 {
+    unix_send(&ctx)
+}
+
+/// `int unix_dgram_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)`:
+/// AF_UNIX datagram and seqpacket sockets (`unix_seqpacket_sendmsg` calls it).
+#[fentry(function = "unix_dgram_sendmsg")]
+pub fn fe_unix_dgram_send(ctx: FEntryContext) -> u32 {
+    unix_send(&ctx)
+}
+
+#[inline(always)]
+fn unix_send(ctx: &FEntryContext) -> u32 {
+    bump(Probe::PipeInput, Stat::Seen);
+    let Some(login) = activity::current_transport() else {
+        return 0;
+    };
+    let len: u64 = ctx.arg(2);
+    activity::login_input(Probe::PipeInput, login, len);
     0
 }

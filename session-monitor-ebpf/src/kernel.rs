@@ -13,7 +13,7 @@ use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use session_monitor_common::{
     TtyClass, TtyKey,
     counters::COUNTER_READ_ERRORS,
-    dev::{self, S_IFCHR, S_IFMT},
+    dev::{self, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK},
 };
 
 use crate::{activity::UserBytes, config::conf, maps::bump_slot};
@@ -101,23 +101,87 @@ pub struct TtyFile {
     pub rdev: u32,
 }
 
+/// What a written file is, as far as sessions are concerned.
+pub enum FileKind {
+    Tty(TtyFile),
+    /// A pipe or FIFO.
+    Pipe,
+    /// A socket of any family (see [`is_unix_socket`]).
+    Socket,
+    /// Anything else: regular files, /dev/null, other devices.
+    Other,
+}
+
+/// Classifies a file by its inode: its type and, for character devices, the device
+/// number. Reads nothing more than [`classify_file`]. `A` is how `file` (and so its
+/// inode) can be read.
+#[inline(always)]
+pub fn file_kind<A: Access>(file: *const u8) -> Result<FileKind, ReadError> {
+    let inode = A::read_ptr(file, conf!(offsets.file_f_inode))?;
+    let mode: u16 = A::read(inode, conf!(offsets.inode_i_mode))?;
+    match mode & S_IFMT {
+        S_IFCHR => {}
+        S_IFIFO => return Ok(FileKind::Pipe),
+        S_IFSOCK => return Ok(FileKind::Socket),
+        _ => return Ok(FileKind::Other),
+    }
+    let rdev: u32 = A::read(inode, conf!(offsets.inode_i_rdev))?;
+    Ok(match dev::classify_rdev(rdev) {
+        Some(class) => FileKind::Tty(TtyFile {
+            class,
+            file,
+            inode,
+            rdev,
+        }),
+        None => FileKind::Other,
+    })
+}
+
 /// Classifies a file by its inode: character device and device number. Returns
 /// `Ok(None)` for everything that is not a terminal (files, pipes, sockets, /dev/null).
 /// `A` is how `file` (and so its inode) can be read.
 #[inline(always)]
 pub fn classify_file<A: Access>(file: *const u8) -> Result<Option<TtyFile>, ReadError> {
-    let inode = A::read_ptr(file, conf!(offsets.file_f_inode))?;
-    let mode: u16 = A::read(inode, conf!(offsets.inode_i_mode))?;
-    if mode & S_IFMT != S_IFCHR {
-        return Ok(None);
+    match file_kind::<A>(file)? {
+        FileKind::Tty(tty) => Ok(Some(tty)),
+        _ => Ok(None),
     }
-    let rdev: u32 = A::read(inode, conf!(offsets.inode_i_rdev))?;
-    Ok(dev::classify_rdev(rdev).map(|class| TtyFile {
-        class,
-        file,
-        inode,
-        rdev,
-    }))
+}
+
+/// `AF_UNIX`.
+const AF_UNIX: u16 = 1;
+
+/// True when a socket file is an AF_UNIX socket: `file->private_data` is its
+/// `struct socket`, whose `sk` gives the family.
+#[inline(always)]
+pub fn is_unix_socket<A: Access>(file: *const u8) -> Result<bool, ReadError> {
+    let socket = A::read_ptr(file, conf!(offsets.file_private_data))?;
+    let sk = Untyped::read_ptr(socket, conf!(offsets.socket_sk))?;
+    let family: u16 = Untyped::read(
+        sk,
+        conf!(offsets.sock_sk_common).wrapping_add(conf!(offsets.sock_common_skc_family)),
+    )?;
+    Ok(family == AF_UNIX)
+}
+
+/// The thread id and thread-group id of a typed `task_struct` (a fork hook's child).
+#[inline(always)]
+pub fn task_ids(task: *const u8) -> Result<(u32, u32), ReadError> {
+    let pid: i32 = Typed::read(task, conf!(offsets.task_pid))?;
+    let tgid: i32 = Typed::read(task, conf!(offsets.task_tgid))?;
+    Ok((pid as u32, tgid as u32))
+}
+
+/// True when the exiting current task is the last thread of its process: `do_exit`
+/// decrements `signal->live` before the exit tracepoint. Not "the thread-group
+/// leader exits": the leader may exit first (the process lives on in its other
+/// threads), and when a thread calls execve the old leader exits and the process
+/// lives on under the same tgid.
+#[inline(always)]
+pub fn current_process_dead() -> Result<bool, ReadError> {
+    let signal = Typed::read_ptr(current_task(), conf!(offsets.task_signal))?;
+    let live: i32 = Typed::read(signal, conf!(offsets.signal_live))?;
+    Ok(live == 0)
 }
 
 /// The `tty_struct` of an open terminal file (`file->private_data->tty`). The

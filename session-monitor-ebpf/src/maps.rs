@@ -1,11 +1,12 @@
 //! Maps shared by all programs. Sizes are defaults; the loader may resize them.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use session_monitor_common::{
-    Probe, ProcState, Stat, TtyActivity, TtyKey,
+    LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
     counters::{COUNTER_SLOTS, slot},
 };
 
@@ -13,9 +14,17 @@ use session_monitor_common::{
 #[map]
 pub static TTY_ACTIVITY: HashMap<TtyKey, TtyActivity> = HashMap::with_max_entries(16384, 0);
 
-/// Processes the daemon tracks (session leaders, transports, Mosh servers), by tgid.
+/// Processes the kernel knows, by tgid: those the daemon tracks (session leaders,
+/// transports, Mosh servers, listeners) and every process forked from a process of a
+/// login. Not preallocated: the loader sizes it for every process the host can have
+/// (so that a user cannot fill it to escape), and only live entries take memory.
 #[map]
-pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, 0);
+pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+
+/// Input without a terminal, per login: what its transport wrote into pipes and
+/// AF_UNIX sockets. Written by the probes, read and pruned by the daemon.
+#[map]
+pub static LOGIN_ACTIVITY: HashMap<LoginId, LoginActivity> = HashMap::with_max_entries(16384, 0);
 
 /// Revoked users, by uid. Input written by a transport running as one of them is
 /// stopped in the kernel.

@@ -2,6 +2,8 @@
 //! only, for kernels that refuse trampolines and kprobes.
 //!
 //! - input and output: `sys_enter_write` / `sys_enter_writev` on a terminal fd;
+//! - input without a terminal: the same programs, when a login's transport writes
+//!   into a pipe or an AF_UNIX socket (`send*` calls are not seen here);
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
 //!   `sys_exit_read` counts the bytes);
@@ -22,7 +24,7 @@ use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 use crate::{
     activity::{self, UserBytes},
     config::conf,
-    kernel::{self, IoVec, ReadError, Untyped},
+    kernel::{self, FileKind, IoVec, ReadError, Untyped},
     maps::{CONSOLE_READS, bump},
 };
 
@@ -66,8 +68,13 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
 fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
-        return Ok(());
+    let tty = match kernel::file_kind::<Untyped>(file)? {
+        FileKind::Tty(tty) => tty,
+        other => {
+            return transport_write(other, file, || {
+                field(ctx, conf!(tracepoints.sys_enter_write_count))
+            });
+        }
     };
     let count: u64 = field(ctx, conf!(tracepoints.sys_enter_write_count))?;
     if count == 0 {
@@ -94,15 +101,51 @@ pub fn tp_writev(ctx: TracePointContext) -> u32 {
 fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
     let fd = syscall_fd(ctx)?;
     let file = kernel::current_file(fd)?;
-    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
-        return Ok(());
+    let tty = match kernel::file_kind::<Untyped>(file)? {
+        FileKind::Tty(tty) => tty,
+        other => return transport_write(other, file, || Ok(writev_sum(ctx)?.bytes)),
     };
+    let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
+    let sum = writev_sum(ctx)?;
+    if sum.bytes == 0 && vlen == 0 {
+        return Ok(());
+    }
+    // More buffers than were summed: the total is not known, so nothing can be judged
+    // whole (a burst of answers is still judged by its first bytes).
+    let total = if sum.summed < vlen {
+        u64::MAX
+    } else {
+        sum.bytes
+    };
+    let first = || {
+        Ok(UserBytes {
+            addr: sum.first.base,
+            len: sum.first.len,
+            total,
+        })
+    };
+    activity::tty_written::<Untyped, _, _>(ctx, &tty, sum.bytes, first)
+}
+
+/// What a `writev` carries, from its first iovecs.
+struct WritevSum {
+    /// Bytes in the buffers summed.
+    bytes: u64,
+    /// How many buffers were summed (at most [`WRITEV_MAX_IOV`]).
+    summed: u64,
+    /// The first buffer, where the answers filter looks.
+    first: IoVec,
+}
+
+#[inline(always)]
+fn writev_sum(ctx: &TracePointContext) -> Result<WritevSum, ReadError> {
     let vec: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vec))?;
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
-    let mut bytes = 0u64;
-    let mut summed = 0u64;
-    // The first buffer, where the answers filter looks.
-    let mut first = IoVec { base: 0, len: 0 };
+    let mut sum = WritevSum {
+        bytes: 0,
+        summed: 0,
+        first: IoVec { base: 0, len: 0 },
+    };
     let iov = vec as *const IoVec;
     for i in 0..WRITEV_MAX_IOV {
         if i as u64 >= vlen {
@@ -112,28 +155,43 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
         match unsafe { bpf_probe_read_user(iov.wrapping_add(i)) } {
             Ok(v) => {
                 if i == 0 {
-                    first = v;
+                    sum.first = v;
                 }
-                bytes = bytes.wrapping_add(v.len);
-                summed += 1;
+                sum.bytes = sum.bytes.wrapping_add(v.len);
+                sum.summed += 1;
             }
             Err(_) => break,
         }
     }
-    if bytes == 0 && vlen == 0 {
+    Ok(sum)
+}
+
+/// A write that found no terminal. A login's transport writing into a pipe or an
+/// AF_UNIX socket gives its login input; nothing else counts. The transport lookup
+/// (one hash lookup) comes before any further read, so the pipe and socket writes of
+/// every other process cost only that.
+#[inline(always)]
+fn transport_write(
+    kind: FileKind,
+    file: *const u8,
+    bytes: impl FnOnce() -> Result<u64, ReadError>,
+) -> Result<(), ReadError> {
+    if !matches!(kind, FileKind::Pipe | FileKind::Socket) {
         return Ok(());
     }
-    // More buffers than were summed: the total is not known, so nothing can be judged
-    // whole (a burst of answers is still judged by its first bytes).
-    let total = if summed < vlen { u64::MAX } else { bytes };
-    let first = || {
-        Ok(UserBytes {
-            addr: first.base,
-            len: first.len,
-            total,
-        })
+    let Some(login) = activity::current_transport() else {
+        return Ok(());
     };
-    activity::tty_written::<Untyped, _, _>(ctx, &tty, bytes, first)
+    bump(Probe::PipeInput, Stat::Seen);
+    if matches!(kind, FileKind::Socket) && !kernel::is_unix_socket::<Untyped>(file)? {
+        // An inet socket: a transport's connection to its client carries output.
+        return Ok(());
+    }
+    let bytes = bytes()?;
+    if bytes > 0 {
+        activity::login_input(Probe::PipeInput, login, bytes);
+    }
+    Ok(())
 }
 
 #[tracepoint]
@@ -218,7 +276,7 @@ fn try_sock_recv(ctx: &TracePointContext) -> Result<(), ReadError> {
     }
     let ret: i32 = field(ctx, conf!(tracepoints.sock_recv_ret))?;
     if ret > 0 {
-        activity::udp_received(ret as u64);
+        activity::udp_received();
     }
     Ok(())
 }
@@ -249,7 +307,7 @@ fn try_recv_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     }
     let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
     if ret > 0 {
-        activity::udp_received(ret as u64);
+        activity::udp_received();
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn sessions_table(sessions: &[SessionView]) -> String {
         .map(|s| {
             [
                 s.id.clone(),
-                s.tty.clone(),
+                terminals_text(s),
                 s.kind.to_string(),
                 s.user.clone(),
                 human_duration(s.idle_seconds),
@@ -153,6 +153,12 @@ pub fn status_text(status: &Status) -> String {
         "answers:      {} terminal answers not counted as input",
         counter("answers_ignored")
     );
+    let _ = writeln!(
+        out,
+        "kernel map inserts failed: {} processes of logins, {} logins (should stay 0)",
+        counter("procs_insert_failures"),
+        counter("login_insert_failures")
+    );
     out
 }
 
@@ -184,13 +190,36 @@ pub fn revocations_table(list: &[crate::revoke::Revocation]) -> String {
     out
 }
 
+/// A login's terminals (`pts/3,pts/4`), or what it carries for one without
+/// (`-(subsystem)`).
+fn terminals_text(s: &SessionView) -> String {
+    if !s.terminals.is_empty() {
+        return s.terminals.join(",");
+    }
+    let carries: Vec<String> = s
+        .carries
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("-({})", carries.join(","))
+}
+
 pub fn explanation_text(e: &Explanation) -> String {
     let mut out = String::new();
     let s = &e.session;
     let _ = writeln!(
         out,
         "session {} on {} ({}), user {} (uid {})",
-        s.id, s.tty, s.kind, s.user, s.uid
+        s.id,
+        terminals_text(s),
+        s.kind,
+        s.user,
+        s.uid
     );
     let _ = writeln!(out, "groups:        {}", e.groups.join(", "));
     let _ = writeln!(out, "rule:          {}", e.rule);

@@ -67,8 +67,19 @@ pub enum Kind {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Session {
     pub id: String,
-    /// `pts/3`, `tty1`, ...
+    /// The login's first terminal, `pts/3`, `tty1`, ...; empty for a login without
+    /// one (`ssh -T`, `-N`, sftp), which prints `null`.
+    #[serde(deserialize_with = "null_as_empty")]
     pub tty: String,
+    /// Every terminal of the login.
+    #[serde(default)]
+    pub terminals: Vec<String>,
+    /// What the login carries: `shell`, `exec`, `subsystem`, `forwarding`.
+    #[serde(default)]
+    pub carries: Vec<String>,
+    /// The process carrying the connection (the login ends with it).
+    #[serde(default)]
+    pub identity_pid: u32,
     pub kind: Kind,
     pub user: String,
     pub uid: u32,
@@ -88,6 +99,10 @@ pub struct Session {
     pub input_count: u64,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Options for starting a daemon; see [`Daemon::builder`].

@@ -232,6 +232,7 @@ PrintMotd no
 PrintLastLog no
 X11Forwarding no
 AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel VERBOSE
 ",
         host_key = dir.join("host_ed25519").display(),

@@ -38,6 +38,8 @@ const TEST_PACKAGES: &[&str] = &[
     "locales",
     "procps",
     "iproute2",
+    // The membership test's helper process (threads, forks, pipe and socket writes).
+    "python3",
     // Real container runtimes (tests/runtimes.rs, tests/image.rs): podman with runc
     // (crun refuses hybrid cgroup layouts), dockerd started by the test, and
     // debootstrap for the Debian base image (no registry is needed).

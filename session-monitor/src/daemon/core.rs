@@ -1,7 +1,13 @@
-//! The daemon's state, and how sessions come and go.
+//! The daemon's state, and how logins come and go.
+//!
+//! One [`Login`] record per login holds everything about it: its identity process,
+//! terminals, policy resolution, warning and single pending deadline. Terminals are
+//! found through the probes' first writes, ssh connections without a terminal
+//! through the listener's forks (and a /proc sweep); both resolve to the login
+//! whose identity process carries them.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     path::PathBuf,
     sync::{
         Arc,
@@ -22,9 +28,12 @@ use crate::{
     enforce::{EndReason, GivenWarnings, Warned, terminate::Outcome},
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
-    probes::{KernelMaps, Probes},
+    probes::{KernelMaps, LoginEvent, Probes, login_event},
     revoke::Revocations,
-    sessions::{Resolved, Resolver, Session, SessionKind, SessionTable, discover_existing},
+    sessions::{
+        Login, LoginKey, LoginTable, ProcRef, Resolved, Resolver, SessionKind, Terminal,
+        discover_existing,
+    },
 };
 
 /// A terminal the probes reported that is not resolved to a session yet.
@@ -43,25 +52,30 @@ const RESOLVE_QUICK_ATTEMPTS: u32 = 6;
 /// the kernel map (it is noticed again on its next write).
 const UNRESOLVED_FORGET_AFTER: Duration = Duration::from_secs(60);
 
-/// Per-session enforcement state.
-pub struct Enforcement {
-    pub resolution: Resolution,
-    pub warned: Option<Warned>,
-    /// Dry-run: the end already reported, so it is not reported again until the
-    /// session's deadline moves.
-    pub reported_end: Option<(EndReason, u64)>,
+/// An ssh connection the listener forked, waiting to authenticate.
+struct PendingConnection {
+    process: ProcRef,
+    attempts: u32,
+    next_try: Instant,
 }
+
+/// How long a new connection is retried quickly: its authentication (LoginGraceTime
+/// allows minutes; reconcile's sweep finds slower ones).
+const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 
 /// A termination that finished (all targets gone, or SIGKILL sent).
 pub struct TerminationDone {
-    pub key: TtyKey,
+    pub key: LoginKey,
     pub session_id: String,
     pub reason: EndReason,
     /// When the end was decided (boot-time ns): what the record's times refer to.
     pub decided_ns: u64,
+    /// The last input as it was then (the hangup makes the transport write).
+    pub last_input_ns: u64,
     pub outcome: Outcome,
-    /// Why the closing line was not written, when the daemon refused to write it.
-    pub notice_refused: Option<String>,
+    /// Why the closing line was not written to a terminal, when the daemon refused
+    /// to write it.
+    pub notice_refused: Option<(TtyKey, String)>,
 }
 
 pub struct CoreParts {
@@ -86,8 +100,12 @@ pub struct CoreParts {
 pub struct Core {
     pub(super) probes: Probes,
     pub(super) maps: KernelMaps,
-    pub(super) table: SessionTable,
+    pub(super) table: LoginTable,
     pending: HashMap<TtyKey, Pending>,
+    /// Connections forked by an sshd listener, by pid, until they authenticate.
+    pending_connections: HashMap<u32, PendingConnection>,
+    /// sshd listeners marked in the kernel (never signalled).
+    pub(super) listeners: HashSet<u32>,
     /// Terminals without a login session, with when that was first found.
     pub(super) unresolved: HashMap<TtyKey, Instant>,
     pub(super) received: Arc<AtomicU64>,
@@ -98,12 +116,8 @@ pub struct Core {
     pub(super) config_path: PathBuf,
     pub(super) force_dry_run: bool,
     pub(super) audit: AuditLog,
-    pub(super) enforcement: HashMap<TtyKey, Enforcement>,
-    /// Pending deadlines, ordered by time (CLOCK_BOOTTIME ns), and each session's.
-    pub(super) schedule: BTreeSet<(u64, TtyKey)>,
-    pub(super) due: HashMap<TtyKey, u64>,
-    /// Sessions being ended, and why.
-    pub(super) ending: HashMap<TtyKey, EndReason>,
+    /// Every login's pending deadline (its `due`), ordered by time (CLOCK_BOOTTIME ns).
+    pub(super) schedule: BTreeSet<(u64, LoginKey)>,
     pub(super) terminations: mpsc::Sender<TerminationDone>,
     pub(super) reloads: (u64, u64),
     pub(super) revocations: Revocations,
@@ -114,9 +128,10 @@ pub struct Core {
     /// Per uid: the last input on a session of theirs that is not nested and has
     /// ended (see `nesting`).
     pub(super) presence: HashMap<u32, u64>,
-    /// Processes by session id, from one walk of /proc shared by the ends decided
-    /// within [`MEMBERS_MAX_AGE`] (a thousand sessions due at once walk /proc once).
-    pub(super) members: Option<(Instant, HashMap<u32, Vec<crate::sessions::ProcRef>>)>,
+    /// Processes by session id and by parent, from one walk of /proc shared by the
+    /// ends decided within [`MEMBERS_MAX_AGE`] (a thousand logins due at once walk
+    /// /proc once).
+    pub(super) members: Option<(Instant, super::enforcement::ProcSnapshot)>,
     /// Reconcile ticks so far.
     ticks: u64,
     /// Where the warnings given are kept across restarts, and those a previous
@@ -140,8 +155,10 @@ impl Core {
         Self {
             probes: parts.probes,
             maps: parts.maps,
-            table: SessionTable::default(),
+            table: LoginTable::default(),
             pending: HashMap::new(),
+            pending_connections: HashMap::new(),
+            listeners: HashSet::new(),
             unresolved: HashMap::new(),
             received: parts.received,
             started: Instant::now(),
@@ -150,10 +167,7 @@ impl Core {
             config_path: parts.config_path,
             force_dry_run: parts.force_dry_run,
             audit: parts.audit,
-            enforcement: HashMap::new(),
             schedule: BTreeSet::new(),
-            due: HashMap::new(),
-            ending: HashMap::new(),
             terminations: parts.terminations,
             reloads: (0, 0),
             revocations: parts.revocations,
@@ -198,18 +212,24 @@ impl Core {
     /// terminal's last access time, which the kernel updates when input is read.
     pub fn discover_existing(&mut self) {
         let found = discover_existing();
-        let count = found.len();
         for resolved in found {
-            let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-            if let Err(err) = self
-                .maps
-                .seed_activity(resolved.key, clock::boot_ns(), last_input)
-            {
-                tracing::warn!("{err:#}");
+            if let Some(t) = &resolved.terminal {
+                let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
+                if let Err(err) = self.maps.seed_activity(t.key, clock::boot_ns(), last_input) {
+                    tracing::warn!("{err:#}");
+                }
             }
-            self.add_session(resolved, "discovered");
+            self.add_resolved(resolved, "discovered");
         }
-        tracing::info!(sessions = count, "start-up discovery done");
+        let mut resolver = Resolver::snapshot();
+        for listener in resolver.ssh_listeners() {
+            self.mark_listener(listener);
+        }
+        tracing::info!(
+            logins = self.table.len(),
+            terminals = self.table.terminal_count(),
+            "start-up discovery done"
+        );
         // Warnings of sessions that ended while no daemon ran.
         self.given_before.clear();
         self.given_changed = true;
@@ -222,132 +242,321 @@ impl Core {
         }
     }
 
-    /// Writes the warnings given to live sessions, when they changed.
+    /// Writes the warnings given to live logins, when they changed.
     pub(super) fn save_given_warnings(&mut self) {
         if !std::mem::take(&mut self.given_changed) {
             return;
         }
-        let warned = self.table.iter().filter_map(|s| {
-            let w = self.enforcement.get(&s.key)?.warned.as_ref()?;
-            Some((s.id.as_str(), w))
-        });
+        let warned = self
+            .table
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.warned.as_ref()?)));
         if let Err(err) = self.given.save(warned) {
             tracing::warn!("{err:#}; a restart would warn these sessions again");
         }
     }
 
-    pub(super) fn resolve_policy(&self, session: &Session) -> Resolution {
+    pub(super) fn resolve_policy(&self, login: &Login) -> Resolution {
         let mut resolution = self.policy.resolve(&Subject {
-            user: &session.user,
-            groups: &session.group_names,
-            kind: session.kind,
+            user: &login.user,
+            groups: &login.group_names,
+            kind: login.kind,
         });
-        // The daemon never ends the terminal session it runs in: its own ancestors
-        // are protected from signals, so it could only close the terminal under
-        // itself, again and again.
-        if nix::unistd::getsid(None).is_ok_and(|sid| sid.as_raw() as u32 == session.leader.pid) {
+        // The daemon never ends the login it runs in: its own ancestors are
+        // protected from signals, so it could only close the terminal under itself,
+        // again and again (the login's identity or a terminal's leader is then the
+        // daemon's session leader or one of its ancestors).
+        let sid = nix::unistd::getsid(None).map_or(0, |sid| sid.as_raw() as u32);
+        let own = |pid: u32| pid == sid || daemon_ancestry().contains(&pid);
+        if own(login.identity.pid) || login.terminals.iter().any(|t| own(t.leader.pid)) {
             resolution.limits.exempt = true;
             resolution.rule = "daemon's own session".into();
         }
         resolution
     }
 
-    fn add_session(&mut self, resolved: Resolved, how: &str) {
-        let mut session = Session::from_resolved(resolved, clock::boot_ns());
-        session.nested_in = self.outer_of(&session).map(|outer| outer.id.clone());
-        if let Err(err) = self.maps.track(session.leader.pid, proc_flags::WATCH_EXIT) {
+    /// Marks an sshd listener in the kernel: each connection it forks is reported.
+    pub(super) fn mark_listener(&mut self, pid: u32) {
+        if self.listeners.insert(pid)
+            && let Err(err) = self.maps.set_flags(pid, proc_flags::LISTENER)
+        {
             tracing::warn!("{err:#}");
         }
-        // A leader that exited between the /proc read and the tracking above sends
-        // no exit event: check once now that the kernel watches it.
-        if !session.leader.is_alive() {
-            if !self.table.pid_in_use(session.leader.pid) {
-                self.maps.untrack(session.leader.pid);
-            }
+    }
+
+    /// A resolved terminal or connection: a new login, or a terminal (or facts) for
+    /// one the daemon has.
+    fn add_resolved(&mut self, resolved: Resolved, how: &str) {
+        if let Some(listener) = resolved.listener {
+            self.mark_listener(listener);
+        }
+        let (key, _) = crate::sessions::login_key(&resolved.identity);
+        let Some(login) = self.table.get(&key) else {
+            self.add_login(resolved, how);
+            return;
+        };
+        if login.ending.is_some() {
             return;
         }
-        if let Some(server) = session.server {
-            let mut flags = proc_flags::WATCH_EXIT;
-            if session.kind == SessionKind::Mosh {
-                flags |= proc_flags::WATCH_UDP;
+        if let Some(terminal) = resolved.terminal {
+            self.add_terminal(key, terminal);
+        } else if login.terminals.is_empty() && login.carries != resolved.carries {
+            let carries = resolved.carries;
+            if let Some(login) = self.table.get_mut(&key) {
+                tracing::info!(id = %login.id, ?carries, "the login carries something else now");
+                login.carries = carries;
             }
-            if let Err(err) = self.maps.track(server.pid, flags) {
-                tracing::warn!("{err:#}");
-            }
-        }
-        let resolution = self.resolve_policy(&session);
-        tracing::info!(
-            id = %session.id,
-            tty = %session.tty,
-            kind = %session.kind,
-            user = %session.user,
-            leader = session.leader.pid,
-            server = ?session.server.map(|s| s.pid),
-            remote = ?session.remote,
-            rule = %resolution.rule,
-            nested_in = ?session.nested_in,
-            "session {how}"
-        );
-        let key = session.key;
-        let now = clock::boot_ns();
-        let last_input = session.last_input_ns(self.maps.activity(&key).as_ref());
-        let mut fields = audit_fields::session(&session, &resolution.rule, last_input, now);
-        fields.insert("how".into(), json!(how));
-        if let Some(parent) = &session.nested_in {
-            fields.insert("nested_in".into(), json!(parent));
-        }
-        self.metrics.session_started(session.kind);
-        self.audit.record("session_start", fields);
-        self.unresolved.remove(&key);
-        let session_id = session.id.clone();
-        self.table.insert(session);
-        self.enforcement.insert(
-            key,
-            Enforcement {
-                resolution,
-                // A warning a crashed daemon gave this session still stands.
-                warned: self.given_before.remove(&session_id),
-                reported_end: None,
-            },
-        );
-        if !self.enforce_revocation(&key) {
             self.schedule_session(&key);
         }
     }
 
-    /// Removes a session that is gone and records why. `ended` is the termination
-    /// this daemon carried out (when the end was decided, and what it took).
-    pub(super) fn end_session(
-        &mut self,
-        key: &TtyKey,
-        reason: EndReason,
-        ended: Option<(u64, &Outcome)>,
-    ) {
-        let now = ended.map_or_else(clock::boot_ns, |(decided, _)| decided);
-        let last_input = self
-            .table
-            .get(key)
-            .map(|s| self.timing(s).last_input_ns)
-            .unwrap_or(now);
-        let Some(session) = self.table.remove(key) else {
+    /// A further terminal of a live login (ssh channels multiplexed on one
+    /// connection).
+    fn add_terminal(&mut self, key: LoginKey, terminal: Terminal) {
+        self.unresolved.remove(&terminal.key);
+        self.pending.remove(&terminal.key);
+        if self.table.of_tty(&terminal.key) == Some(key) {
+            return;
+        }
+        if let Some(old) = self.table.of_tty(&terminal.key) {
+            // The terminal changed hands (a pts reused by another login).
+            self.remove_terminal(old, &terminal.key);
+        }
+        let Some(login) = self.table.get(&key) else {
             return;
         };
-        self.remember_presence(&session, last_input);
-        let rule = self
-            .enforcement
-            .remove(key)
-            .map_or_else(|| "default".to_string(), |e| e.resolution.rule);
-        self.ending.remove(key);
-        self.unschedule(key);
-        self.maps.forget_tty(key);
-        for pid in std::iter::once(session.leader.pid).chain(session.server.map(|s| s.pid)) {
-            if !self.table.pid_in_use(pid) {
-                self.maps.untrack(pid);
+        let nested = login.nested_in.is_some();
+        let id = login.id.clone();
+        let pids: Vec<(u32, u32, bool)> = std::iter::once(terminal.leader.pid)
+            .chain(terminal.server.map(|s| s.pid))
+            .map(|pid| {
+                let flags = flags_for(login, pid) | proc_flags::WATCH_EXIT;
+                let member = pid == terminal.leader.pid || is_member(login, pid);
+                (pid, flags, member)
+            })
+            .collect();
+        for (pid, flags, member) in pids {
+            self.adopt(key, pid, flags, nested || !member);
+        }
+        if !terminal.leader.is_alive() {
+            // Gone already: its next user gets a first write of its own.
+            self.maps.forget_tty(&terminal.key);
+            return;
+        }
+        tracing::info!(%id, tty = %crate::sessions::tty_name(&terminal.key), "terminal added to the login");
+        self.table.add_terminal(&key, terminal);
+        if let Some(login) = self.table.get_mut(&key)
+            && !login.carries.contains(&crate::sessions::Carry::Shell)
+        {
+            login
+                .carries
+                .retain(|c| *c != crate::sessions::Carry::Forwarding);
+            login.carries.push(crate::sessions::Carry::Shell);
+            login.carries.sort();
+        }
+        self.schedule_session(&key);
+    }
+
+    /// A terminal of a login is gone (its shell or its server exited); the login
+    /// lives on as long as its identity process does.
+    pub(super) fn remove_terminal(&mut self, key: LoginKey, tty: &TtyKey) {
+        let Some(login) = self.table.get(&key) else {
+            return;
+        };
+        let Some(terminal) = login.terminals.iter().find(|t| t.key == *tty).copied() else {
+            return;
+        };
+        let id = login.id.clone();
+        self.table.remove_terminal(tty);
+        self.maps.forget_tty(tty);
+        for pid in std::iter::once(terminal.leader.pid).chain(terminal.server.map(|s| s.pid)) {
+            self.release(pid);
+        }
+        tracing::info!(%id, tty = %crate::sessions::tty_name(tty), "terminal closed");
+        self.schedule_session(&key);
+    }
+
+    /// Tracks `pid` in the kernel as part of login `key` with `flags`; with
+    /// `flags_only`, only its flags are set and it stays in whatever login it is (a
+    /// nested login lies inside another login's process tree and stays there, so
+    /// that ending the outer login still finds it; a terminal server is nobody's).
+    fn adopt(&mut self, key: LoginKey, pid: u32, flags: u32, flags_only: bool) {
+        let result = if flags_only {
+            self.maps.set_flags(pid, flags)
+        } else {
+            self.maps.adopt(pid, key, flags)
+        };
+        if let Err(err) = result {
+            tracing::warn!("{err:#}");
+        }
+    }
+
+    fn add_login(&mut self, resolved: Resolved, how: &str) {
+        let tree = resolved.tree.clone();
+        let mut login = Login::from_resolved(resolved, clock::boot_ns());
+        login.nested_in = self.outer_of(&login).map(|outer| outer.id.clone());
+        // A local terminal whose process the kernel already counts in another live
+        // login (a multiplexer started from an ssh login) is nested in that one.
+        if login.nested_in.is_none() && login.kind == SessionKind::Local {
+            let outer = self
+                .maps
+                .proc_state(login.identity.pid)
+                .map_or(0, |s| s.login);
+            if outer != 0
+                && outer != login.key
+                && let Some(o) = self.table.get(&outer)
+            {
+                login.nested_in = Some(o.id.clone());
             }
         }
-        let mut fields = audit_fields::session(&session, &rule, last_input, now);
+        let nested = login.nested_in.is_some();
+        let key = login.key;
+        // The identity process first: every process it forks from now on is the
+        // login's in the kernel (a mosh-server forked by an ssh login becomes its
+        // own login here).
+        self.adopt(
+            key,
+            login.identity.pid,
+            flags_for(&login, login.identity.pid),
+            nested,
+        );
+        // What the identity forked before the kernel knew the login (the shell of an
+        // `ssh -T` login, anything running when the daemon started) is the login's
+        // too, and so is everything it forks from now on.
+        if !nested {
+            let own = login.pids();
+            for pid in tree {
+                if !own.contains(&pid)
+                    && !self.table.pid_in_use(pid)
+                    && !self.listeners.contains(&pid)
+                {
+                    self.adopt(key, pid, 0, false);
+                }
+            }
+        }
+        for pid in login.pids() {
+            if pid != login.identity.pid {
+                // A terminal server (tmux, a container shim) serves other logins
+                // too and is not forked from this one: watched, never adopted.
+                let member = is_member(&login, pid);
+                self.adopt(key, pid, flags_for(&login, pid), nested || !member);
+            }
+        }
+        // An identity that exited between the /proc read and the tracking above sends
+        // no exit event: check once now that the kernel watches it.
+        // Likewise a terminal whose leader is gone: the resolution is stale, and the
+        // terminal is forgotten so that its next user gets a first write of its own
+        // (a connection without a terminal is found by the listener's sweep).
+        if !login.identity.is_alive() || login.terminals.iter().any(|t| !t.leader.is_alive()) {
+            self.untrack_unused(&login);
+            for t in &login.terminals {
+                if !self.table.has_tty(&t.key) {
+                    self.maps.forget_tty(&t.key);
+                }
+            }
+            return;
+        }
+        login.resolution = self.resolve_policy(&login);
+        // A warning a crashed daemon gave this login still stands.
+        login.warned = self.given_before.remove(&login.id);
+        tracing::info!(
+            id = %login.id,
+            tty = %login.tty(),
+            terminals = login.terminals.len(),
+            kind = %login.kind,
+            carries = ?login.carries,
+            user = %login.user,
+            identity = login.identity.pid,
+            leader = login.leader().pid,
+            server = ?login.server().map(|s| s.pid),
+            remote = ?login.remote,
+            rule = %login.resolution.rule,
+            nested_in = ?login.nested_in,
+            "session {how}"
+        );
+        let now = clock::boot_ns();
+        let last_input = self.own_last_input(&login);
+        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
+        fields.insert("how".into(), json!(how));
+        if let Some(parent) = &login.nested_in {
+            fields.insert("nested_in".into(), json!(parent));
+        }
+        self.metrics.session_started(login.kind);
+        self.audit.record("session_start", fields);
+        for t in &login.terminals {
+            self.unresolved.remove(&t.key);
+        }
+        let uid = login.uid;
+        self.table.insert(login);
+        if self.enforce_revocation(&key) {
+            // A revoked user got in: whatever else of theirs runs ends too.
+            self.end_user_processes(vec![uid]);
+        } else {
+            self.schedule_session(&key);
+        }
+    }
+
+    /// Stops watching the processes of `login` that no live login uses.
+    fn untrack_unused(&mut self, login: &Login) {
+        for pid in login.pids() {
+            self.release(pid);
+        }
+    }
+
+    /// Clears the flags of `pid` (exit watch, transport, UDP) when no live login
+    /// uses it any more, or sets them to what the logins that do need. Its login
+    /// membership stays: a live process stays in its login's tree (a tmux server of a
+    /// closed nested terminal still ends with the outer login); the kernel drops the
+    /// entry when the process exits.
+    fn release(&mut self, pid: u32) {
+        let flags = self
+            .table
+            .keys_of_pid(pid)
+            .iter()
+            .filter_map(|k| self.table.get(k))
+            .fold(0, |f, login| f | flags_for(login, pid));
+        let result = if flags == 0 && crate::sessions::proc_info(pid).is_none() {
+            self.maps.untrack(pid);
+            Ok(())
+        } else {
+            self.maps.set_flags(pid, flags)
+        };
+        if let Err(err) = result {
+            tracing::debug!("{err:#}");
+        }
+    }
+
+    /// Removes a login that is gone and records why. `ended` is the termination
+    /// this daemon carried out (when the end was decided, the last input then, and
+    /// what it took).
+    pub(super) fn end_session(
+        &mut self,
+        key: &LoginKey,
+        reason: EndReason,
+        ended: Option<(u64, u64, &Outcome)>,
+    ) {
+        let now = ended.map_or_else(clock::boot_ns, |(decided, _, _)| decided);
+        let last_input = match ended {
+            Some((_, last_input, _)) => last_input,
+            None => self
+                .table
+                .get(key)
+                .map(|s| self.timing(s).last_input_ns)
+                .unwrap_or(now),
+        };
+        let Some(login) = self.table.remove(key) else {
+            return;
+        };
+        self.remember_presence(&login, last_input);
+        self.unschedule_at(key, login.due);
+        for t in &login.terminals {
+            self.maps.forget_tty(&t.key);
+        }
+        self.maps.forget_login(*key);
+        self.untrack_unused(&login);
+        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
         fields.insert("reason".into(), json!(reason.as_str()));
-        if let Some((_, outcome)) = ended {
+        if let Some((_, _, outcome)) = ended {
             fields.insert("signals".into(), json!(outcome.signals));
             fields.insert("took_ms".into(), json!(outcome.took_ms));
             fields.insert("processes".into(), json!(outcome.targets));
@@ -361,36 +570,58 @@ impl Core {
         }
         self.audit.record("session_end", fields);
         self.metrics.session_ended(
-            session.kind,
+            login.kind,
             reason.as_str(),
-            clock::seconds_between(session.started_ns, now),
-            &session.user,
+            clock::seconds_between(login.started_ns, now),
+            &login.user,
         );
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "session ended");
+        tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "session ended");
+    }
+
+    /// A process of some logins exited: the identity ends its login, a terminal's
+    /// leader or server closes that terminal.
+    fn on_exit(&mut self, pid: u32) {
+        self.pending_connections.remove(&pid);
+        for key in self.table.keys_of_pid(pid) {
+            let Some(login) = self.table.get(&key) else {
+                continue;
+            };
+            // A login being ended is recorded when its termination completes.
+            if login.ending.is_some() {
+                continue;
+            }
+            if login.identity.pid == pid {
+                self.end_session(&key, EndReason::Logout, None);
+                continue;
+            }
+            let closed: Vec<TtyKey> = login
+                .terminals
+                .iter()
+                .filter(|t| t.leader.pid == pid || t.server.is_some_and(|s| s.pid == pid))
+                .map(|t| t.key)
+                .collect();
+            for tty in closed {
+                self.remove_terminal(key, &tty);
+            }
+        }
     }
 
     pub fn on_event(&mut self, event: Event) {
         match event.kind() {
             Some(EventKind::TtyFirstInput) | Some(EventKind::TtyFirstOutput) => {
-                if !self.table.contains(&event.key) {
+                if !self.table.has_tty(&event.key) {
                     self.queue_resolution(event.key, Some(event.tgid));
                 }
             }
-            Some(EventKind::TtyInput) => {
-                if self.table.contains(&event.key) {
-                    self.on_input(&event.key);
-                } else if !self.pending.contains_key(&event.key) {
-                    self.queue_resolution(event.key, Some(event.tgid));
-                }
-            }
-            Some(EventKind::ProcessExit) => {
-                for key in self.table.keys_of_pid(event.tgid) {
-                    // A session being ended is recorded when its termination completes.
-                    if !self.ending.contains_key(&key) {
-                        self.end_session(&key, EndReason::Logout, None);
+            Some(EventKind::TtyInput) => match self.table.of_tty(&event.key) {
+                Some(login) => self.on_input(&login),
+                None => {
+                    if !self.pending.contains_key(&event.key) {
+                        self.queue_resolution(event.key, Some(event.tgid));
                     }
                 }
-            }
+            },
+            Some(EventKind::ProcessExit) => self.on_exit(event.tgid),
             Some(EventKind::RevokedInputBlocked) => {
                 tracing::warn!(
                     pid = event.tgid,
@@ -401,18 +632,60 @@ impl Core {
                 f.insert("pid".into(), json!(event.tgid));
                 f.insert("uid".into(), json!(event.value));
                 f.insert("comm".into(), json!(comm(&event.comm)));
-                if let Some(s) = self.table.get(&event.key) {
+                // A write into a pipe or socket names the transport's login instead.
+                let login = self
+                    .table
+                    .of_tty(&event.key)
+                    .or_else(|| Some(event.login).filter(|l| self.table.contains(l)));
+                if let Some(s) = login.and_then(|k| self.table.get(&k)) {
                     f.insert("session_id".into(), json!(s.id));
-                    f.insert("tty".into(), json!(s.tty));
+                    f.insert("tty".into(), json!(crate::sessions::tty_name(&event.key)));
+                }
+                if event.login != 0 {
+                    f.insert("login".into(), json!(format!("{:012x}", event.login)));
                 }
                 self.audit.record("input_blocked", f);
-                if self.table.contains(&event.key) {
-                    self.enforce_revocation(&event.key);
-                } else {
-                    self.queue_resolution(event.key, None);
+                match login {
+                    Some(login) => {
+                        self.enforce_revocation(&login);
+                    }
+                    None if event.login == 0 => self.queue_resolution(event.key, None),
+                    None => {}
+                }
+            }
+            Some(EventKind::LoginInput) | Some(EventKind::ListenerForked) => {
+                match login_event(&event) {
+                    Some(LoginEvent::Input { login, .. }) => self.on_login_input(login),
+                    Some(LoginEvent::ListenerForked { child, .. }) => {
+                        self.on_listener_forked(child)
+                    }
+                    None => {}
                 }
             }
             None => tracing::warn!(kind = event.kind, "unknown event kind"),
+        }
+    }
+
+    /// The kernel saw an sshd listener fork: a new connection, resolved to a login
+    /// once it has authenticated.
+    pub(super) fn on_listener_forked(&mut self, child: u32) {
+        let Some(process) = ProcRef::of(child) else {
+            return;
+        };
+        self.pending_connections
+            .entry(child)
+            .or_insert(PendingConnection {
+                process,
+                attempts: 0,
+                next_try: Instant::now() + RESOLVE_BATCH_DELAY,
+            });
+    }
+
+    /// The kernel counted input written by a login's transport into its pipes or
+    /// sockets (rate-limited, like terminal input).
+    pub(super) fn on_login_input(&mut self, key: LoginKey) {
+        if self.table.contains(&key) {
+            self.on_input(&key);
         }
     }
 
@@ -425,10 +698,12 @@ impl Core {
     }
 
     pub fn next_resolution(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.next_try).min()
+        let terminals = self.pending.values().map(|p| p.next_try);
+        let connections = self.pending_connections.values().map(|p| p.next_try);
+        terminals.chain(connections).min()
     }
 
-    /// Resolves every due terminal from one snapshot of /proc.
+    /// Resolves every due terminal and connection from one snapshot of /proc.
     pub fn resolve_pending(&mut self) {
         let now = Instant::now();
         let due: Vec<TtyKey> = self
@@ -437,22 +712,53 @@ impl Core {
             .filter(|(_, p)| p.next_try <= now)
             .map(|(k, _)| *k)
             .collect();
-        if due.is_empty() {
+        let due_connections: Vec<u32> = self
+            .pending_connections
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        if due.is_empty() && due_connections.is_empty() {
             return;
         }
         let mut resolver = Resolver::snapshot();
+        for pid in due_connections {
+            let Some(pending) = self.pending_connections.get_mut(&pid) else {
+                continue;
+            };
+            let process = pending.process;
+            if !process.is_alive() {
+                self.pending_connections.remove(&pid);
+                continue;
+            }
+            match resolver.resolve_connection(process) {
+                Some(resolved) => {
+                    self.pending_connections.remove(&pid);
+                    self.add_resolved(resolved, "started");
+                }
+                None => {
+                    pending.attempts += 1;
+                    if pending.attempts >= CONNECTION_QUICK_ATTEMPTS {
+                        // Reconcile's sweep of the listeners' children takes over.
+                        self.pending_connections.remove(&pid);
+                    } else {
+                        pending.next_try = now + Duration::from_millis(25 << pending.attempts);
+                    }
+                }
+            }
+        }
         for key in due {
             let Some(pending) = self.pending.get_mut(&key) else {
                 continue;
             };
-            if self.table.contains(&key) {
+            if self.table.has_tty(&key) {
                 self.pending.remove(&key);
                 continue;
             }
             match resolver.resolve(key, pending.hint) {
                 Some(resolved) => {
                     self.pending.remove(&key);
-                    self.add_session(resolved, "started");
+                    self.add_resolved(resolved, "started");
                 }
                 None => {
                     pending.attempts += 1;
@@ -491,15 +797,19 @@ impl Core {
             retry.sort();
             retry.dedup();
         }
-        retry.retain(|k| !self.table.contains(k) && !self.pending.contains_key(k));
-        if retry.is_empty() {
+        retry.retain(|k| !self.table.has_tty(k) && !self.pending.contains_key(k));
+        let connections = !large || sweep;
+        if retry.is_empty() && !connections {
             return;
         }
         let now = Instant::now();
         let mut resolver = Resolver::snapshot();
+        if connections {
+            self.sweep_connections(&mut resolver);
+        }
         for key in retry {
             match resolver.resolve(key, None) {
-                Some(resolved) => self.add_session(resolved, "started"),
+                Some(resolved) => self.add_resolved(resolved, "started"),
                 None => {
                     let since = *self.unresolved.entry(key).or_insert(now);
                     if now.duration_since(since) >= UNRESOLVED_FORGET_AFTER {
@@ -511,21 +821,59 @@ impl Core {
         }
     }
 
-    /// Ends sessions whose leader or server is gone without an exit event (each
-    /// process checked once, however many sessions it serves).
+    /// sshd listeners and their connections, from /proc: what the kernel's fork
+    /// reports would miss (a listener started after the daemon, a connection that
+    /// took long to authenticate), and what terminal-less logins carry now.
+    fn sweep_connections(&mut self, resolver: &mut Resolver) {
+        for listener in resolver.ssh_listeners() {
+            self.mark_listener(listener);
+        }
+        for connection in resolver.ssh_connections() {
+            let (key, _) = crate::sessions::login_key(&connection);
+            match self.table.get(&key) {
+                Some(login) if login.terminals.is_empty() && login.ending.is_none() => {
+                    if let Some(carries) = resolver.connection_carries(connection.pid)
+                        && carries != login.carries
+                        && let Some(login) = self.table.get_mut(&key)
+                    {
+                        tracing::info!(id = %login.id, ?carries, "the login carries something else now");
+                        login.carries = carries;
+                        self.schedule_session(&key);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(resolved) = resolver.resolve_connection(connection) {
+                        self.add_resolved(resolved, "started");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends logins whose identity is gone and closes terminals whose leader or server
+    /// is gone, without an exit event (each process checked once).
     fn sweep_exits(&mut self) {
-        let mut alive: HashMap<crate::sessions::ProcRef, bool> = HashMap::new();
-        let mut is_alive =
-            |p: crate::sessions::ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
-        let dead: Vec<TtyKey> = self
-            .table
-            .iter()
-            .filter(|s| !self.ending.contains_key(&s.key))
-            .filter(|s| !is_alive(s.leader) || s.server.is_some_and(|srv| !is_alive(srv)))
-            .map(|s| s.key)
-            .collect();
+        let mut alive: HashMap<ProcRef, bool> = HashMap::new();
+        let mut is_alive = |p: ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
+        let mut dead = Vec::new();
+        let mut closed = Vec::new();
+        for login in self.table.iter().filter(|s| s.ending.is_none()) {
+            if !is_alive(login.identity) {
+                dead.push(login.key);
+                continue;
+            }
+            for t in &login.terminals {
+                if !is_alive(t.leader) || t.server.is_some_and(|srv| !is_alive(srv)) {
+                    closed.push((login.key, t.key));
+                }
+            }
+        }
         for key in dead {
             self.end_session(&key, EndReason::Logout, None);
+        }
+        for (key, tty) in closed {
+            self.remove_terminal(key, &tty);
         }
     }
 
@@ -570,7 +918,7 @@ impl Core {
     /// kernel's counters.
     fn publish_metrics(&self) {
         let now = clock::boot_ns();
-        let samples: Vec<(crate::sessions::SessionKind, f64, Option<f64>, &str)> = self
+        let samples: Vec<(SessionKind, f64, Option<f64>, &str)> = self
             .table
             .iter()
             .map(|s| {
@@ -603,8 +951,120 @@ impl Core {
     }
 }
 
+/// The daemon's ancestors (computed once: its ancestry is set at start).
+fn daemon_ancestry() -> &'static [u32] {
+    static ANCESTRY: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    ANCESTRY.get_or_init(|| {
+        let mut pids = Vec::new();
+        let mut pid = std::process::id();
+        while let Some(info) = crate::sessions::proc_info(pid) {
+            if info.ppid <= 1 || pids.contains(&info.ppid) {
+                break;
+            }
+            pids.push(info.ppid);
+            pid = info.ppid;
+        }
+        pids
+    })
+}
+
+/// True when `pid` is one of the login's own processes (its identity, its sshd
+/// processes, a terminal's leader), which the kernel counts in the login; a
+/// terminal's server is not unless it is one of those.
+fn is_member(login: &Login, pid: u32) -> bool {
+    pid == login.identity.pid
+        || login.transports.contains(&pid)
+        || login.terminals.iter().any(|t| t.leader.pid == pid)
+}
+
+/// The kernel flags login `login` needs on its process `pid`: exit watch on its
+/// identity, terminals' leaders and servers; transport on its sshd processes; UDP
+/// on a mosh-server.
+fn flags_for(login: &Login, pid: u32) -> u32 {
+    let mut flags = 0;
+    if pid == login.identity.pid {
+        flags |= proc_flags::WATCH_EXIT;
+        if login.kind == SessionKind::Ssh {
+            flags |= proc_flags::TRANSPORT;
+        }
+        if login.kind == SessionKind::Mosh {
+            flags |= proc_flags::WATCH_UDP;
+        }
+    }
+    if login.transports.contains(&pid) {
+        flags |= proc_flags::TRANSPORT | proc_flags::WATCH_EXIT;
+    }
+    if login
+        .terminals
+        .iter()
+        .any(|t| t.leader.pid == pid || t.server.is_some_and(|s| s.pid == pid))
+    {
+        flags |= proc_flags::WATCH_EXIT;
+    }
+    flags
+}
+
 /// A `comm` field as text.
 fn comm(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::{Carry, login_key};
+
+    #[test]
+    fn each_process_of_a_login_gets_the_flags_it_needs() {
+        let p = |pid: u32| ProcRef {
+            pid,
+            start_ticks: pid as u64,
+        };
+        let resolved = Resolved {
+            identity: p(10),
+            terminal: Some(Terminal {
+                key: TtyKey {
+                    rdev: 1,
+                    pts_dev: 2,
+                },
+                leader: p(12),
+                server: Some(p(11)),
+            }),
+            server_exe: None,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            kind: SessionKind::Ssh,
+            container: None,
+            remote: None,
+            tty_atime: None,
+            audit_session: None,
+            server_audit_session: None,
+            server_ctty: None,
+            carries: vec![Carry::Shell],
+            transports: vec![11, 10],
+            listener: Some(1),
+            tree: vec![],
+        };
+        let mut login = Login::from_resolved(resolved, 0);
+        assert_eq!(login.key, login_key(&p(10)).0);
+        let (exit, udp, transport) = (
+            proc_flags::WATCH_EXIT,
+            proc_flags::WATCH_UDP,
+            proc_flags::TRANSPORT,
+        );
+        assert_eq!(flags_for(&login, 10), exit | transport);
+        assert_eq!(flags_for(&login, 11), exit | transport);
+        assert_eq!(flags_for(&login, 12), exit);
+        assert_eq!(flags_for(&login, 13), 0);
+        // sshd's user process serves the terminal and is the connection's: a member.
+        assert!(is_member(&login, 11) && is_member(&login, 12));
+        // A multiplexer serving the terminal is watched, never adopted.
+        login.transports.clear();
+        assert!(!is_member(&login, 11));
+        login.kind = SessionKind::Mosh;
+        login.transports.clear();
+        assert_eq!(flags_for(&login, 10), exit | udp);
+    }
 }

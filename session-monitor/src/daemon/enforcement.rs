@@ -5,16 +5,17 @@
 //! When a deadline fires, the decision is taken again from the kernel maps, which
 //! always hold the latest input: a deadline that input has moved is just rescheduled.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
-use session_monitor_common::TtyKey;
 use tokio::time::Instant;
 
 use super::{
     audit_fields,
     core::{Core, TerminationDone},
 };
+use session_monitor_common::TtyKey;
+
 use crate::{
     clock,
     enforce::{
@@ -22,7 +23,7 @@ use crate::{
         terminate::{self},
     },
     policy::Mode,
-    sessions::{Session, SessionKind},
+    sessions::{Login, LoginKey, ProcInfo, ProcRef, SessionKind},
 };
 
 /// How long a session's server (sshd, mosh-server) may take to exit by itself after
@@ -32,63 +33,143 @@ const SERVER_FORWARDS_CLOSING_LINE: Duration = Duration::from_millis(200);
 /// Timers may fire a hair before the boot-clock instant they were converted from.
 const TOLERANCE_NS: u64 = 1_000_000;
 
-impl Core {
-    pub(super) fn timing(&self, session: &Session) -> Timing {
-        let activity = self.maps.activity(&session.key);
-        let server = session.server.and_then(|s| self.maps.proc_state(s.pid));
-        let last_input_ns = match session.nested_in {
-            // A nested terminal's own input may be a loop feeding it.
-            Some(_) => match self.presence_ns(session.uid) {
-                0 => session.started_ns,
-                seen => seen,
-            },
-            None => session.last_input_ns(activity.as_ref()),
-        };
-        Timing {
-            started_ns: session.started_ns,
-            last_input_ns,
-            last_network_ns: session.last_network_ns(server.as_ref()),
+/// One walk of /proc: processes by session id and by parent, to reconstruct the
+/// process trees of logins (processes older than the daemon, whose forks the kernel
+/// did not see).
+#[derive(Default)]
+pub struct ProcSnapshot {
+    by_sid: HashMap<u32, Vec<ProcRef>>,
+    by_parent: HashMap<u32, Vec<ProcInfo>>,
+    /// The kernel's members of each login (one walk of its map for all the logins
+    /// ended together).
+    by_login: HashMap<LoginKey, Vec<u32>>,
+}
+
+impl ProcSnapshot {
+    fn take(maps: &crate::probes::KernelMaps) -> Self {
+        let by_parent = crate::sessions::processes_by_parent();
+        let mut by_sid: HashMap<u32, Vec<ProcRef>> = HashMap::new();
+        for p in by_parent.values().flatten() {
+            by_sid.entry(p.sid).or_default().push(p.proc_ref());
+        }
+        let mut by_login: HashMap<LoginKey, Vec<u32>> = HashMap::new();
+        for (tgid, state) in maps.memberships() {
+            if state.login != 0 {
+                by_login.entry(state.login).or_default().push(tgid);
+            }
+        }
+        Self {
+            by_sid,
+            by_parent,
+            by_login,
         }
     }
 
-    /// The session's next warning or end, from its current state.
-    pub(super) fn next_for(&self, key: &TtyKey) -> Next {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    fn session(&self, sid: u32) -> Vec<ProcRef> {
+        self.by_sid.get(&sid).cloned().unwrap_or_default()
+    }
+
+    /// Every process under `root` by the parent chain (`root` itself not included).
+    fn descendants(&self, root: u32) -> Vec<ProcRef> {
+        let mut out: Vec<ProcRef> = Vec::new();
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            for child in self.by_parent.get(&pid).into_iter().flatten() {
+                if child.pid != root && !out.iter().any(|p| p.pid == child.pid) {
+                    out.push(child.proc_ref());
+                    todo.push(child.pid);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Core {
+    /// The login's own last input: its terminals' and its transport's, for the view
+    /// and for its user's presence.
+    pub(super) fn own_last_input(&self, login: &Login) -> u64 {
+        let terminals: Vec<_> = login
+            .terminals
+            .iter()
+            .map(|t| self.maps.activity(&t.key))
+            .collect();
+        let transport = self
+            .maps
+            .login_activity(login.key)
+            .map_or(0, |a| a.last_input_ns);
+        login.last_input_ns(&terminals, transport)
+    }
+
+    pub(super) fn timing(&self, login: &Login) -> Timing {
+        let server = login
+            .has_network_peer()
+            .then(|| self.maps.proc_state(login.identity.pid))
+            .flatten();
+        let last_input_ns = match login.nested_in {
+            // A nested login's own input may be a loop feeding it.
+            Some(_) => match self.presence_ns(login.uid) {
+                0 => login.started_ns,
+                seen => seen,
+            },
+            None => self.own_last_input(login),
+        };
+        Timing {
+            started_ns: login.started_ns,
+            last_input_ns,
+            last_network_ns: login.last_network_ns(server.as_ref()),
+        }
+    }
+
+    /// The login's next warning or end, from its current state.
+    pub(super) fn next_for(&self, key: &LoginKey) -> Next {
+        let Some(login) = self.table.get(key) else {
             return Next::Never;
         };
         plan(
-            &e.resolution.limits,
-            &self.timing(session),
-            e.warned.as_ref(),
+            &login.resolution.limits,
+            &self.timing(login),
+            login.warned.as_ref(),
         )
     }
 
-    pub(super) fn schedule_session(&mut self, key: &TtyKey) {
+    pub(super) fn schedule_session(&mut self, key: &LoginKey) {
         self.unschedule(key);
-        if self.ending.contains_key(key) {
+        let Some(login) = self.table.get(key) else {
+            return;
+        };
+        if login.ending.is_some() {
             return;
         }
         let next = self.next_for(key);
         let Some(at) = next.at_ns() else {
             return;
         };
-        if let (Next::End { reason, .. }, Some(e)) = (next, self.enforcement.get(key))
-            && e.reported_end == Some((reason, at))
+        if let Next::End { reason, .. } = next
+            && login.reported_end == Some((reason, at))
         {
             return; // dry-run: already reported; wait for the deadline to move
         }
         self.schedule.insert((at, *key));
-        self.due.insert(*key, at);
+        if let Some(login) = self.table.get_mut(key) {
+            login.due = Some(at);
+        }
     }
 
-    pub(super) fn unschedule(&mut self, key: &TtyKey) {
-        if let Some(at) = self.due.remove(key) {
+    pub(super) fn unschedule(&mut self, key: &LoginKey) {
+        let due = self.table.get_mut(key).and_then(|l| l.due.take());
+        self.unschedule_at(key, due);
+    }
+
+    /// Drops the schedule entry of a login (also one already out of the table).
+    pub(super) fn unschedule_at(&mut self, key: &LoginKey, due: Option<u64>) {
+        if let Some(at) = due {
             self.schedule.remove(&(at, *key));
         }
     }
 
     /// Input moved the idle deadline; a pending idle warning is now obsolete.
-    pub(super) fn on_input(&mut self, key: &TtyKey) {
+    pub(super) fn on_input(&mut self, key: &LoginKey) {
         if let Some(s) = self.table.get(key)
             && s.nested_in.is_none()
         {
@@ -96,14 +177,15 @@ impl Core {
             self.reschedule_nested_of(uid);
         }
         let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
-        if let (Some(e), Some(last)) = (self.enforcement.get_mut(key), last_input)
-            && e.warned
+        if let (Some(login), Some(last)) = (self.table.get_mut(key), last_input)
+            && login
+                .warned
                 .is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
         {
-            e.warned = None;
-            e.reported_end = None;
+            login.warned = None;
+            login.reported_end = None;
             self.given_changed = true;
-            tracing::info!(tty = ?key, "input after the idle warning: the session stays open");
+            tracing::info!(id = %login.id, "input after the idle warning: the session stays open");
         }
         self.schedule_session(key);
     }
@@ -127,8 +209,8 @@ impl Core {
         self.save_given_warnings();
     }
 
-    fn act(&mut self, key: &TtyKey, now: u64) {
-        if self.ending.contains_key(key) {
+    fn act(&mut self, key: &LoginKey, now: u64) {
+        if self.table.get(key).is_none_or(|l| l.ending.is_some()) {
             return;
         }
         match self.next_for(key) {
@@ -147,11 +229,11 @@ impl Core {
         }
     }
 
-    fn warn(&mut self, key: &TtyKey, reason: EndReason, end_ns: u64, now: u64) {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    fn warn(&mut self, key: &LoginKey, reason: EndReason, end_ns: u64, now: u64) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        let limits = &e.resolution.limits;
+        let limits = &login.resolution.limits;
         let end_at = end_ns.max(now + limits.warn_before.as_nanos() as u64);
         let in_secs = (end_at - now).div_ceil(1_000_000_000);
         let limit = match reason {
@@ -160,36 +242,39 @@ impl Core {
         }
         .unwrap_or_default();
         let dry_run = self.mode() == Mode::DryRun;
-        let refused = if dry_run {
-            None
-        } else {
+        // A login without a terminal has nowhere to show the warning: the audit log
+        // and the metrics say what happened.
+        let mut refused = Vec::new();
+        if !dry_run {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
-            match notice::write_to_terminal(session.leader, *key, &text) {
-                Ok(()) => None,
-                Err(notice::NoticeError::Refused(why)) => Some(why),
-                Err(err) => {
-                    tracing::warn!(id = %session.id, "could not write the warning to {}: {err}", session.tty);
-                    None
+            for t in &login.terminals {
+                match notice::write_to_terminal(t.leader, t.key, &text) {
+                    Ok(()) => {}
+                    Err(notice::NoticeError::Refused(why)) => refused.push((t.key, why)),
+                    Err(err) => {
+                        tracing::warn!(id = %login.id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&t.key));
+                    }
                 }
             }
-        };
-        if let Some(why) = refused {
-            self.record_notice_refused(key, "warning", &why);
         }
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+        for (tty, why) in refused {
+            self.record_notice_refused(key, &tty, "warning", &why);
+        }
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        let timing = self.timing(session);
+        let timing = self.timing(login);
         let mut fields =
-            audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+            audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
         fields.insert("reason".into(), json!(reason.as_str()));
         fields.insert("end_in_seconds".into(), json!(in_secs));
         fields.insert("dry_run".into(), json!(dry_run));
-        tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, in_secs, dry_run, "warning");
+        fields.insert("on_screen".into(), json!(!login.terminals.is_empty()));
+        tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
         self.audit.record("warning", fields);
-        self.metrics.warning(session.kind, reason.as_str());
-        if let Some(e) = self.enforcement.get_mut(key) {
-            e.warned = Some(Warned {
+        self.metrics.warning(login.kind, reason.as_str());
+        if let Some(login) = self.table.get_mut(key) {
+            login.warned = Some(Warned {
                 reason,
                 end_ns,
                 at_ns: now,
@@ -198,11 +283,11 @@ impl Core {
         }
     }
 
-    fn end_by_policy(&mut self, key: &TtyKey, reason: EndReason, at_ns: u64) {
-        let (Some(session), Some(e)) = (self.table.get(key), self.enforcement.get(key)) else {
+    fn end_by_policy(&mut self, key: &LoginKey, reason: EndReason, at_ns: u64) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        let limits = &e.resolution.limits;
+        let limits = &login.resolution.limits;
         let limit = match reason {
             EndReason::Idle => limits.idle_timeout,
             EndReason::Lifetime => limits.max_session,
@@ -211,85 +296,132 @@ impl Core {
         };
         let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
         self.metrics.end_lateness(
-            session.kind,
+            login.kind,
             reason.as_str(),
             clock::seconds_between(at_ns, clock::boot_ns()),
         );
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
-            let timing = self.timing(session);
+            let timing = self.timing(login);
             let mut fields =
-                audit_fields::session(session, &e.resolution.rule, timing.last_input_ns, now);
+                audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
             fields.insert("reason".into(), json!(reason.as_str()));
             fields.insert("dry_run".into(), json!(true));
-            tracing::info!(id = %session.id, tty = %session.tty, user = %session.user, %reason, "dry-run: would end the session");
+            tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "dry-run: would end the session");
             self.audit.record("would_end", fields);
-            self.metrics.would_end(session.kind, reason.as_str());
-            if let Some(e) = self.enforcement.get_mut(key) {
-                e.reported_end = Some((reason, at_ns));
+            self.metrics.would_end(login.kind, reason.as_str());
+            if let Some(login) = self.table.get_mut(key) {
+                login.reported_end = Some((reason, at_ns));
             }
             return;
         }
         self.start_termination(key, reason, &detail);
     }
 
-    /// Writes the closing line and ends the session's processes in the background;
-    /// the end is recorded when that finishes ([`Core::on_termination_done`]).
+    /// Writes the closing line and ends the login's whole process tree in the
+    /// background; the end is recorded when that finishes
+    /// ([`Core::on_termination_done`]).
     ///
-    /// The core task only decides: the closing line, the session's cgroup and the
-    /// signals are /proc and terminal I/O, done in the spawned task, so that when many
-    /// sessions fall due together the last decision is not late by all the others'
-    /// I/O. The member list comes from the shared snapshot, taken here.
-    pub(super) fn start_termination(&mut self, key: &TtyKey, reason: EndReason, detail: &str) {
-        let Some(session) = self.table.get(key) else {
+    /// The tree: every process the kernel saw forked from the login (whatever
+    /// `setsid`, `nohup` or a double fork did), plus what /proc shows for processes
+    /// older than the daemon: the identity's descendants by parent, each terminal's
+    /// session, and the login's own logind scope. (A revocation also ends every
+    /// process of the user, separately: see `end_user_processes`.) Never the
+    /// daemon, its ancestors, pid 1 or an sshd listener; a terminal server (tmux)
+    /// only when it serves this login alone.
+    ///
+    /// The core task only decides: the closing line, the cgroup and the signals are
+    /// /proc and terminal I/O, done in the spawned task, so that when many logins
+    /// fall due together the last decision is not late by all the others' I/O. The
+    /// member list comes from the shared snapshot, taken here.
+    pub(super) fn start_termination(&mut self, key: &LoginKey, reason: EndReason, detail: &str) {
+        let Some(login) = self.table.get(key) else {
             return;
         };
-        if self.ending.contains_key(key) {
+        if login.ending.is_some() {
             return;
         }
-        // The server is ended only when it serves this terminal alone: one tmux
-        // server holds many terminals, an sshd or mosh-server process only one. A
-        // container runtime's holder never is: containerd-shim serves the whole
+        // A terminal's server is ended only when it serves this login alone: one
+        // tmux server holds many terminals, an sshd or mosh-server process only one
+        // login's.
+        let mut servers: Vec<ProcRef> = vec![login.identity];
+        // A container runtime's holder never is: containerd-shim serves the whole
         // container (its main process and every exec), and an exec ends with its shell.
-        let server = session
-            .server
-            .filter(|_| session.kind != SessionKind::Container)
-            .filter(|srv| self.table.keys_of_pid(srv.pid).iter().all(|k| k == key));
-        let (leader, uid) = (session.leader, session.uid);
-        let (tty, user) = (session.tty.clone(), session.user.clone());
+        for t in &login.terminals {
+            if let Some(srv) = t.server
+                && login.kind != SessionKind::Container
+                && self.table.keys_of_pid(srv.pid).iter().all(|k| k == key)
+                && !servers.contains(&srv)
+            {
+                servers.push(srv);
+            }
+        }
+        let terminals: Vec<(ProcRef, TtyKey)> =
+            login.terminals.iter().map(|t| (t.leader, t.key)).collect();
+        let (first_leader, uid) = (login.leader(), login.uid);
+        let (tty, user) = (login.tty(), login.user.clone());
         let done = TerminationDone {
             key: *key,
-            session_id: session.id.clone(),
+            session_id: login.id.clone(),
             reason,
             decided_ns: clock::boot_ns(),
+            last_input_ns: self.timing(login).last_input_ns,
             outcome: Default::default(),
             notice_refused: None,
         };
-        let members = self.session_members(leader.pid);
+        let identity = login.identity;
+        let id = login.id.clone();
+        let transports = login.transports.clone();
+        let shared: Vec<u32> = login
+            .terminals
+            .iter()
+            .filter_map(|t| t.server)
+            .filter(|s| !servers.contains(s))
+            .map(|s| s.pid)
+            .collect();
+        let tree = self.tree_of(*key, identity, &terminals);
+        // Terminal servers that serve other logins too are not this login's to end.
+        let mut never: Vec<u32> = self.listeners.iter().copied().collect();
+        never.extend(&shared);
         let closing = notice::closing_text(reason, detail);
         let grace = self.policy.kill_grace;
         let tx = self.terminations.clone();
-        let key = *key;
-        self.ending.insert(key, reason);
-        self.unschedule(&key);
+        if let Some(login) = self.table.get_mut(key) {
+            login.ending = Some(reason);
+        }
+        self.unschedule(key);
+        // Logins nested in this one (a multiplexer started from it) are in its tree:
+        // they end now, for the same reason.
+        let nested: Vec<LoginKey> = self
+            .table
+            .iter()
+            .filter(|l| l.nested_in.as_deref() == Some(id.as_str()) && l.ending.is_none())
+            .map(|l| l.key)
+            .collect();
+        for inner in nested {
+            self.start_termination(&inner, reason, detail);
+        }
         tokio::spawn(async move {
-            let written = notice::write_to_terminal(leader, key, &closing);
+            let mut notice_refused = None;
+            let mut written = false;
+            for (leader, tty) in terminals {
+                match notice::write_to_terminal(leader, tty, &closing) {
+                    Ok(()) => written = true,
+                    Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
+                    Err(err) => {
+                        tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+                    }
+                }
+            }
             // The server forwards the line to the client once the shell is gone;
             // give it that moment before signalling it.
-            let server_grace = match written {
-                Ok(()) => SERVER_FORWARDS_CLOSING_LINE,
-                Err(_) => Duration::ZERO,
+            let server_grace = if written {
+                SERVER_FORWARDS_CLOSING_LINE
+            } else {
+                Duration::ZERO
             };
-            let notice_refused = match written {
-                Ok(()) => None,
-                Err(notice::NoticeError::Refused(why)) => Some(why),
-                Err(err) => {
-                    tracing::debug!(id = %done.session_id, "closing line not written: {err}");
-                    None
-                }
-            };
-            let plan = terminate::collect_targets(leader, uid, server, members);
-            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), own_cgroup = ?plan.cgroup, "ending session");
+            let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
+            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace, server_grace).await;
             let _ = tx
                 .send(TerminationDone {
@@ -301,39 +433,56 @@ impl Core {
         });
     }
 
-    /// The processes of terminal session `sid`, from a snapshot at most
+    /// The login's process tree: the kernel's members of the login (exact), and
+    /// what /proc shows through its identity (descendants by parent) and through
+    /// each terminal's leader (its session), from a snapshot at most
     /// [`super::core::MEMBERS_MAX_AGE`] old.
-    fn session_members(&mut self, sid: u32) -> Vec<crate::sessions::ProcRef> {
+    fn tree_of(
+        &mut self,
+        key: LoginKey,
+        identity: ProcRef,
+        terminals: &[(ProcRef, TtyKey)],
+    ) -> terminate::Tree {
         let fresh = self
             .members
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() <= super::core::MEMBERS_MAX_AGE);
         if !fresh {
-            self.members = Some((Instant::now(), crate::sessions::processes_by_session()));
+            self.members = Some((Instant::now(), ProcSnapshot::take(&self.maps)));
         }
-        self.members
-            .as_ref()
-            .and_then(|(_, by_sid)| by_sid.get(&sid).cloned())
-            .unwrap_or_default()
+        let Some((_, snapshot)) = self.members.as_ref() else {
+            return terminate::Tree::default();
+        };
+        let exact = snapshot
+            .by_login
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|&pid| ProcRef::of(pid))
+            .collect();
+        let mut through = vec![(identity, snapshot.descendants(identity.pid))];
+        for (leader, _) in terminals {
+            through.push((*leader, snapshot.session(leader.pid)));
+        }
+        terminate::Tree { exact, through }
     }
 
     /// A line the daemon did not write because what it found was not the session's
     /// terminal (see [`notice::write_to_terminal`]): recorded, as it may be a user
     /// trying to turn the daemon's write against another file.
-    fn record_notice_refused(&mut self, key: &TtyKey, notice: &str, why: &str) {
+    fn record_notice_refused(&mut self, key: &LoginKey, tty: &TtyKey, notice: &str, why: &str) {
         let Some(session) = self.table.get(key) else {
             return;
         };
-        let rule = self
-            .enforcement
-            .get(key)
-            .map_or_else(|| "default".to_string(), |e| e.resolution.rule.clone());
         let now = clock::boot_ns();
         let timing = self.timing(session);
-        let mut fields = audit_fields::session(session, &rule, timing.last_input_ns, now);
+        let mut fields =
+            audit_fields::session(session, &session.resolution.rule, timing.last_input_ns, now);
+        let tty = crate::sessions::tty_name(tty);
+        fields.insert("terminal".into(), json!(tty));
         fields.insert("notice".into(), json!(notice));
         fields.insert("why".into(), json!(why));
-        tracing::warn!(id = %session.id, tty = %session.tty, user = %session.user, notice, why, "did not write to the terminal: refused");
+        tracing::warn!(id = %session.id, %tty, user = %session.user, notice, why, "did not write to the terminal: refused");
         self.audit.record("notice_refused", fields);
     }
 
@@ -344,7 +493,7 @@ impl Core {
                 .get(&done.key)
                 .is_some_and(|s| s.id == done.session_id)
         {
-            self.record_notice_refused(&done.key, "closing", why);
+            self.record_notice_refused(&done.key, &why.0, "closing", &why.1);
         }
         if !done.outcome.survivors.is_empty() {
             tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");
@@ -357,8 +506,48 @@ impl Core {
             self.end_session(
                 &done.key,
                 done.reason,
-                Some((done.decided_ns, &done.outcome)),
+                Some((done.decided_ns, done.last_input_ns, &done.outcome)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32, sid: u32) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            sid,
+            tty: None,
+            start_ticks: pid as u64,
+            comm: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_tree_follows_parents_and_sessions() {
+        // 10 (identity) -> 11 -> 12 (own session) -> 13; 20 is elsewhere in
+        // session 11's terminal session, 30 is unrelated.
+        let mut snapshot = ProcSnapshot::default();
+        for p in [
+            proc(11, 10, 11),
+            proc(12, 11, 12),
+            proc(13, 12, 12),
+            proc(20, 1, 11),
+            proc(30, 1, 30),
+        ] {
+            snapshot.by_sid.entry(p.sid).or_default().push(p.proc_ref());
+            snapshot.by_parent.entry(p.ppid).or_default().push(p);
+        }
+        let mut tree: Vec<u32> = snapshot.descendants(10).iter().map(|p| p.pid).collect();
+        tree.sort_unstable();
+        assert_eq!(tree, [11, 12, 13]);
+        let mut session: Vec<u32> = snapshot.session(11).iter().map(|p| p.pid).collect();
+        session.sort_unstable();
+        assert_eq!(session, [11, 20]);
+        assert!(snapshot.descendants(30).is_empty());
     }
 }

@@ -11,10 +11,8 @@
 //! or container session. A terminal emulator on a desktop belongs to no such
 //! session and keeps counting its own input.
 
-use session_monitor_common::TtyKey;
-
 use super::core::Core;
-use crate::sessions::{Session, SessionKind};
+use crate::sessions::{Login as Session, LoginKey, SessionKind};
 
 impl Core {
     /// The outer session of `session`, if it is nested.
@@ -23,8 +21,9 @@ impl Core {
             return None;
         }
         if let Some(ctty) = session.server_ctty
-            && ctty != session.key
-            && let Some(outer) = self.table.get(&ctty)
+            && let Some(outer) = self.table.of_tty(&ctty)
+            && outer != session.key
+            && let Some(outer) = self.table.get(&outer)
         {
             return Some(outer);
         }
@@ -36,7 +35,7 @@ impl Core {
 
     /// Marks `key` as nested when its outer session is known. Once nested, always
     /// nested: the outer session ending does not make the inner one a person's.
-    pub(super) fn nest(&mut self, key: &TtyKey) {
+    pub(super) fn nest(&mut self, key: &LoginKey) {
         let Some(session) = self.table.get(key) else {
             return;
         };
@@ -46,7 +45,7 @@ impl Core {
         let Some(outer) = self.outer_of(session).map(|o| o.id.clone()) else {
             return;
         };
-        tracing::info!(id = %session.id, tty = %session.tty, outer = %outer, "terminal nested in another session: its own input does not count");
+        tracing::info!(id = %session.id, tty = %session.tty(), outer = %outer, "terminal nested in another session: its own input does not count");
         if let Some(session) = self.table.get_mut(key) {
             session.nested_in = Some(outer);
         }
@@ -55,7 +54,7 @@ impl Core {
 
     /// Local terminals whose outer session may have appeared after them.
     pub(super) fn nest_pending(&mut self) {
-        let candidates: Vec<TtyKey> = self
+        let candidates: Vec<LoginKey> = self
             .table
             .iter()
             .filter(|s| s.kind == SessionKind::Local && s.nested_in.is_none())
@@ -74,7 +73,7 @@ impl Core {
             .table
             .iter()
             .filter(|s| s.uid == uid && s.nested_in.is_none())
-            .map(|s| s.last_input_ns(self.maps.activity(&s.key).as_ref()))
+            .map(|s| self.own_last_input(s))
             .max()
             .unwrap_or(0);
         live.max(self.presence.get(&uid).copied().unwrap_or(0))
@@ -91,7 +90,7 @@ impl Core {
     /// Input on a session that is not nested moves the deadlines of its user's
     /// nested terminals too.
     pub(super) fn reschedule_nested_of(&mut self, uid: u32) {
-        let nested: Vec<TtyKey> = self
+        let nested: Vec<LoginKey> = self
             .table
             .iter()
             .filter(|s| s.uid == uid && s.nested_in.is_some())

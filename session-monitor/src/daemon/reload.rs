@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use serde_json::json;
-use session_monitor_common::TtyKey;
 use sha2::{Digest as _, Sha256};
 
 use super::core::Core;
@@ -73,19 +72,18 @@ impl Core {
         }
     }
 
-    /// Re-resolves every session's limits and reschedules its deadline.
+    /// Re-resolves every login's limits and reschedules its deadline.
     fn apply_policy(&mut self) {
-        let keys: Vec<TtyKey> = self.table.keys();
-        for key in keys {
-            let Some(session) = self.table.get(&key) else {
+        for key in self.table.keys() {
+            let Some(login) = self.table.get(&key) else {
                 continue;
             };
-            let resolution = self.resolve_policy(session);
-            if let Some(e) = self.enforcement.get_mut(&key) {
-                if e.resolution != resolution {
-                    e.reported_end = None;
+            let resolution = self.resolve_policy(login);
+            if let Some(login) = self.table.get_mut(&key) {
+                if login.resolution != resolution {
+                    login.reported_end = None;
                 }
-                e.resolution = resolution;
+                login.resolution = resolution;
             }
             self.schedule_session(&key);
         }

@@ -58,58 +58,72 @@ impl Core {
 
     pub fn session_views(&self) -> Vec<SessionView> {
         let now = clock::boot_ns();
-        let mut views: Vec<SessionView> = self
-            .table
-            .iter()
-            .map(|s| {
-                let activity = self.maps.activity(&s.key);
-                let server = s.server.and_then(|srv| self.maps.proc_state(srv.pid));
-                let last_input = self.timing(s).last_input_ns;
-                s.view(activity.as_ref(), server.as_ref(), last_input, now)
-            })
-            .collect();
-        views.sort_by(|a, b| a.tty.cmp(&b.tty).then(a.id.cmp(&b.id)));
+        let mut views: Vec<SessionView> = self.table.iter().map(|s| self.view(s, now)).collect();
+        // Logins with a terminal first, by terminal; then those without.
+        views.sort_by(|a, b| {
+            (a.tty.is_none(), &a.tty, &a.id).cmp(&(b.tty.is_none(), &b.tty, &b.id))
+        });
         views
     }
 
+    /// One login as the CLI shows it: input counted on its terminals and written by
+    /// its transport.
+    fn view(&self, login: &crate::sessions::Login, now: u64) -> SessionView {
+        let mut input = (0, 0);
+        let mut own = 0;
+        for t in &login.terminals {
+            if let Some(a) = self.maps.activity(&t.key) {
+                input.0 += a.input_bytes;
+                input.1 += a.input_count;
+                own = own.max(a.last_input_ns);
+            }
+        }
+        if let Some(a) = self.maps.login_activity(login.key) {
+            input.0 += a.input_bytes;
+            input.1 += a.input_count;
+            if !login.forwarding_only() {
+                own = own.max(a.last_input_ns);
+            }
+        }
+        let server = login
+            .has_network_peer()
+            .then(|| self.maps.proc_state(login.identity.pid))
+            .flatten();
+        let last_input = self.timing(login).last_input_ns;
+        login.view(input, own, server.as_ref(), last_input, now)
+    }
+
     fn explain(&self, id: &str) -> Option<Explanation> {
-        let session = self.table.by_id(id)?;
-        let e = self.enforcement.get(&session.key)?;
+        let login = self.table.by_id(id)?;
         let now = clock::boot_ns();
-        let activity = self.maps.activity(&session.key);
-        let server = session.server.and_then(|srv| self.maps.proc_state(srv.pid));
         let at = |ns: u64| clock::rfc3339(clock::boot_to_system(ns));
-        let (next, reason, warn_at, end_at) = match self.next_for(&session.key) {
+        let limits = &login.resolution.limits;
+        let (next, reason, warn_at, end_at) = match self.next_for(&login.key) {
             Next::Warn {
                 at_ns,
                 end_ns,
                 reason,
             } => {
-                let end = end_ns.max(at_ns + e.resolution.limits.warn_before.as_nanos() as u64);
+                let end = end_ns.max(at_ns + limits.warn_before.as_nanos() as u64);
                 ("warn", Some(reason), Some(at_ns), Some(end))
             }
             Next::End { at_ns, reason } => ("end", Some(reason), None, Some(at_ns)),
             Next::Never => ("none", None, None, None),
         };
         Some(Explanation {
-            session: session.view(
-                activity.as_ref(),
-                server.as_ref(),
-                self.timing(session).last_input_ns,
-                now,
-            ),
-            groups: session.group_names.clone(),
-            rule: e.resolution.rule.clone(),
-            matched_rules: e.resolution.matched.clone(),
-            limits: serde_json::to_value::<&Limits>(&e.resolution.limits).unwrap_or_default(),
+            session: self.view(login, now),
+            groups: login.group_names.clone(),
+            rule: login.resolution.rule.clone(),
+            matched_rules: login.resolution.matched.clone(),
+            limits: serde_json::to_value::<&Limits>(limits).unwrap_or_default(),
             mode: self.mode(),
             next: next.to_string(),
             reason: reason.map(|r| r.as_str().to_string()),
             warn_at: warn_at.map(at),
             end_at: end_at.map(at),
             end_in_seconds: end_at.map(|t| clock::seconds_between(now, t)),
-            warned: e.warned.is_some(),
-            ending: self.ending.contains_key(&session.key),
+            warned: login.warned.is_some(),
+            ending: login.ending.is_some(),
         })
     }
 

@@ -3,7 +3,6 @@
 //! before it reaches a shell), lifting and expiring revocations.
 
 use serde_json::json;
-use session_monitor_common::TtyKey;
 
 use super::core::Core;
 use crate::{
@@ -11,11 +10,12 @@ use crate::{
     control::{Caller, Response},
     enforce::EndReason,
     revoke::{Revocation, Target},
+    sessions::LoginKey,
 };
 
 impl Core {
     /// Ends `key` if a revocation applies to it; true if it does.
-    pub(super) fn enforce_revocation(&mut self, key: &TtyKey) -> bool {
+    pub(super) fn enforce_revocation(&mut self, key: &LoginKey) -> bool {
         let Some(session) = self.table.get(key) else {
             return false;
         };
@@ -53,6 +53,39 @@ impl Core {
         for key in self.table.keys() {
             self.enforce_revocation(&key);
         }
+    }
+
+    /// Ends every process of the revoked users, in a login or not (a job started
+    /// before the revocation, a process whose login the daemon never saw). Never
+    /// root's: revoking uid 0 ends root's logins only.
+    pub(super) fn end_user_processes(&mut self, mut uids: Vec<u32>) {
+        uids.retain(|&u| u != 0);
+        uids.sort_unstable();
+        uids.dedup();
+        if uids.is_empty() {
+            return;
+        }
+        let never: Vec<u32> = self.listeners.iter().copied().collect();
+        let grace = self.policy.kill_grace;
+        tokio::spawn(async move {
+            let processes = crate::sessions::processes_of_uids(&uids);
+            let Some(first) = processes.first().copied() else {
+                return;
+            };
+            let plan = crate::enforce::terminate::collect_targets(
+                first,
+                uids[0],
+                Vec::new(),
+                crate::enforce::terminate::Tree {
+                    exact: processes,
+                    through: Vec::new(),
+                },
+                &never,
+            );
+            let outcome =
+                crate::enforce::terminate::escalate(plan, grace, std::time::Duration::ZERO).await;
+            tracing::info!(?uids, processes = outcome.targets, signals = ?outcome.signals, "revoked users' processes ended");
+        });
     }
 
     fn target_of(
@@ -94,7 +127,7 @@ impl Core {
             tracing::error!("{err:#}");
             return Response::error(format!("could not persist the revocation: {err:#}"));
         }
-        let affected: Vec<TtyKey> = self
+        let affected: Vec<LoginKey> = self
             .table
             .iter()
             .filter(|s| target.matches(s))
@@ -113,7 +146,16 @@ impl Core {
         self.audit.record("revoke", f);
         self.metrics.revocation("revoke");
         tracing::warn!(%target, sessions = ids.len(), by = caller.uid, "access revoked");
+        let mut uids: Vec<u32> = affected
+            .iter()
+            .filter_map(|k| self.table.get(k).map(|s| s.uid))
+            .collect();
+        match &target {
+            Target::User { uid: Some(uid), .. } | Target::Uid { uid } => uids.push(*uid),
+            _ => {}
+        }
         self.apply_revocations();
+        self.end_user_processes(uids);
         Response::ok(json!({ "revoked": revocation, "sessions_ended": ids }))
     }
 

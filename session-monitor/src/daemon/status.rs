@@ -84,5 +84,11 @@ pub fn offsets_json(o: &KernelOffsets) -> serde_json::Value {
         "iov_iter.__iov": o.iov_iter_iov,
         "task_struct.signal": o.task_signal,
         "signal_struct.tty": o.signal_tty,
+        "task_struct.pid": o.task_pid,
+        "task_struct.tgid": o.task_tgid,
+        "signal_struct.live": o.signal_live,
+        "socket.sk": o.socket_sk,
+        "sock.__sk_common": o.sock_sk_common,
+        "sock_common.skc_family": o.sock_common_skc_family,
     })
 }

@@ -29,9 +29,10 @@ use crate::sessions::ProcRef;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// In the terminal's session (same session id as the leader).
+    /// In the login's process tree (forked from it, or in a terminal's session).
     Member,
-    /// The process serving only this terminal (sshd for this connection, mosh-server).
+    /// The login's identity process or a terminal server serving only this login
+    /// (sshd for this connection, mosh-server).
     Server,
     /// Left the terminal's session but is in the session's own cgroup.
     Escaped,
@@ -121,7 +122,7 @@ impl OwnCgroup {
 fn own_cgroup(
     leader: ProcRef,
     uid: u32,
-    server: Option<ProcRef>,
+    servers: &[ProcRef],
     protected: &[u32],
 ) -> Option<(OwnCgroup, Vec<ProcRef>)> {
     let path = crate::sessions::cgroup2_path(leader.pid)?;
@@ -145,8 +146,8 @@ fn own_cgroup(
         path: root.join(path.trim_start_matches('/')),
         dir,
     };
-    let server_chain: Vec<u32> = server
-        .into_iter()
+    let server_chain: Vec<u32> = servers
+        .iter()
         .flat_map(|s| {
             [
                 Some(s.pid),
@@ -178,25 +179,57 @@ fn own_cgroup(
     Some((cgroup, members))
 }
 
-/// The processes to end for a session led by `leader` and owned by `uid`: every
-/// process of its terminal session (`members`: session id = leader pid), `server`
-/// when it serves only this terminal, and the rest of the session's own cgroup.
+/// The processes of a login's tree, as found.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// Processes known exactly: the kernel's members of the login (each checked
+    /// against its start time when it is opened).
+    pub exact: Vec<ProcRef>,
+    /// Processes found through another one: a terminal's session by its leader's
+    /// session id, the identity's descendants by parent pid. They belong to the
+    /// login only while that process is alive: once it has exited, its pid may
+    /// already be another process's (a new session leader or parent that reused
+    /// it), so they are checked now, after the snapshot.
+    pub through: Vec<(ProcRef, Vec<ProcRef>)>,
+}
+
+impl Tree {
+    fn members(self) -> Vec<ProcRef> {
+        let mut members = self.exact;
+        for (anchor, found) in self.through {
+            if !anchor.is_alive() {
+                continue;
+            }
+            for p in found {
+                if !members.contains(&p) {
+                    members.push(p);
+                }
+            }
+        }
+        members
+    }
+}
+
+/// The processes to end for a login whose (first) leader is `leader` and whose user
+/// is `uid`: every process of its tree, its `servers` (the identity process, and
+/// terminal servers that serve only this login), and the rest of the login's own
+/// cgroup. `never` are processes that must survive whatever (the sshd listeners,
+/// terminal servers shared with other logins).
 pub fn collect_targets(
     leader: ProcRef,
     uid: u32,
-    server: Option<ProcRef>,
-    members: Vec<ProcRef>,
+    servers: Vec<ProcRef>,
+    tree: Tree,
+    never: &[u32],
 ) -> Plan {
-    let protected = protected();
-    // `members` are the processes whose session id was the leader's pid when the
-    // snapshot was taken. If the leader has exited since, its pid may already be
-    // another session's id (a new session leader that reused the pid): only while
-    // the leader is alive, checked now, after the snapshot, are they its session.
-    let members = if leader.is_alive() {
-        members
-    } else {
-        Vec::new()
-    };
+    let mut protected = protected().to_vec();
+    protected.extend(never);
+    let protected = protected.as_slice();
+    let members: Vec<ProcRef> = tree
+        .members()
+        .into_iter()
+        .filter(|p| !servers.contains(p))
+        .collect();
     let mut targets: Vec<Target> = members
         .into_iter()
         .filter(|p| !protected.contains(&p.pid))
@@ -214,15 +247,17 @@ pub fn collect_targets(
             role: Role::Member,
         });
     }
-    if let Some(server) = server
-        && !protected.contains(&server.pid)
-    {
+    for server in &servers {
+        if protected.contains(&server.pid) {
+            continue;
+        }
+        targets.retain(|t| t.process != *server);
         targets.push(Target {
-            process: server,
+            process: *server,
             role: Role::Server,
         });
     }
-    let cgroup = own_cgroup(leader, uid, server, protected).map(|(cgroup, members)| {
+    let cgroup = own_cgroup(leader, uid, &servers, protected).map(|(cgroup, members)| {
         for process in members {
             if !targets.iter().any(|t| t.process.pid == process.pid) {
                 targets.push(Target {
@@ -391,9 +426,12 @@ mod tests {
             while session.members.len() != 2 {
                 assert!(started.elapsed() < Duration::from_secs(10), "no member");
                 std::thread::sleep(Duration::from_millis(10));
-                session.members = crate::sessions::processes_by_session()
-                    .remove(&pid)
-                    .unwrap_or_default();
+                session.members = crate::sessions::processes_by_parent()
+                    .into_values()
+                    .flatten()
+                    .filter(|p| p.sid == pid)
+                    .map(|p| p.proc_ref())
+                    .collect();
             }
             session
         }
@@ -421,14 +459,18 @@ mod tests {
             pid,
             start_ticks: now_there.start_ticks.saturating_sub(1),
         };
-        let plan = collect_targets(ended, uid, None, session.members.clone());
+        let through = |leader| Tree {
+            exact: Vec::new(),
+            through: vec![(leader, session.members.clone())],
+        };
+        let plan = collect_targets(ended, uid, Vec::new(), through(ended), &[]);
         assert!(
             plan.targets.is_empty(),
             "{:?}",
             plan.targets.iter().map(|t| t.process).collect::<Vec<_>>()
         );
         // The same members are targets when their leader is the one recorded.
-        let plan = collect_targets(now_there, uid, None, session.members.clone());
+        let plan = collect_targets(now_there, uid, Vec::new(), through(now_there), &[]);
         assert_eq!(plan.targets.len(), 2);
     }
 }

@@ -46,6 +46,8 @@ struct Totals {
     revoke_signals: Monotonic,
     read_errors: Monotonic,
     answers_ignored: Monotonic,
+    procs_insert_failures: Monotonic,
+    login_insert_failures: Monotonic,
 }
 
 impl Default for Totals {
@@ -63,6 +65,8 @@ impl Default for Totals {
             revoke_signals: Monotonic::default(),
             read_errors: Monotonic::default(),
             answers_ignored: Monotonic::default(),
+            procs_insert_failures: Monotonic::default(),
+            login_insert_failures: Monotonic::default(),
         }
     }
 }
@@ -92,6 +96,12 @@ impl KernelCollector {
         totals.revoke_signals.update(snapshot.revoke_signals);
         totals.read_errors.update(snapshot.read_errors);
         totals.answers_ignored.update(snapshot.answers_ignored);
+        totals
+            .procs_insert_failures
+            .update(snapshot.procs_insert_failures);
+        totals
+            .login_insert_failures
+            .update(snapshot.login_insert_failures);
     }
 }
 
@@ -152,6 +162,24 @@ impl Collector for KernelCollector {
             MetricType::Counter,
         )?;
         family.encode_counter::<NoLabelSet, _, u64>(&totals.answers_ignored.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_procs_insert_failures",
+            "Processes of a login the kernel could not record at fork (map PROCS full or \
+             out of memory): they escape their login's end. Should stay 0.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.procs_insert_failures.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_login_insert_failures",
+            "Logins whose input without a terminal the kernel could not record (map \
+             LOGIN_ACTIVITY full). Should stay 0.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.login_insert_failures.value(), None)?;
         Ok(())
     }
 }

@@ -37,6 +37,8 @@ fn kernel_snapshot(seen: u64, dropped: u64) -> CounterSnapshot {
         revoke_signals: 2,
         read_errors: 0,
         answers_ignored: 4,
+        procs_insert_failures: 1,
+        login_insert_failures: 0,
     }
 }
 
@@ -91,6 +93,14 @@ fn every_family_has_its_conventional_name_type_and_labels() {
         ("session_monitor_kernel_revoke_signals_total", "counter"),
         ("session_monitor_kernel_read_errors_total", "counter"),
         ("session_monitor_kernel_answers_ignored_total", "counter"),
+        (
+            "session_monitor_kernel_procs_insert_failures_total",
+            "counter",
+        ),
+        (
+            "session_monitor_kernel_login_insert_failures_total",
+            "counter",
+        ),
         ("session_monitor_backend_info", "gauge"),
         ("session_monitor_build_info", "gauge"),
     ];
@@ -212,6 +222,14 @@ fn every_family_has_its_conventional_name_type_and_labels() {
     );
     assert_eq!(value("session_monitor_kernel_revoke_signals_total"), 2.0);
     assert_eq!(value("session_monitor_kernel_answers_ignored_total"), 4.0);
+    assert_eq!(
+        value("session_monitor_kernel_procs_insert_failures_total"),
+        1.0
+    );
+    assert_eq!(
+        value(r#"session_monitor_kernel_events_total{probe="process_fork",stat="seen"}"#),
+        0.0
+    );
     assert_eq!(
         value(r#"session_monitor_backend_info{backend="tracepoint"}"#),
         1.0

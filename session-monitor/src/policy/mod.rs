@@ -29,7 +29,7 @@ pub enum Mode {
 }
 
 /// Limits one session gets. `None` durations are disabled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Limits {
     #[serde(with = "duration::serde_opt")]
     pub idle_timeout: Option<Duration>,
@@ -136,7 +136,7 @@ impl Default for Policy {
 }
 
 /// The limits for one session and where they came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Resolution {
     pub limits: Limits,
     /// The most specific matching rule, or `default`.

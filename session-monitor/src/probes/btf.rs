@@ -56,6 +56,12 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets> {
         iter_iovec: iter_kind(btf, "ITER_IOVEC"),
         task_signal: off("task_struct", "signal")?,
         signal_tty: off("signal_struct", "tty")?,
+        task_pid: off("task_struct", "pid")?,
+        task_tgid: off("task_struct", "tgid")?,
+        signal_live: off("signal_struct", "live")?,
+        socket_sk: off("socket", "sk")?,
+        sock_sk_common: off("sock", "__sk_common")?,
+        sock_common_skc_family: off("sock_common", "skc_family")?,
     })
 }
 

@@ -7,7 +7,7 @@ use std::sync::{
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use session_monitor_common::Event;
+use session_monitor_common::{Event, EventKind, LoginId};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -59,6 +59,48 @@ fn decode(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
+/// What the events about logins say, decoded from the raw [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginEvent {
+    /// `login`'s transport (`transport`) wrote into a pipe or AF_UNIX socket: input
+    /// without a terminal. Sent on the login's first input, then at most once per
+    /// notice interval; map `LOGIN_ACTIVITY` has the latest (`login_activity`).
+    Input {
+        login: LoginId,
+        transport: u32,
+        /// Input bytes of the login so far.
+        total_bytes: u64,
+        /// CLOCK_BOOTTIME ns.
+        ts_ns: u64,
+    },
+    /// A process flagged `LISTENER` (`parent`) forked `child`: maybe a new login
+    /// without a terminal. `parent_login` is the listener's own login (usually none);
+    /// if it has one, `child` is already its member.
+    ListenerForked {
+        parent: u32,
+        child: u32,
+        parent_login: LoginId,
+    },
+}
+
+/// Decodes the login events; `None` for every other kind.
+pub fn login_event(event: &Event) -> Option<LoginEvent> {
+    match event.kind()? {
+        EventKind::LoginInput => Some(LoginEvent::Input {
+            login: event.login,
+            transport: event.tgid,
+            total_bytes: event.value,
+            ts_ns: event.ts_ns,
+        }),
+        EventKind::ListenerForked => Some(LoginEvent::ListenerForked {
+            parent: event.tgid,
+            child: event.value as u32,
+            parent_login: event.login,
+        }),
+        _ => None,
+    }
+}
+
 // Each parser's tests include the shared fuzzing support themselves, so that the
 // daemon's module tree (main.rs) stays as it is.
 #[cfg(test)]
@@ -86,6 +128,7 @@ mod tests {
         }
         b.extend_from_slice(&e.ts_ns.to_le_bytes());
         b.extend_from_slice(&e.value.to_le_bytes());
+        b.extend_from_slice(&e.login.to_le_bytes());
         b.extend_from_slice(&e.comm);
         b
     }
@@ -98,7 +141,7 @@ mod tests {
                 // What the daemon reads of it is what the bytes say.
                 prop_assert_eq!(&bytes_of(&event)[..], &bytes[..Event::SIZE]);
                 let kind = event.kind();
-                prop_assert_eq!(kind.is_some(), (1..=5).contains(&event.kind));
+                prop_assert_eq!(kind.is_some(), (1..=7).contains(&event.kind));
                 if let Some(kind) = kind {
                     prop_assert_eq!(kind as u32, event.kind);
                 }
@@ -111,7 +154,7 @@ mod tests {
     fn fuzz_events_corpus_replays() {
         assert_eq!(
             Event::SIZE,
-            56,
+            64,
             "the record layout changed: update the corpus"
         );
         for (name, bytes) in fuzz_support::corpus("events") {
@@ -123,11 +166,11 @@ mod tests {
         (
             any::<[u32; 4]>(),
             any::<[u32; 2]>(),
-            any::<[u64; 2]>(),
+            any::<[u64; 3]>(),
             any::<[u8; 16]>(),
         )
             .prop_map(
-                |([kind, tgid, uid, _pad], [rdev, pts_dev], [ts_ns, value], comm)| Event {
+                |([kind, tgid, uid, _pad], [rdev, pts_dev], [ts_ns, value, login], comm)| Event {
                     kind,
                     tgid,
                     uid,
@@ -135,6 +178,7 @@ mod tests {
                     key: TtyKey { rdev, pts_dev },
                     ts_ns,
                     value,
+                    login,
                     comm,
                 },
             )
@@ -159,5 +203,58 @@ mod tests {
             prop_assert_eq!(bytes_of(&decoded), bytes_of(&event));
             prop_assert_eq!(decoded.kind(), EventKind::from_u32(event.kind));
         }
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+    use session_monitor_common::TtyKey;
+
+    fn event(kind: EventKind, tgid: u32, value: u64, login: LoginId) -> Event {
+        Event {
+            kind: kind as u32,
+            tgid,
+            uid: 1000,
+            _pad: 0,
+            key: TtyKey::default(),
+            ts_ns: 42,
+            value,
+            login,
+            comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn decodes_login_events() {
+        assert_eq!(
+            login_event(&event(EventKind::LoginInput, 700, 12, 0xabc)),
+            Some(LoginEvent::Input {
+                login: 0xabc,
+                transport: 700,
+                total_bytes: 12,
+                ts_ns: 42
+            })
+        );
+        assert_eq!(
+            login_event(&event(EventKind::ListenerForked, 1, 4242, 0)),
+            Some(LoginEvent::ListenerForked {
+                parent: 1,
+                child: 4242,
+                parent_login: 0
+            })
+        );
+        assert_eq!(login_event(&event(EventKind::TtyInput, 1, 1, 0)), None);
+    }
+
+    #[test]
+    fn decodes_what_the_kernel_wrote() {
+        let raw = event(EventKind::LoginInput, 9, 3, 7);
+        // SAFETY: Event is plain old data.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&raw as *const Event).cast::<u8>(), Event::SIZE) };
+        let decoded = decode(bytes).unwrap();
+        assert_eq!(decoded.login, 7);
+        assert!(decode(&bytes[..Event::SIZE - 1]).is_none());
     }
 }

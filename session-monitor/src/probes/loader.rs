@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{FEntry, ProgramError, TracePoint, links::FdLink},
+    programs::{BtfTracePoint, FEntry, ProgramError, TracePoint, links::FdLink},
 };
 use serde::Serialize;
 use session_monitor_common::{
@@ -66,7 +66,8 @@ pub struct LoadOptions {
     pub backend: BackendChoice,
     /// Terminals the kernel tracks at once (map size).
     pub max_ttys: u32,
-    /// Processes the kernel tracks at once (map size).
+    /// Processes the kernel tracks at once (map size): by default every process the
+    /// host can have ([`max_processes`]).
     pub max_procs: u32,
     /// Minimum interval between two input notices for one terminal.
     pub notice_interval: Duration,
@@ -82,7 +83,7 @@ impl Default for LoadOptions {
         Self {
             backend: BackendChoice::Auto,
             max_ttys: 16384,
-            max_procs: 32768,
+            max_procs: max_processes(),
             notice_interval: Duration::from_secs(1),
             kernel_revoke: true,
             pin_dir: Some(PathBuf::from(pins::DEFAULT_PIN_DIR)),
@@ -259,6 +260,27 @@ fn load_with_revoke_fallback(
     }
 }
 
+/// The kernel's pid limit, which no pid reaches.
+const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// How many processes this host can have at once: no more than `kernel.pid_max`
+/// pids and `kernel.threads-max` tasks. Map `PROCS` gets this many entries, so that
+/// no user can fill it to escape fork tracking; it is not preallocated, so only live
+/// entries take memory (the bucket array takes 16 bytes per entry, rounded up to a
+/// power of two: threads-max is about one per 128 KiB of RAM, so at most ~0.01 %).
+pub fn max_processes() -> u32 {
+    let read =
+        |path: &str| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(PID_MAX_LIMIT);
+    let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(PID_MAX_LIMIT);
+    processes_limit(pid_max, threads_max)
+}
+
+/// [`max_processes`] from the two settings: the smaller, within sane bounds.
+fn processes_limit(pid_max: u32, threads_max: u32) -> u32 {
+    pid_max.min(threads_max).clamp(4096, PID_MAX_LIMIT)
+}
+
 /// RLIMIT_MEMLOCK only matters before Linux 5.11 (BPF memory is accounted by cgroup
 /// since); some sandboxes forbid raising it, which must not be fatal.
 fn raise_memlock() {
@@ -288,10 +310,19 @@ fn load_backend(
     // Preflight that needs no kernel round trip: does every fentry target exist?
     let mut skipped = Vec::new();
     let mut to_attach = Vec::new();
-    for spec in specs {
+    for mut spec in specs {
         if let AttachPoint::FEntry { function } = spec.attach
             && !btf::has_function(kernel.vmlinux, function)
         {
+            let renamed = spec
+                .renamed
+                .iter()
+                .find(|name| btf::has_function(kernel.vmlinux, name));
+            if let Some(&function) = renamed {
+                spec.attach = AttachPoint::FEntry { function };
+                to_attach.push(spec);
+                continue;
+            }
             if spec.optional {
                 skipped.push(format!(
                     "{} ({}): not in this kernel",
@@ -462,6 +493,15 @@ fn attach(
                 pinning.push((spec.name, FdLink::from(fentry.take_link(id)?)));
             }
         }
+        AttachPoint::BtfTracepoint { name } => {
+            let tp: &mut BtfTracePoint = program.try_into()?;
+            tp.load(name, btf)?;
+            let id = tp.attach()?;
+            // Pinned too: forks during a restart still join their login.
+            if let Some(pinning) = links {
+                pinning.push((spec.name, FdLink::from(tp.take_link(id)?)));
+            }
+        }
     }
     Ok(())
 }
@@ -494,5 +534,35 @@ fn init_ebpf_log(ebpf: &mut Ebpf) {
             });
         }
         Err(err) => tracing::debug!("eBPF logging unavailable: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_map_holds_every_process_the_host_can_have() {
+        // A systemd host: pid_max raised to the limit, tasks bounded by memory.
+        assert_eq!(processes_limit(4_194_304, 192_726), 192_726);
+        // The kernel's default pid_max on a large machine.
+        assert_eq!(processes_limit(32_768, 1_000_000), 32_768);
+        assert_eq!(processes_limit(100, 100), 4096);
+        assert_eq!(processes_limit(u32::MAX, u32::MAX), PID_MAX_LIMIT);
+    }
+
+    #[test]
+    fn this_host_gets_at_least_its_pid_max() {
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let threads_max: u32 = std::fs::read_to_string("/proc/sys/kernel/threads-max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(max_processes(), pid_max.min(threads_max).max(4096));
     }
 }

@@ -7,14 +7,19 @@ use aya::{
 };
 use serde::Serialize;
 use session_monitor_common::{
-    Probe, ProcState, Stat, TtyActivity, TtyKey,
-    counters::{COUNTER_ANSWERS_IGNORED, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot},
+    LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
+    counters::{
+        COUNTER_ANSWERS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES, COUNTER_PROCS_INSERT_FAILURES,
+        COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
+    },
     map_names,
 };
 
 pub struct KernelMaps {
     activity: HashMap<MapData, TtyKey, TtyActivity>,
     procs: HashMap<MapData, u32, ProcState>,
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    login_activity: HashMap<MapData, LoginId, LoginActivity>,
     revoked_uids: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -30,6 +35,7 @@ impl KernelMaps {
         let maps = Self {
             activity: HashMap::try_from(take(ebpf, map_names::TTY_ACTIVITY)?)?,
             procs: HashMap::try_from(take(ebpf, map_names::PROCS)?)?,
+            login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
             counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)?,
         };
@@ -79,24 +85,76 @@ impl KernelMaps {
         let _ = self.activity.remove(key);
     }
 
-    /// Starts or updates tracking of a process, keeping what the kernel recorded.
-    pub fn track(&mut self, tgid: u32, flags: u32) -> Result<()> {
-        let mut state = self.procs.get(&tgid, 0).unwrap_or_default();
-        if state.flags & flags == flags && state.flags != 0 {
-            return Ok(());
-        }
-        state.flags |= flags;
-        self.procs
-            .insert(tgid, state, 0)
-            .with_context(|| format!("tracking process {tgid}"))
-    }
-
     pub fn untrack(&mut self, tgid: u32) {
         let _ = self.procs.remove(&tgid);
     }
 
     pub fn proc_state(&self, tgid: u32) -> Option<ProcState> {
         self.procs.get(&tgid, 0).ok()
+    }
+
+    /// Makes process `tgid` a member of `login` with exactly `flags` ([`proc_flags`]),
+    /// replacing its login and flags and keeping what the kernel recorded (its last
+    /// UDP receive). From then on every process it forks joins the login, in the
+    /// kernel, at fork. The kernel forgets the entry when the process exits; check
+    /// that the process still lives after adopting it (an entry made for a process
+    /// that exited just before is removed by the next fork that reuses the pid).
+    ///
+    /// [`proc_flags`]: session_monitor_common::state::proc_flags
+    pub fn adopt(&mut self, tgid: u32, login: LoginId, flags: u32) -> Result<()> {
+        let existing = self.procs.get(&tgid, 0).unwrap_or_default();
+        let state = ProcState {
+            login,
+            flags,
+            ..existing
+        };
+        self.procs
+            .insert(tgid, state, 0)
+            .with_context(|| format!("adding process {tgid} to login {login:#x}"))
+    }
+
+    /// Sets the flags of process `tgid` to exactly `flags`, keeping its login (none if
+    /// the kernel did not know the process).
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    pub fn set_flags(&mut self, tgid: u32, flags: u32) -> Result<()> {
+        let existing = self.procs.get(&tgid, 0).unwrap_or_default();
+        let state = ProcState { flags, ..existing };
+        self.procs
+            .insert(tgid, state, 0)
+            .with_context(|| format!("setting flags {flags:#x} of process {tgid}"))
+    }
+
+    /// Every process (tgid) of `login` the kernel knows: those adopted into it and
+    /// every process forked from them since, wherever they moved (new session,
+    /// process group or parent). Walks the whole map.
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    pub fn members(&self, login: LoginId) -> Vec<u32> {
+        self.memberships()
+            .into_iter()
+            .filter(|(_, state)| state.login == login)
+            .map(|(tgid, _)| tgid)
+            .collect()
+    }
+
+    /// Every process the kernel knows, with its state: one walk of the map for all
+    /// logins at once.
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    pub fn memberships(&self) -> Vec<(u32, ProcState)> {
+        self.procs.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Input of `login` without a terminal (its transport's writes into pipes and
+    /// AF_UNIX sockets), if there was any since it was last forgotten.
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    pub fn login_activity(&self, login: LoginId) -> Option<LoginActivity> {
+        self.login_activity.get(&login, 0).ok()
+    }
+
+    /// Forgets the input of a login that ended. Its processes stay members until they
+    /// exit.
+    #[allow(dead_code, reason = "API for the login model of issue 11")]
+    pub fn forget_login(&mut self, login: LoginId) {
+        let _ = self.login_activity.remove(&login);
     }
 
     pub fn set_revoked_uid(&mut self, uid: u32, revoked: bool) -> Result<()> {
@@ -147,6 +205,8 @@ impl KernelMaps {
             revoke_signals: sum(COUNTER_REVOKE_SIGNALS),
             read_errors: sum(COUNTER_READ_ERRORS),
             answers_ignored: sum(COUNTER_ANSWERS_IGNORED),
+            procs_insert_failures: sum(COUNTER_PROCS_INSERT_FAILURES),
+            login_insert_failures: sum(COUNTER_LOGIN_INSERT_FAILURES),
         }
     }
 }
@@ -168,6 +228,10 @@ pub struct CounterSnapshot {
     pub read_errors: u64,
     /// Writes into pty masters that held only terminal answers: not input.
     pub answers_ignored: u64,
+    /// Processes of a login the kernel could not record (map `PROCS` full).
+    pub procs_insert_failures: u64,
+    /// Logins whose input the kernel could not record (map `LOGIN_ACTIVITY` full).
+    pub login_insert_failures: u64,
 }
 
 impl CounterSnapshot {

@@ -10,6 +10,7 @@ mod programs;
 mod tracefs;
 
 pub use events::spawn_event_reader;
+pub use events::{LoginEvent, login_event};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
 pub use pins::DEFAULT_PIN_DIR;

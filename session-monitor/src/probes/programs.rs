@@ -13,6 +13,10 @@ pub enum AttachPoint {
     FEntry {
         function: &'static str,
     },
+    /// A BTF tracepoint (`tp_btf`): typed arguments, no trampoline.
+    BtfTracepoint {
+        name: &'static str,
+    },
 }
 
 impl std::fmt::Display for AttachPoint {
@@ -20,6 +24,7 @@ impl std::fmt::Display for AttachPoint {
         match self {
             AttachPoint::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
             AttachPoint::FEntry { function } => write!(f, "fentry/{function}"),
+            AttachPoint::BtfTracepoint { name } => write!(f, "tp_btf/{name}"),
         }
     }
 }
@@ -32,6 +37,9 @@ pub struct ProgramSpec {
     pub probe: Probe,
     /// Absent on some kernels without loss of function (e.g. IPv6 built as a module).
     pub optional: bool,
+    /// Other names of the same fentry target on other kernels, tried in order when
+    /// the kernel has no function of the first name.
+    pub renamed: &'static [&'static str],
 }
 
 const fn tp(
@@ -48,6 +56,7 @@ const fn tp(
         },
         probe,
         optional: false,
+        renamed: &[],
     }
 }
 
@@ -62,6 +71,7 @@ const fn fe(
         attach: AttachPoint::FEntry { function },
         probe,
         optional,
+        renamed: &[],
     }
 }
 
@@ -72,6 +82,19 @@ pub const EXIT: ProgramSpec = tp(
     "sched_process_exit",
     Probe::ProcessExit,
 );
+
+/// Process creation: a BTF tracepoint (a tracepoint, not a trampoline), used by both
+/// backends. It gives the child's `task_struct` typed, so threads are told from
+/// processes by direct loads; see the eBPF crate's `exit.rs`.
+pub const FORK: ProgramSpec = ProgramSpec {
+    name: "process_fork",
+    attach: AttachPoint::BtfTracepoint {
+        name: "sched_process_fork",
+    },
+    probe: Probe::ProcessFork,
+    optional: false,
+    renamed: &[],
+};
 
 pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
     let udp_programs = match udp {
@@ -115,6 +138,7 @@ pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
     ];
     programs.extend(udp_programs);
     programs.push(EXIT);
+    programs.push(FORK);
     programs
 }
 
@@ -131,6 +155,26 @@ pub fn fentry_backend() -> Vec<ProgramSpec> {
         ),
         // Datagrams received, IPv4 and IPv6 (see fe_udp_consume).
         fe("fe_udp_consume", "skb_consume_udp", Probe::UdpRecv, false),
+        // Input without a terminal: a transport's writes into pipes and AF_UNIX sockets.
+        ProgramSpec {
+            // Linux 6.14 split it: anonymous pipes (and, through it, FIFOs) write
+            // in `anon_pipe_write`.
+            renamed: &["anon_pipe_write"],
+            ..fe("fe_pipe_write", "pipe_write", Probe::PipeInput, false)
+        },
+        fe(
+            "fe_unix_stream_send",
+            "unix_stream_sendmsg",
+            Probe::PipeInput,
+            false,
+        ),
+        fe(
+            "fe_unix_dgram_send",
+            "unix_dgram_sendmsg",
+            Probe::PipeInput,
+            false,
+        ),
         EXIT,
+        FORK,
     ]
 }

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::sessions::Session;
+use crate::sessions::Login as Session;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/session-monitor";
 const STATE_FILE: &str = "revocations.json";

@@ -11,6 +11,7 @@ use session_monitor_common::{TtyKey, dev};
 use super::{
     kind::{self, ContainerInfo, SessionKind},
     procs::{self, ProcInfo, ProcRef},
+    table::{Carry, Terminal},
     tty::key_from_stat,
 };
 
@@ -27,12 +28,17 @@ fn is_runtime_init(comm: &str) -> bool {
     comm.starts_with("runc:[")
 }
 
-/// Everything needed to create a session for one terminal.
+/// How long after authentication an ssh connection is left to start its shell,
+/// command or terminal before it is resolved without a terminal.
+const SETTLE_NS: u64 = 2_000_000_000;
+
+/// Everything needed to create a login, or to add a terminal to one.
 #[derive(Clone, Debug)]
 pub struct Resolved {
-    pub key: TtyKey,
-    pub leader: ProcRef,
-    pub server: Option<ProcRef>,
+    /// The process carrying the connection (see [`super::Login::identity`]).
+    pub identity: ProcRef,
+    /// The terminal that was resolved; none for a connection without one.
+    pub terminal: Option<Terminal>,
     pub server_exe: Option<PathBuf>,
     pub uid: u32,
     pub gid: u32,
@@ -49,6 +55,15 @@ pub struct Resolved {
     /// The terminal the server itself runs on, if any (`script`, `expect` and
     /// multiplexer clients started inside another session).
     pub server_ctty: Option<TtyKey>,
+    pub carries: Vec<Carry>,
+    /// The sshd processes of this connection (the root monitor and the user's
+    /// process): what they write into pipes and sockets is the login's input.
+    pub transports: Vec<u32>,
+    /// The sshd listener that forked the connection.
+    pub listener: Option<u32>,
+    /// The identity's descendants in /proc when it was resolved: processes forked
+    /// before the kernel knew the login.
+    pub tree: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -66,6 +81,19 @@ pub struct Resolver {
     /// pid -> what is known of it as a server (read once; one tmux or a container
     /// shim serves many terminals).
     servers: HashMap<u32, ServerFacts>,
+    /// pid -> its role if it is a trusted sshd (read once).
+    sshd: HashMap<u32, Option<SshdRole>>,
+    /// Lazily built: pid -> indexes of its children.
+    children: Option<HashMap<u32, Vec<usize>>>,
+}
+
+/// What an OpenSSH server process is, from the title it gives itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SshdRole {
+    /// Accepts connections and forks one process per connection.
+    Listener,
+    /// Serves one connection (`sshd: user [priv]`, `sshd: user@pts/0`, ...).
+    Connection,
 }
 
 /// A controlling terminal, and its access time where a descriptor shows it.
@@ -106,6 +134,8 @@ impl Resolver {
             masters: None,
             cttys: HashMap::new(),
             servers: HashMap::new(),
+            sshd: HashMap::new(),
+            children: None,
         }
     }
 
@@ -185,13 +215,27 @@ impl Resolver {
         if !leader.proc_ref().is_alive() || server.is_some_and(|s| !s.is_alive()) {
             return None;
         }
+        // The login: an ssh connection's monitor process, a mosh-server, else the
+        // terminal's own leader (a console login, a container exec, a local terminal:
+        // ending one pane of a multiplexer must not end the others).
+        let (identity, transports, listener) = match (kind, server) {
+            (SessionKind::Ssh, Some(server)) => {
+                self.ssh_connection(server.pid)
+                    .unwrap_or((server, vec![server.pid], None))
+            }
+            (SessionKind::Mosh, Some(server)) => (server, Vec::new(), None),
+            _ => (leader.proc_ref(), Vec::new(), None),
+        };
         Some(Resolved {
             audit_session,
             server_audit_session: facts.audit_session,
             server_ctty: facts.ctty,
-            key,
-            leader: leader.proc_ref(),
-            server,
+            identity,
+            terminal: Some(Terminal {
+                key,
+                leader: leader.proc_ref(),
+                server,
+            }),
             server_exe: facts.exe,
             uid,
             gid,
@@ -200,7 +244,264 @@ impl Resolver {
             container,
             remote,
             tty_atime: ctty.atime,
+            carries: vec![Carry::Shell],
+            tree: self
+                .descendants(identity.pid)
+                .iter()
+                .map(|p| p.pid)
+                .collect(),
+            transports,
+            listener,
         })
+    }
+
+    /// The role of `pid` if it runs a trusted sshd executable. A user can name a
+    /// process `sshd` and give it any title, but cannot make its executable root's.
+    fn sshd_role(&mut self, pid: u32) -> Option<SshdRole> {
+        if let Some(known) = self.sshd.get(&pid) {
+            return *known;
+        }
+        let comm_ok = self
+            .process(pid)
+            .is_some_and(|p| matches!(p.comm.as_str(), "sshd" | "sshd-session"));
+        let role = comm_ok
+            .then(|| {
+                let exe = procs::exe(pid)?;
+                let name = exe.file_name()?.to_string_lossy().into_owned();
+                let trusted = matches!(name.as_str(), "sshd" | "sshd-session")
+                    && kind::trusted_executable(std::path::Path::new(&format!("/proc/{pid}/exe")));
+                trusted.then(|| {
+                    let title = procs::cmdline(pid).join(" ");
+                    let connection = (title.starts_with("sshd: ")
+                        || title.starts_with("sshd-session: "))
+                        && !title.contains("[listener]");
+                    if connection {
+                        SshdRole::Connection
+                    } else {
+                        SshdRole::Listener
+                    }
+                })
+            })
+            .flatten();
+        self.sshd.insert(pid, role);
+        role
+    }
+
+    /// For a process serving an ssh connection: the connection's topmost process
+    /// (the child of the listener), every sshd of the connection from `pid` up, and
+    /// the listener.
+    fn ssh_connection(&mut self, pid: u32) -> Option<(ProcRef, Vec<u32>, Option<u32>)> {
+        if self.sshd_role(pid) != Some(SshdRole::Connection) {
+            return None;
+        }
+        let mut chain = vec![pid];
+        let mut top = pid;
+        let mut listener = None;
+        for _ in 0..8 {
+            let ppid = self.process(top)?.ppid;
+            if ppid <= 1 {
+                break;
+            }
+            match self.sshd_role(ppid) {
+                Some(SshdRole::Connection) => {
+                    chain.push(ppid);
+                    top = ppid;
+                }
+                Some(SshdRole::Listener) => {
+                    listener = Some(ppid);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let identity = self.process(top)?.proc_ref();
+        Some((identity, chain, listener))
+    }
+
+    /// Children of `pid` in the snapshot.
+    fn children_of(&mut self, pid: u32) -> Vec<ProcInfo> {
+        let processes = &self.processes;
+        let map = self.children.get_or_insert_with(|| {
+            let mut map: HashMap<u32, Vec<usize>> = HashMap::new();
+            for (i, p) in processes.iter().enumerate() {
+                map.entry(p.ppid).or_default().push(i);
+            }
+            map
+        });
+        map.get(&pid)
+            .map(|v| v.iter().map(|&i| processes[i].clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every process of the snapshot under `pid`, by the parent chain.
+    pub fn descendants(&mut self, pid: u32) -> Vec<ProcRef> {
+        let mut out = Vec::new();
+        let mut todo = vec![pid];
+        while let Some(p) = todo.pop() {
+            for c in self.children_of(p) {
+                if c.pid != pid && !out.iter().any(|r: &ProcRef| r.pid == c.pid) {
+                    out.push(c.proc_ref());
+                    todo.push(c.pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// sshd listeners (their children are connections).
+    pub fn ssh_listeners(&mut self) -> Vec<u32> {
+        let candidates: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|p| matches!(p.comm.as_str(), "sshd" | "sshd-session"))
+            .map(|p| p.pid)
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|&pid| self.sshd_role(pid) == Some(SshdRole::Listener))
+            .collect()
+    }
+
+    /// Every connection process forked by an sshd listener (the login's identity).
+    pub fn ssh_connections(&mut self) -> Vec<ProcRef> {
+        let mut out = Vec::new();
+        for listener in self.ssh_listeners() {
+            for child in self.children_of(listener) {
+                if self.sshd_role(child.pid) == Some(SshdRole::Connection) {
+                    out.push(child.proc_ref());
+                }
+            }
+        }
+        out
+    }
+
+    /// An ssh connection (`identity`: the child of the listener) as a login, once it
+    /// has authenticated: once a process of the connection runs as the user. None
+    /// before that, and when it is not a connection process.
+    pub fn resolve_connection(&mut self, identity: ProcRef) -> Option<Resolved> {
+        let me = self.process(identity.pid)?.clone();
+        if me.start_ticks != identity.start_ticks
+            || self.sshd_role(identity.pid) != Some(SshdRole::Connection)
+        {
+            return None;
+        }
+        let listener = Some(me.ppid).filter(|&p| self.sshd_role(p) == Some(SshdRole::Listener));
+        // The connection's sshd processes: the monitor and, under it, the user's.
+        let mut transports = vec![identity.pid];
+        let mut user_side = None;
+        for child in self.children_of(identity.pid) {
+            if self.sshd_role(child.pid) != Some(SshdRole::Connection) {
+                continue;
+            }
+            // After authentication the connection's second process runs as the user
+            // (root too), titled `sshd: USER` or `sshd: USER@notty`; before, it runs
+            // as the privilege separation user, titled `sshd: USER [net]` (or
+            // `[preauth]`, `[accepted]`).
+            let authenticated = procs::cmdline(child.pid)
+                .first()
+                .is_some_and(|t| !t.contains('['));
+            let Some((uid, gid, groups)) = procs::credentials(child.pid) else {
+                continue;
+            };
+            transports.push(child.pid);
+            if authenticated {
+                user_side = Some((child.pid, uid, gid, groups));
+            }
+        }
+        let (user_pid, uid, gid, groups) = user_side?;
+        // A connection with a shell on a terminal is resolved through its terminal
+        // (which names its leader and server); this path is for those without.
+        if self
+            .children_of(user_pid)
+            .iter()
+            .any(|c| c.tty.is_some() && c.is_session_leader())
+        {
+            return None;
+        }
+        let carries = self.carries_of(user_pid);
+        // Right after authentication the shell, command or terminal is still being
+        // set up: give it a moment, so that what the login carries is known (nothing
+        // yet is not forwarding-only) and a terminal login is found as one.
+        if let Some(user) = self.process(user_pid)
+            && crate::clock::boot_ns().saturating_sub(user.proc_ref().start_boot_ns()) < SETTLE_NS
+        {
+            return None;
+        }
+        let facts = self.server_facts(user_pid);
+        // Only cgroups root made: a user can name their own `docker-<id>.scope`.
+        let cgroups = super::cgroup_trust::trusted_cgroup_paths(user_pid);
+        let container = cgroups
+            .iter()
+            .find_map(|path| kind::container_from_cgroup(path));
+        let remote = procs::tcp_peer(user_pid).or_else(|| procs::tcp_peer(identity.pid));
+        let audit_session = procs::audit_session(user_pid);
+        // Everything above was read by pid: it is the connection's only if both its
+        // processes are still those of the snapshot, not a pid reuse.
+        let user_process = self.process(user_pid)?.proc_ref();
+        if !identity.is_alive() || !user_process.is_alive() {
+            return None;
+        }
+        Some(Resolved {
+            identity,
+            terminal: None,
+            server_exe: facts.exe,
+            uid,
+            gid,
+            groups,
+            kind: SessionKind::Ssh,
+            container,
+            remote,
+            tty_atime: None,
+            audit_session,
+            server_audit_session: facts.audit_session,
+            server_ctty: None,
+            carries,
+            tree: self
+                .descendants(identity.pid)
+                .iter()
+                .map(|p| p.pid)
+                .collect(),
+            transports,
+            listener,
+        })
+    }
+
+    /// What the user's sshd of a connection runs: a shell (on a terminal, or a login
+    /// shell: `-bash`), the sftp server, a command; nothing: forwarding only.
+    fn carries_of(&mut self, user_sshd: u32) -> Vec<Carry> {
+        let mut carries: Vec<Carry> = self
+            .children_of(user_sshd)
+            .into_iter()
+            .map(|c| {
+                let argv = procs::cmdline(c.pid);
+                let argv0 = argv.first().map(String::as_str).unwrap_or("");
+                if c.comm.contains("sftp-server") || argv0.ends_with("sftp-server") {
+                    Carry::Subsystem
+                } else if c.tty.is_some() || argv0.starts_with('-') {
+                    Carry::Shell
+                } else {
+                    Carry::Exec
+                }
+            })
+            .collect();
+        carries.sort();
+        carries.dedup();
+        if carries.is_empty() {
+            carries.push(Carry::Forwarding);
+        }
+        carries
+    }
+
+    /// What a known connection carries now (it changes: a shell starts after the
+    /// login, a ControlMaster connection gains channels).
+    pub fn connection_carries(&mut self, identity: u32) -> Option<Vec<Carry>> {
+        let user = self.children_of(identity).into_iter().find(|c| {
+            self.sshd_role(c.pid) == Some(SshdRole::Connection)
+                && procs::cmdline(c.pid)
+                    .first()
+                    .is_some_and(|t| !t.contains('['))
+        })?;
+        Some(self.carries_of(user.pid))
     }
 
     /// The session leader whose controlling terminal is `key` (in the same devpts
@@ -305,14 +606,22 @@ fn ctty_of(p: &ProcInfo) -> Option<Ctty> {
     Some(Ctty { key, atime: None })
 }
 
-/// Sessions that existed before the daemon started.
+/// Logins that existed before the daemon started: one per terminal in use (several
+/// terminals of one ssh connection are merged by the caller), and every
+/// authenticated ssh connection, with or without a terminal.
 pub fn discover_existing() -> Vec<Resolved> {
     let mut resolver = Resolver::snapshot();
-    resolver
+    let mut found: Vec<Resolved> = resolver
         .terminals_in_use()
         .into_iter()
         .filter_map(|key| resolver.resolve(key, None))
-        .collect()
+        .collect();
+    for connection in resolver.ssh_connections() {
+        if let Some(r) = resolver.resolve_connection(connection) {
+            found.push(r);
+        }
+    }
+    found
 }
 
 #[cfg(test)]

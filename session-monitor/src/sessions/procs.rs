@@ -275,17 +275,6 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
         .map(|entry| entry.remote_address.to_string())
 }
 
-/// Every process by session id (a terminal's session and all its process groups,
-/// foreground and background), from one walk of /proc.
-pub fn processes_by_session() -> std::collections::HashMap<u32, Vec<ProcRef>> {
-    let mut sessions: std::collections::HashMap<u32, Vec<ProcRef>> =
-        std::collections::HashMap::new();
-    for p in all_processes().into_iter().filter(|p| p.pid != 0) {
-        sessions.entry(p.sid).or_default().push(p.proc_ref());
-    }
-    sessions
-}
-
 /// The audit session id (`/proc/PID/sessionid`): set once at login by pam_loginuid,
 /// inherited by everything started in that login (daemonized tmux servers too), and
 /// not changeable by the user. None when the process was not started in a login.
@@ -324,4 +313,41 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 /// Real uid of a process.
 pub fn uid_of(pid: u32) -> Option<u32> {
     Process::new(pid as i32).ok()?.uid().ok()
+}
+
+/// The process's arguments (its title, for processes that set one: sshd's
+/// `sshd: user [priv]`). Empty for kernel threads and when unreadable.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    Process::new(pid as i32)
+        .and_then(|p| p.cmdline())
+        .unwrap_or_default()
+}
+
+/// Every process one of whose user ids (real, effective, saved, file system) is
+/// in `uids`, from one walk of /proc.
+pub fn processes_of_uids(uids: &[u32]) -> Vec<ProcRef> {
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pid > 1)
+        .filter(|p| {
+            Process::new(p.pid as i32)
+                .and_then(|proc| proc.status())
+                .is_ok_and(|s| {
+                    [s.ruid, s.euid, s.suid, s.fuid]
+                        .iter()
+                        .any(|u| uids.contains(u))
+                })
+        })
+        .map(|p| p.proc_ref())
+        .collect()
+}
+
+/// Every process by parent pid, from one walk of /proc.
+pub fn processes_by_parent() -> std::collections::HashMap<u32, Vec<ProcInfo>> {
+    let mut parents: std::collections::HashMap<u32, Vec<ProcInfo>> =
+        std::collections::HashMap::new();
+    for p in all_processes().into_iter().filter(|p| p.pid != 0) {
+        parents.entry(p.ppid).or_default().push(p);
+    }
+    parents
 }

@@ -1,4 +1,11 @@
-//! The table of live sessions, and the view of one that the CLI prints.
+//! The table of live logins, and the view of one that the CLI prints.
+//!
+//! A login is what a person opened: an ssh connection, a mosh-server, a console
+//! login, a container exec, a local terminal. It is identified by one process (its
+//! *identity*: the per-connection sshd, the mosh-server, the terminal's leader) and
+//! has zero or more terminals (`ssh -T`, `-N` and sftp have none; an ssh
+//! ControlMaster connection has several). Everything the daemon knows and decides
+//! about a login is in its one [`Login`] record.
 
 use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
@@ -13,24 +20,60 @@ use super::{
     procs::ProcRef,
     tty::tty_name,
 };
-use crate::clock;
+use crate::{
+    clock,
+    enforce::{EndReason, Warned},
+    policy::Resolution,
+};
+
+/// A login's number: the key of the daemon's table and of the kernel's per-login
+/// maps (never 0, which the kernel reads as "no login").
+pub type LoginKey = u64;
+
+/// What a login carries, where it can be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Carry {
+    /// An interactive shell (on a terminal, or `ssh -T` without a command).
+    Shell,
+    /// A command (`ssh host cmd`).
+    Exec,
+    /// A subsystem such as sftp.
+    Subsystem,
+    /// Nothing but forwarded connections (`ssh -N -L ...`).
+    Forwarding,
+}
+
+/// One terminal of a login: the pty slave (or console) and who is on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Terminal {
+    pub key: TtyKey,
+    /// The terminal's session leader (the shell).
+    pub leader: ProcRef,
+    /// The process holding the pty master (sshd, mosh-server, tmux, a shim).
+    pub server: Option<ProcRef>,
+}
 
 #[derive(Clone, Debug)]
-pub struct Session {
-    /// Stable for the life of the session, also across daemon restarts.
+pub struct Login {
+    /// Stable for the life of the login, also across daemon restarts.
     pub id: String,
-    pub key: TtyKey,
-    pub tty: String,
+    pub key: LoginKey,
+    /// The process that carries the person's connection; the login ends with it.
+    pub identity: ProcRef,
+    /// Zero or more terminals, the first one opened first.
+    pub terminals: Vec<Terminal>,
+    /// The connection's sshd processes (the identity among them): what they write
+    /// into pipes and sockets is the login's input.
+    pub transports: Vec<u32>,
     pub kind: SessionKind,
+    pub carries: Vec<Carry>,
     pub user: String,
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
     /// Names of the primary and supplementary groups, for group rules.
     pub group_names: Vec<String>,
-    pub leader: ProcRef,
-    /// The process holding the pty master (sshd, mosh-server, tmux, a container shim).
-    pub server: Option<ProcRef>,
     pub server_exe: Option<PathBuf>,
     pub remote: Option<String>,
     pub container: Option<ContainerInfo>,
@@ -39,55 +82,129 @@ pub struct Session {
     pub server_audit_session: Option<u32>,
     /// The terminal the server runs on, when it runs on one.
     pub server_ctty: Option<TtyKey>,
-    /// The outer session this terminal is nested in (a multiplexer or `expect`
-    /// started inside it): its own input does not count, its user's presence does.
+    /// The outer login this one is nested in (a multiplexer or `expect` started
+    /// inside it): its own input does not count, its user's presence does.
     pub nested_in: Option<String>,
-    /// Leader start, CLOCK_BOOTTIME ns.
+    /// Identity process start, CLOCK_BOOTTIME ns.
     pub started_ns: u64,
     /// When the daemon began to track it: the baseline for network idle time.
     pub tracked_since_ns: u64,
+    /// The policy that applies.
+    pub resolution: Resolution,
+    pub warned: Option<Warned>,
+    /// Dry-run: the end already reported, so it is not reported again until the
+    /// login's deadline moves.
+    pub reported_end: Option<(EndReason, u64)>,
+    /// The single pending deadline (its next warning or end), CLOCK_BOOTTIME ns.
+    pub due: Option<u64>,
+    /// Being ended, and why.
+    pub ending: Option<EndReason>,
 }
 
-impl Session {
+impl Login {
     pub fn from_resolved(r: Resolved, now_ns: u64) -> Self {
         let user = names::user_name(r.uid);
         let mut gids = vec![r.gid];
         gids.extend(r.groups.iter().copied().filter(|g| *g != r.gid));
         let group_names = gids.iter().map(|&gid| names::group_name(gid)).collect();
+        let (key, id) = login_key(&r.identity);
         Self {
-            id: session_id(&r.key, &r.leader),
+            id,
+            key,
             group_names,
-            tty: tty_name(&r.key),
-            key: r.key,
+            identity: r.identity,
+            terminals: r.terminal.into_iter().collect(),
+            transports: r.transports,
             kind: r.kind,
+            carries: r.carries,
             user,
             uid: r.uid,
             gid: r.gid,
             groups: r.groups,
-            started_ns: r.leader.start_boot_ns(),
+            started_ns: r.identity.start_boot_ns(),
             audit_session: r.audit_session,
             server_audit_session: r.server_audit_session,
             server_ctty: r.server_ctty,
             nested_in: None,
-            leader: r.leader,
-            server: r.server,
             server_exe: r.server_exe,
             remote: r.remote,
             container: r.container,
             tracked_since_ns: now_ns,
+            resolution: Resolution::default(),
+            warned: None,
+            reported_end: None,
+            due: None,
+            ending: None,
         }
     }
 
-    /// Network liveness is tracked for sessions whose peer talks UDP to the server.
-    pub fn has_network_peer(&self) -> bool {
-        self.kind == SessionKind::Mosh && self.server.is_some()
+    /// The first terminal, if any.
+    pub fn terminal(&self) -> Option<&Terminal> {
+        self.terminals.first()
     }
 
-    /// Last input (or the session start when nobody typed yet), boot-time ns. A
-    /// terminal access time seeded at start-up may predate the shell (a terminal
-    /// reused by a new shell); it still counts as the last input.
-    pub fn last_input_ns(&self, activity: Option<&TtyActivity>) -> u64 {
-        match activity.map_or(0, |a| a.last_input_ns) {
+    /// The first terminal's name, or `-` for a login without one.
+    pub fn tty(&self) -> String {
+        self.terminal()
+            .map_or_else(|| "-".to_string(), |t| tty_name(&t.key))
+    }
+
+    /// The first terminal's leader, else the identity process.
+    pub fn leader(&self) -> ProcRef {
+        self.terminal().map_or(self.identity, |t| t.leader)
+    }
+
+    /// The process serving the first terminal, else the identity when it is not the
+    /// leader (an sshd serving `ssh -T`).
+    pub fn server(&self) -> Option<ProcRef> {
+        match self.terminal() {
+            Some(t) => t.server,
+            None => Some(self.identity),
+        }
+    }
+
+    /// Every process the login is made of as the daemon sees it: the identity, the
+    /// terminals' leaders and servers.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.identity.pid];
+        pids.extend(&self.transports);
+        for t in &self.terminals {
+            pids.push(t.leader.pid);
+            pids.extend(t.server.map(|s| s.pid));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// A login carrying nothing but forwarded connections: forwarded data is not a
+    /// person's input, so it is idle from its start.
+    pub fn forwarding_only(&self) -> bool {
+        self.terminals.is_empty() && self.carries == [Carry::Forwarding]
+    }
+
+    /// Network liveness is tracked for logins whose peer talks UDP to the server.
+    pub fn has_network_peer(&self) -> bool {
+        self.kind == SessionKind::Mosh
+    }
+
+    /// Last input (or the login's start when nobody typed yet), boot-time ns: the
+    /// latest input on any of its terminals, or written by its transport into its
+    /// pipes and sockets. A terminal access time seeded at start-up may predate the
+    /// shell (a terminal reused by a new shell); it still counts as the last input.
+    pub fn last_input_ns(&self, terminals: &[Option<TtyActivity>], login_input_ns: u64) -> u64 {
+        let tty = terminals
+            .iter()
+            .flatten()
+            .map(|a| a.last_input_ns)
+            .max()
+            .unwrap_or(0);
+        let login = if self.forwarding_only() {
+            0
+        } else {
+            login_input_ns
+        };
+        match tty.max(login) {
             0 => self.started_ns,
             input => input,
         }
@@ -102,29 +219,35 @@ impl Session {
         Some(udp.max(self.tracked_since_ns))
     }
 
-    /// The session as the CLI shows it; `last_input_ns` is the daemon's view of the
-    /// last input (for a nested terminal, its user's presence elsewhere).
+    /// The login as the CLI shows it; `last_input_ns` is the daemon's view of the
+    /// last input (for a nested login, its user's presence elsewhere), `own_input_ns`
+    /// its own (0: none yet).
     pub fn view(
         &self,
-        activity: Option<&TtyActivity>,
+        input: (u64, u64),
+        own_input_ns: u64,
         server: Option<&ProcState>,
         last_input_ns: u64,
         now_ns: u64,
     ) -> SessionView {
-        let own = activity.map(|a| a.last_input_ns).filter(|&t| t > 0);
+        let own = (own_input_ns > 0).then_some(own_input_ns);
         let last_input = if self.nested_in.is_some() {
             Some(last_input_ns)
         } else {
             own
         };
+        let terminals: Vec<String> = self.terminals.iter().map(|t| tty_name(&t.key)).collect();
         SessionView {
             id: self.id.clone(),
-            tty: self.tty.clone(),
+            tty: terminals.first().cloned(),
+            terminals,
+            carries: self.carries.clone(),
             kind: self.kind,
             user: self.user.clone(),
             uid: self.uid,
-            leader_pid: self.leader.pid,
-            server_pid: self.server.map(|s| s.pid),
+            identity_pid: self.identity.pid,
+            leader_pid: self.leader().pid,
+            server_pid: self.server().map(|s| s.pid),
             server: self
                 .server_exe
                 .as_ref()
@@ -138,21 +261,32 @@ impl Session {
             network_idle_seconds: self
                 .last_network_ns(server)
                 .map(|t| clock::seconds_between(t, now_ns)),
-            input_bytes: activity.map_or(0, |a| a.input_bytes),
-            input_count: activity.map_or(0, |a| a.input_count),
+            input_bytes: input.0,
+            input_count: input.1,
             nested_in: self.nested_in.clone(),
         }
     }
 }
 
-/// A session as `sessions --json` prints it.
+/// A login as `sessions --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionView {
     pub id: String,
-    pub tty: String,
+    /// The first terminal, or null for a login without one.
+    pub tty: Option<String>,
+    /// Every terminal of the login (`pts/3`, `tty2`), the first one opened first.
+    #[serde(default)]
+    pub terminals: Vec<String>,
+    /// What the login carries where it can be told (`shell`, `exec`, `subsystem`,
+    /// `forwarding`).
+    #[serde(default)]
+    pub carries: Vec<Carry>,
     pub kind: SessionKind,
     pub user: String,
     pub uid: u32,
+    /// The process that carries the connection (the login ends with it).
+    #[serde(default)]
+    pub identity_pid: u32,
     pub leader_pid: u32,
     pub server_pid: Option<u32>,
     pub server: Option<String>,
@@ -165,14 +299,15 @@ pub struct SessionView {
     pub network_idle_seconds: Option<f64>,
     pub input_bytes: u64,
     pub input_count: u64,
-    /// The outer session, for a terminal nested in another session.
+    /// The outer login, for one nested in another.
     #[serde(default)]
     pub nested_in: Option<String>,
 }
 
-/// A short id derived from what identifies the session on this boot: the same
-/// session gets the same id after a daemon restart, another one never does.
-fn session_id(key: &TtyKey, leader: &ProcRef) -> String {
+/// The login's key and short id, derived from what identifies its identity process
+/// on this boot: the same login gets the same id after a daemon restart, another
+/// one never does.
+pub fn login_key(identity: &ProcRef) -> (LoginKey, String) {
     static BOOT_ID: OnceLock<String> = OnceLock::new();
     let boot_id = BOOT_ID.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -181,87 +316,237 @@ fn session_id(key: &TtyKey, leader: &ProcRef) -> String {
     });
     let mut hash = Sha256::new();
     hash.update(boot_id.as_bytes());
-    hash.update(key.rdev.to_le_bytes());
-    hash.update(key.pts_dev.to_le_bytes());
-    hash.update(leader.pid.to_le_bytes());
-    hash.update(leader.start_ticks.to_le_bytes());
+    hash.update(identity.pid.to_le_bytes());
+    hash.update(identity.start_ticks.to_le_bytes());
     let digest = hash.finalize();
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    // 48 bits: the id is the key in hex, so the kernel's maps and the audit log name
+    // a login the way `sessions` does.
+    let mut bytes = [0u8; 8];
+    bytes[2..].copy_from_slice(&digest[..6]);
+    let key = u64::from_be_bytes(bytes).max(1);
+    (key, format!("{key:012x}"))
 }
 
-/// Live sessions by terminal, with an index from process to sessions for exits.
+/// Live logins by key, with indexes from terminal and from process to login.
 #[derive(Default)]
-pub struct SessionTable {
-    sessions: HashMap<TtyKey, Session>,
-    by_pid: HashMap<u32, Vec<TtyKey>>,
+pub struct LoginTable {
+    logins: HashMap<LoginKey, Login>,
+    by_tty: HashMap<TtyKey, LoginKey>,
+    by_pid: HashMap<u32, Vec<LoginKey>>,
 }
 
-impl SessionTable {
-    pub fn insert(&mut self, session: Session) {
-        let key = session.key;
-        if let Some(old) = self.sessions.remove(&key) {
+impl LoginTable {
+    pub fn insert(&mut self, login: Login) {
+        let key = login.key;
+        if let Some(old) = self.logins.remove(&key) {
             self.unindex(&old);
         }
-        for pid in std::iter::once(session.leader.pid).chain(session.server.map(|s| s.pid)) {
-            self.by_pid.entry(pid).or_default().push(key);
+        self.index(&login);
+        self.logins.insert(key, login);
+    }
+
+    fn index(&mut self, login: &Login) {
+        for pid in login.pids() {
+            self.by_pid.entry(pid).or_default().push(login.key);
         }
-        self.sessions.insert(key, session);
+        for t in &login.terminals {
+            self.by_tty.insert(t.key, login.key);
+        }
     }
 
-    pub fn remove(&mut self, key: &TtyKey) -> Option<Session> {
-        let session = self.sessions.remove(key)?;
-        self.unindex(&session);
-        Some(session)
+    pub fn remove(&mut self, key: &LoginKey) -> Option<Login> {
+        let login = self.logins.remove(key)?;
+        self.unindex(&login);
+        Some(login)
     }
 
-    fn unindex(&mut self, session: &Session) {
-        for pid in std::iter::once(session.leader.pid).chain(session.server.map(|s| s.pid)) {
+    fn unindex(&mut self, login: &Login) {
+        for pid in login.pids() {
             if let Some(keys) = self.by_pid.get_mut(&pid) {
-                keys.retain(|k| k != &session.key);
+                keys.retain(|k| k != &login.key);
                 if keys.is_empty() {
                     self.by_pid.remove(&pid);
                 }
             }
         }
+        for t in &login.terminals {
+            if self.by_tty.get(&t.key) == Some(&login.key) {
+                self.by_tty.remove(&t.key);
+            }
+        }
     }
 
-    pub fn get(&self, key: &TtyKey) -> Option<&Session> {
-        self.sessions.get(key)
+    /// Adds a terminal to a login (ssh multiplexes several on one connection).
+    pub fn add_terminal(&mut self, key: &LoginKey, terminal: Terminal) {
+        let Some(mut login) = self.remove(key) else {
+            return;
+        };
+        login.terminals.retain(|t| t.key != terminal.key);
+        login.terminals.push(terminal);
+        self.insert(login);
     }
 
-    /// Mutable access for facts learned after insertion (nesting); the fields the
-    /// pid index is built from (leader, server) must not change.
-    pub fn get_mut(&mut self, key: &TtyKey) -> Option<&mut Session> {
-        self.sessions.get_mut(key)
+    /// Removes a terminal from its login; returns the login's key.
+    pub fn remove_terminal(&mut self, tty: &TtyKey) -> Option<LoginKey> {
+        let key = *self.by_tty.get(tty)?;
+        let mut login = self.remove(&key)?;
+        login.terminals.retain(|t| t.key != *tty);
+        self.insert(login);
+        Some(key)
     }
 
-    pub fn contains(&self, key: &TtyKey) -> bool {
-        self.sessions.contains_key(key)
+    pub fn get(&self, key: &LoginKey) -> Option<&Login> {
+        self.logins.get(key)
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Session> {
-        self.sessions.values().find(|s| s.id == id)
+    /// Mutable access for facts learned after insertion (nesting, enforcement); the
+    /// fields the indexes are built from (identity, terminals) must not change.
+    pub fn get_mut(&mut self, key: &LoginKey) -> Option<&mut Login> {
+        self.logins.get_mut(key)
     }
 
-    /// Sessions in which `pid` is the leader or the server.
-    pub fn keys_of_pid(&self, pid: u32) -> Vec<TtyKey> {
+    pub fn contains(&self, key: &LoginKey) -> bool {
+        self.logins.contains_key(key)
+    }
+
+    /// The login a terminal belongs to.
+    pub fn of_tty(&self, tty: &TtyKey) -> Option<LoginKey> {
+        self.by_tty.get(tty).copied()
+    }
+
+    pub fn has_tty(&self, tty: &TtyKey) -> bool {
+        self.by_tty.contains_key(tty)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Login> {
+        self.logins.values().find(|s| s.id == id)
+    }
+
+    /// Logins in which `pid` is the identity, a terminal's leader or its server.
+    pub fn keys_of_pid(&self, pid: u32) -> Vec<LoginKey> {
         self.by_pid.get(&pid).cloned().unwrap_or_default()
     }
 
-    /// True when some session other than `except` is served by `pid`.
+    /// True when some login is made of `pid`.
     pub fn pid_in_use(&self, pid: u32) -> bool {
         self.by_pid.get(&pid).is_some_and(|keys| !keys.is_empty())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values()
+    pub fn iter(&self) -> impl Iterator<Item = &Login> {
+        self.logins.values()
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.logins.len()
     }
 
-    pub fn keys(&self) -> Vec<TtyKey> {
-        self.sessions.keys().copied().collect()
+    pub fn keys(&self) -> Vec<LoginKey> {
+        self.logins.keys().copied().collect()
+    }
+
+    /// Every terminal of every login.
+    pub fn terminal_count(&self) -> usize {
+        self.by_tty.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32) -> ProcRef {
+        ProcRef {
+            pid,
+            start_ticks: 1000 + pid as u64,
+        }
+    }
+
+    fn login(identity: u32, terminals: &[(u32, u32)]) -> Login {
+        let r = Resolved {
+            identity: proc(identity),
+            terminal: None,
+            server_exe: None,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            kind: SessionKind::Ssh,
+            container: None,
+            remote: None,
+            tty_atime: None,
+            audit_session: None,
+            server_audit_session: None,
+            server_ctty: None,
+            carries: vec![Carry::Shell],
+            transports: vec![],
+            listener: None,
+            tree: vec![],
+        };
+        let mut l = Login::from_resolved(r, 0);
+        l.terminals = terminals
+            .iter()
+            .map(|&(rdev, leader)| Terminal {
+                key: TtyKey { rdev, pts_dev: 5 },
+                leader: proc(leader),
+                server: Some(proc(identity + 1)),
+            })
+            .collect();
+        l
+    }
+
+    #[test]
+    fn ids_follow_the_identity_process() {
+        let a = login_key(&proc(10));
+        assert_eq!(a, login_key(&proc(10)));
+        assert_ne!(a.0, login_key(&proc(11)).0);
+        assert_ne!(a.0, 0);
+        assert_eq!(a.1.len(), 12);
+        assert_eq!(u64::from_str_radix(&a.1, 16), Ok(a.0));
+    }
+
+    #[test]
+    fn a_login_owns_its_terminals_and_processes() {
+        let mut table = LoginTable::default();
+        let l = login(10, &[(1, 20), (2, 21)]);
+        let key = l.key;
+        table.insert(l);
+        assert_eq!(
+            table.of_tty(&TtyKey {
+                rdev: 2,
+                pts_dev: 5
+            }),
+            Some(key)
+        );
+        assert_eq!(table.keys_of_pid(21), vec![key]);
+        assert_eq!(table.keys_of_pid(11), vec![key]);
+        assert_eq!(
+            table.remove_terminal(&TtyKey {
+                rdev: 1,
+                pts_dev: 5
+            }),
+            Some(key)
+        );
+        assert!(!table.pid_in_use(20));
+        assert_eq!(table.get(&key).unwrap().leader().pid, 21);
+        table.remove(&key);
+        assert!(!table.pid_in_use(10));
+        assert_eq!(table.terminal_count(), 0);
+    }
+
+    #[test]
+    fn last_input_is_the_latest_of_terminals_and_transport() {
+        let mut l = login(10, &[]);
+        l.started_ns = 5;
+        let act = |t| {
+            Some(TtyActivity {
+                last_input_ns: t,
+                ..Default::default()
+            })
+        };
+        assert_eq!(l.last_input_ns(&[], 0), 5);
+        assert_eq!(l.last_input_ns(&[act(7), act(9)], 8), 9);
+        assert_eq!(l.last_input_ns(&[act(7)], 12), 12);
+        // Forwarded data is not a person's input.
+        l.carries = vec![Carry::Forwarding];
+        assert_eq!(l.last_input_ns(&[], 12), 5);
     }
 }
