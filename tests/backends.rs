@@ -57,6 +57,9 @@ impl Attempt {
             .arg(dir.join("policy.toml"))
             .arg("--audit-log")
             .arg(dir.join("audit.jsonl"))
+            // Kernel state pinned nowhere: the machine's pin directory is not the
+            // test's to use.
+            .args(["--pin-dir", ""])
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--backend", backend])

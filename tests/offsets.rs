@@ -179,10 +179,21 @@ fn offsets_match_bpftool_reading_of_kernel_btf() {
             .as_u64()
             .unwrap_or_else(|| panic!("offset {key} = {value} is not a number"));
         // Every complete definition of the struct (vmlinux has one, but be sure).
+        // A member renamed between kernels goes by its newest name in `status`: the
+        // daemon resolves whichever this kernel has.
+        let spellings: &[&str] = match (strukt, member) {
+            ("iov_iter", "__iov") => &["__iov", "iov"],
+            _ => std::slice::from_ref(&member),
+        };
         let candidates: Vec<(u64, bool)> = types
             .values()
             .filter(|t| t.kind == "STRUCT" && t.name == strukt && !t.members.is_empty())
-            .filter_map(|t| find_member(&types, t, member))
+            .flat_map(|t| {
+                spellings
+                    .iter()
+                    .filter_map(|m| find_member(&types, t, m))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert!(
             !candidates.is_empty(),

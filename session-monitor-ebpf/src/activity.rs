@@ -124,8 +124,15 @@ fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -
         return false;
     };
     let mut buf = [0u8; ANSWER_PREFIX];
-    let len = user.len.min(user.total).min(ANSWER_PREFIX as u64) as usize;
-    let Some(seen) = buf.get_mut(..len) else {
+    let len = user.len.min(user.total).min(ANSWER_PREFIX as u64);
+    if len == 0 {
+        return false;
+    }
+    // Masked where it is used: older verifiers (6.1) lose a bound the compiler proved
+    // when the value is spilled to the stack and read back, and then refuse the read.
+    // `len` is 1..=64 here, so this keeps it as it is.
+    let len = ((len - 1) & (ANSWER_PREFIX as u64 - 1)) + 1;
+    let Some(seen) = buf.get_mut(..len as usize) else {
         return false;
     };
     // SAFETY: the helper checks the user address and fails on a bad one.

@@ -106,25 +106,25 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
         other => return transport_write(other, file, || Ok(writev_sum(ctx)?.bytes)),
     };
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
-    let sum = writev_sum(ctx)?;
-    if sum.bytes == 0 && vlen == 0 {
+    let WritevSum {
+        bytes,
+        summed,
+        first,
+    } = writev_sum(ctx)?;
+    if bytes == 0 && vlen == 0 {
         return Ok(());
     }
     // More buffers than were summed: the total is not known, so nothing can be judged
     // whole (a burst of answers is still judged by its first bytes).
-    let total = if sum.summed < vlen {
-        u64::MAX
-    } else {
-        sum.bytes
-    };
+    let total = if summed < vlen { u64::MAX } else { bytes };
     let first = || {
         Ok(UserBytes {
-            addr: sum.first.base,
-            len: sum.first.len,
+            addr: first.base,
+            len: first.len,
             total,
         })
     };
-    activity::tty_written::<Untyped, _, _>(ctx, &tty, sum.bytes, first)
+    activity::tty_written::<Untyped, _, _>(ctx, &tty, bytes, first)
 }
 
 /// What a `writev` carries, from its first iovecs.

@@ -620,6 +620,14 @@ impl VmRun<'_> {
             "# Written by `cargo xtask vm-test`; runs in the VM."
         );
         let _ = writeln!(script, "out={out}");
+        // The VM's console is a login (a shell on ttyS0), and a login's work is every
+        // process forked from it: run from there, the tests' own terminals would be
+        // nested in it. So the job runs detached: a new session without a terminal,
+        // reparented to init (`setsid -f`), while the console waits for its `rc`.
+        let _ = writeln!(
+            script,
+            r#"if [ -z "$VM_TEST_DETACHED" ]; then VM_TEST_DETACHED=1 setsid -f bash "$0" </dev/null >/dev/null 2>&1; while [ ! -e "$out/rc" ]; do sleep 1; done; exit 0; fi"#
+        );
         let _ = writeln!(script, r#"exec >"$out/output.log" 2>&1 </dev/null"#);
         let _ = writeln!(
             script,
@@ -680,8 +688,9 @@ impl VmRun<'_> {
         let _ = writeln!(script, "export TMPDIR=/run/vm-test/tmp");
         let _ = writeln!(script, "status=0");
         script.push_str(&self.body);
-        let _ = writeln!(script, r#"echo "$status" >"$out/rc""#);
         let _ = writeln!(script, r#"echo "vm-test: done (status $status)""#);
+        // Last: the console stops waiting, and the VM powers off, once `rc` exists.
+        let _ = writeln!(script, r#"echo "$status" >"$out/rc""#);
         script
     }
 
