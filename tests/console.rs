@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{Daemon, Kind, process, test_guard};
+use harness::{Daemon, Kind, TestUser, process, test_guard};
 
 /// A login-less shell on a free virtual console, killed on drop.
 struct ConsoleShell {
@@ -20,20 +20,25 @@ struct ConsoleShell {
 }
 
 impl ConsoleShell {
-    /// None when the kernel has no virtual consoles (CONFIG_VT) or none is free.
-    fn start() -> Option<Self> {
+    /// A shell of `user`'s; None when the kernel has no virtual consoles
+    /// (CONFIG_VT) or none is free.
+    fn start(user: &TestUser) -> Option<Self> {
         let tty = (40..63)
             .map(|n| PathBuf::from(format!("/dev/tty{n}")))
             .find(|path| path.exists() && !in_use(path))?;
         // setsid + open without O_NOCTTY: the console becomes the shell's
-        // controlling terminal, as getty and login make it.
+        // controlling terminal, as getty and login make it; then the shell runs
+        // as the user, as login runs it.
         let child = Command::new("setsid")
             .args([
                 "sh",
                 "-c",
                 &format!(
-                    "exec bash --norc --noprofile -i <{0} >{0} 2>&1",
-                    tty.display()
+                    "exec setpriv --reuid={1} --regid={2} --init-groups \
+                     bash --norc --noprofile -i <{0} >{0} 2>&1",
+                    tty.display(),
+                    user.uid(),
+                    user.gid()
                 ),
             ])
             .env("PS1", "$ ")
@@ -41,7 +46,7 @@ impl ConsoleShell {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
+            .expect("setsid");
         let shell = ConsoleShell { tty, child };
         // Keystrokes typed before the shell opened the console would go to a tty
         // that is freed again when the typist closes it.
@@ -93,16 +98,20 @@ impl Drop for ConsoleShell {
 #[test]
 fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     let _guard = test_guard!();
+    let user = TestUser::new();
+    // The rule names the test's user: a machine's own consoles (the test VM's
+    // serial console runs these tests) are not the test's to end.
     let daemon = Daemon::builder()
-        .policy(
+        .policy(&format!(
             "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
-             [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nidle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
-        )
+             [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nusers = [\"{}\"]\n\
+             idle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
+            user.name()
+        ))
         .start();
-    let Some(console) = ConsoleShell::start() else {
-        eprintln!("skipped: no free virtual console (CONFIG_VT) on this machine");
-        return;
-    };
+    let console = ConsoleShell::start(&user).expect(
+        "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)",
+    );
     let name = console
         .tty
         .file_name()
@@ -113,6 +122,7 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
         s.tty == name && s.kind == Kind::Console
     });
+    assert_eq!(session.user, user.name(), "{session:?}");
     assert!(
         session.server_pid.is_none(),
         "a console has no transport: {session:?}"

@@ -15,15 +15,19 @@ use std::{
 };
 
 use harness::{
-    Container, DaemonSetPod, Kind, Mount, Podman, Session, Sshd, TempDir, TestUser, Tmux,
+    Container, DaemonSetPod, Kind, Mount, PinDir, Podman, Session, Sshd, TempDir, TestUser, Tmux,
     daemon_binary, describe, http, test_guard, wait_until_ok,
 };
 
 const APPEAR: Duration = Duration::from_secs(30);
 
-/// Host directories for the daemon's own state and policy: never the machine's.
+/// Host directories for the daemon's own state, policy and pinned kernel state:
+/// never the machine's.
 struct HostDirs {
     dir: TempDir,
+    /// Mounted as the container's bpffs, so the daemon pins into a directory the
+    /// harness removes, not the node's `/sys/fs/bpf/session-monitor`.
+    pins: PinDir,
 }
 
 impl HostDirs {
@@ -33,11 +37,16 @@ impl HostDirs {
             std::fs::create_dir(dir.join(sub)).expect("mkdir");
         }
         dir.write("policy/policy.toml", policy);
-        Self { dir }
+        let pins = PinDir::new("image");
+        Self { dir, pins }
     }
 
-    /// The host's own directory for kernel file systems; the test's for the rest.
+    /// The host's own directory for kernel file systems (bpffs: a private directory
+    /// on it); the test's for the rest.
     fn source_of(&self, mount: &Mount) -> PathBuf {
+        if mount.volume == "bpffs" {
+            return self.pins.path().to_path_buf();
+        }
         if mount.is_hosts_own() {
             return PathBuf::from(mount.host_path.as_deref().expect("hostPath"));
         }
