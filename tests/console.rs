@@ -4,7 +4,10 @@
 
 use std::{
     fs::OpenOptions,
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
     path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
@@ -17,6 +20,8 @@ use harness::{Daemon, Kind, TestUser, process, test_guard};
 struct ConsoleShell {
     tty: PathBuf,
     child: Child,
+    /// The console's owner before the test gave it to its user.
+    owner: (u32, u32),
 }
 
 impl ConsoleShell {
@@ -26,19 +31,23 @@ impl ConsoleShell {
         let tty = (40..63)
             .map(|n| PathBuf::from(format!("/dev/tty{n}")))
             .find(|path| path.exists() && !in_use(path))?;
-        // setsid + open without O_NOCTTY: the console becomes the shell's
-        // controlling terminal, as getty and login make it; then the shell runs
-        // as the user, as login runs it.
+        // As login(1) does: the console is the user's while they are logged in, and
+        // their shell opens it (setsid, no O_NOCTTY: it becomes the controlling
+        // terminal). The shell is the user's from its first instruction, so the
+        // session is theirs from the start.
+        let owner = std::fs::metadata(&tty).expect("stat the console");
+        std::os::unix::fs::chown(&tty, Some(user.uid()), Some(user.gid())).expect("chown");
         let child = Command::new("setsid")
             .args([
+                "setpriv",
+                &format!("--reuid={}", user.uid()),
+                &format!("--regid={}", user.gid()),
+                "--init-groups",
                 "sh",
                 "-c",
                 &format!(
-                    "exec setpriv --reuid={1} --regid={2} --init-groups \
-                     bash --norc --noprofile -i <{0} >{0} 2>&1",
-                    tty.display(),
-                    user.uid(),
-                    user.gid()
+                    "exec bash --norc --noprofile -i <{0} >{0} 2>&1",
+                    tty.display()
                 ),
             ])
             .env("PS1", "$ ")
@@ -47,7 +56,11 @@ impl ConsoleShell {
             .stderr(Stdio::null())
             .spawn()
             .expect("setsid");
-        let shell = ConsoleShell { tty, child };
+        let shell = ConsoleShell {
+            tty,
+            child,
+            owner: (owner.uid(), owner.gid()),
+        };
         // Keystrokes typed before the shell opened the console would go to a tty
         // that is freed again when the typist closes it.
         harness::wait_until(
@@ -92,6 +105,7 @@ impl Drop for ConsoleShell {
         process::kill_all(&pids);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::os::unix::fs::chown(&self.tty, Some(self.owner.0), Some(self.owner.1));
     }
 }
 
