@@ -138,15 +138,42 @@ fn wait_gone(what: &str, pids: &[u32]) {
 }
 
 /// Another user's process, which nothing here may touch.
-fn bystander() -> (TestUser, Child) {
-    let other = TestUser::new();
-    let child = other
-        .command("sleep")
-        .arg("1000")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("the other user's sleep");
-    (other, child)
+/// Another user's process, which nothing the test's user does may end; killed on drop.
+struct Bystander {
+    _other: TestUser,
+    child: Child,
+}
+
+impl Bystander {
+    fn start() -> Self {
+        let other = TestUser::new();
+        let child = other
+            .command("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the other user's sleep");
+        Self {
+            _other: other,
+            child,
+        }
+    }
+
+    /// Ending the user's logins left the sshd listener and this process alone.
+    fn assert_untouched(&mut self, sshd: &Sshd) {
+        assert!(process::alive(sshd.pid()), "the sshd listener survives");
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "another user's process is untouched"
+        );
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -205,7 +232,7 @@ fn forwarding_and_sftp_logins_are_listed_and_ended_by_max_session() {
     let user = TestUser::new();
     let sshd = Sshd::start();
     sshd.authorize(&user);
-    let (_other, mut bystander) = bystander();
+    let mut bystander = Bystander::start();
     let daemon = Daemon::builder()
         .policy(&policy_for(
             &user,
@@ -234,13 +261,7 @@ fn forwarding_and_sftp_logins_are_listed_and_ended_by_max_session() {
         assert!(!process::alive(login.identity_pid), "{end}");
     }
     wait_gone("every process of the user", &user_processes_with(&user, ""));
-    assert!(process::alive(sshd.pid()), "the sshd listener survives");
-    assert!(
-        matches!(bystander.try_wait(), Ok(None)),
-        "another user's process is untouched"
-    );
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    bystander.assert_untouched(&sshd);
 }
 
 #[test]
@@ -249,7 +270,7 @@ fn revoke_ends_forwarding_and_sftp_logins() {
     let user = TestUser::new();
     let sshd = Sshd::start();
     sshd.authorize(&user);
-    let (_other, mut bystander) = bystander();
+    let mut bystander = Bystander::start();
     let daemon = Daemon::builder().policy(&policy_for(&user, "")).start();
     let forward = format!("{}:127.0.0.1:{}", free_port(), sshd.port());
     let _tunnel = ssh(&sshd, &user, &["-N", "-L", &forward], &[]);
@@ -273,13 +294,7 @@ fn revoke_ends_forwarding_and_sftp_logins() {
     harness::wait_until("the exec client to exit", Duration::from_secs(20), || {
         exec.exited().then_some(())
     });
-    assert!(process::alive(sshd.pid()), "the sshd listener survives");
-    assert!(
-        matches!(bystander.try_wait(), Ok(None)),
-        "another user's process is untouched"
-    );
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    bystander.assert_untouched(&sshd);
 }
 
 /// Starts, from the login's shell, work that leaves its session and its parent:
@@ -310,7 +325,7 @@ fn escaped_processes_end_with_the_idle_end_of_a_login_without_logind_scope() {
     let user = TestUser::new();
     let sshd = Sshd::start();
     sshd.authorize(&user);
-    let (_other, mut bystander) = bystander();
+    let mut bystander = Bystander::start();
     let daemon = Daemon::builder()
         .policy(&policy_for(
             &user,
@@ -324,13 +339,7 @@ fn escaped_processes_end_with_the_idle_end_of_a_login_without_logind_scope() {
     daemon.wait_session_gone(&login.id, END);
     assert_eq!(end_record(&daemon, &login.id)["reason"], "idle");
     wait_gone("the escaped processes to be ended", &escaped);
-    assert!(process::alive(sshd.pid()), "the sshd listener survives");
-    assert!(
-        matches!(bystander.try_wait(), Ok(None)),
-        "another user's process is untouched"
-    );
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    bystander.assert_untouched(&sshd);
 }
 
 #[test]
@@ -339,7 +348,7 @@ fn escaped_processes_end_with_revoke() {
     let user = TestUser::new();
     let sshd = Sshd::start();
     sshd.authorize(&user);
-    let (_other, mut bystander) = bystander();
+    let mut bystander = Bystander::start();
     let daemon = Daemon::builder().policy(&policy_for(&user, "")).start();
     let mut client = ssh(&sshd, &user, &[], &[]);
     let login = wait_login(&daemon, &user, "shell");
@@ -350,13 +359,7 @@ fn escaped_processes_end_with_revoke() {
     daemon.wait_session_gone(&login.id, END);
     assert_eq!(end_record(&daemon, &login.id)["reason"], "revoked");
     wait_gone("the escaped processes to be ended", &escaped);
-    assert!(process::alive(sshd.pid()), "the sshd listener survives");
-    assert!(
-        matches!(bystander.try_wait(), Ok(None)),
-        "another user's process is untouched"
-    );
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    bystander.assert_untouched(&sshd);
 }
 
 #[test]
