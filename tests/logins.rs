@@ -236,7 +236,7 @@ fn forwarding_and_sftp_logins_are_listed_and_ended_by_max_session() {
     let daemon = Daemon::builder()
         .policy(&policy_for(
             &user,
-            "max_session = \"12s\"\nwarn_before = \"2s\"",
+            "max_session = \"30s\"\nwarn_before = \"2s\"",
         ))
         .start();
     let forward = format!("{}:127.0.0.1:{}", free_port(), sshd.port());

@@ -15,7 +15,7 @@ fn a_send_keys_loop_in_a_nested_tmux_keeps_nothing_alive() {
     let sshd = Sshd::start_with_pam();
     sshd.authorize(&user);
     let policy = format!(
-        "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n[[rule]]\nusers = [\"{}\"]\nidle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
+        "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n[[rule]]\nusers = [\"{}\"]\nidle_timeout = \"20s\"\nwarn_before = \"2s\"\n",
         user.name()
     );
     let daemon = Daemon::builder().policy(&policy).start();
@@ -45,7 +45,7 @@ fn a_send_keys_loop_in_a_nested_tmux_keeps_nothing_alive() {
         "the pane is nested in the ssh session: {inner:?}"
     );
     // The loop writes into the pane's terminal, yet its idle time keeps growing.
-    harness::wait_until("the loop to feed the pane", Duration::from_secs(10), || {
+    harness::wait_until("the loop to feed the pane", Duration::from_secs(18), || {
         daemon
             .session_by_id(&inner.id)
             .filter(|s| s.input_count >= inner.input_count + 4)
@@ -58,8 +58,8 @@ fn a_send_keys_loop_in_a_nested_tmux_keeps_nothing_alive() {
     );
 
     // Nobody types on the outer terminal: both end, loop included.
-    pane.wait_for_text("client-exited", Duration::from_secs(30));
-    daemon.wait_session_gone(&outer.id, Duration::from_secs(10));
+    pane.wait_for_text("client-exited", Duration::from_secs(40));
+    daemon.wait_session_gone(&outer.id, Duration::from_secs(20));
     daemon.wait_session_gone(&inner.id, Duration::from_secs(15));
     let audit = daemon.audit();
     for id in [&outer.id, &inner.id] {
