@@ -68,10 +68,11 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let socket = &cli.socket;
     match cli.command {
         Command::Run(args) => {
             let opts = DaemonOptions {
-                socket: cli.socket,
+                socket: socket.clone(),
                 load: LoadOptions {
                     backend: args.backend,
                     pin_dir: (!args.pin_dir.is_empty()).then(|| args.pin_dir.into()),
@@ -86,20 +87,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             daemon::run(opts).await?;
         }
         Command::Sessions { json } => {
-            show::<Vec<SessionView>>(&cli.socket, Request::Sessions, json).await?;
+            show::<Vec<SessionView>>(socket, Request::Sessions, json).await?
         }
-        Command::Status { json } => show::<Status>(&cli.socket, Request::Status, json).await?,
+        Command::Status { json } => show::<Status>(socket, Request::Status, json).await?,
         Command::Explain { id, json } => {
-            show::<Explanation>(&cli.socket, Request::Explain { id }, json).await?;
+            show::<Explanation>(socket, Request::Explain { id }, json).await?
         }
-        Command::Revoke(revoke) => {
-            show::<Revoked>(&cli.socket, Request::Revoke(revoke), false).await?;
-        }
-        Command::Unrevoke(who) => {
-            show::<Lifted>(&cli.socket, Request::Unrevoke(who), false).await?
-        }
+        Command::Revoke(revoke) => show::<Revoked>(socket, Request::Revoke(revoke), false).await?,
+        Command::Unrevoke(who) => show::<Lifted>(socket, Request::Unrevoke(who), false).await?,
         Command::Revocations { json } => {
-            show::<Vec<Revocation>>(&cli.socket, Request::Revocations, json).await?;
+            show::<Vec<Revocation>>(socket, Request::Revocations, json).await?
         }
         Command::CheckConfig { file } => match policy::load_file(&file) {
             Ok(policy) => println!(

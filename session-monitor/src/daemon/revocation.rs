@@ -88,12 +88,15 @@ impl Core {
         });
     }
 
-    pub(super) fn revoke(&mut self, caller: Caller, request: Revoke) -> Response {
-        let Revoke {
+    pub(super) fn revoke(
+        &mut self,
+        caller: Caller,
+        Revoke {
             who,
             duration_secs,
             reason,
-        } = request;
+        }: Revoke,
+    ) -> Response {
         let target = match who.target() {
             Ok(t) => t,
             Err(e) => return Response::error(e),
