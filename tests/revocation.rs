@@ -77,6 +77,13 @@ fn revoking_a_user_ends_all_their_sessions_at_once_and_keeps_them_out() {
     let started = Instant::now();
     let out = daemon.cli(["revoke", revoked.name(), "--reason", "left the company"]);
     assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let ended: usize = said
+        .strip_prefix("revoked; ")
+        .and_then(|rest| rest.strip_suffix(" live session(s) being ended\n"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer to `revoke`: {said:?}"));
+    assert!(ended >= theirs.ids.len(), "{said:?}");
     harness::wait_until(
         "all three sessions of the revoked user to end",
         REVOKE_BOUND,
@@ -136,6 +143,7 @@ fn revoking_a_user_ends_all_their_sessions_at_once_and_keeps_them_out() {
     // Lifting it lets the user back in.
     let out = daemon.cli(["unrevoke", revoked.name()]);
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "revocation lifted\n");
     let listed = daemon.cli_json(["revocations", "--json"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
 }
@@ -192,7 +200,14 @@ fn a_revocation_survives_a_daemon_restart() {
     let second = Daemon::builder().state_dir(state.path()).start();
     let listed = second.cli_json(["revocations", "--json"]);
     assert_eq!(listed[0]["target"]["name"], revoked.name(), "{listed}");
-    assert!(listed[0]["until"].as_u64().is_some(), "{listed}");
+    let lasts = listed[0]["until"].as_u64().zip(listed[0]["since"].as_u64());
+    assert_eq!(
+        lasts.map(|(until, since)| until - since),
+        Some(3600),
+        "{listed}"
+    );
+    // `--json` prints the daemon's answer as it is.
+    assert_eq!(listed, raw(&second, br#"{"cmd":"revocations"}"#)["data"]);
     let tmux = Tmux::as_user(&revoked);
     let pane = tmux.new_session("s", "bash --norc; sleep 600");
     let _ = pane;
@@ -281,6 +296,10 @@ fn the_control_socket_refuses_strangers_and_junk() {
     }
     let status = daemon.status();
     assert!(status["sessions"].is_number(), "the daemon still answers");
+    // `status --json` prints every field the daemon answers with.
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    let answer = raw(&daemon, br#"{"cmd":"status"}"#);
+    assert_eq!(keys(&status), keys(&answer["data"]), "{answer}");
     assert_eq!(
         daemon.cli_json(["revocations", "--json"]),
         Value::Array(vec![])

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{control::DEFAULT_SOCKET, policy, probes::BackendChoice, revoke};
+use crate::{
+    control::{DEFAULT_SOCKET, Revoke, Who},
+    policy,
+    probes::BackendChoice,
+    revoke,
+};
 
 /// Ends idle and revoked interactive sessions (SSH, Mosh, consoles, containers, local
 /// terminals), deciding from the kernel with eBPF what the user actually typed.
@@ -57,22 +62,9 @@ pub enum Command {
     },
     /// End every live session of a user (or uid, or group) now and keep them out:
     /// new sessions are ended as soon as they appear.
-    Revoke {
-        #[command(flatten)]
-        who: Who,
-        /// Lift the revocation automatically after this long (`30m`, `2h`, `7d`);
-        /// default: until `unrevoke`.
-        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
-        duration: Option<std::time::Duration>,
-        /// Why; shown on the terminals being closed and kept in the audit log.
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Revoke(Revoke),
     /// Lift a revocation.
-    Unrevoke {
-        #[command(flatten)]
-        who: Who,
-    },
+    Unrevoke(Who),
     /// List the revocations in force.
     Revocations {
         /// Print JSON instead of a table.
@@ -96,22 +88,12 @@ pub enum Command {
     },
 }
 
-/// Whose access: a user name, a uid or a group.
-#[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
-pub struct Who {
-    /// The user's login name.
-    pub user: Option<String>,
-    /// A numeric uid (also for users without a name on this host).
-    #[arg(long)]
-    pub uid: Option<u32>,
-    /// Every member of this group (primary or supplementary).
-    #[arg(long)]
-    pub group: Option<String>,
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. `30m`, `2h`, `7d`)"))
+/// `--for`: whole seconds, at least one (the daemon refuses a revocation of zero
+/// seconds).
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs().max(1))
+        .map_err(|e| format!("`{s}`: {e} (write e.g. `30m`, `2h`, `7d`)"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,15 +17,18 @@ mod sessions;
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Parser as _;
+use serde::{Serialize, de::DeserializeOwned};
 use tracing_subscriber::EnvFilter;
 
 use crate::{
     cli::{AuditCommand, Cli, Command, LogFormat},
-    control::Request,
+    control::{Lifted, Request, Revoked},
     daemon::{DaemonOptions, Explanation, Status},
+    output::Text,
     probes::LoadOptions,
+    revoke::Revocation,
     sessions::SessionView,
 };
 
@@ -65,10 +68,11 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let socket = &cli.socket;
     match cli.command {
         Command::Run(args) => {
             let opts = DaemonOptions {
-                socket: cli.socket,
+                socket: socket.clone(),
                 load: LoadOptions {
                     backend: args.backend,
                     pin_dir: (!args.pin_dir.is_empty()).then(|| args.pin_dir.into()),
@@ -83,71 +87,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             daemon::run(opts).await?;
         }
         Command::Sessions { json } => {
-            let data = control::request(&cli.socket, &Request::Sessions).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
-            } else {
-                let sessions: Vec<SessionView> =
-                    serde_json::from_value(data).context("decoding sessions")?;
-                print!("{}", output::sessions_table(&sessions));
-            }
+            show::<Vec<SessionView>>(socket, Request::Sessions, json).await?
         }
-        Command::Status { json } => {
-            let data = control::request(&cli.socket, &Request::Status).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
-            } else {
-                let status: Status = serde_json::from_value(data).context("decoding status")?;
-                print!("{}", output::status_text(&status));
-            }
-        }
+        Command::Status { json } => show::<Status>(socket, Request::Status, json).await?,
         Command::Explain { id, json } => {
-            let data = control::request(&cli.socket, &Request::Explain { id }).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
-            } else {
-                let explanation: Explanation =
-                    serde_json::from_value(data).context("decoding explanation")?;
-                print!("{}", output::explanation_text(&explanation));
-            }
+            show::<Explanation>(socket, Request::Explain { id }, json).await?
         }
-        Command::Revoke {
-            who,
-            duration,
-            reason,
-        } => {
-            let request = Request::Revoke {
-                user: who.user,
-                uid: who.uid,
-                group: who.group,
-                duration_secs: duration.map(|d| d.as_secs().max(1)),
-                reason,
-            };
-            let data = control::request(&cli.socket, &request).await?;
-            let ended = data
-                .get("sessions_ended")
-                .and_then(|v| v.as_array())
-                .map_or(0, Vec::len);
-            println!("revoked; {ended} live session(s) being ended");
-        }
-        Command::Unrevoke { who } => {
-            let request = Request::Unrevoke {
-                user: who.user,
-                uid: who.uid,
-                group: who.group,
-            };
-            control::request(&cli.socket, &request).await?;
-            println!("revocation lifted");
-        }
+        Command::Revoke(revoke) => show::<Revoked>(socket, Request::Revoke(revoke), false).await?,
+        Command::Unrevoke(who) => show::<Lifted>(socket, Request::Unrevoke(who), false).await?,
         Command::Revocations { json } => {
-            let data = control::request(&cli.socket, &Request::Revocations).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
-            } else {
-                let list: Vec<revoke::Revocation> =
-                    serde_json::from_value(data).context("decoding revocations")?;
-                print!("{}", output::revocations_table(&list));
-            }
+            show::<Vec<Revocation>>(socket, Request::Revocations, json).await?
         }
         Command::CheckConfig { file } => match policy::load_file(&file) {
             Ok(policy) => println!(
@@ -171,4 +120,113 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `request` and prints its typed reply: JSON with `--json`, else text.
+async fn show<R>(socket: &std::path::Path, request: Request, json: bool) -> Result<()>
+where
+    R: DeserializeOwned + Serialize + Text,
+{
+    let reply: R = control::request(socket, &request).await?;
+    if json {
+        // Through a `Value`, whose keys are sorted, as the daemon's answer is.
+        let value = serde_json::to_value(&reply)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", reply.text());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// `--json` prints the typed reply again: it must read back every field the
+    /// daemon sends, so that the printed JSON is the daemon's answer.
+    fn prints_unchanged<R: DeserializeOwned + Serialize>(answer: Value) {
+        let reply: R = serde_json::from_value(answer.clone()).expect("decodes");
+        assert_eq!(serde_json::to_value(&reply).unwrap(), answer);
+    }
+
+    fn session() -> Value {
+        json!({
+            "id": "5c30f3998c95", "tty": "pts/3", "terminals": ["pts/3", "pts/4"],
+            "carries": ["shell", "forwarding"], "kind": "container", "user": "alice",
+            "uid": 1001, "identity_pid": 812, "leader_pid": 815, "server_pid": 812,
+            "server": "sshd", "remote": "10.0.0.7:51234",
+            "container": {"id": "0123abcd", "runtime": "podman", "pod_uid": "u-1"},
+            "started_at": "2026-12-02T15:41:31.123456Z",
+            "last_input_at": "2026-12-02T15:42:00.5Z", "idle_seconds": 12.345678,
+            "network_idle_seconds": 0.25, "input_bytes": 4096, "input_count": 77,
+            "nested_in": "aaaabbbbcccc"
+        })
+    }
+
+    #[test]
+    fn json_replies_print_as_the_daemon_sent_them() {
+        let mut bare = session();
+        let fields = bare.as_object_mut().unwrap();
+        fields.remove("container");
+        for k in ["tty", "server_pid", "server", "remote", "last_input_at"] {
+            fields.insert(k.into(), Value::Null);
+        }
+        fields.insert("network_idle_seconds".into(), Value::Null);
+        fields.insert("nested_in".into(), Value::Null);
+        fields.insert("terminals".into(), json!([]));
+        prints_unchanged::<Vec<SessionView>>(json!([session(), bare]));
+        prints_unchanged::<Explanation>(json!({
+            "session": session(), "groups": ["alice", "ops"], "rule": "ops",
+            "matched_rules": ["ops", "default"],
+            "limits": {"idle_timeout": "15m", "max_session": null, "network_timeout": "1h",
+                       "warn_before": "1m", "exempt": false},
+            "mode": "dry-run", "next": "warn", "reason": "idle",
+            "warn_at": "2026-12-02T15:55:00Z", "end_at": "2026-12-02T15:56:00Z",
+            "end_in_seconds": 868.5, "warned": false, "ending": true
+        }));
+        let status = json!({
+            "version": "0.1.0", "pid": 4242, "kernel": "6.1.0-28-amd64",
+            "backend": "tracepoint", "fallback_reason": "fentry: not supported",
+            "programs": [{"name": "tty_write", "attach": "tp_btf/tty_write", "probe": "typed"}],
+            "skipped_programs": ["udp_recv"], "udp_source": "tracepoint",
+            "kernel_revocation": true, "offsets": {"task_struct.files": 2000},
+            "counters": {"probes": [{"probe": "tty_write", "seen": 3, "matched": 2,
+                                     "sent": 2, "dropped": 0}], "answers_ignored": 1},
+            "events_received": 99, "ring_buffer_drops": 0, "sessions": 2,
+            "unresolved_terminals": 1, "uptime_seconds": 3600, "policy": "/etc/x.toml",
+            "mode": "enforce", "audit_log": "/var/log/session-monitor/audit.jsonl",
+            "policy_reloads_ok": 1, "policy_reloads_rejected": 0,
+            "metrics_addr": "127.0.0.1:9469",
+            "kernel_state": {"dir": "/sys/fs/bpf/session-monitor/v3", "found": "reused",
+                             "links_pinned": true}
+        });
+        prints_unchanged::<Status>(status.clone());
+        let mut unpinned = status;
+        for k in [
+            "fallback_reason",
+            "udp_source",
+            "audit_log",
+            "metrics_addr",
+            "kernel_state",
+        ] {
+            unpinned[k] = Value::Null;
+        }
+        prints_unchanged::<Status>(unpinned);
+        let revocation = json!({
+            "target": {"type": "user", "name": "bob", "uid": 1002}, "since": 1700000000,
+            "until": 1700003600, "reason": "left", "by_uid": 0, "source": "command"
+        });
+        let by_policy = json!({
+            "target": {"type": "group", "name": "contractors", "gid": null},
+            "since": 1700000000, "until": null, "reason": null, "by_uid": null,
+            "source": "policy"
+        });
+        prints_unchanged::<Vec<Revocation>>(json!([revocation, by_policy]));
+        prints_unchanged::<Revoked>(
+            json!({"revoked": revocation, "sessions_ended": ["5c30f3998c95"]}),
+        );
+        prints_unchanged::<Lifted>(json!({"lifted": {"type": "uid", "uid": 1003}}));
+    }
 }

@@ -3,9 +3,55 @@
 use std::fmt::Write as _;
 
 use crate::{
+    control::{Lifted, Revoked},
     daemon::{Explanation, Status},
+    revoke::Revocation,
     sessions::SessionView,
 };
+
+/// A reply of the daemon as the CLI shows it without `--json`.
+pub trait Text {
+    fn text(&self) -> String;
+}
+
+impl Text for Vec<SessionView> {
+    fn text(&self) -> String {
+        sessions_table(self)
+    }
+}
+
+impl Text for Status {
+    fn text(&self) -> String {
+        status_text(self)
+    }
+}
+
+impl Text for Explanation {
+    fn text(&self) -> String {
+        explanation_text(self)
+    }
+}
+
+impl Text for Vec<Revocation> {
+    fn text(&self) -> String {
+        revocations_table(self)
+    }
+}
+
+impl Text for Revoked {
+    fn text(&self) -> String {
+        format!(
+            "revoked; {} live session(s) being ended\n",
+            self.sessions_ended.len()
+        )
+    }
+}
+
+impl Text for Lifted {
+    fn text(&self) -> String {
+        "revocation lifted\n".to_string()
+    }
+}
 
 /// `3.2s`, `4m05s`, `2h13m`, `3d04h`.
 pub fn human_duration(secs: f64) -> String {
@@ -162,7 +208,7 @@ pub fn status_text(status: &Status) -> String {
     out
 }
 
-pub fn revocations_table(list: &[crate::revoke::Revocation]) -> String {
+pub fn revocations_table(list: &[Revocation]) -> String {
     if list.is_empty() {
         return "no revocations in force\n".to_string();
     }

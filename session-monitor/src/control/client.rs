@@ -10,8 +10,11 @@ use tokio::{
 
 use super::protocol::{Request, Response};
 
-/// Sends one request to the daemon and returns the data of its answer.
-pub async fn request(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+/// Sends one request to the daemon and decodes its answer as the request's reply.
+pub async fn request<R: serde::de::DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+) -> Result<R> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
             "cannot reach the daemon at {} (is `session-monitor run` running, and are you allowed to use its socket?)",
@@ -45,5 +48,6 @@ pub async fn request(socket: &Path, request: &Request) -> Result<serde_json::Val
             response.error.unwrap_or_else(|| "request failed".into())
         );
     }
-    Ok(response.data)
+    serde_json::from_value(response.data)
+        .with_context(|| format!("decoding the daemon's answer to `{}`", request.name()))
 }

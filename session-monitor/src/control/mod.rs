@@ -7,7 +7,7 @@ mod refusals;
 mod server;
 
 pub use client::request;
-pub use protocol::{Request, Response};
+pub use protocol::{Lifted, Request, Response, Revoke, Revoked, Who};
 pub use refusals::RefusalSummary;
 pub use server::{Access, Caller, ControlServer, Incoming};
 

@@ -1,6 +1,10 @@
-//! Requests and responses on the control socket.
+//! Requests and responses on the control socket. A request is typed once, where the
+//! CLI parses its arguments (`Who` and `Revoke` are both clap arguments and the
+//! wire format), and each request has a typed reply the CLI decodes.
 
 use serde::{Deserialize, Serialize};
+
+use crate::revoke::{Revocation, Target};
 
 /// Requests larger than this are refused unread.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -8,37 +12,85 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    /// Live sessions.
+    /// Live sessions. Reply: `Vec<SessionView>`.
     Sessions,
-    /// Backend, attached programs, counters.
+    /// Backend, attached programs, counters. Reply: `Status`.
     Status,
     /// Which rule applies to a session and when it will be warned and ended.
+    /// Reply: `Explanation`.
     Explain { id: String },
     /// End every live session of the matching users and keep them out.
-    Revoke {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        uid: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        group: Option<String>,
-        /// Seconds; absent means until lifted.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        duration_secs: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// Lift a revocation.
-    Unrevoke {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        uid: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        group: Option<String>,
-    },
-    /// Revocations in force.
+    /// Reply: `Revoked`.
+    Revoke(Revoke),
+    /// Lift a revocation. Reply: `Lifted`.
+    Unrevoke(Who),
+    /// Revocations in force. Reply: `Vec<Revocation>`.
     Revocations,
+}
+
+/// Whose access: a user name, a uid or a group. On the wire the three are
+/// optional, so that a request naming none or several reaches the daemon, which
+/// refuses it (and audits it) with `target`'s reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[group(required = true, multiple = false)]
+#[serde(deny_unknown_fields)]
+pub struct Who {
+    /// The user's login name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A numeric uid (also for users without a name on this host).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Every member of this group (primary or supplementary).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Who {
+    /// The revocation target named, with names resolved to ids where the system
+    /// knows them.
+    pub fn target(&self) -> Result<Target, String> {
+        match (&self.user, self.uid, &self.group) {
+            (Some(u), None, None) if !u.trim().is_empty() => Ok(Target::user(u.trim())),
+            (None, Some(uid), None) => Ok(Target::Uid { uid }),
+            (None, None, Some(g)) if !g.trim().is_empty() => Ok(Target::group(g.trim())),
+            _ => Err("name exactly one of a user, a uid or a group".into()),
+        }
+    }
+}
+
+/// `session-monitor revoke`, as parsed and as sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Revoke {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub who: Who,
+    /// Lift the revocation automatically after this long (`30m`, `2h`, `7d`);
+    /// default: until `unrevoke`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::parse_seconds)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// Why; shown on the terminals being closed and kept in the audit log.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The reply to `revoke`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub revoked: Revocation,
+    /// The ids of the live sessions being ended.
+    pub sessions_ended: Vec<String>,
+}
+
+/// The reply to `unrevoke`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lifted {
+    pub lifted: Target,
 }
 
 impl Request {
@@ -47,8 +99,8 @@ impl Request {
             Request::Sessions => "sessions",
             Request::Status => "status",
             Request::Explain { .. } => "explain",
-            Request::Revoke { .. } => "revoke",
-            Request::Unrevoke { .. } => "unrevoke",
+            Request::Revoke(_) => "revoke",
+            Request::Unrevoke(_) => "unrevoke",
             Request::Revocations => "revocations",
         }
     }
@@ -109,13 +161,14 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        let req = Request::Revoke {
-            user: Some("alice".into()),
-            uid: None,
-            group: None,
+        let req = Request::Revoke(Revoke {
+            who: Who {
+                user: Some("alice".into()),
+                ..Who::default()
+            },
             duration_secs: Some(60),
             reason: Some("left".into()),
-        };
+        });
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
         assert_eq!(
@@ -131,6 +184,84 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"cmd":"explain","id":"x","extra":1}"#).is_err()
         );
         assert!(serde_json::from_str::<Request>("not json").is_err());
+        for extra in [
+            r#"{"cmd":"revoke","user":"alice","extra":1}"#,
+            r#"{"cmd":"unrevoke","uid":5,"extra":1}"#,
+            r#"{"cmd":"unrevoke","uid":5,"uid":6}"#,
+        ] {
+            let why = decode_request(extra.as_bytes()).unwrap_err();
+            assert!(why.contains("field"), "{extra}: {why}");
+        }
+    }
+
+    /// The wire format stays flat (`user`, `uid`, `group` beside `cmd`), as clients
+    /// of earlier versions send it.
+    #[test]
+    fn revocation_requests_keep_their_wire_format() {
+        let revoke = Request::Revoke(Revoke {
+            who: Who {
+                uid: Some(1000),
+                ..Who::default()
+            },
+            duration_secs: Some(3600),
+            reason: Some("left".into()),
+        });
+        let line = r#"{"cmd":"revoke","uid":1000,"duration_secs":3600,"reason":"left"}"#;
+        assert_eq!(serde_json::to_string(&revoke).unwrap(), line);
+        assert_eq!(decode_request(line.as_bytes()), Ok(revoke));
+        let unrevoke = Request::Unrevoke(Who {
+            group: Some("ops".into()),
+            ..Who::default()
+        });
+        let line = r#"{"cmd":"unrevoke","group":"ops"}"#;
+        assert_eq!(serde_json::to_string(&unrevoke).unwrap(), line);
+        assert_eq!(decode_request(line.as_bytes()), Ok(unrevoke));
+        // Naming nobody decodes: the daemon refuses it with a reason, and audits it.
+        assert_eq!(
+            decode_request(br#"{"cmd":"revoke"}"#),
+            Ok(Request::Revoke(Revoke {
+                who: Who::default(),
+                duration_secs: None,
+                reason: None
+            }))
+        );
+    }
+
+    #[test]
+    fn exactly_one_target_is_named() {
+        let who = |user: Option<&str>, uid: Option<u32>, group: Option<&str>| Who {
+            user: user.map(str::to_string),
+            uid,
+            group: group.map(str::to_string),
+        };
+        assert_eq!(
+            who(None, Some(1234), None).target(),
+            Ok(Target::Uid { uid: 1234 })
+        );
+        assert_eq!(
+            who(Some(" root "), None, None).target(),
+            Ok(Target::User {
+                name: "root".into(),
+                uid: Some(0)
+            })
+        );
+        assert!(matches!(
+            who(None, None, Some("no-such-group-here")).target(),
+            Ok(Target::Group { name, gid: None }) if name == "no-such-group-here"
+        ));
+        for nobody in [
+            who(None, None, None),
+            who(Some("  "), None, None),
+            who(None, None, Some("")),
+            who(Some("root"), Some(0), None),
+            who(None, Some(0), Some("root")),
+        ] {
+            assert_eq!(
+                nobody.target(),
+                Err("name exactly one of a user, a uid or a group".to_string()),
+                "{nobody:?}"
+            );
+        }
     }
 
     use super::fuzz_support;
@@ -202,28 +333,26 @@ mod tests {
             Just(Request::Revocations),
             text().prop_map(|id| Request::Explain { id }),
             (
-                proptest::option::of(text()),
-                proptest::option::of(any::<u32>()),
-                proptest::option::of(text()),
+                who(),
                 proptest::option::of(any::<u64>()),
-                proptest::option::of(text()),
+                proptest::option::of(text())
             )
-                .prop_map(|(user, uid, group, duration_secs, reason)| {
-                    Request::Revoke {
-                        user,
-                        uid,
-                        group,
-                        duration_secs,
-                        reason,
-                    }
-                }),
-            (
-                proptest::option::of(text()),
-                proptest::option::of(any::<u32>()),
-                proptest::option::of(text()),
-            )
-                .prop_map(|(user, uid, group)| Request::Unrevoke { user, uid, group }),
+                .prop_map(|(who, duration_secs, reason)| Request::Revoke(Revoke {
+                    who,
+                    duration_secs,
+                    reason
+                })),
+            who().prop_map(Request::Unrevoke),
         ]
+    }
+
+    fn who() -> impl Strategy<Value = Who> {
+        (
+            proptest::option::of(text()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(user, uid, group)| Who { user, uid, group })
     }
 
     proptest! {

@@ -44,14 +44,8 @@ impl Core {
                     "no live session with id `{id}` (see `session-monitor sessions`)"
                 )),
             },
-            Request::Revoke {
-                user,
-                uid,
-                group,
-                duration_secs,
-                reason,
-            } => self.revoke(caller, (user, uid, group), duration_secs, reason),
-            Request::Unrevoke { user, uid, group } => self.unrevoke(caller, (user, uid, group)),
+            Request::Revoke(revoke) => self.revoke(caller, revoke),
+            Request::Unrevoke(who) => self.unrevoke(caller, &who),
             Request::Revocations => Response::ok(self.revocations.list()),
         }
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::core::Core;
 use crate::{
     audit::Fields,
-    control::{Caller, Response},
+    control::{Caller, Lifted, Response, Revoke, Revoked, Who},
     enforce::EndReason,
     revoke::{Revocation, Target},
     sessions::LoginKey,
@@ -88,27 +88,16 @@ impl Core {
         });
     }
 
-    fn target_of(
-        user: Option<String>,
-        uid: Option<u32>,
-        group: Option<String>,
-    ) -> Result<Target, String> {
-        match (user, uid, group) {
-            (Some(u), None, None) if !u.trim().is_empty() => Ok(Target::user(u.trim())),
-            (None, Some(uid), None) => Ok(Target::Uid { uid }),
-            (None, None, Some(g)) if !g.trim().is_empty() => Ok(Target::group(g.trim())),
-            _ => Err("name exactly one of a user, a uid or a group".into()),
-        }
-    }
-
     pub(super) fn revoke(
         &mut self,
         caller: Caller,
-        target: (Option<String>, Option<u32>, Option<String>),
-        duration_secs: Option<u64>,
-        reason: Option<String>,
+        Revoke {
+            who,
+            duration_secs,
+            reason,
+        }: Revoke,
     ) -> Response {
-        let target = match Self::target_of(target.0, target.1, target.2) {
+        let target = match who.target() {
             Ok(t) => t,
             Err(e) => return Response::error(e),
         };
@@ -156,15 +145,14 @@ impl Core {
         }
         self.apply_revocations();
         self.end_user_processes(uids);
-        Response::ok(json!({ "revoked": revocation, "sessions_ended": ids }))
+        Response::ok(Revoked {
+            revoked: revocation,
+            sessions_ended: ids,
+        })
     }
 
-    pub(super) fn unrevoke(
-        &mut self,
-        caller: Caller,
-        target: (Option<String>, Option<u32>, Option<String>),
-    ) -> Response {
-        let target = match Self::target_of(target.0, target.1, target.2) {
+    pub(super) fn unrevoke(&mut self, caller: Caller, who: &Who) -> Response {
+        let target = match who.target() {
             Ok(t) => t,
             Err(e) => return Response::error(e),
         };
@@ -187,7 +175,7 @@ impl Core {
         self.metrics.revocation("unrevoke");
         tracing::info!(%target, by = caller.uid, "revocation lifted");
         self.apply_revocations();
-        Response::ok(json!({ "lifted": target }))
+        Response::ok(Lifted { lifted: target })
     }
 
     /// Lifts revocations whose time is up (called from reconcile).
