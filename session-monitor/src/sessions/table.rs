@@ -440,6 +440,10 @@ impl LoginTable {
         self.logins.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty()
+    }
+
     pub fn keys(&self) -> Vec<LoginKey> {
         self.logins.keys().copied().collect()
     }
