@@ -52,10 +52,10 @@ impl Capability {
 ///
 /// Not needed, and not granted by the DaemonSet: `CAP_SYS_RESOURCE` (`RLIMIT_MEMLOCK`
 /// limits BPF memory only before Linux 5.11, and the daemon tolerates failing to raise
-/// it), `CAP_SYSLOG` (only symbol names are read from /proc/kallsyms, not addresses),
-/// `CAP_CHOWN` (only when the policy sets `control_group`, to hand the control socket
-/// to that group; the DaemonSet's policy does not), `CAP_NET_ADMIN` (no network
-/// configuration; UDP activity comes from tracepoints).
+/// it), `CAP_SYSLOG` (nothing reads /proc/kallsyms: fentry targets are found in the
+/// kernel's BTF), `CAP_CHOWN` (the control socket is mode 0666 and owned by root;
+/// the `control_group` is checked per request from the caller's SO_PEERCRED),
+/// `CAP_NET_ADMIN` (no network configuration; UDP activity comes from tracepoints).
 pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "CAP_BPF",
