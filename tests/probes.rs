@@ -19,7 +19,7 @@ use std::{
     net::UdpSocket,
     os::fd::{AsFd, AsRawFd as _, OwnedFd, RawFd},
     sync::{Mutex, MutexGuard, OnceLock, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -87,8 +87,14 @@ impl Kernel {
             notice_interval: Duration::from_secs(3600),
             ..LoadOptions::default()
         };
+        let started = Instant::now();
         let (probes, maps, ring) =
             probes::load(&opts).unwrap_or_else(|e| panic!("loading the probes: {e:#}"));
+        eprintln!(
+            "{} backend loaded in {:.1?}",
+            probes.backend,
+            started.elapsed()
+        );
         Kernel {
             maps,
             ring,
