@@ -238,10 +238,20 @@ impl Pty {
     }
 }
 
-fn between(what: &str, ns: u64, from: u64, to: u64) {
+/// Asserts that input was counted `(count, bytes)` times and bytes, the last of it
+/// at `last_ns`, within `(from, to)` (CLOCK_BOOTTIME ns).
+fn assert_input(
+    what: &str,
+    counted: (u64, u64),
+    last_ns: u64,
+    expected: (u64, u64),
+    window: (u64, u64),
+) {
+    assert_eq!(counted, expected, "{what}: (count, bytes)");
+    let (from, to) = window;
     assert!(
-        (from..=to).contains(&ns),
-        "{what}: {ns} ns is not between {from} and {to} (CLOCK_BOOTTIME)"
+        (from..=to).contains(&last_ns),
+        "{what}: last input at {last_ns} ns, not between {from} and {to}"
     );
 }
 
@@ -256,12 +266,13 @@ fn a_keystroke_into_a_pty_master_is_input_and_output_on_its_slave_is_not() {
     typist.release();
     let after = boot_ns();
     let activity = kernel.tty_activity(&pty.key, "the keystroke in TTY_ACTIVITY");
-    assert_eq!(
+    assert_input(
+        "the keystroke",
         (activity.input_count, activity.input_bytes),
+        activity.last_input_ns,
         (1, 1),
-        "{activity:?}"
+        (before, after),
     );
-    between("last input", activity.last_input_ns, before, after);
     let first = kernel.event("TtyFirstInput of the terminal", |e| {
         e.kind() == Some(EventKind::TtyFirstInput) && e.key == pty.key
     });
@@ -449,12 +460,13 @@ fn a_transports_writes_into_a_pipe_are_its_logins_input() {
     let input = wait_until("the login's input in LOGIN_ACTIVITY", SHOWS, || {
         kernel.maps.login_activity(TRANSPORT_LOGIN)
     });
-    assert_eq!(
+    assert_input(
+        "the pipe write (not the /dev/null one)",
         (input.input_count, input.input_bytes),
+        input.last_input_ns,
         (1, 5),
-        "only the pipe write is input: {input:?}"
+        (before, after),
     );
-    between("last input", input.last_input_ns, before, after);
     let notice = kernel.event("LoginInput of the login", |e| {
         e.kind() == Some(EventKind::LoginInput) && e.login == TRANSPORT_LOGIN
     });
@@ -590,6 +602,10 @@ fn a_udp_datagram_received_by_a_watched_process_is_recorded() {
     let after = boot_ns();
     let watched = kernel.maps.proc_state(me).expect("in PROCS");
     kernel.maps.untrack(me);
-    between("last UDP receive", watched.last_udp_ns, before, after);
+    assert!(
+        (before..=after).contains(&watched.last_udp_ns),
+        "last UDP receive at {} ns, not between {before} and {after}",
+        watched.last_udp_ns
+    );
     assert_eq!((watched.login, watched.flags), (LOGIN, WATCH_UDP));
 }
