@@ -52,7 +52,7 @@ const SHOWS: Duration = Duration::from_secs(5);
 struct Kernel {
     maps: KernelMaps,
     ring: RingBuf<MapData>,
-    _probes: Probes,
+    probes: Probes,
     /// Events read so far that no assertion took yet.
     seen: Vec<Event>,
     _guard: TestGuard,
@@ -98,7 +98,7 @@ impl Kernel {
         Kernel {
             maps,
             ring,
-            _probes: probes,
+            probes,
             seen: Vec::new(),
             _guard: guard,
         }
@@ -172,17 +172,24 @@ impl Child {
     }
 
     /// Lets the child act and waits for it to exit; fails unless its action succeeded.
-    fn release(mut self) {
+    fn release(self) {
+        let pid = self.pid;
+        let status = self.release_until_exit();
+        assert_eq!(
+            status,
+            WaitStatus::Exited(pid, 0),
+            "the child's action failed"
+        );
+    }
+
+    /// Lets the child act and returns how it ended.
+    fn release_until_exit(mut self) -> WaitStatus {
         let go = self.go.take().expect("released once");
         nix::unistd::write(&go, b"x").expect("releasing the child");
         drop(go);
         let status = waitpid(self.pid, None).expect("waitpid");
         self.reaped = true;
-        assert_eq!(
-            status,
-            WaitStatus::Exited(self.pid, 0),
-            "the child's action failed"
-        );
+        status
     }
 }
 
@@ -608,4 +615,72 @@ fn a_udp_datagram_received_by_a_watched_process_is_recorded() {
         watched.last_udp_ns
     );
     assert_eq!((watched.login, watched.flags), (LOGIN, WATCH_UDP));
+}
+
+#[test]
+fn a_revoked_users_keystroke_is_stopped_in_the_kernel() {
+    let mut kernel = kernel();
+    assert!(
+        kernel.probes.kernel_revoke,
+        "the kernel refused in-kernel revocation (bpf_send_signal)"
+    );
+    // A uid no account has: only the kernel's view of the writer matters.
+    const REVOKED: u32 = 60_151;
+    let pty = Pty::open(&mut kernel);
+    let signals_before = kernel.maps.counters().revoke_signals;
+    kernel
+        .maps
+        .set_revoked_uid(REVOKED, true)
+        .expect("revoking the uid");
+
+    let master = pty.master.as_raw_fd();
+    let transport = Child::fork(move || {
+        // SAFETY: plain system calls.
+        let became = unsafe { libc::setgid(REVOKED) == 0 && libc::setuid(REVOKED) == 0 };
+        // A whole line, so that it would be readable on the slave had it arrived.
+        became && raw_write(master, b"k\n")
+    });
+    let transport_tgid = transport.tgid();
+    let status = transport.release_until_exit();
+    let revoked_uids = kernel.maps.revoked_uids();
+    kernel
+        .maps
+        .set_revoked_uid(REVOKED, false)
+        .expect("lifting the revocation");
+    assert_eq!(revoked_uids, [REVOKED]);
+
+    assert_eq!(
+        status,
+        WaitStatus::Signaled(Pid::from_raw(transport_tgid as i32), Signal::SIGKILL, false),
+        "the revoked writer was not killed"
+    );
+    assert!(kernel.maps.counters().revoke_signals > signals_before);
+    assert_eq!(
+        kernel.maps.activity(&pty.key).map(|a| a.input_count),
+        None,
+        "a revoked keystroke counted as input"
+    );
+    let blocked = kernel.event("RevokedInputBlocked of the terminal", |e| {
+        e.kind() == Some(EventKind::RevokedInputBlocked) && e.key == pty.key
+    });
+    assert_eq!(
+        (blocked.tgid, blocked.value),
+        (transport_tgid, u64::from(REVOKED))
+    );
+    // Nothing reached the terminal: the slave has no line to read.
+    let flags =
+        nix::fcntl::fcntl(pty.slave.as_fd(), nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
+    nix::fcntl::fcntl(
+        pty.slave.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .expect("F_SETFL");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        nix::unistd::read(&pty.slave, &mut buf),
+        Err(nix::errno::Errno::EAGAIN),
+        "the revoked keystroke reached the terminal"
+    );
 }
