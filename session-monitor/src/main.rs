@@ -1,19 +1,11 @@
 //! session-monitor: the daemon and its command-line client.
 
-mod audit;
 mod cli;
-mod clock;
-mod control;
-mod daemon;
 mod docs;
-mod enforce;
-mod metrics;
 mod output;
-mod policy;
-mod preflight;
-mod probes;
-mod revoke;
-mod sessions;
+
+// At the crate root, so that the CLI modules' `crate::daemon` etc. name the library's.
+use session_monitor::{audit, clock, control, daemon, policy, probes, revoke, sessions};
 
 use std::process::ExitCode;
 

@@ -52,10 +52,10 @@ impl Capability {
 ///
 /// Not needed, and not granted by the DaemonSet: `CAP_SYS_RESOURCE` (`RLIMIT_MEMLOCK`
 /// limits BPF memory only before Linux 5.11, and the daemon tolerates failing to raise
-/// it), `CAP_SYSLOG` (only symbol names are read from /proc/kallsyms, not addresses),
-/// `CAP_CHOWN` (only when the policy sets `control_group`, to hand the control socket
-/// to that group; the DaemonSet's policy does not), `CAP_NET_ADMIN` (no network
-/// configuration; UDP activity comes from tracepoints).
+/// it), `CAP_SYSLOG` (nothing reads /proc/kallsyms: fentry targets are found in the
+/// kernel's BTF), `CAP_CHOWN` (the control socket is mode 0666 and owned by root;
+/// the `control_group` is checked per request from the caller's SO_PEERCRED),
+/// `CAP_NET_ADMIN` (no network configuration; UDP activity comes from tracepoints).
 pub const CAPABILITIES: &[Capability] = &[
     Capability {
         name: "CAP_BPF",
@@ -474,18 +474,15 @@ mod tests {
         assert_eq!(CAPABILITIES[0].kubernetes_name(), "BPF");
     }
 
-    /// The bit numbers are the kernel's (include/uapi/linux/capability.h); capsh, when
-    /// installed, decodes each bit to its name.
+    /// The bit numbers are the kernel's (include/uapi/linux/capability.h): capsh
+    /// decodes each bit to its name.
     #[test]
     fn capability_bits_match_their_names() {
         for cap in CAPABILITIES {
-            let Ok(out) = std::process::Command::new("capsh")
+            let out = std::process::Command::new("capsh")
                 .arg(format!("--decode={:x}", 1u64 << cap.bit))
                 .output()
-            else {
-                eprintln!("SKIPPED: capsh is not installed (apt-get install libcap2-bin)");
-                return;
-            };
+                .unwrap_or_else(|e| panic!("capsh cannot run ({e}): apt-get install libcap2-bin"));
             let decoded = String::from_utf8_lossy(&out.stdout).to_lowercase();
             assert!(
                 decoded.trim_end().ends_with(&cap.name.to_lowercase()),
@@ -506,10 +503,12 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].subject, "CAP_KILL");
         assert_eq!(problems[0].severity, Severity::Fatal);
+        // The line says it is missing, which capability, and what it is needed for.
+        let line = problems[0].to_string();
+        assert!(line.starts_with("missing: CAP_KILL: "), "{line}");
         assert!(
-            problems[0].to_string().contains("end their idle"),
-            "{}",
-            problems[0]
+            line.ends_with("to end their idle or revoked sessions"),
+            "{line}"
         );
     }
 
@@ -558,29 +557,51 @@ mod tests {
             None
         );
         let problem = check_path(&requirement(&file, Need::WritableDirectory), false).unwrap();
-        assert!(problem.detail.contains("not a directory"), "{problem}");
+        assert!(problem.detail.contains("is not a directory"), "{problem}");
+        // Below a file: it can be neither examined nor made.
+        let below_file = file.join("sub");
+        let problem =
+            check_path(&requirement(&below_file, Need::WritableDirectory), false).unwrap();
+        assert!(
+            problem.detail.starts_with("cannot be examined"),
+            "{problem}"
+        );
 
-        // A plain directory is not a bpf file system.
-        assert!(check_path(&requirement(&dir, Need::Bpffs), false).is_some());
+        // A plain directory is not a bpf file system, nor procfs.
+        let problem = check_path(&requirement(&dir, Need::Bpffs), false).unwrap();
+        assert!(
+            problem.detail.contains("is not a bpf file system"),
+            "{problem}"
+        );
+        let problem = check_path(&requirement(&dir, Need::HostProcfs), false).unwrap();
+        assert!(problem.detail.starts_with("is not procfs"), "{problem}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The daemon's own directories are checked when it uses them: a directory
-    /// that cannot be made (below a read-only or missing parent) is fatal.
+    /// The daemon's own directories are checked when it uses them (its command line
+    /// may put them elsewhere), and every other requirement always.
     #[test]
     fn own_directories_are_checked_when_used() {
+        let own = [RUN_DIR, LOG_DIR, STATE_DIR, CONFIG_DIR].map(Path::new);
+        let all = check();
         let ignored = startup_problems(&[]);
-        assert!(
-            ignored.iter().all(|p| p.subject != STATE_DIR),
-            "{ignored:?}"
-        );
-        let used = startup_problems(&[Path::new(STATE_DIR)]);
-        let writable = writable_directory(Path::new(STATE_DIR)).is_ok();
         assert_eq!(
-            used.iter()
-                .any(|p| p.subject == STATE_DIR && p.severity == Severity::Fatal),
-            !writable,
-            "{used:?}"
+            ignored,
+            all.iter()
+                .filter(|p| !own.contains(&Path::new(p.subject)))
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(startup_problems(&own), all);
+        let state_dir = startup_problems(&[Path::new(STATE_DIR)]);
+        assert_eq!(
+            state_dir
+                .iter()
+                .filter(|p| p.subject == STATE_DIR)
+                .collect::<Vec<_>>(),
+            all.iter()
+                .filter(|p| p.subject == STATE_DIR)
+                .collect::<Vec<_>>(),
         );
     }
 

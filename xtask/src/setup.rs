@@ -37,6 +37,8 @@ const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "locales",
     "procps",
+    // capsh: a unit test checks the capability bits preflight names against it.
+    "libcap2-bin",
     "iproute2",
     // The membership test's helper process (threads, forks, pipe and socket writes).
     "python3",
@@ -278,7 +280,7 @@ impl Setup {
         let what = format!("Python packages: {}", packages.join(" "));
         step(&what);
         let Some(pip) = cmd::find_program("pip", PIP_FALLBACKS) else {
-            println!("    skipped: pip not found; tests that need these packages will skip");
+            println!("    skipped: pip not found; tests that need these packages fail");
             return Ok(());
         };
         for package in packages {

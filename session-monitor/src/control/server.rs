@@ -206,10 +206,10 @@ async fn serve(
     Ok(())
 }
 
-/// Reads one request line, refusing oversized or malformed input with a reason.
 /// At most this much of an oversized or refused request is read and thrown away.
 const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 
+/// Reads one request line, refusing oversized or malformed input with a reason.
 async fn read_request(read: &mut tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
     let mut limited = BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
     let mut line = Vec::new();

@@ -25,7 +25,10 @@ use crate::{
     audit::{AuditLog, Fields},
     clock,
     control::Incoming,
-    enforce::{EndReason, GivenWarnings, Warned, terminate::Outcome},
+    enforce::{
+        EndReason, GivenWarnings, Warned,
+        terminate::{Outcome, daemon_ancestors},
+    },
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, LoginEvent, Probes, login_event},
@@ -267,7 +270,7 @@ impl Core {
         // again and again (the login's identity or a terminal's leader is then the
         // daemon's session leader or one of its ancestors).
         let sid = nix::unistd::getsid(None).map_or(0, |sid| sid.as_raw() as u32);
-        let own = |pid: u32| pid == sid || daemon_ancestry().contains(&pid);
+        let own = |pid: u32| pid == sid || daemon_ancestors().contains(&pid);
         if own(login.identity.pid) || login.terminals.iter().any(|t| own(t.leader.pid)) {
             resolution.limits.exempt = true;
             resolution.rule = "daemon's own session".into();
@@ -949,23 +952,6 @@ impl Core {
     pub(super) fn events_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
-}
-
-/// The daemon's ancestors (computed once: its ancestry is set at start).
-fn daemon_ancestry() -> &'static [u32] {
-    static ANCESTRY: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
-    ANCESTRY.get_or_init(|| {
-        let mut pids = Vec::new();
-        let mut pid = std::process::id();
-        while let Some(info) = crate::sessions::proc_info(pid) {
-            if info.ppid <= 1 || pids.contains(&info.ppid) {
-                break;
-            }
-            pids.push(info.ppid);
-            pid = info.ppid;
-        }
-        pids
-    })
 }
 
 /// True when `pid` is one of the login's own processes (its identity, its sshd

@@ -13,6 +13,7 @@
 use std::{
     os::fd::OwnedFd,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -46,23 +47,33 @@ pub struct Target {
 
 /// Processes that are never signalled, whatever the session looks like: init, the
 /// daemon itself and its ancestors (a daemon started from a shell it monitors must
-/// not end its own parent). Computed once: the daemon's ancestry is set at start.
+/// not end its own parent).
 fn protected() -> &'static [u32] {
-    static PROTECTED: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
-    PROTECTED.get_or_init(ancestry)
+    static PROTECTED: OnceLock<Vec<u32>> = OnceLock::new();
+    PROTECTED.get_or_init(|| {
+        let mut pids = vec![0, 1, std::process::id()];
+        pids.extend(daemon_ancestors());
+        pids
+    })
 }
 
-fn ancestry() -> Vec<u32> {
-    let mut pids = vec![0, 1, std::process::id()];
-    let mut pid = std::process::id();
-    while let Some(info) = crate::sessions::proc_info(pid) {
-        if info.ppid <= 1 || pids.contains(&info.ppid) {
-            break;
+/// The daemon's ancestors, its parent first, up to (not including) init. Computed
+/// once: the daemon's ancestry is set at start.
+pub fn daemon_ancestors() -> &'static [u32] {
+    static ANCESTORS: OnceLock<Vec<u32>> = OnceLock::new();
+    ANCESTORS.get_or_init(|| {
+        let me = std::process::id();
+        let mut pids = Vec::new();
+        let mut pid = me;
+        while let Some(info) = crate::sessions::proc_info(pid) {
+            if info.ppid <= 1 || info.ppid == me || pids.contains(&info.ppid) {
+                break;
+            }
+            pids.push(info.ppid);
+            pid = info.ppid;
         }
-        pids.push(info.ppid);
-        pid = info.ppid;
-    }
-    pids
+        pids
+    })
 }
 
 /// What to end: the targets, and the session's own cgroup when it has one.
@@ -401,6 +412,25 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+
+    /// Init, the daemon and every ancestor of it are protected; the ancestors alone are
+    /// what the core exempts from its policy.
+    #[test]
+    fn the_daemon_and_its_ancestors_are_protected() {
+        let me = std::process::id();
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        let ancestors = daemon_ancestors();
+        assert!(
+            !ancestors.iter().any(|&p| p <= 1 || p == me),
+            "{ancestors:?}"
+        );
+        if parent > 1 {
+            assert_eq!(ancestors.first(), Some(&parent), "{ancestors:?}");
+        }
+        let mut expected = vec![0, 1, me];
+        expected.extend(ancestors);
+        assert_eq!(protected(), expected.as_slice());
+    }
 
     /// A new session whose id is its leader's pid, with one more member: what a
     /// session leader's pid can belong to once the leader has exited and the pid is

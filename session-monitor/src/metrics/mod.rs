@@ -28,9 +28,9 @@ mod labels;
 mod live;
 mod registry;
 
-// The daemon core is wired to these later; until then only the tests use them.
 pub use health::Health;
 pub use http::serve;
+// The closed label sets, for the tests that hold the encoding to them.
 #[cfg(test)]
 pub use labels::{END_REASONS, REVOCATION_ACTIONS, WARNING_REASONS};
 pub use live::LiveSample;

@@ -50,7 +50,8 @@ pub fn spawn_event_reader(
     }))
 }
 
-fn decode(bytes: &[u8]) -> Option<Event> {
+/// One ring-buffer record as an [`Event`]; `None` (and a warning) for a short one.
+pub fn decode(bytes: &[u8]) -> Option<Event> {
     if bytes.len() < Event::SIZE {
         tracing::warn!(len = bytes.len(), "short event in ring buffer");
         return None;

@@ -507,12 +507,15 @@ fn attach(
 }
 
 /// Forwards the programs' aya-log records to `tracing` (through the `log` bridge).
+/// Only inside an async runtime: the logger owns the log map, and dropping it unused
+/// would close the map under the programs before they load (outside the daemon, e.g.
+/// in the probe-level tests, the records stay unread in the map instead).
 fn init_ebpf_log(ebpf: &mut Ebpf) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     match aya_log::EbpfLogger::init(ebpf) {
         Ok(logger) => {
-            let Ok(handle) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
             handle.spawn(async move {
                 // SAFETY: the logger owns its ring-buffer fd for as long as it lives.
                 let registered = unsafe {

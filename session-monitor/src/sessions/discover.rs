@@ -245,11 +245,7 @@ impl Resolver {
             remote,
             tty_atime: ctty.atime,
             carries: vec![Carry::Shell],
-            tree: self
-                .descendants(identity.pid)
-                .iter()
-                .map(|p| p.pid)
-                .collect(),
+            tree: self.descendant_pids(identity.pid),
             transports,
             listener,
         })
@@ -346,6 +342,11 @@ impl Resolver {
             }
         }
         out
+    }
+
+    /// The pids of [`Self::descendants`]: a resolved login's process tree.
+    fn descendant_pids(&mut self, pid: u32) -> Vec<u32> {
+        self.descendants(pid).iter().map(|p| p.pid).collect()
     }
 
     /// sshd listeners (their children are connections).
@@ -456,11 +457,7 @@ impl Resolver {
             server_audit_session: facts.audit_session,
             server_ctty: None,
             carries,
-            tree: self
-                .descendants(identity.pid)
-                .iter()
-                .map(|p| p.pid)
-                .collect(),
+            tree: self.descendant_pids(identity.pid),
             transports,
             listener,
         })

@@ -45,17 +45,14 @@ impl std::fmt::Display for SessionKind {
     }
 }
 
-/// The container a session runs in, from its cgroup path.
+/// The container a session runs in, from its cgroup path. The path names no pod or
+/// Kubernetes namespace, only the pod's UID (kubepods paths).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerInfo {
     pub id: String,
     pub runtime: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
 }
 
 /// Transports recognised by the name of their executable. The name is trusted only

@@ -219,9 +219,10 @@ impl Login {
         Some(udp.max(self.tracked_since_ns))
     }
 
-    /// The login as the CLI shows it; `last_input_ns` is the daemon's view of the
-    /// last input (for a nested login, its user's presence elsewhere), `own_input_ns`
-    /// its own (0: none yet).
+    /// The login as the CLI shows it. `input` is (bytes, count) of its input so far;
+    /// `own_input_ns` the time of its own last input (0: none yet); `server` the
+    /// kernel's entry of its server, for network liveness; `last_input_ns` the time
+    /// the daemon's decisions use (for a nested login, its user's presence elsewhere).
     pub fn view(
         &self,
         input: (u64, u64),
@@ -438,6 +439,10 @@ impl LoginTable {
 
     pub fn len(&self) -> usize {
         self.logins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty()
     }
 
     pub fn keys(&self) -> Vec<LoginKey> {

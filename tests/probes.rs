@@ -1,0 +1,686 @@
+//! The kernel side on its own: each test loads the probes through the daemon's own
+//! loader (the same BTF offsets, tracepoint layouts and configuration), triggers one
+//! path in-process — a keystroke into a pty master, output on its slave, writes into
+//! /dev/null and a pipe, a fork, an exit, a UDP datagram — and reads what the programs
+//! recorded straight from their maps and ring buffer. No daemon, sshd or terminal in
+//! between, so a kernel-side bug shows here in seconds and names the path it is on.
+//!
+//! The tracepoint backend is used (fentry does not load on our CI machines);
+//! `SESSION_MONITOR_BACKEND` chooses another (`cargo xtask vm-test` sets it). The
+//! probes are loaded once for all tests (a load takes seconds, a test milliseconds),
+//! which then run one at a time; nothing is pinned, so the maps die with the test
+//! process. The probes see the whole host, so every assertion is about the test's own
+//! terminals, processes and logins.
+//!
+//! The loader ignores terminal and pipe input written by its own process (the daemon's
+//! notices are not input), so input is written by forked children ([`Child`]).
+
+use std::{
+    net::UdpSocket,
+    os::fd::{AsFd, AsRawFd as _, OwnedFd, RawFd},
+    sync::{Mutex, MutexGuard, OnceLock, PoisonError},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use harness::{TestGuard, forced_backend, test_guard, wait_until};
+use nix::{
+    sys::{
+        signal::{Signal, kill},
+        stat::fstat,
+        wait::{WaitStatus, waitpid},
+    },
+    unistd::{ForkResult, Pid, fork, pipe},
+};
+use session_monitor::{
+    clock::boot_ns,
+    probes::{self, BackendChoice, KernelMaps, LoadOptions, Probes, decode_event},
+    sessions::key_from_stat,
+};
+use session_monitor_common::{
+    Event, EventKind, LoginId, Probe, ProcState, TtyActivity, TtyKey,
+    dev::mkdev,
+    state::proc_flags::{LISTENER, TRANSPORT, WATCH_EXIT, WATCH_UDP},
+};
+
+/// How long a recorded effect may take to show (they are synchronous with the
+/// syscall that caused them; the margin is for a loaded machine).
+const SHOWS: Duration = Duration::from_secs(5);
+
+/// The loaded probes, their maps and ring buffer, and the test lock (held until the
+/// test process exits).
+struct Kernel {
+    maps: KernelMaps,
+    ring: RingBuf<MapData>,
+    probes: Probes,
+    /// Events read so far that no assertion took yet.
+    seen: Vec<Event>,
+    _guard: TestGuard,
+}
+
+/// The probes, loaded by the first test that asks; each test holds them alone.
+fn kernel() -> MutexGuard<'static, Kernel> {
+    static KERNEL: OnceLock<Mutex<Kernel>> = OnceLock::new();
+    let mut kernel = KERNEL
+        .get_or_init(|| Mutex::new(Kernel::load()))
+        .lock()
+        // A test that failed holding them left nothing the next one relies on.
+        .unwrap_or_else(PoisonError::into_inner);
+    kernel.seen.clear();
+    kernel
+}
+
+impl Kernel {
+    fn load() -> Kernel {
+        let guard = test_guard!();
+        let backend = match forced_backend().as_deref() {
+            None | Some("tracepoint") => BackendChoice::Tracepoint,
+            Some("fentry") => BackendChoice::Fentry,
+            Some("auto") => BackendChoice::Auto,
+            Some(other) => panic!("SESSION_MONITOR_BACKEND={other}: not a backend"),
+        };
+        let opts = LoadOptions {
+            backend,
+            // Not the machine's pin directory: these maps are the test's alone.
+            pin_dir: None,
+            // One notice per terminal and login: later input is only counted.
+            notice_interval: Duration::from_secs(3600),
+            ..LoadOptions::default()
+        };
+        let started = Instant::now();
+        let (probes, maps, ring) =
+            probes::load(&opts).unwrap_or_else(|e| panic!("loading the probes: {e:#}"));
+        eprintln!(
+            "{} backend loaded in {:.1?}",
+            probes.backend,
+            started.elapsed()
+        );
+        Kernel {
+            maps,
+            ring,
+            probes,
+            seen: Vec::new(),
+            _guard: guard,
+        }
+    }
+
+    /// Reads what the ring buffer holds into `seen`.
+    fn drain(&mut self) {
+        while let Some(item) = self.ring.next() {
+            if let Some(event) = decode_event(&item) {
+                self.seen.push(event);
+            }
+        }
+    }
+
+    /// The first event (read so far or within [`SHOWS`]) that `matches`; taken out.
+    fn event(&mut self, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+        wait_until(what, SHOWS, || {
+            self.drain();
+            let at = self.seen.iter().position(&matches)?;
+            Some(self.seen.remove(at))
+        })
+    }
+
+    /// The events read so far that `matches`, after reading the ring buffer again.
+    fn events(&mut self, matches: impl Fn(&Event) -> bool) -> Vec<Event> {
+        self.drain();
+        self.seen.iter().filter(|e| matches(e)).copied().collect()
+    }
+
+    fn tty_activity(&self, key: &TtyKey, what: &str) -> TtyActivity {
+        wait_until(what, SHOWS, || self.maps.activity(key))
+    }
+}
+
+/// A forked process that waits until [`Child::release`] before it runs its action and
+/// exits (with status 0 when the action succeeded). Killed and reaped when dropped
+/// unreleased, also when a test fails.
+struct Child {
+    pid: Pid,
+    go: Option<OwnedFd>,
+    reaped: bool,
+}
+
+impl Child {
+    /// `action` runs in the forked child of a multithreaded process: it may only make
+    /// async-signal-safe calls (raw `write`, `ioctl`, `fork`) and must not allocate or
+    /// panic. It returns whether it succeeded.
+    fn fork(action: impl FnOnce() -> bool) -> Child {
+        let (wait_end, go) = pipe().expect("pipe");
+        // SAFETY: the child only reads a byte, runs `action` (see above) and _exits.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                drop(go);
+                let mut byte = [0u8; 1];
+                let _ = nix::unistd::read(&wait_end, &mut byte);
+                let ok = action();
+                // SAFETY: ends the child at once, without running the parent's atexit
+                // handlers or destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => Child {
+                pid: child,
+                go: Some(go),
+                reaped: false,
+            },
+        }
+    }
+
+    fn tgid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Lets the child act and waits for it to exit; fails unless its action succeeded.
+    fn release(self) {
+        let pid = self.pid;
+        let status = self.release_until_exit();
+        assert_eq!(
+            status,
+            WaitStatus::Exited(pid, 0),
+            "the child's action failed"
+        );
+    }
+
+    /// Lets the child act and returns how it ended.
+    fn release_until_exit(mut self) -> WaitStatus {
+        let go = self.go.take().expect("released once");
+        nix::unistd::write(&go, b"x").expect("releasing the child");
+        drop(go);
+        let status = waitpid(self.pid, None).expect("waitpid");
+        self.reaped = true;
+        status
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// Writes all of `bytes` (at most 64) into `fd` with one raw `write`
+/// (async-signal-safe). The bytes are written from the stack: the probes read what a
+/// pty master is given without faulting pages in, and a forked child's constant data
+/// is not mapped until it is touched, so a write from there would read as unreadable
+/// (which the probes take as input, never as a terminal answer).
+fn raw_write(fd: RawFd, bytes: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    let Some(copy) = buf.get_mut(..bytes.len()) else {
+        return false;
+    };
+    copy.copy_from_slice(bytes);
+    // SAFETY: a valid buffer of that length; `fd` is checked by the kernel.
+    unsafe { libc::write(fd, copy.as_ptr().cast(), copy.len()) == copy.len() as isize }
+}
+
+/// A pseudo-terminal and the key the kernel side files it under.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+    key: TtyKey,
+}
+
+impl Pty {
+    fn open(kernel: &mut Kernel) -> Pty {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let st = fstat(pty.slave.as_fd()).expect("fstat of the pty slave");
+        let key = key_from_stat(st.st_rdev, st.st_dev);
+        // A pts number is reused: forget what an earlier terminal of this number left.
+        kernel.maps.forget_tty(&key);
+        Pty {
+            master: pty.master,
+            slave: pty.slave,
+            key,
+        }
+    }
+
+    /// A child that writes `bytes` into the master, as a transport does with keys.
+    fn keystroke(&self, bytes: &'static [u8]) -> Child {
+        let master = self.master.as_raw_fd();
+        Child::fork(move || raw_write(master, bytes))
+    }
+}
+
+/// Asserts that input was counted `(count, bytes)` times and bytes, the last of it
+/// at `last_ns`, within `(from, to)` (CLOCK_BOOTTIME ns).
+fn assert_input(
+    what: &str,
+    counted: (u64, u64),
+    last_ns: u64,
+    expected: (u64, u64),
+    window: (u64, u64),
+) {
+    assert_eq!(counted, expected, "{what}: (count, bytes)");
+    let (from, to) = window;
+    assert!(
+        (from..=to).contains(&last_ns),
+        "{what}: last input at {last_ns} ns, not between {from} and {to}"
+    );
+}
+
+#[test]
+fn a_keystroke_into_a_pty_master_is_input_and_output_on_its_slave_is_not() {
+    let mut kernel = kernel();
+    let pty = Pty::open(&mut kernel);
+
+    let before = boot_ns();
+    let typist = pty.keystroke(b"a");
+    let typist_tgid = typist.tgid();
+    typist.release();
+    let after = boot_ns();
+    let activity = kernel.tty_activity(&pty.key, "the keystroke in TTY_ACTIVITY");
+    assert_input(
+        "the keystroke",
+        (activity.input_count, activity.input_bytes),
+        activity.last_input_ns,
+        (1, 1),
+        (before, after),
+    );
+    let first = kernel.event("TtyFirstInput of the terminal", |e| {
+        e.kind() == Some(EventKind::TtyFirstInput) && e.key == pty.key
+    });
+    assert_eq!(first.tgid, typist_tgid, "the writer is the transport");
+    assert_eq!(first.value, 1, "bytes written");
+
+    // Program output on the slave (written by anyone) is not input.
+    assert!(raw_write(pty.slave.as_raw_fd(), b"output\r\n"));
+    let child_output = Child::fork({
+        let slave = pty.slave.as_raw_fd();
+        move || raw_write(slave, b"more output\r\n")
+    });
+    child_output.release();
+    let after_output = kernel.maps.activity(&pty.key).expect("still known");
+    assert_eq!(
+        (after_output.input_count, after_output.last_input_ns),
+        (1, activity.last_input_ns),
+        "output on the slave counted as input: {after_output:?}"
+    );
+
+    // More keys are counted; their notice waits for the notice interval.
+    pty.keystroke(b"bc").release();
+    let more = kernel.maps.activity(&pty.key).expect("still known");
+    assert_eq!((more.input_count, more.input_bytes), (2, 3), "{more:?}");
+    let notices = kernel.events(|e| e.key == pty.key);
+    assert!(
+        notices.is_empty(),
+        "events within the notice interval: {notices:?}"
+    );
+
+    // The loader's own process (the daemon, writing its notices) is never input.
+    assert!(raw_write(pty.master.as_raw_fd(), b"notice"));
+    let own = kernel.maps.activity(&pty.key).expect("still known");
+    assert_eq!(
+        own.input_count, 2,
+        "the daemon's own write counted: {own:?}"
+    );
+}
+
+#[test]
+fn output_alone_makes_a_terminal_known_and_a_resize_is_input() {
+    let mut kernel = kernel();
+    let pty = Pty::open(&mut kernel);
+
+    assert!(raw_write(pty.slave.as_raw_fd(), b"$ "));
+    let seen = kernel.tty_activity(&pty.key, "the terminal in TTY_ACTIVITY");
+    assert_eq!(
+        (seen.input_count, seen.input_bytes, seen.last_input_ns),
+        (0, 0, 0),
+        "output counted as input: {seen:?}"
+    );
+    assert!(seen.first_seen_ns > 0, "{seen:?}");
+    kernel.event("TtyFirstOutput of the terminal", |e| {
+        e.kind() == Some(EventKind::TtyFirstOutput) && e.key == pty.key
+    });
+
+    // The user's window changes size: the transport resizes the master.
+    let master = pty.master.as_raw_fd();
+    let resizer = Child::fork(move || {
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &size) == 0 }
+    });
+    let resizer_tgid = resizer.tgid();
+    resizer.release();
+    let resized = kernel.maps.activity(&pty.key).expect("still known");
+    assert_eq!(
+        (resized.input_count, resized.input_bytes),
+        (1, 0),
+        "{resized:?}"
+    );
+    // Input on a terminal known from its output: a TtyInput notice (not a first one).
+    let notice = kernel.event("TtyInput after the resize", |e| {
+        e.kind() == Some(EventKind::TtyInput) && e.key == pty.key
+    });
+    assert_eq!(notice.tgid, resizer_tgid);
+}
+
+#[test]
+fn terminal_answers_written_into_a_master_are_not_input() {
+    let mut kernel = kernel();
+    let pty = Pty::open(&mut kernel);
+    let ignored_before = kernel.maps.counters().answers_ignored;
+
+    // A primary device attributes answer (DA1), as a terminal sends it.
+    pty.keystroke(b"\x1b[?1;2c").release();
+    assert!(
+        kernel.maps.counters().answers_ignored > ignored_before,
+        "the answer was not counted as ignored"
+    );
+    assert_eq!(
+        kernel.maps.activity(&pty.key).map(|a| a.input_count),
+        None,
+        "an answer counted as input"
+    );
+
+    // A real key after it still is input.
+    pty.keystroke(b"x").release();
+    let activity = kernel.tty_activity(&pty.key, "the key in TTY_ACTIVITY");
+    assert_eq!(
+        (activity.input_count, activity.input_bytes),
+        (1, 1),
+        "{activity:?}"
+    );
+}
+
+#[test]
+fn writes_into_dev_null_and_pipes_are_not_terminal_activity() {
+    let kernel = kernel();
+    let (read_end, write_end) = pipe().expect("pipe");
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null");
+    let writes_seen = |kernel: &Kernel| {
+        let counters = kernel.maps.counters();
+        let tty_write = counters
+            .probes
+            .iter()
+            .find(|p| p.probe == Probe::TtyWrite.name());
+        tty_write.expect("the write programs' counters").seen
+    };
+    let seen_before = writes_seen(&kernel);
+
+    let (null_fd, pipe_fd) = (null.as_raw_fd(), write_end.as_raw_fd());
+    Child::fork(move || raw_write(null_fd, b"nothing") && raw_write(pipe_fd, b"data")).release();
+
+    let seen_after = writes_seen(&kernel);
+    assert!(
+        seen_after >= seen_before + 2,
+        "the write programs did not see the writes ({seen_before} -> {seen_after})"
+    );
+    let not_terminals: Vec<TtyKey> = kernel
+        .maps
+        .tty_keys()
+        .into_iter()
+        .filter(|k| k.rdev == mkdev(1, 3) || k.rdev == 0)
+        .collect();
+    assert!(
+        not_terminals.is_empty(),
+        "non-terminals in TTY_ACTIVITY: {not_terminals:?}"
+    );
+    let mut buf = [0u8; 4];
+    nix::unistd::read(&read_end, &mut buf).expect("reading the pipe");
+    assert_eq!(&buf, b"data");
+}
+
+#[test]
+fn a_transports_writes_into_a_pipe_are_its_logins_input() {
+    let mut kernel = kernel();
+    const TRANSPORT_LOGIN: LoginId = 0x7e57_0001;
+    const MEMBER_LOGIN: LoginId = 0x7e57_0002;
+    let (_read_end, write_end) = pipe().expect("pipe");
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("open /dev/null");
+    let (null_fd, pipe_fd) = (null.as_raw_fd(), write_end.as_raw_fd());
+
+    // sshd's per-connection process writing into the pipe to `ssh host cmd`.
+    let transport =
+        Child::fork(move || raw_write(null_fd, b"not input") && raw_write(pipe_fd, b"hello"));
+    let transport_tgid = transport.tgid();
+    kernel
+        .maps
+        .adopt(transport_tgid, TRANSPORT_LOGIN, TRANSPORT)
+        .expect("adopting the transport");
+    // A process of a login that is not its transport.
+    let member = Child::fork(move || raw_write(pipe_fd, b"output"));
+    kernel
+        .maps
+        .adopt(member.tgid(), MEMBER_LOGIN, 0)
+        .expect("adopting the member");
+
+    let before = boot_ns();
+    transport.release();
+    member.release();
+    let after = boot_ns();
+
+    let input = wait_until("the login's input in LOGIN_ACTIVITY", SHOWS, || {
+        kernel.maps.login_activity(TRANSPORT_LOGIN)
+    });
+    assert_input(
+        "the pipe write (not the /dev/null one)",
+        (input.input_count, input.input_bytes),
+        input.last_input_ns,
+        (1, 5),
+        (before, after),
+    );
+    let notice = kernel.event("LoginInput of the login", |e| {
+        e.kind() == Some(EventKind::LoginInput) && e.login == TRANSPORT_LOGIN
+    });
+    assert_eq!((notice.tgid, notice.value), (transport_tgid, 5));
+    assert_eq!(
+        kernel.maps.login_activity(MEMBER_LOGIN),
+        None,
+        "a member's pipe write counted as its login's input"
+    );
+}
+
+#[test]
+fn a_fork_joins_its_parents_login_and_a_watched_exit_is_reported() {
+    let mut kernel = kernel();
+    const LOGIN: LoginId = 0x7e57_0003;
+    let me = std::process::id();
+
+    // This process joins a login: what it forks joins it too, threads do not count.
+    kernel
+        .maps
+        .adopt(me, LOGIN, 0)
+        .expect("adopting the test process");
+    let watched = Child::fork(|| true);
+    let member = Child::fork(|| true);
+    let thread_tid = std::thread::spawn(|| nix::unistd::gettid().as_raw() as u32)
+        .join()
+        .expect("thread");
+    kernel.maps.untrack(me);
+    let outsider = Child::fork(|| true);
+
+    for child in [&watched, &member] {
+        let state = wait_until("the child in PROCS", SHOWS, || {
+            kernel.maps.proc_state(child.tgid())
+        });
+        assert_eq!(
+            state,
+            ProcState {
+                login: LOGIN,
+                ..ProcState::default()
+            },
+            "a child gets its parent's login and no flags"
+        );
+    }
+    assert_eq!(
+        kernel.maps.proc_state(thread_tid),
+        None,
+        "a thread in PROCS"
+    );
+    assert_eq!(
+        kernel.maps.proc_state(outsider.tgid()),
+        None,
+        "a child of a process of no login in PROCS"
+    );
+
+    // The daemon watches the exit of one of them.
+    let (watched_tgid, member_tgid) = (watched.tgid(), member.tgid());
+    kernel
+        .maps
+        .adopt(watched_tgid, LOGIN, WATCH_EXIT)
+        .expect("watching the exit");
+    watched.release();
+    member.release();
+    outsider.release();
+    for tgid in [watched_tgid, member_tgid] {
+        wait_until("an exited process gone from PROCS", SHOWS, || {
+            kernel.maps.proc_state(tgid).is_none().then_some(())
+        });
+    }
+    kernel.event("ProcessExit of the watched child", |e| {
+        e.kind() == Some(EventKind::ProcessExit) && e.tgid == watched_tgid
+    });
+    let unwatched =
+        kernel.events(|e| e.kind() == Some(EventKind::ProcessExit) && e.tgid == member_tgid);
+    assert!(
+        unwatched.is_empty(),
+        "an unwatched exit reported: {unwatched:?}"
+    );
+}
+
+#[test]
+fn a_listeners_fork_is_reported() {
+    let mut kernel = kernel();
+    let me = std::process::id();
+    kernel
+        .maps
+        .adopt(me, 0, LISTENER)
+        .expect("making the test process a listener");
+    let connection = Child::fork(|| true);
+    kernel.maps.untrack(me);
+    let forked = kernel.event("ListenerForked of the test process", |e| {
+        e.kind() == Some(EventKind::ListenerForked) && e.tgid == me
+    });
+    assert_eq!(forked.value, u64::from(connection.tgid()));
+    assert_eq!(forked.login, 0, "the listener belongs to no login");
+    assert_eq!(
+        kernel.maps.proc_state(connection.tgid()),
+        None,
+        "a child of a listener of no login joined one"
+    );
+    connection.release();
+}
+
+#[test]
+fn a_udp_datagram_received_by_a_watched_process_is_recorded() {
+    let mut kernel = kernel();
+    const LOGIN: LoginId = 0x7e57_0004;
+    let me = std::process::id();
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    server.set_read_timeout(Some(SHOWS)).expect("read timeout");
+    let receive = || {
+        client
+            .send_to(b"mosh", server.local_addr().expect("address"))
+            .expect("send");
+        let mut buf = [0u8; 16];
+        let (n, _) = server.recv_from(&mut buf).expect("receive");
+        assert_eq!(&buf[..n], b"mosh");
+    };
+
+    // Not watched (a member of a login without WATCH_UDP): nothing recorded.
+    kernel.maps.adopt(me, LOGIN, 0).expect("adopting");
+    receive();
+    let unwatched = kernel.maps.proc_state(me).expect("in PROCS");
+    assert_eq!(unwatched.last_udp_ns, 0, "{unwatched:?}");
+
+    // A Mosh server is watched.
+    kernel
+        .maps
+        .adopt(me, LOGIN, WATCH_UDP)
+        .expect("watching UDP");
+    let before = boot_ns();
+    receive();
+    let after = boot_ns();
+    let watched = kernel.maps.proc_state(me).expect("in PROCS");
+    kernel.maps.untrack(me);
+    assert!(
+        (before..=after).contains(&watched.last_udp_ns),
+        "last UDP receive at {} ns, not between {before} and {after}",
+        watched.last_udp_ns
+    );
+    assert_eq!((watched.login, watched.flags), (LOGIN, WATCH_UDP));
+}
+
+#[test]
+fn a_revoked_users_keystroke_is_stopped_in_the_kernel() {
+    let mut kernel = kernel();
+    assert!(
+        kernel.probes.kernel_revoke,
+        "the kernel refused in-kernel revocation (bpf_send_signal)"
+    );
+    // A uid no account has: only the kernel's view of the writer matters.
+    const REVOKED: u32 = 60_151;
+    let pty = Pty::open(&mut kernel);
+    let signals_before = kernel.maps.counters().revoke_signals;
+    kernel
+        .maps
+        .set_revoked_uid(REVOKED, true)
+        .expect("revoking the uid");
+
+    let master = pty.master.as_raw_fd();
+    let transport = Child::fork(move || {
+        // SAFETY: plain system calls.
+        let became = unsafe { libc::setgid(REVOKED) == 0 && libc::setuid(REVOKED) == 0 };
+        // A whole line, so that it would be readable on the slave had it arrived.
+        became && raw_write(master, b"k\n")
+    });
+    let transport_tgid = transport.tgid();
+    let status = transport.release_until_exit();
+    let revoked_uids = kernel.maps.revoked_uids();
+    kernel
+        .maps
+        .set_revoked_uid(REVOKED, false)
+        .expect("lifting the revocation");
+    assert_eq!(revoked_uids, [REVOKED]);
+
+    assert_eq!(
+        status,
+        WaitStatus::Signaled(Pid::from_raw(transport_tgid as i32), Signal::SIGKILL, false),
+        "the revoked writer was not killed"
+    );
+    assert!(kernel.maps.counters().revoke_signals > signals_before);
+    assert_eq!(
+        kernel.maps.activity(&pty.key).map(|a| a.input_count),
+        None,
+        "a revoked keystroke counted as input"
+    );
+    let blocked = kernel.event("RevokedInputBlocked of the terminal", |e| {
+        e.kind() == Some(EventKind::RevokedInputBlocked) && e.key == pty.key
+    });
+    assert_eq!(
+        (blocked.tgid, blocked.value),
+        (transport_tgid, u64::from(REVOKED))
+    );
+    // Nothing reached the terminal: the slave has no line to read.
+    let flags =
+        nix::fcntl::fcntl(pty.slave.as_fd(), nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
+    nix::fcntl::fcntl(
+        pty.slave.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )
+    .expect("F_SETFL");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        nix::unistd::read(&pty.slave, &mut buf),
+        Err(nix::errno::Errno::EAGAIN),
+        "the revoked keystroke reached the terminal"
+    );
+}
