@@ -7,6 +7,7 @@ mod control;
 mod daemon;
 mod docs;
 mod enforce;
+mod labels;
 mod metrics;
 mod output;
 mod policy;

@@ -32,7 +32,7 @@ mod registry;
 pub use health::Health;
 pub use http::serve;
 #[cfg(test)]
-pub use labels::{END_REASONS, REVOCATION_ACTIONS, WARNING_REASONS};
+pub use labels::WARNING_REASONS;
 pub use live::LiveSample;
 pub use registry::Metrics;
 
