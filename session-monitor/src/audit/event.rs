@@ -607,6 +607,30 @@ mod tests {
         );
     }
 
+    /// The fields the README says every session record carries exist in
+    /// [`SessionFields`] (`time` is the log's).
+    #[test]
+    fn readme_session_fields_are_written() {
+        let readme = include_str!("../../../README.md");
+        let paragraph = readme
+            .split("Session records carry")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("README says what session records carry");
+        let paragraph = paragraph.split(". ").next().unwrap_or_default();
+        let mut fields = session();
+        fields.container = Some(ContainerInfo::default());
+        let written = serde_json::to_value(fields).unwrap();
+        let documented: Vec<&str> = paragraph.split('`').skip(1).step_by(2).collect();
+        assert!(documented.len() > 5, "{documented:?}");
+        for field in documented.into_iter().filter(|f| *f != "time") {
+            assert!(
+                written.get(field).is_some(),
+                "README names `{field}`: {written}"
+            );
+        }
+    }
+
     #[test]
     fn the_readme_parser_sees_the_list() {
         let documented = documented_events();

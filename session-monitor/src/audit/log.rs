@@ -370,4 +370,27 @@ mod tests {
         assert_eq!(clean("plain ünïcode"), "plain ünïcode");
         assert_eq!(clean("esc\u{1b}[2J"), "esc\\u{1b}[2J");
     }
+
+    /// The line as `audit verify` and collectors read it: keys sorted, the event's
+    /// own fields (flattened ones included) beside `seq`, `time`, `event` and `prev`.
+    #[test]
+    fn a_record_is_one_line_of_sorted_keys() {
+        let event = AuditEvent::PolicyReload {
+            file: "/etc/session-monitor/policy.toml".into(),
+            outcome: crate::audit::ReloadOutcome::Ok {
+                sha256: "ab".into(),
+                mode: crate::policy::Mode::DryRun,
+                rules: 2,
+            },
+        };
+        let line = encode(7, &fields(&event).unwrap(), GENESIS).unwrap();
+        let (head, rest) = line.split_once(r#""time":""#).unwrap();
+        let (_, tail) = rest.split_once('"').unwrap();
+        assert_eq!(
+            format!("{head}{tail}"),
+            format!(
+                r#"{{"event":"policy_reload","file":"/etc/session-monitor/policy.toml","mode":"dry-run","prev":"{GENESIS}","result":"ok","rules":2,"seq":7,"sha256":"ab",}}"#
+            )
+        );
+    }
 }

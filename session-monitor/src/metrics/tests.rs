@@ -457,6 +457,10 @@ fn every_kind_and_reason_reads_zero_before_the_first_event() {
         let series = format!(r#"session_monitor_revocations_total{{action="{action}"}}"#);
         assert_eq!(sample(&text, &series), Some(0.0), "{series}");
     }
+    for result in ReloadResult::ALL {
+        let series = format!(r#"session_monitor_policy_reloads_total{{result="{result}"}}"#);
+        assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+    }
 }
 
 #[tokio::test]
