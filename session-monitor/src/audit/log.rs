@@ -9,9 +9,9 @@ use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use super::event::AuditEvent;
 use super::{
     GENESIS,
+    event::AuditEvent,
     file::{LogFile, Repair, last_line_of_previous},
 };
 use crate::{clock, control::RefusalSummary, metrics::Health};
@@ -309,7 +309,8 @@ fn fields(event: &AuditEvent) -> Option<Fields> {
 }
 
 /// One record as a line (without the newline): `seq`, `time`, the event's fields
-/// (escaped) and `prev`, keys in sorted order.
+/// (escaped) and `prev`, keys in sorted order (serde_json's map without
+/// `preserve_order`; `a_record_is_one_line_of_sorted_keys` pins it).
 fn encode(seq: u64, fields: &Fields, prev: &str) -> Option<String> {
     let mut record = Map::new();
     record.insert("seq".into(), Value::from(seq));
