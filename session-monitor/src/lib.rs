@@ -8,6 +8,7 @@ pub mod clock;
 pub mod control;
 pub mod daemon;
 pub mod enforce;
+pub mod labels;
 pub mod metrics;
 pub mod policy;
 pub mod preflight;

@@ -6,17 +6,18 @@ use std::{collections::VecDeque, path::Path, time::SystemTime};
 
 use anyhow::Result;
 use prometheus_client::metrics::counter::Counter;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::{
     GENESIS,
+    event::AuditEvent,
     file::{LogFile, Repair, last_line_of_previous},
 };
 use crate::{clock, control::RefusalSummary, metrics::Health};
 
-/// The fields of one record besides `seq`, `time`, `event` and `prev`.
-pub type Fields = Map<String, Value>;
+/// The fields of one record besides `seq`, `time` and `prev`.
+type Fields = Map<String, Value>;
 
 /// Built-in size rotation (policy `audit_max_size`, `audit_keep`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub struct AuditLog {
     rotation: Option<Rotation>,
     /// Records about the log itself (repaired, reopened, shrunk, rotated), written
     /// before the next record.
-    notices: VecDeque<(&'static str, Fields)>,
+    notices: VecDeque<AuditEvent>,
     lost: Option<Lost>,
     write_errors: Counter,
     health: Health,
@@ -126,10 +127,9 @@ impl AuditLog {
                 if let Some(repair) = repair {
                     self.notice_repair(&repair);
                 }
-                self.notices.push_back((
-                    "audit_reopened",
-                    fields(json!({ "file": path.display().to_string() })),
-                ));
+                self.notices.push_back(AuditEvent::AuditReopened {
+                    file: path.display().to_string(),
+                });
                 tracing::info!(file = %path.display(), "audit log reopened");
                 self.flush_notices();
             }
@@ -147,29 +147,26 @@ impl AuditLog {
     /// Appends one record. Failures are counted and logged, never fatal: losing the
     /// audit file must not stop enforcement. A record that is not written does not
     /// advance `seq` or `prev`.
-    pub fn record(&mut self, event: &str, fields: Fields) {
+    pub fn record(&mut self, event: AuditEvent) {
         self.prepare();
-        let line = encode(self.seq + 1, event, &fields, &self.prev);
         let written = self
             .write_lost_and_notices()
-            .and_then(|()| self.append(event, &fields));
+            .and_then(|()| self.append(&event));
         if let Err(error) = written {
-            self.lose(line.as_deref().unwrap_or(event), error);
+            let line = fields(&event).and_then(|f| encode(self.seq + 1, &f, &self.prev));
+            self.lose(line.as_deref().unwrap_or(event.name().as_str()), error);
         }
     }
 
     /// The further refusals of one caller in an interval, as one record.
     pub fn record_refusals(&mut self, summary: &RefusalSummary) {
-        self.record(
-            "control_refused_summary",
-            fields(json!({
-                "caller_uid": summary.uid,
-                "refused": summary.count,
-                "seconds": summary.seconds,
-                "last_error": summary.last_error,
-                "summary": summary.describe(),
-            })),
-        );
+        self.record(AuditEvent::ControlRefusedSummary {
+            caller_uid: summary.uid,
+            refused: summary.count,
+            seconds: summary.seconds,
+            last_error: summary.last_error.clone(),
+            summary: summary.describe(),
+        });
     }
 
     fn notice_repair(&mut self, repair: &Repair) {
@@ -177,13 +174,10 @@ impl AuditLog {
             bytes = repair.removed_bytes,
             "audit log ended in a torn line (a write cut short); cut it off"
         );
-        self.notices.push_back((
-            "audit_repaired",
-            fields(json!({
-                "removed_bytes": repair.removed_bytes,
-                "removed": repair.removed,
-            })),
-        ));
+        self.notices.push_back(AuditEvent::AuditRepaired {
+            removed_bytes: repair.removed_bytes,
+            removed: repair.removed.clone(),
+        });
     }
 
     /// Notices what happened to the file since the last write.
@@ -194,14 +188,11 @@ impl AuditLog {
                 now,
                 "the audit log shrank under the daemon (copytruncate?)"
             );
-            self.notices.push_back((
-                "audit_truncated",
-                fields(json!({
-                    "size_before": before,
-                    "size_after": now,
-                    "note": "the file shrank under the daemon (logrotate copytruncate, or someone cut it); the records before this one are in the copy"
-                })),
-            ));
+            self.notices.push_back(AuditEvent::AuditTruncated {
+                size_before: before,
+                size_after: now,
+                note: "the file shrank under the daemon (logrotate copytruncate, or someone cut it); the records before this one are in the copy",
+            });
         }
     }
 
@@ -212,19 +203,19 @@ impl AuditLog {
     /// The `gap` record for what was lost, then the notices about the file.
     fn write_lost_and_notices(&mut self) -> Result<(), String> {
         if let Some(lost) = &self.lost {
-            let gap = fields(json!({
-                "lost_records": lost.count,
-                "since": clock::rfc3339(lost.since),
-                "error": lost.error,
-            }));
-            self.append("gap", &gap)?;
+            let gap = AuditEvent::Gap {
+                lost_records: lost.count,
+                since: clock::rfc3339(lost.since),
+                error: lost.error.clone(),
+            };
+            self.append(&gap)?;
             let lost = self.lost.take().map_or(0, |l| l.count);
             tracing::warn!(lost, "audit log writable again; recorded the gap");
             self.health.set_audit_degraded(None);
         }
-        while let Some((event, f)) = self.notices.pop_front() {
-            if let Err(err) = self.append(event, &f) {
-                self.notices.push_front((event, f));
+        while let Some(notice) = self.notices.pop_front() {
+            if let Err(err) = self.append(&notice) {
+                self.notices.push_front(notice);
                 return Err(err);
             }
         }
@@ -234,15 +225,16 @@ impl AuditLog {
     /// Encodes and writes one record; the chain advances only when it is written.
     /// With size rotation, a record that would take the file past `max_size` goes
     /// into a new file, after an `audit_rotated` record.
-    fn append(&mut self, event: &str, fields: &Fields) -> Result<(), String> {
-        let mut line = encode(self.seq + 1, event, fields, &self.prev)
+    fn append(&mut self, event: &AuditEvent) -> Result<(), String> {
+        let fields = fields(event).ok_or_else(|| "cannot encode the record".to_string())?;
+        let mut line = encode(self.seq + 1, &fields, &self.prev)
             .ok_or_else(|| "cannot encode the record".to_string())?;
         if let Some(rotation) = self.rotation
             && self.file.size() > 0
             && self.file.size() + line.len() as u64 + 1 > rotation.max_size
         {
             self.rotate(rotation)?;
-            line = encode(self.seq + 1, event, fields, &self.prev)
+            line = encode(self.seq + 1, &fields, &self.prev)
                 .ok_or_else(|| "cannot encode the record".to_string())?;
         }
         let mut bytes = Vec::with_capacity(line.len() + 1);
@@ -265,13 +257,13 @@ impl AuditLog {
     fn rotate(&mut self, rotation: Rotation) -> Result<(), String> {
         match self.file.rotate(rotation.keep) {
             Ok(old) => {
-                let notice = fields(json!({
-                    "previous_file": old.display().to_string(),
-                    "max_size": rotation.max_size,
-                    "keep": rotation.keep,
-                }));
+                let notice = AuditEvent::AuditRotated {
+                    previous_file: old.display().to_string(),
+                    max_size: rotation.max_size,
+                    keep: rotation.keep,
+                };
                 // The new file is empty: this append does not rotate again.
-                self.append("audit_rotated", &notice)
+                self.append(&notice)
             }
             Err(err) => {
                 tracing::error!("cannot rotate the audit log: {err:#}");
@@ -301,22 +293,31 @@ impl AuditLog {
     }
 }
 
-fn fields(value: Value) -> Fields {
-    match value {
-        Value::Object(map) => map,
-        _ => Fields::new(),
+/// The event's fields, `event` among them, as JSON values.
+fn fields(event: &AuditEvent) -> Option<Fields> {
+    match serde_json::to_value(event) {
+        Ok(Value::Object(map)) => Some(map),
+        Ok(other) => {
+            tracing::error!("audit record is not an object: {other}");
+            None
+        }
+        Err(err) => {
+            tracing::error!("cannot encode audit record: {err}");
+            None
+        }
     }
 }
 
-/// One record as a line (without the newline).
-fn encode(seq: u64, event: &str, fields: &Fields, prev: &str) -> Option<String> {
+/// One record as a line (without the newline): `seq`, `time`, the event's fields
+/// (escaped) and `prev`, keys in sorted order (serde_json's map without
+/// `preserve_order`; `a_record_is_one_line_of_sorted_keys` pins it).
+fn encode(seq: u64, fields: &Fields, prev: &str) -> Option<String> {
     let mut record = Map::new();
     record.insert("seq".into(), Value::from(seq));
     record.insert(
         "time".into(),
         Value::from(clock::rfc3339(SystemTime::now())),
     );
-    record.insert("event".into(), Value::from(event));
     for (k, v) in fields {
         record.insert(k.clone(), sanitize(v.clone()));
     }
@@ -369,5 +370,28 @@ mod tests {
         );
         assert_eq!(clean("plain ünïcode"), "plain ünïcode");
         assert_eq!(clean("esc\u{1b}[2J"), "esc\\u{1b}[2J");
+    }
+
+    /// The line as `audit verify` and collectors read it: keys sorted, the event's
+    /// own fields (flattened ones included) beside `seq`, `time`, `event` and `prev`.
+    #[test]
+    fn a_record_is_one_line_of_sorted_keys() {
+        let event = AuditEvent::PolicyReload {
+            file: "/etc/session-monitor/policy.toml".into(),
+            outcome: crate::audit::ReloadOutcome::Ok {
+                sha256: "ab".into(),
+                mode: crate::policy::Mode::DryRun,
+                rules: 2,
+            },
+        };
+        let line = encode(7, &fields(&event).unwrap(), GENESIS).unwrap();
+        let (head, rest) = line.split_once(r#""time":""#).unwrap();
+        let (_, tail) = rest.split_once('"').unwrap();
+        assert_eq!(
+            format!("{head}{tail}"),
+            format!(
+                r#"{{"event":"policy_reload","file":"/etc/session-monitor/policy.toml","mode":"dry-run","prev":"{GENESIS}","result":"ok","rules":2,"seq":7,"sha256":"ab",}}"#
+            )
+        );
     }
 }

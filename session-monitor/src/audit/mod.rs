@@ -10,15 +10,18 @@
 //!
 //! | file | concern |
 //! | --- | --- |
+//! | `event.rs` | [`AuditEvent`]: every kind of record and its fields |
 //! | `file.rs` | the file: one `write()` per record, torn-tail repair, shrink detection, size rotation |
 //! | `log.rs` | [`AuditLog`]: the chain, and records lost to write failures (`gap`) |
 //! | `verify.rs` | `audit verify FILE...` over a rotated set |
 
+mod event;
 mod file;
 mod log;
 mod verify;
 
-pub use log::{AuditLog, Fields, Rotation};
+pub use event::{AuditEvent, BlockedIn, Ended, ReloadOutcome, RevokedBy, SessionFields};
+pub use log::{AuditLog, Rotation};
 pub use verify::verify_files;
 
 pub const DEFAULT_PATH: &str = "/var/log/session-monitor/audit.jsonl";

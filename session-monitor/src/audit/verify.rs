@@ -201,18 +201,32 @@ fn check_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditLog, Rotation};
+    use crate::audit::{AuditEvent, AuditLog, Rotation};
     use std::path::Path;
 
     fn write_log(dir: &Path, n: usize) -> std::path::PathBuf {
         let path = dir.join("audit.jsonl");
         let mut log = AuditLog::open(&path, false).unwrap();
         for i in 0..n {
-            let mut f = serde_json::Map::new();
-            f.insert("user".into(), format!("user{i}").into());
-            log.record("session_start", f);
+            log.record(refused(format!("user{i}")));
         }
         path
+    }
+
+    /// A record that carries `error`.
+    fn refused(error: String) -> AuditEvent {
+        AuditEvent::ControlRefused {
+            caller_uid: 1001,
+            caller_pid: None,
+            error,
+        }
+    }
+
+    fn stop() -> AuditEvent {
+        AuditEvent::DaemonStop {
+            pid: 1,
+            sessions: 0,
+        }
     }
 
     fn tempdir() -> std::path::PathBuf {
@@ -232,7 +246,7 @@ mod tests {
         let path = write_log(&dir, 3);
         // Reopen: the chain continues.
         let mut log = AuditLog::open(&path, false).unwrap();
-        log.record("daemon_stop", serde_json::Map::new());
+        log.record(stop());
         assert_eq!(verify_file(&path).unwrap().records, 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -265,10 +279,6 @@ mod tests {
         PathBuf::from(format!("{}.{n}", path.display()))
     }
 
-    fn event(f: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
-        f.clone()
-    }
-
     #[test]
     fn size_rotation_keeps_the_chain_across_files() {
         let dir = tempdir();
@@ -278,10 +288,8 @@ mod tests {
             max_size: 4096,
             keep: 3,
         }));
-        let mut f = serde_json::Map::new();
-        f.insert("pad".into(), "x".repeat(300).into());
         for _ in 0..60 {
-            log.record("session_start", event(&f));
+            log.record(refused("x".repeat(300)));
         }
         for n in 1..=3 {
             let size = std::fs::metadata(numbered(&path, n)).unwrap().len();
@@ -324,14 +332,14 @@ mod tests {
             .unwrap()
             .set_len(0)
             .unwrap();
-        log.record("daemon_stop", serde_json::Map::new());
+        log.record(stop());
         let alone = verify_file(&path).unwrap();
         assert!(alone.starts_mid_chain);
         assert_eq!((alone.first_seq, alone.truncations.len()), (Some(4), 1));
         // mv + reopen (SIGUSR1).
         std::fs::rename(&path, numbered(&path, 1)).unwrap();
         log.reopen();
-        log.record("daemon_start", serde_json::Map::new());
+        log.record(stop());
         let set = [numbered(&path, 1), path.clone(), numbered(&path, 2)];
         let report = verify_files(&set).unwrap();
         assert!(!report.starts_mid_chain);
@@ -356,14 +364,14 @@ mod tests {
             .observed_by(errors.clone(), health.clone());
         log.break_writes_for_test();
         for _ in 0..3 {
-            log.record("session_end", serde_json::Map::new());
+            log.record(stop());
         }
         assert_eq!(errors.get(), 3);
         let ready = health.readiness();
         assert!(ready.is_err(), "{ready:?}");
         assert_eq!(verify_file(&path).unwrap().records, 2);
         log.reopen();
-        log.record("session_end", serde_json::Map::new());
+        log.record(stop());
         let report = verify_file(&path).unwrap();
         assert_eq!(report.gaps.len(), 1, "{}", report.describe());
         assert_eq!(report.gaps[0].lost_records, 3);

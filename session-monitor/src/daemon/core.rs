@@ -16,19 +16,18 @@ use std::{
     time::Duration,
 };
 
-use serde_json::json;
 use session_monitor_common::{Event, EventKind, TtyKey, state::proc_flags};
 use tokio::{sync::mpsc, time::Instant};
 
-use super::audit_fields;
 use crate::{
-    audit::{AuditLog, Fields},
+    audit::{AuditEvent, AuditLog, BlockedIn, Ended, SessionFields},
     clock,
     control::Incoming,
     enforce::{
         EndReason, GivenWarnings, Warned,
         terminate::{Outcome, daemon_ancestors},
     },
+    labels::SessionOrigin,
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
     probes::{KernelMaps, LoginEvent, Probes, login_event},
@@ -195,20 +194,20 @@ impl Core {
     }
 
     pub fn record_start(&mut self) {
-        let mut f = Fields::new();
-        f.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        f.insert("pid".into(), json!(std::process::id()));
-        f.insert("backend".into(), json!(self.probes.backend.to_string()));
-        f.insert("policy".into(), json!(self.policy.describe()));
-        f.insert("mode".into(), json!(self.mode()));
-        self.audit.record("daemon_start", f);
+        self.audit.record(AuditEvent::DaemonStart {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            backend: self.probes.backend.to_string(),
+            policy: self.policy.describe(),
+            mode: self.mode(),
+        });
     }
 
     pub fn record_stop(&mut self) {
-        let mut f = Fields::new();
-        f.insert("pid".into(), json!(std::process::id()));
-        f.insert("sessions".into(), json!(self.table.len()));
-        self.audit.record("daemon_stop", f);
+        self.audit.record(AuditEvent::DaemonStop {
+            pid: std::process::id(),
+            sessions: self.table.len(),
+        });
     }
 
     /// Sessions opened before the daemon started. Their idle time starts from the
@@ -222,7 +221,7 @@ impl Core {
                     tracing::warn!("{err:#}");
                 }
             }
-            self.add_resolved(resolved, "discovered");
+            self.add_resolved(resolved, SessionOrigin::Discovered);
         }
         let mut resolver = Resolver::snapshot();
         for listener in resolver.ssh_listeners() {
@@ -289,7 +288,7 @@ impl Core {
 
     /// A resolved terminal or connection: a new login, or a terminal (or facts) for
     /// one the daemon has.
-    fn add_resolved(&mut self, resolved: Resolved, how: &str) {
+    fn add_resolved(&mut self, resolved: Resolved, how: SessionOrigin) {
         if let Some(listener) = resolved.listener {
             self.mark_listener(listener);
         }
@@ -394,7 +393,7 @@ impl Core {
         }
     }
 
-    fn add_login(&mut self, resolved: Resolved, how: &str) {
+    fn add_login(&mut self, resolved: Resolved, how: SessionOrigin) {
         let tree = resolved.tree.clone();
         let mut login = Login::from_resolved(resolved, clock::boot_ns());
         login.nested_in = self.outer_of(&login).map(|outer| outer.id.clone());
@@ -479,13 +478,12 @@ impl Core {
         );
         let now = clock::boot_ns();
         let last_input = self.own_last_input(&login);
-        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
-        fields.insert("how".into(), json!(how));
-        if let Some(parent) = &login.nested_in {
-            fields.insert("nested_in".into(), json!(parent));
-        }
         self.metrics.session_started(login.kind);
-        self.audit.record("session_start", fields);
+        self.audit.record(AuditEvent::SessionStart {
+            session: SessionFields::of(&login, &login.resolution.rule, last_input, now),
+            how,
+            nested_in: login.nested_in.clone(),
+        });
         for t in &login.terminals {
             self.unresolved.remove(&t.key);
         }
@@ -557,24 +555,21 @@ impl Core {
         }
         self.maps.forget_login(*key);
         self.untrack_unused(&login);
-        let mut fields = audit_fields::session(&login, &login.resolution.rule, last_input, now);
-        fields.insert("reason".into(), json!(reason.as_str()));
-        if let Some((_, _, outcome)) = ended {
-            fields.insert("signals".into(), json!(outcome.signals));
-            fields.insert("took_ms".into(), json!(outcome.took_ms));
-            fields.insert("processes".into(), json!(outcome.targets));
-            fields.insert("server_ended".into(), json!(outcome.server));
-            if outcome.escaped > 0 {
-                fields.insert("escaped_processes".into(), json!(outcome.escaped));
-            }
-            if !outcome.survivors.is_empty() {
-                fields.insert("survivors".into(), json!(outcome.survivors));
-            }
-        }
-        self.audit.record("session_end", fields);
+        self.audit.record(AuditEvent::SessionEnd {
+            session: SessionFields::of(&login, &login.resolution.rule, last_input, now),
+            reason,
+            ended: ended.map(|(_, _, outcome)| Ended {
+                signals: outcome.signals.clone(),
+                took_ms: outcome.took_ms,
+                processes: outcome.targets,
+                server_ended: outcome.server,
+                escaped_processes: outcome.escaped,
+                survivors: outcome.survivors.clone(),
+            }),
+        });
         self.metrics.session_ended(
             login.kind,
-            reason.as_str(),
+            reason,
             clock::seconds_between(login.started_ns, now),
             &login.user,
         );
@@ -631,23 +626,21 @@ impl Core {
                     uid = event.value,
                     "input of a revoked user stopped in the kernel"
                 );
-                let mut f = Fields::new();
-                f.insert("pid".into(), json!(event.tgid));
-                f.insert("uid".into(), json!(event.value));
-                f.insert("comm".into(), json!(comm(&event.comm)));
                 // A write into a pipe or socket names the transport's login instead.
                 let login = self
                     .table
                     .of_tty(&event.key)
                     .or_else(|| Some(event.login).filter(|l| self.table.contains(l)));
-                if let Some(s) = login.and_then(|k| self.table.get(&k)) {
-                    f.insert("session_id".into(), json!(s.id));
-                    f.insert("tty".into(), json!(crate::sessions::tty_name(&event.key)));
-                }
-                if event.login != 0 {
-                    f.insert("login".into(), json!(format!("{:012x}", event.login)));
-                }
-                self.audit.record("input_blocked", f);
+                self.audit.record(AuditEvent::InputBlocked {
+                    pid: event.tgid,
+                    uid: event.value,
+                    comm: comm(&event.comm),
+                    session: login.and_then(|k| self.table.get(&k)).map(|s| BlockedIn {
+                        session_id: s.id.clone(),
+                        tty: crate::sessions::tty_name(&event.key),
+                    }),
+                    login: (event.login != 0).then(|| format!("{:012x}", event.login)),
+                });
                 match login {
                     Some(login) => {
                         self.enforce_revocation(&login);
@@ -737,7 +730,7 @@ impl Core {
             match resolver.resolve_connection(process) {
                 Some(resolved) => {
                     self.pending_connections.remove(&pid);
-                    self.add_resolved(resolved, "started");
+                    self.add_resolved(resolved, SessionOrigin::Started);
                 }
                 None => {
                     pending.attempts += 1;
@@ -761,7 +754,7 @@ impl Core {
             match resolver.resolve(key, pending.hint) {
                 Some(resolved) => {
                     self.pending.remove(&key);
-                    self.add_resolved(resolved, "started");
+                    self.add_resolved(resolved, SessionOrigin::Started);
                 }
                 None => {
                     pending.attempts += 1;
@@ -812,7 +805,7 @@ impl Core {
         }
         for key in retry {
             match resolver.resolve(key, None) {
-                Some(resolved) => self.add_resolved(resolved, "started"),
+                Some(resolved) => self.add_resolved(resolved, SessionOrigin::Started),
                 None => {
                     let since = *self.unresolved.entry(key).or_insert(now);
                     if now.duration_since(since) >= UNRESOLVED_FORGET_AFTER {
@@ -847,7 +840,7 @@ impl Core {
                 Some(_) => {}
                 None => {
                     if let Some(resolved) = resolver.resolve_connection(connection) {
-                        self.add_resolved(resolved, "started");
+                        self.add_resolved(resolved, SessionOrigin::Started);
                     }
                 }
             }
@@ -889,24 +882,22 @@ impl Core {
             } => {
                 let name = request.name();
                 let response = self.handle(request, caller);
-                let mut f = Fields::new();
-                f.insert("caller_uid".into(), json!(caller.uid));
-                f.insert("caller_pid".into(), json!(caller.pid));
-                f.insert("command".into(), json!(name));
-                f.insert("ok".into(), json!(response.ok));
-                if let Some(error) = &response.error {
-                    f.insert("error".into(), json!(error));
-                }
-                self.audit.record("control_request", f);
+                self.audit.record(AuditEvent::ControlRequest {
+                    caller_uid: caller.uid,
+                    caller_pid: caller.pid,
+                    command: name,
+                    ok: response.ok,
+                    error: response.error.clone(),
+                });
                 let _ = reply.send(response);
             }
             Incoming::Refused { caller, reason } => {
                 tracing::warn!(uid = caller.uid, pid = ?caller.pid, "control request refused: {reason}");
-                let mut f = Fields::new();
-                f.insert("caller_uid".into(), json!(caller.uid));
-                f.insert("caller_pid".into(), json!(caller.pid));
-                f.insert("error".into(), json!(reason));
-                self.audit.record("control_refused", f);
+                self.audit.record(AuditEvent::ControlRefused {
+                    caller_uid: caller.uid,
+                    caller_pid: caller.pid,
+                    error: reason,
+                });
                 self.metrics.control_refused(1);
             }
             Incoming::RefusedMore(summary) => {

@@ -7,21 +7,19 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use serde_json::json;
 use tokio::time::Instant;
 
-use super::{
-    audit_fields,
-    core::{Core, TerminationDone},
-};
+use super::core::{Core, TerminationDone};
 use session_monitor_common::TtyKey;
 
 use crate::{
+    audit::{AuditEvent, SessionFields},
     clock,
     enforce::{
         EndReason, Next, Timing, Warned, notice, plan,
         terminate::{self},
     },
+    labels::Notice,
     policy::Mode,
     sessions::{Login, LoginKey, ProcInfo, ProcRef, SessionKind},
 };
@@ -258,21 +256,21 @@ impl Core {
             }
         }
         for (tty, why) in refused {
-            self.record_notice_refused(key, &tty, "warning", &why);
+            self.record_notice_refused(key, &tty, Notice::Warning, &why);
         }
         let Some(login) = self.table.get(key) else {
             return;
         };
         let timing = self.timing(login);
-        let mut fields =
-            audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
-        fields.insert("reason".into(), json!(reason.as_str()));
-        fields.insert("end_in_seconds".into(), json!(in_secs));
-        fields.insert("dry_run".into(), json!(dry_run));
-        fields.insert("on_screen".into(), json!(!login.terminals.is_empty()));
         tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
-        self.audit.record("warning", fields);
-        self.metrics.warning(login.kind, reason.as_str());
+        self.audit.record(AuditEvent::Warning {
+            session: SessionFields::of(login, &login.resolution.rule, timing.last_input_ns, now),
+            reason,
+            end_in_seconds: in_secs,
+            dry_run,
+            on_screen: !login.terminals.is_empty(),
+        });
+        self.metrics.warning(login.kind, reason);
         if let Some(login) = self.table.get_mut(key) {
             login.warned = Some(Warned {
                 reason,
@@ -297,19 +295,24 @@ impl Core {
         let detail = notice::spoken_duration(limit.unwrap_or_default().as_secs());
         self.metrics.end_lateness(
             login.kind,
-            reason.as_str(),
+            reason,
             clock::seconds_between(at_ns, clock::boot_ns()),
         );
         if self.mode() == Mode::DryRun {
             let now = clock::boot_ns();
             let timing = self.timing(login);
-            let mut fields =
-                audit_fields::session(login, &login.resolution.rule, timing.last_input_ns, now);
-            fields.insert("reason".into(), json!(reason.as_str()));
-            fields.insert("dry_run".into(), json!(true));
             tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "dry-run: would end the session");
-            self.audit.record("would_end", fields);
-            self.metrics.would_end(login.kind, reason.as_str());
+            self.audit.record(AuditEvent::WouldEnd {
+                session: SessionFields::of(
+                    login,
+                    &login.resolution.rule,
+                    timing.last_input_ns,
+                    now,
+                ),
+                reason,
+                dry_run: true,
+            });
+            self.metrics.would_end(login.kind, reason);
             if let Some(login) = self.table.get_mut(key) {
                 login.reported_end = Some((reason, at_ns));
             }
@@ -470,20 +473,25 @@ impl Core {
     /// A line the daemon did not write because what it found was not the session's
     /// terminal (see [`notice::write_to_terminal`]): recorded, as it may be a user
     /// trying to turn the daemon's write against another file.
-    fn record_notice_refused(&mut self, key: &LoginKey, tty: &TtyKey, notice: &str, why: &str) {
+    fn record_notice_refused(&mut self, key: &LoginKey, tty: &TtyKey, notice: Notice, why: &str) {
         let Some(session) = self.table.get(key) else {
             return;
         };
         let now = clock::boot_ns();
         let timing = self.timing(session);
-        let mut fields =
-            audit_fields::session(session, &session.resolution.rule, timing.last_input_ns, now);
         let tty = crate::sessions::tty_name(tty);
-        fields.insert("terminal".into(), json!(tty));
-        fields.insert("notice".into(), json!(notice));
-        fields.insert("why".into(), json!(why));
-        tracing::warn!(id = %session.id, %tty, user = %session.user, notice, why, "did not write to the terminal: refused");
-        self.audit.record("notice_refused", fields);
+        tracing::warn!(id = %session.id, %tty, user = %session.user, %notice, why, "did not write to the terminal: refused");
+        self.audit.record(AuditEvent::NoticeRefused {
+            session: SessionFields::of(
+                session,
+                &session.resolution.rule,
+                timing.last_input_ns,
+                now,
+            ),
+            terminal: tty,
+            notice,
+            why: why.to_string(),
+        });
     }
 
     pub fn on_termination_done(&mut self, done: TerminationDone) {
@@ -493,7 +501,7 @@ impl Core {
                 .get(&done.key)
                 .is_some_and(|s| s.id == done.session_id)
         {
-            self.record_notice_refused(&done.key, &why.0, "closing", &why.1);
+            self.record_notice_refused(&done.key, &why.0, Notice::Closing, &why.1);
         }
         if !done.outcome.survivors.is_empty() {
             tracing::error!(survivors = ?done.outcome.survivors, "processes survived SIGKILL");

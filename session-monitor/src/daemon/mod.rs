@@ -3,7 +3,6 @@
 //! kernel events, control requests, timers and reload triggers; the other tasks only
 //! feed it messages, so nothing is locked.
 
-mod audit_fields;
 mod core;
 mod enforcement;
 mod nesting;

@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
-use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::core::Core;
-use crate::{audit::Fields, policy};
+use crate::{
+    audit::{AuditEvent, ReloadOutcome},
+    labels::ReloadResult,
+    policy,
+};
 
 /// SHA-256 of the file's content, or None when it cannot be read.
 pub fn fingerprint(path: &Path) -> Option<String> {
@@ -29,47 +32,60 @@ impl Core {
         }
         self.policy_fingerprint = fingerprint.clone();
         let path = self.config_path.clone();
-        let mut f = Fields::new();
-        f.insert("file".into(), json!(path.display().to_string()));
-        if fingerprint.is_none() {
+        let Some(fingerprint) = fingerprint else {
             // A ConfigMap update briefly removes the file; a deleted policy keeps
             // the last good one rather than falling back to defaults.
             tracing::warn!(
                 "policy file {} is unreadable; keeping the current policy",
                 path.display()
             );
-            f.insert("result".into(), json!("rejected"));
-            f.insert("error".into(), json!("file missing or unreadable"));
-            self.reloads.1 += 1;
-            self.metrics.reload(false);
-            self.audit.record("policy_reload", f);
+            self.record_reload(
+                &path,
+                ReloadOutcome::Rejected {
+                    error: "file missing or unreadable".into(),
+                },
+            );
             return;
-        }
+        };
         match policy::load_file(&path) {
             Ok(policy) => {
                 tracing::info!("policy reloaded: {}", policy.describe());
-                self.reloads.0 += 1;
-                self.metrics.reload(true);
-                f.insert("result".into(), json!("ok"));
-                f.insert("sha256".into(), json!(fingerprint));
-                f.insert("mode".into(), json!(policy.mode));
-                f.insert("rules".into(), json!(policy.rules.len()));
+                let outcome = ReloadOutcome::Ok {
+                    sha256: fingerprint,
+                    mode: policy.mode,
+                    rules: policy.rules.len(),
+                };
                 self.audit.set_rotation(policy.audit_rotation);
                 self.policy = policy;
-                self.audit.record("policy_reload", f);
+                self.record_reload(&path, outcome);
                 self.access.send_replace(super::access_of(&self.policy));
                 self.apply_policy();
                 self.sync_policy_revocations();
             }
             Err(errors) => {
                 tracing::error!("policy reload rejected, keeping the last good policy:\n{errors}");
-                self.reloads.1 += 1;
-                self.metrics.reload(false);
-                f.insert("result".into(), json!("rejected"));
-                f.insert("error".into(), json!(errors.to_string()));
-                self.audit.record("policy_reload", f);
+                self.record_reload(
+                    &path,
+                    ReloadOutcome::Rejected {
+                        error: errors.to_string(),
+                    },
+                );
             }
         }
+    }
+
+    /// Counts a reload (in `status` and the metrics) and audits it.
+    fn record_reload(&mut self, path: &Path, outcome: ReloadOutcome) {
+        let result = outcome.result();
+        match result {
+            ReloadResult::Ok => self.reloads.0 += 1,
+            ReloadResult::Rejected => self.reloads.1 += 1,
+        }
+        self.metrics.reload(result);
+        self.audit.record(AuditEvent::PolicyReload {
+            file: path.display().to_string(),
+            outcome,
+        });
     }
 
     /// Re-resolves every login's limits and reschedules its deadline.

@@ -6,10 +6,10 @@ use serde_json::json;
 
 use super::core::Core;
 use crate::{
-    audit::Fields,
+    audit::{AuditEvent, RevokedBy},
     control::{Caller, Lifted, Response, Revoke, Revoked, Who},
     enforce::EndReason,
-    revoke::{Revocation, Target},
+    revoke::{Revocation, Source, Target},
     sessions::LoginKey,
 };
 
@@ -126,14 +126,15 @@ impl Core {
             .iter()
             .filter_map(|k| self.table.get(k).map(|s| s.id.clone()))
             .collect();
-        let mut f = Fields::new();
-        f.insert("target".into(), json!(revocation.target));
-        f.insert("until".into(), json!(revocation.until));
-        f.insert("reason".into(), json!(revocation.reason));
-        f.insert("caller_uid".into(), json!(caller.uid));
-        f.insert("sessions".into(), json!(ids));
-        self.audit.record("revoke", f);
-        self.metrics.revocation("revoke");
+        self.record_revocation(AuditEvent::Revoke {
+            target: revocation.target.clone(),
+            by: RevokedBy::Request {
+                until: revocation.until,
+                reason: revocation.reason.clone(),
+                caller_uid: caller.uid,
+                sessions: ids.clone(),
+            },
+        });
         tracing::warn!(%target, sessions = ids.len(), by = caller.uid, "access revoked");
         let mut uids: Vec<u32> = affected
             .iter()
@@ -168,11 +169,10 @@ impl Core {
             };
             return Response::error(why);
         }
-        let mut f = Fields::new();
-        f.insert("target".into(), json!(target));
-        f.insert("caller_uid".into(), json!(caller.uid));
-        self.audit.record("unrevoke", f);
-        self.metrics.revocation("unrevoke");
+        self.record_revocation(AuditEvent::Unrevoke {
+            target: target.clone(),
+            caller_uid: caller.uid,
+        });
         tracing::info!(%target, by = caller.uid, "revocation lifted");
         self.apply_revocations();
         Response::ok(Lifted { lifted: target })
@@ -183,10 +183,9 @@ impl Core {
         match self.revocations.expire() {
             Ok(expired) if !expired.is_empty() => {
                 for r in expired {
-                    let mut f = Fields::new();
-                    f.insert("target".into(), json!(r.target));
-                    self.audit.record("revocation_expired", f);
-                    self.metrics.revocation("expire");
+                    self.record_revocation(AuditEvent::RevocationExpired {
+                        target: r.target.clone(),
+                    });
                     tracing::info!(target = %r.target, "revocation expired");
                 }
                 self.apply_revocations();
@@ -196,6 +195,14 @@ impl Core {
         }
     }
 
+    /// Audits a change to the revoked users and counts it under its action.
+    fn record_revocation(&mut self, event: AuditEvent) {
+        if let Some(action) = event.revocation_action() {
+            self.metrics.revocation(action);
+        }
+        self.audit.record(event);
+    }
+
     /// Takes the policy's `revoked_users` / `revoked_groups` (at start and reload).
     pub(super) fn sync_policy_revocations(&mut self) {
         let added = self.revocations.set_policy(
@@ -203,11 +210,12 @@ impl Core {
             &self.policy.revoked_groups.clone(),
         );
         for r in &added {
-            let mut f = Fields::new();
-            f.insert("target".into(), json!(r.target));
-            f.insert("source".into(), json!("policy"));
-            self.audit.record("revoke", f);
-            self.metrics.revocation("revoke");
+            self.record_revocation(AuditEvent::Revoke {
+                target: r.target.clone(),
+                by: RevokedBy::Policy {
+                    source: Source::Policy,
+                },
+            });
             tracing::warn!(target = %r.target, "access revoked by the policy file");
         }
         self.apply_revocations();

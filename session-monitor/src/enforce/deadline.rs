@@ -1,47 +1,30 @@
 //! The decision of when to warn and when to end, as a pure function of the session's
 //! timestamps and its limits. All instants are CLOCK_BOOTTIME nanoseconds.
 
-use serde::{Deserialize, Serialize};
-
 use crate::policy::Limits;
 
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndReason {
-    /// No user input for `idle_timeout`.
-    Idle,
-    /// Open for `max_session`, busy or not.
-    Lifetime,
-    /// No packet from the network peer for `network_timeout`.
-    Network,
-    /// The user's access was revoked.
-    Revoked,
-    /// The session ended by itself.
-    Logout,
+crate::labels::closed_set! {
+    /// Why a session ended (or is warned that it will): the audit records' `reason`,
+    /// the metrics' `reason` label.
+    pub enum EndReason {
+        /// No user input for `idle_timeout`.
+        Idle => "idle",
+        /// Open for `max_session`, busy or not.
+        Lifetime => "lifetime",
+        /// No packet from the network peer for `network_timeout`.
+        Network => "network",
+        /// The user's access was revoked.
+        Revoked => "revoked",
+        /// The session ended by itself.
+        Logout => "logout",
+    }
 }
 
 impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Idle => "idle",
-            EndReason::Lifetime => "lifetime",
-            EndReason::Network => "network",
-            EndReason::Revoked => "revoked",
-            EndReason::Logout => "logout",
-        }
-    }
-
     /// Whether the user is warned before this end. A vanished network peer cannot
     /// read a warning, and a revocation must not wait.
     pub fn warned(self) -> bool {
         matches!(self, EndReason::Idle | EndReason::Lifetime)
-    }
-}
-
-impl std::fmt::Display for EndReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,36 +1,26 @@
 //! Label sets of the metric families, and the closed sets of label values.
 //!
-//! Every label value comes from a closed set (session kinds, end reasons, actions, probe
-//! names), so the number of series is bounded. The one exception is `user`, which only
+//! Every label value comes from a closed set (session kinds, [`EndReason`],
+//! [`crate::labels::RevocationAction`], [`crate::labels::ReloadResult`], probe names),
+//! typed so that no other value can be passed, and the number of series is bounded. The one exception is `user`, which only
 //! exists when the operator turns per-user labels on.
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 
-/// Why a session ended: `session_monitor_session_ends_total{reason}`.
-pub const END_REASONS: [&str; 5] = ["idle", "lifetime", "network", "revoked", "logout"];
+use crate::enforce::EndReason;
 
-/// Why a user was warned that their session will end:
-/// `session_monitor_warnings_total{reason}`.
-pub const WARNING_REASONS: [&str; 4] = ["idle", "lifetime", "network", "revoked"];
+/// The reasons a user is warned for: `session_monitor_warnings_total{reason}` (every
+/// end reason but `logout`).
+pub const WARNING_REASONS: [EndReason; 4] = [
+    EndReason::Idle,
+    EndReason::Lifetime,
+    EndReason::Network,
+    EndReason::Revoked,
+];
 
-/// Changes to the set of revoked users: `session_monitor_revocations_total{action}`.
-pub const REVOCATION_ACTIONS: [&str; 3] = ["revoke", "unrevoke", "expire"];
-
-/// Outcomes of a policy reload: `session_monitor_policy_reloads_total{result}`.
-pub const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
-
-/// The value recorded for anything outside a closed set, so that a caller's typo can
-/// neither create new series nor go uncounted.
-pub const OTHER: &str = "other";
-
-/// `value` when it is one of `allowed`, else [`OTHER`].
-pub(super) fn bounded(value: &str, allowed: &[&'static str]) -> &'static str {
-    allowed
-        .iter()
-        .copied()
-        .find(|&known| known == value)
-        .unwrap_or(OTHER)
-}
+/// The reasons whose ends have a deadline (`session_monitor_end_lateness_seconds`).
+pub const DEADLINE_REASONS: [EndReason; 3] =
+    [EndReason::Idle, EndReason::Lifetime, EndReason::Network];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct KindLabels {
@@ -93,17 +83,4 @@ pub(super) struct BackendLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VersionLabels {
     pub version: &'static str,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_outside_the_closed_sets_become_other() {
-        assert_eq!(bounded("idle", &END_REASONS), "idle");
-        assert_eq!(bounded("logout", &END_REASONS), "logout");
-        assert_eq!(bounded("Idle", &END_REASONS), OTHER);
-        assert_eq!(bounded("", &REVOCATION_ACTIONS), OTHER);
-    }
 }

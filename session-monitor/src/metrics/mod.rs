@@ -32,7 +32,7 @@ pub use health::Health;
 pub use http::serve;
 // The closed label sets, for the tests that hold the encoding to them.
 #[cfg(test)]
-pub use labels::{END_REASONS, REVOCATION_ACTIONS, WARNING_REASONS};
+pub use labels::WARNING_REASONS;
 pub use live::LiveSample;
 pub use registry::Metrics;
 

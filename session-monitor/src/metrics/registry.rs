@@ -13,12 +13,17 @@ use super::{
     info::BackendInfo,
     kernel::KernelCollector,
     labels::{
-        ActionLabels, END_REASONS, EndLabels, KindLabels, KindReasonLabels, RELOAD_RESULTS,
-        REVOCATION_ACTIONS, ResultLabels, VersionLabels, WARNING_REASONS, bounded,
+        ActionLabels, DEADLINE_REASONS, EndLabels, KindLabels, KindReasonLabels, ResultLabels,
+        VersionLabels, WARNING_REASONS,
     },
     live::{LiveCollector, LiveSample},
 };
-use crate::{probes::CounterSnapshot, sessions::SessionKind};
+use crate::{
+    enforce::EndReason,
+    labels::{ReloadResult, RevocationAction},
+    probes::CounterSnapshot,
+    sessions::SessionKind,
+};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "session_monitor";
@@ -37,9 +42,6 @@ fn duration_histogram() -> Histogram {
 pub const LATENESS_BUCKETS: [f64; 11] =
     [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
-/// The reasons whose ends have a deadline (`session_monitor_end_lateness_seconds`).
-const DEADLINE_REASONS: [&str; 3] = ["idle", "lifetime", "network"];
-
 fn lateness_histogram() -> Histogram {
     Histogram::new(LATENESS_BUCKETS)
 }
@@ -47,8 +49,8 @@ fn lateness_histogram() -> Histogram {
 /// The daemon's metrics. Shared as `Arc<Metrics>` between the core (which records)
 /// and the HTTP server (which encodes); every method takes `&self`.
 ///
-/// Label values come from closed sets (see [`super::END_REASONS`] and friends); a value
-/// outside its set is recorded as `other`. Users appear in labels only when the
+/// Label values come from closed sets, typed ([`EndReason`], [`RevocationAction`],
+/// [`ReloadResult`]): no other value can be recorded. Users appear in labels only when the
 /// operator turned per-user labels on: user names are unbounded and personal.
 pub struct Metrics {
     registry: Registry,
@@ -175,28 +177,33 @@ impl Metrics {
             let _ = sessions_started.get_or_create(&KindLabels { kind });
             let _ = session_durations.get_or_create(&KindLabels { kind });
             if !user_labels {
-                for reason in END_REASONS {
+                for reason in EndReason::ALL {
                     let _ = session_ends.get_or_create(&EndLabels {
                         kind,
-                        reason,
+                        reason: reason.as_str(),
                         user: None,
                     });
                 }
             }
             for reason in WARNING_REASONS {
+                let reason = reason.as_str();
                 let _ = warnings.get_or_create(&KindReasonLabels { kind, reason });
             }
-            for reason in END_REASONS {
+            for reason in EndReason::ALL {
+                let reason = reason.as_str();
                 let _ = would_end.get_or_create(&KindReasonLabels { kind, reason });
             }
             for reason in DEADLINE_REASONS {
+                let reason = reason.as_str();
                 let _ = end_lateness.get_or_create(&KindReasonLabels { kind, reason });
             }
         }
-        for action in REVOCATION_ACTIONS {
+        for action in RevocationAction::ALL {
+            let action = action.as_str();
             let _ = revocations.get_or_create(&ActionLabels { action });
         }
-        for result in RELOAD_RESULTS {
+        for result in ReloadResult::ALL {
+            let result = result.as_str();
             let _ = policy_reloads.get_or_create(&ResultLabels { result });
         }
 
@@ -229,18 +236,18 @@ impl Metrics {
             .inc();
     }
 
-    /// A session ended after `duration_seconds`. `reason` is one of
-    /// [`super::END_REASONS`]; `user` is recorded only with per-user labels on.
+    /// A session ended after `duration_seconds`; `user` is recorded only with per-user
+    /// labels on.
     pub fn session_ended(
         &self,
         kind: SessionKind,
-        reason: &str,
+        reason: EndReason,
         duration_seconds: f64,
         user: &str,
     ) {
         let labels = EndLabels {
             kind: kind.as_str(),
-            reason: bounded(reason, &END_REASONS),
+            reason: reason.as_str(),
             user: self.user_labels.then(|| user.to_string()),
         };
         self.session_ends.get_or_create(&labels).inc();
@@ -253,43 +260,41 @@ impl Metrics {
         }
     }
 
-    /// A user was warned that their session will end; `reason` is one of
-    /// [`super::WARNING_REASONS`].
-    pub fn warning(&self, kind: SessionKind, reason: &str) {
+    /// A user was warned that their session will end.
+    pub fn warning(&self, kind: SessionKind, reason: EndReason) {
         self.warnings
             .get_or_create(&KindReasonLabels {
                 kind: kind.as_str(),
-                reason: bounded(reason, &WARNING_REASONS),
+                reason: reason.as_str(),
             })
             .inc();
     }
 
-    /// Dry-run: a session would have been ended for `reason` (one of
-    /// [`super::END_REASONS`]).
-    pub fn would_end(&self, kind: SessionKind, reason: &str) {
+    /// Dry-run: a session would have been ended for `reason`.
+    pub fn would_end(&self, kind: SessionKind, reason: EndReason) {
         self.would_end
             .get_or_create(&KindReasonLabels {
                 kind: kind.as_str(),
-                reason: bounded(reason, &END_REASONS),
+                reason: reason.as_str(),
             })
             .inc();
     }
 
-    /// A user was revoked, unrevoked, or their revocation expired; `action` is one of
-    /// [`super::REVOCATION_ACTIONS`].
-    pub fn revocation(&self, action: &str) {
+    /// A user was revoked, unrevoked, or their revocation expired.
+    pub fn revocation(&self, action: RevocationAction) {
         self.revocations
             .get_or_create(&ActionLabels {
-                action: bounded(action, &REVOCATION_ACTIONS),
+                action: action.as_str(),
             })
             .inc();
     }
 
-    /// The policy was reloaded (`ok`), or the new one was rejected.
-    pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "rejected" };
+    /// The policy was reloaded, or the new one was rejected.
+    pub fn reload(&self, result: ReloadResult) {
         self.policy_reloads
-            .get_or_create(&ResultLabels { result })
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
             .inc();
     }
 
@@ -304,12 +309,12 @@ impl Metrics {
     }
 
     /// The end of a session was decided `seconds` after its deadline.
-    pub fn end_lateness(&self, kind: SessionKind, reason: &str, seconds: f64) {
+    pub fn end_lateness(&self, kind: SessionKind, reason: EndReason, seconds: f64) {
         if seconds.is_finite() {
             self.end_lateness
                 .get_or_create(&KindReasonLabels {
                     kind: kind.as_str(),
-                    reason: bounded(reason, &END_REASONS),
+                    reason: reason.as_str(),
                 })
                 .observe(seconds.max(0.0));
         }

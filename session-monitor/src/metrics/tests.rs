@@ -3,7 +3,12 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::{probes::CounterSnapshot, sessions::SessionKind};
+use crate::{
+    enforce::EndReason,
+    labels::{ReloadResult, RevocationAction},
+    probes::CounterSnapshot,
+    sessions::SessionKind,
+};
 
 /// `# TYPE` lines: family name -> type.
 fn types(text: &str) -> BTreeMap<String, String> {
@@ -56,11 +61,11 @@ fn every_family_has_its_conventional_name_type_and_labels() {
     let metrics = Metrics::new(false);
     metrics.session_started(SessionKind::Ssh);
     metrics.session_started(SessionKind::Ssh);
-    metrics.session_ended(SessionKind::Ssh, "idle", 950.0, "alice");
-    metrics.warning(SessionKind::Mosh, "idle");
-    metrics.revocation("revoke");
-    metrics.reload(true);
-    metrics.reload(false);
+    metrics.session_ended(SessionKind::Ssh, EndReason::Idle, 950.0, "alice");
+    metrics.warning(SessionKind::Mosh, EndReason::Idle);
+    metrics.revocation(RevocationAction::Revoke);
+    metrics.reload(ReloadResult::Ok);
+    metrics.reload(ReloadResult::Rejected);
     metrics.control_refused(1);
     metrics.set_backend("tracepoint");
     metrics.set_kernel_counters(&kernel_snapshot(10, 4));
@@ -244,7 +249,7 @@ fn every_family_has_its_conventional_name_type_and_labels() {
 #[test]
 fn no_unbounded_labels_by_default() {
     let metrics = Metrics::new(false);
-    metrics.session_ended(SessionKind::Ssh, "idle", 10.0, "alice");
+    metrics.session_ended(SessionKind::Ssh, EndReason::Idle, 10.0, "alice");
     metrics.update_live(&[live(SessionKind::Ssh, 1.0, None, "alice")]);
     let text = metrics.encode();
     assert!(!text.contains("user="), "{text}");
@@ -271,7 +276,7 @@ fn no_unbounded_labels_by_default() {
 #[test]
 fn user_labels_when_enabled() {
     let metrics = Metrics::new(true);
-    metrics.session_ended(SessionKind::Ssh, "revoked", 10.0, "alice");
+    metrics.session_ended(SessionKind::Ssh, EndReason::Revoked, 10.0, "alice");
     metrics.update_live(&[
         live(SessionKind::Ssh, 1.0, None, "alice"),
         live(SessionKind::Ssh, 2.0, None, "alice"),
@@ -339,41 +344,10 @@ fn the_live_snapshot_replaces_the_previous_one() {
 }
 
 #[test]
-fn values_outside_the_closed_sets_are_counted_as_other() {
-    let metrics = Metrics::new(false);
-    metrics.session_ended(SessionKind::Local, "cosmic ray", 1.0, "alice");
-    metrics.warning(SessionKind::Local, "bored");
-    metrics.revocation("pardon");
-    let text = metrics.encode();
-    assert_eq!(
-        sample(
-            &text,
-            r#"session_monitor_session_ends_total{kind="local",reason="other"}"#
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"session_monitor_warnings_total{kind="local",reason="other"}"#
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"session_monitor_revocations_total{action="other"}"#
-        ),
-        Some(1.0)
-    );
-    assert!(!text.contains("cosmic") && !text.contains("pardon"));
-}
-
-#[test]
 fn nonsense_durations_are_not_observed() {
     let metrics = Metrics::new(false);
-    metrics.session_ended(SessionKind::Ssh, "logout", f64::NAN, "alice");
-    metrics.session_ended(SessionKind::Ssh, "logout", -3.0, "alice");
+    metrics.session_ended(SessionKind::Ssh, EndReason::Logout, f64::NAN, "alice");
+    metrics.session_ended(SessionKind::Ssh, EndReason::Logout, -3.0, "alice");
     metrics.update_live(&[live(
         SessionKind::Ssh,
         f64::INFINITY,
@@ -468,7 +442,7 @@ fn openmetrics_output_declares_units_and_ends_with_eof() {
 fn every_kind_and_reason_reads_zero_before_the_first_event() {
     let text = Metrics::new(false).encode();
     for kind in SessionKind::ALL {
-        for reason in END_REASONS {
+        for reason in EndReason::ALL {
             let series =
                 format!(r#"session_monitor_session_ends_total{{kind="{kind}",reason="{reason}"}}"#);
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
@@ -479,8 +453,12 @@ fn every_kind_and_reason_reads_zero_before_the_first_event() {
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
     }
-    for action in REVOCATION_ACTIONS {
+    for action in RevocationAction::ALL {
         let series = format!(r#"session_monitor_revocations_total{{action="{action}"}}"#);
+        assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+    }
+    for result in ReloadResult::ALL {
+        let series = format!(r#"session_monitor_policy_reloads_total{{result="{result}"}}"#);
         assert_eq!(sample(&text, &series), Some(0.0), "{series}");
     }
 }
@@ -506,7 +484,7 @@ fn promtool_accepts_the_exposition() {
 
     let metrics = Metrics::new(true);
     metrics.set_backend("tracepoint");
-    metrics.session_ended(SessionKind::Mosh, "network", 5.0, "alice");
+    metrics.session_ended(SessionKind::Mosh, EndReason::Network, 5.0, "alice");
     metrics.update_live(&[live(SessionKind::Mosh, 1.0, Some(3.0), "alice")]);
     let child = Command::new("promtool")
         .args(["check", "metrics"])

@@ -12,7 +12,7 @@ mod tty;
 
 pub use cgroup_trust::trusted_dir_chain;
 pub use discover::{Resolved, Resolver, discover_existing};
-pub use kind::SessionKind;
+pub use kind::{ContainerInfo, SessionKind};
 pub use procs::{
     ProcInfo, ProcRef, cgroup2_path, cgroup2_root, fd_numbers, processes_by_parent,
     processes_of_uids, uid_of,
