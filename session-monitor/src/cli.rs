@@ -88,14 +88,6 @@ pub enum Command {
     },
 }
 
-/// `--for`: whole seconds, at least one (the daemon refuses a revocation of zero
-/// seconds).
-pub fn parse_seconds(s: &str) -> Result<u64, String> {
-    humantime::parse_duration(s)
-        .map(|d| d.as_secs().max(1))
-        .map_err(|e| format!("`{s}`: {e} (write e.g. `30m`, `2h`, `7d`)"))
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check that no record of an audit log was edited, removed or reordered. Give

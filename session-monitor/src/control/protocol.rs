@@ -70,7 +70,7 @@ pub struct Revoke {
     pub who: Who,
     /// Lift the revocation automatically after this long (`30m`, `2h`, `7d`);
     /// default: until `unrevoke`.
-    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::parse_seconds)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_seconds)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<u64>,
     /// Why; shown on the terminals being closed and kept in the audit log.
@@ -150,6 +150,14 @@ impl Response {
 
 // Each parser's tests include the shared fuzzing support themselves, so that the
 // daemon's module tree (main.rs) stays as it is.
+/// `--for`: whole seconds, at least one (the daemon refuses a revocation of zero
+/// seconds).
+pub fn parse_seconds(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs().max(1))
+        .map_err(|e| format!("`{s}`: {e} (write e.g. `30m`, `2h`, `7d`)"))
+}
+
 #[cfg(test)]
 #[path = "../fuzz/support.rs"]
 #[allow(clippy::duplicate_mod)]

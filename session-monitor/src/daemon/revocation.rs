@@ -2,8 +2,6 @@
 //! out (new sessions end as soon as they appear, and the kernel stops their input
 //! before it reaches a shell), lifting and expiring revocations.
 
-use serde_json::json;
-
 use super::core::Core;
 use crate::{
     audit::{AuditEvent, RevokedBy},
