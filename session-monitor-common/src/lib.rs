@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod dev;
 pub mod event;
+pub mod kernel_members;
 pub mod state;
 
 pub use config::ProbeConfig;
@@ -24,7 +25,6 @@ pub mod map_names {
     pub const PROCS: &str = "PROCS";
     pub const LOGIN_ACTIVITY: &str = "LOGIN_ACTIVITY";
     pub const REVOKED_UIDS: &str = "REVOKED_UIDS";
-    pub const REVOKED_TTYS: &str = "REVOKED_TTYS";
     pub const CONSOLE_READS: &str = "CONSOLE_READS";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";

@@ -9,21 +9,18 @@ pub type LoginId = u64;
 /// A process that belongs to no login.
 pub const NO_LOGIN: LoginId = 0;
 
-/// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]).
+/// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]). An entry
+/// made by program output alone has no input yet: the terminal is only known.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TtyActivity {
-    /// When the probes first saw this terminal (CLOCK_BOOTTIME ns).
-    pub first_seen_ns: u64,
-    /// Last user input (a write into the master, a resize, console input); 0 = none yet.
+    /// Last user input (CLOCK_BOOTTIME ns: a write into the master, a resize, console
+    /// input); 0 = none yet.
     pub last_input_ns: u64,
     pub input_bytes: u64,
     pub input_count: u64,
     /// When the last `TtyInput` notice went out, for rate limiting.
     pub last_notice_ns: u64,
-    /// The last process that wrote input into this terminal (its transport).
-    pub last_writer_tgid: u32,
-    pub _pad: u32,
 }
 
 /// Input of a login that arrived without a terminal (map `LOGIN_ACTIVITY`, keyed by

@@ -9,8 +9,7 @@ mod pins;
 mod programs;
 mod tracefs;
 
-pub use events::spawn_event_reader;
-pub use events::{LoginEvent, login_event};
+pub use events::{Blocked, KernelEvent, spawn_event_reader};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
 pub use pins::DEFAULT_PIN_DIR;
