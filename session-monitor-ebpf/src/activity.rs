@@ -14,10 +14,11 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_probe_read_user_buf, bpf_send_signal,
     },
+    maps::HashMap,
 };
 use aya_log_ebpf::debug;
 use session_monitor_common::{
-    Event, EventKind, LoginActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
+    Event, EventKind, InputActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
     TtyClass, TtyKey,
     answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
     config::flags,
@@ -175,35 +176,59 @@ pub fn tty_resized<A: Access, C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<
 #[inline(always)]
 pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
     bump(probe, Stat::Matched);
-    let tgid = current_tgid();
-    if tgid == conf!(self_tgid) {
+    if current_tgid() == conf!(self_tgid) {
         return;
     }
     if revoked_writer(probe, key, NO_LOGIN) {
         return;
     }
+    match count_input(&TTY_ACTIVITY, key, bytes) {
+        Counted::First => {
+            debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
+            emit(probe, EventKind::TtyFirstInput, tty_event(key));
+        }
+        Counted::Again { notice: true } => emit(probe, EventKind::TtyInput, tty_event(key)),
+        Counted::Again { notice: false } | Counted::Lost => {}
+    }
+}
+
+/// What [`count_input`] did.
+enum Counted {
+    /// The key's first input: a new entry.
+    First,
+    /// Added to the key's entry; a notice is due when the last one is at least the
+    /// notice interval old.
+    Again { notice: bool },
+    /// Not recorded: another CPU made the entry first (and reports it), or the map is
+    /// full.
+    Lost,
+}
+
+/// Adds one input of `bytes`, now, to `map[key]`.
+#[inline(always)]
+fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counted {
     let ts = now();
-    if let Some(activity) = TTY_ACTIVITY.get_ptr_mut(key) {
+    if let Some(activity) = map.get_ptr_mut(&key) {
         // SAFETY: map value pointer from the kernel, valid for this program run.
         let activity = unsafe { &mut *activity };
         activity.last_input_ns = ts;
         activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
         activity.input_count = activity.input_count.wrapping_add(1);
-        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
+        let notice = ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
+        if notice {
             activity.last_notice_ns = ts;
-            emit(probe, EventKind::TtyInput, tty_event(key));
         }
-        return;
+        return Counted::Again { notice };
     }
-    let fresh = TtyActivity {
+    let fresh = InputActivity {
         last_input_ns: ts,
         input_bytes: bytes,
         input_count: 1,
         last_notice_ns: ts,
     };
-    if TTY_ACTIVITY.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
-        debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
-        emit(probe, EventKind::TtyFirstInput, tty_event(key));
+    match map.insert(&key, fresh, BPF_NOEXIST as u64) {
+        Ok(()) => Counted::First,
+        Err(_) => Counted::Lost,
     }
 }
 
@@ -280,29 +305,12 @@ pub fn login_input(probe: Probe, login: LoginId, bytes: u64) {
     if revoked_writer(probe, TtyKey::default(), login) {
         return;
     }
-    let ts = now();
-    if let Some(activity) = LOGIN_ACTIVITY.get_ptr_mut(login) {
-        // SAFETY: map value pointer from the kernel, valid for this program run.
-        let activity = unsafe { &mut *activity };
-        activity.last_input_ns = ts;
-        activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
-        activity.input_count = activity.input_count.wrapping_add(1);
-        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
-            activity.last_notice_ns = ts;
-            emit(probe, EventKind::LoginInput, login_event(login));
+    match count_input(&LOGIN_ACTIVITY, login, bytes) {
+        Counted::First | Counted::Again { notice: true } => {
+            emit(probe, EventKind::LoginInput, login_event(login))
         }
-        return;
-    }
-    let fresh = LoginActivity {
-        last_input_ns: ts,
-        input_bytes: bytes,
-        input_count: 1,
-        last_notice_ns: ts,
-    };
-    match LOGIN_ACTIVITY.insert(login, fresh, BPF_NOEXIST as u64) {
-        Ok(()) => emit(probe, EventKind::LoginInput, login_event(login)),
-        // Another CPU made the entry first (and sent the notice), or the map is full.
-        Err(_) => {
+        Counted::Again { notice: false } => {}
+        Counted::Lost => {
             if LOGIN_ACTIVITY.get_ptr(login).is_none() {
                 bump_slot(COUNTER_LOGIN_INSERT_FAILURES);
             }
