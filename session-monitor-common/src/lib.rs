@@ -10,13 +10,14 @@ pub mod config;
 pub mod counters;
 pub mod dev;
 pub mod event;
+pub mod kernel_members;
 pub mod state;
 
 pub use config::ProbeConfig;
 pub use counters::{Probe, Stat};
 pub use dev::{TtyClass, TtyKey};
 pub use event::{Event, EventKind};
-pub use state::{LoginActivity, LoginId, NO_LOGIN, ProcState, TtyActivity};
+pub use state::{InputActivity, LoginActivity, LoginId, NO_LOGIN, ProcState, TtyActivity};
 
 /// Names of the maps in the eBPF object, used by the loader to find them.
 pub mod map_names {
@@ -24,7 +25,6 @@ pub mod map_names {
     pub const PROCS: &str = "PROCS";
     pub const LOGIN_ACTIVITY: &str = "LOGIN_ACTIVITY";
     pub const REVOKED_UIDS: &str = "REVOKED_UIDS";
-    pub const REVOKED_TTYS: &str = "REVOKED_TTYS";
     pub const CONSOLE_READS: &str = "CONSOLE_READS";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
@@ -38,9 +38,8 @@ mod pod {
     // SAFETY: all of these are `#[repr(C)]`, contain only integers, and every bit
     // pattern is a valid value.
     unsafe impl aya::Pod for crate::TtyKey {}
-    unsafe impl aya::Pod for crate::TtyActivity {}
+    unsafe impl aya::Pod for crate::InputActivity {}
     unsafe impl aya::Pod for crate::ProcState {}
-    unsafe impl aya::Pod for crate::LoginActivity {}
     unsafe impl aya::Pod for crate::Event {}
     unsafe impl aya::Pod for crate::ProbeConfig {}
 }

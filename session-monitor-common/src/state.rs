@@ -9,36 +9,29 @@ pub type LoginId = u64;
 /// A process that belongs to no login.
 pub const NO_LOGIN: LoginId = 0;
 
-/// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]).
+/// Aggregated input of a terminal or a login, so that the ring buffer only carries
+/// notices.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TtyActivity {
-    /// When the probes first saw this terminal (CLOCK_BOOTTIME ns).
-    pub first_seen_ns: u64,
-    /// Last user input (a write into the master, a resize, console input); 0 = none yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputActivity {
+    /// Last input (CLOCK_BOOTTIME ns); 0 = none yet.
     pub last_input_ns: u64,
     pub input_bytes: u64,
     pub input_count: u64,
-    /// When the last `TtyInput` notice went out, for rate limiting.
+    /// When the last input notice (`TtyInput`, `LoginInput`) went out, for rate
+    /// limiting.
     pub last_notice_ns: u64,
-    /// The last process that wrote input into this terminal (its transport).
-    pub last_writer_tgid: u32,
-    pub _pad: u32,
 }
+
+/// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]): writes
+/// into the master, resizes, console input. An entry made by program output alone
+/// has no input yet: the terminal is only known.
+pub type TtyActivity = InputActivity;
 
 /// Input of a login that arrived without a terminal (map `LOGIN_ACTIVITY`, keyed by
 /// [`LoginId`]): what its transport wrote into pipes and AF_UNIX sockets, i.e. into
 /// the shell, command or sftp server of an `ssh -T`, `ssh host cmd` or sftp login.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoginActivity {
-    /// Last input (CLOCK_BOOTTIME ns).
-    pub last_input_ns: u64,
-    pub input_bytes: u64,
-    pub input_count: u64,
-    /// When the last `LoginInput` notice went out, for rate limiting.
-    pub last_notice_ns: u64,
-}
+pub type LoginActivity = InputActivity;
 
 /// Flags of [`ProcState::flags`]. None of them is inherited at fork: a child gets its
 /// parent's login and no flags.

@@ -14,10 +14,11 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_probe_read_user_buf, bpf_send_signal,
     },
+    maps::HashMap,
 };
 use aya_log_ebpf::debug;
 use session_monitor_common::{
-    Event, EventKind, LoginActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
+    Event, EventKind, InputActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
     TtyClass, TtyKey,
     answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
     config::flags,
@@ -47,33 +48,52 @@ fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-/// Sends one event; a full ring buffer is counted, never waited for.
-#[inline(always)]
-fn emit(probe: Probe, kind: EventKind, key: TtyKey, value: u64, ts_ns: u64) {
-    emit_login(probe, kind, key, value, NO_LOGIN, ts_ns);
+/// What one event says besides its kind and the current process (which every record
+/// names): see [`EventKind`] for which kind fills what.
+#[derive(Default)]
+struct Concerns {
+    key: TtyKey,
+    login: LoginId,
+    child_tgid: u32,
 }
 
-/// [`emit`] for an event that concerns a login.
+/// Sends one event about the current process; a full ring buffer is counted, never
+/// waited for.
 #[inline(always)]
-fn emit_login(probe: Probe, kind: EventKind, key: TtyKey, value: u64, login: LoginId, ts_ns: u64) {
+fn emit(probe: Probe, kind: EventKind, concerns: Concerns) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(probe, Stat::Dropped);
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
     entry.write(Event {
         kind: kind as u32,
-        tgid: (pid_tgid >> 32) as u32,
+        tgid: current_tgid(),
         uid: bpf_get_current_uid_gid() as u32,
-        _pad: 0,
-        key,
-        ts_ns,
-        value,
-        login,
+        child_tgid: concerns.child_tgid,
+        key: concerns.key,
+        login: concerns.login,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
     entry.submit(0);
     bump(probe, Stat::Sent);
+}
+
+/// An event about login `login`.
+#[inline(always)]
+fn login_event(login: LoginId) -> Concerns {
+    Concerns {
+        login,
+        ..Concerns::default()
+    }
+}
+
+/// An event about terminal `key`.
+#[inline(always)]
+fn tty_event(key: TtyKey) -> Concerns {
+    Concerns {
+        key,
+        ..Concerns::default()
+    }
 }
 
 /// Where the bytes of a write start in the writer's memory: the first buffer the
@@ -156,40 +176,59 @@ pub fn tty_resized<A: Access, C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<
 #[inline(always)]
 pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
     bump(probe, Stat::Matched);
-    let tgid = current_tgid();
-    if tgid == conf!(self_tgid) {
+    if current_tgid() == conf!(self_tgid) {
         return;
     }
     if revoked_writer(probe, key, NO_LOGIN) {
         return;
     }
+    match count_input(&TTY_ACTIVITY, key, bytes) {
+        Counted::First => {
+            debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
+            emit(probe, EventKind::TtyFirstInput, tty_event(key));
+        }
+        Counted::Again { notice: true } => emit(probe, EventKind::TtyInput, tty_event(key)),
+        Counted::Again { notice: false } | Counted::Lost => {}
+    }
+}
+
+/// What [`count_input`] did.
+enum Counted {
+    /// The key's first input: a new entry.
+    First,
+    /// Added to the key's entry; a notice is due when the last one is at least the
+    /// notice interval old.
+    Again { notice: bool },
+    /// Not recorded: another CPU made the entry first (and reports it), or the map is
+    /// full.
+    Lost,
+}
+
+/// Adds one input of `bytes`, now, to `map[key]`.
+#[inline(always)]
+fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counted {
     let ts = now();
-    if let Some(activity) = TTY_ACTIVITY.get_ptr_mut(key) {
+    if let Some(activity) = map.get_ptr_mut(&key) {
         // SAFETY: map value pointer from the kernel, valid for this program run.
         let activity = unsafe { &mut *activity };
         activity.last_input_ns = ts;
         activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
         activity.input_count = activity.input_count.wrapping_add(1);
-        activity.last_writer_tgid = tgid;
-        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
+        let notice = ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
+        if notice {
             activity.last_notice_ns = ts;
-            let total = activity.input_bytes;
-            emit(probe, EventKind::TtyInput, key, total, ts);
         }
-        return;
+        return Counted::Again { notice };
     }
-    let fresh = TtyActivity {
-        first_seen_ns: ts,
+    let fresh = InputActivity {
         last_input_ns: ts,
         input_bytes: bytes,
         input_count: 1,
         last_notice_ns: ts,
-        last_writer_tgid: tgid,
-        _pad: 0,
     };
-    if TTY_ACTIVITY.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
-        debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
-        emit(probe, EventKind::TtyFirstInput, key, bytes, ts);
+    match map.insert(&key, fresh, BPF_NOEXIST as u64) {
+        Ok(()) => Counted::First,
+        Err(_) => Counted::Lost,
     }
 }
 
@@ -200,13 +239,11 @@ fn output(probe: Probe, key: TtyKey) {
         return;
     }
     bump(probe, Stat::Matched);
-    let ts = now();
-    let fresh = TtyActivity {
-        first_seen_ns: ts,
-        ..TtyActivity::default()
-    };
-    if TTY_ACTIVITY.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
-        emit(probe, EventKind::TtyFirstOutput, key, 0, ts);
+    if TTY_ACTIVITY
+        .insert(key, TtyActivity::default(), BPF_NOEXIST as u64)
+        .is_ok()
+    {
+        emit(probe, EventKind::TtyFirstOutput, tty_event(key));
     }
 }
 
@@ -230,13 +267,14 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
     if unsafe { bpf_send_signal(SIGKILL) } == 0 {
         bump_slot(COUNTER_REVOKE_SIGNALS);
     }
-    emit_login(
+    emit(
         probe,
         EventKind::RevokedInputBlocked,
-        key,
-        uid as u64,
-        login,
-        now(),
+        Concerns {
+            key,
+            login,
+            ..Concerns::default()
+        },
     );
     true
 }
@@ -267,44 +305,12 @@ pub fn login_input(probe: Probe, login: LoginId, bytes: u64) {
     if revoked_writer(probe, TtyKey::default(), login) {
         return;
     }
-    let ts = now();
-    if let Some(activity) = LOGIN_ACTIVITY.get_ptr_mut(login) {
-        // SAFETY: map value pointer from the kernel, valid for this program run.
-        let activity = unsafe { &mut *activity };
-        activity.last_input_ns = ts;
-        activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
-        activity.input_count = activity.input_count.wrapping_add(1);
-        if ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns) {
-            activity.last_notice_ns = ts;
-            let total = activity.input_bytes;
-            emit_login(
-                probe,
-                EventKind::LoginInput,
-                TtyKey::default(),
-                total,
-                login,
-                ts,
-            );
+    match count_input(&LOGIN_ACTIVITY, login, bytes) {
+        Counted::First | Counted::Again { notice: true } => {
+            emit(probe, EventKind::LoginInput, login_event(login))
         }
-        return;
-    }
-    let fresh = LoginActivity {
-        last_input_ns: ts,
-        input_bytes: bytes,
-        input_count: 1,
-        last_notice_ns: ts,
-    };
-    match LOGIN_ACTIVITY.insert(login, fresh, BPF_NOEXIST as u64) {
-        Ok(()) => emit_login(
-            probe,
-            EventKind::LoginInput,
-            TtyKey::default(),
-            bytes,
-            login,
-            ts,
-        ),
-        // Another CPU made the entry first (and sent the notice), or the map is full.
-        Err(_) => {
+        Counted::Again { notice: false } => {}
+        Counted::Lost => {
             if LOGIN_ACTIVITY.get_ptr(login).is_none() {
                 bump_slot(COUNTER_LOGIN_INSERT_FAILURES);
             }
@@ -347,13 +353,14 @@ pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
     }
     bump(Probe::ProcessFork, Stat::Matched);
     if listener {
-        emit_login(
+        emit(
             Probe::ProcessFork,
             EventKind::ListenerForked,
-            TtyKey::default(),
-            tgid as u64,
-            parent.login,
-            now(),
+            Concerns {
+                login: parent.login,
+                child_tgid: tgid,
+                ..Concerns::default()
+            },
         );
     }
     Ok(())
@@ -405,9 +412,7 @@ pub fn process_exiting() {
         emit(
             Probe::ProcessExit,
             EventKind::ProcessExit,
-            TtyKey::default(),
-            0,
-            now(),
+            Concerns::default(),
         );
     }
 }

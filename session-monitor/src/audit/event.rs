@@ -74,7 +74,7 @@ pub enum AuditEvent {
     /// The kernel stopped a revoked user's input.
     InputBlocked {
         pid: u32,
-        uid: u64,
+        uid: u32,
         comm: String,
         /// The session the input was for, when it is known.
         #[serde(flatten)]

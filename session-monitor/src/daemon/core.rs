@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use session_monitor_common::{Event, EventKind, TtyKey, state::proc_flags};
+use session_monitor_common::{TtyKey, state::proc_flags};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
     labels::SessionOrigin,
     metrics::{LiveSample, Metrics},
     policy::{Mode, Policy, Resolution, Subject},
-    probes::{KernelMaps, LoginEvent, Probes, login_event},
+    probes::{Blocked, KernelEvent, KernelMaps, Probes},
     revoke::Revocations,
     sessions::{
         Login, LoginKey, LoginTable, ProcRef, Resolved, Resolver, SessionKind, Terminal,
@@ -217,7 +217,7 @@ impl Core {
         for resolved in found {
             if let Some(t) = &resolved.terminal {
                 let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-                if let Err(err) = self.maps.seed_activity(t.key, clock::boot_ns(), last_input) {
+                if let Err(err) = self.maps.seed_activity(t.key, last_input) {
                     tracing::warn!("{err:#}");
                 }
             }
@@ -604,61 +604,62 @@ impl Core {
         }
     }
 
-    pub fn on_event(&mut self, event: Event) {
-        match event.kind() {
-            Some(EventKind::TtyFirstInput) | Some(EventKind::TtyFirstOutput) => {
-                if !self.table.has_tty(&event.key) {
-                    self.queue_resolution(event.key, Some(event.tgid));
+    pub fn on_event(&mut self, event: KernelEvent) {
+        match event {
+            KernelEvent::TtyFirstInput { key, writer }
+            | KernelEvent::TtyFirstOutput { key, writer } => {
+                if !self.table.has_tty(&key) {
+                    self.queue_resolution(key, Some(writer));
                 }
             }
-            Some(EventKind::TtyInput) => match self.table.of_tty(&event.key) {
+            KernelEvent::TtyInput { key, writer } => match self.table.of_tty(&key) {
                 Some(login) => self.on_input(&login),
                 None => {
-                    if !self.pending.contains_key(&event.key) {
-                        self.queue_resolution(event.key, Some(event.tgid));
+                    if !self.pending.contains_key(&key) {
+                        self.queue_resolution(key, Some(writer));
                     }
                 }
             },
-            Some(EventKind::ProcessExit) => self.on_exit(event.tgid),
-            Some(EventKind::RevokedInputBlocked) => {
+            KernelEvent::ProcessExit { tgid } => self.on_exit(tgid),
+            KernelEvent::InputBlocked {
+                writer,
+                uid,
+                comm,
+                into,
+            } => {
                 tracing::warn!(
-                    pid = event.tgid,
-                    uid = event.value,
+                    pid = writer,
+                    uid,
                     "input of a revoked user stopped in the kernel"
                 );
                 // A write into a pipe or socket names the transport's login instead.
-                let login = self
-                    .table
-                    .of_tty(&event.key)
-                    .or_else(|| Some(event.login).filter(|l| self.table.contains(l)));
+                let login = match into {
+                    Blocked::Terminal(key) => self.table.of_tty(&key),
+                    Blocked::Login(login) => Some(login).filter(|l| self.table.contains(l)),
+                };
                 self.audit.record(AuditEvent::InputBlocked {
-                    pid: event.tgid,
-                    uid: event.value,
-                    comm: comm(&event.comm),
+                    pid: writer,
+                    uid,
+                    comm,
                     session: login.and_then(|k| self.table.get(&k)).map(|s| BlockedIn {
                         session_id: s.id.clone(),
-                        tty: crate::sessions::tty_name(&event.key),
+                        tty: crate::sessions::tty_name(&into.tty()),
                     }),
-                    login: (event.login != 0).then(|| format!("{:012x}", event.login)),
+                    login: match into {
+                        Blocked::Login(login) => Some(format!("{login:012x}")),
+                        Blocked::Terminal(_) => None,
+                    },
                 });
-                match login {
-                    Some(login) => {
+                match (login, into) {
+                    (Some(login), _) => {
                         self.enforce_revocation(&login);
                     }
-                    None if event.login == 0 => self.queue_resolution(event.key, None),
-                    None => {}
+                    (None, Blocked::Terminal(key)) => self.queue_resolution(key, None),
+                    (None, Blocked::Login(_)) => {}
                 }
             }
-            Some(EventKind::LoginInput) | Some(EventKind::ListenerForked) => {
-                match login_event(&event) {
-                    Some(LoginEvent::Input { login, .. }) => self.on_login_input(login),
-                    Some(LoginEvent::ListenerForked { child, .. }) => {
-                        self.on_listener_forked(child)
-                    }
-                    None => {}
-                }
-            }
-            None => tracing::warn!(kind = event.kind, "unknown event kind"),
+            KernelEvent::LoginInput { login } => self.on_login_input(login),
+            KernelEvent::ListenerForked { child } => self.on_listener_forked(child),
         }
     }
 
@@ -979,12 +980,6 @@ fn flags_for(login: &Login, pid: u32) -> u32 {
         flags |= proc_flags::WATCH_EXIT;
     }
     flags
-}
-
-/// A `comm` field as text.
-fn comm(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 #[cfg(test)]

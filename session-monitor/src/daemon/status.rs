@@ -1,7 +1,6 @@
 //! What `session-monitor status` shows.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use session_monitor_common::config::KernelOffsets;
 
 use crate::policy::Mode;
@@ -57,38 +56,32 @@ pub struct ProgramStatus {
     pub probe: String,
 }
 
-/// Offsets keyed `struct.member`, as BTF names them.
+/// Offsets keyed `struct.member`, as BTF names them (a renamed member by its newest
+/// name): one key per member of the kernel contract.
 pub fn offsets_json(o: &KernelOffsets) -> serde_json::Value {
-    json!({
-        "task_struct.files": o.task_files,
-        "files_struct.fdt": o.files_fdt,
-        "fdtable.max_fds": o.fdtable_max_fds,
-        "fdtable.fd": o.fdtable_fd,
-        "file.f_inode": o.file_f_inode,
-        "file.private_data": o.file_private_data,
-        "inode.i_mode": o.inode_i_mode,
-        "inode.i_rdev": o.inode_i_rdev,
-        "inode.i_sb": o.inode_i_sb,
-        "tty_file_private.tty": o.tty_file_private_tty,
-        "tty_struct.index": o.tty_index,
-        "tty_struct.driver": o.tty_driver,
-        "tty_struct.driver_data": o.tty_driver_data,
-        "tty_driver.major": o.tty_driver_major,
-        "tty_driver.minor_start": o.tty_driver_minor_start,
-        "pts_fs_info.sb": o.pts_fs_info_sb,
-        "super_block.s_dev": o.super_block_s_dev,
-        "kiocb.ki_filp": o.kiocb_ki_filp,
-        "iov_iter.count": o.iov_iter_count,
-        "iov_iter.iter_type": o.iov_iter_type,
-        "iov_iter.ubuf": o.iov_iter_ubuf,
-        "iov_iter.__iov": o.iov_iter_iov,
-        "task_struct.signal": o.task_signal,
-        "signal_struct.tty": o.signal_tty,
-        "task_struct.pid": o.task_pid,
-        "task_struct.tgid": o.task_tgid,
-        "signal_struct.live": o.signal_live,
-        "socket.sk": o.socket_sk,
-        "sock.__sk_common": o.sock_sk_common,
-        "sock_common.skc_family": o.sock_common_skc_family,
-    })
+    o.by_member()
+        .map(|(member, offset)| (member.to_string(), offset.into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_keyed_struct_dot_member_one_per_member() {
+        let offsets = KernelOffsets {
+            tty_index: 32,
+            iov_iter_iov: 16,
+            ..KernelOffsets::default()
+        };
+        let json = offsets_json(&offsets);
+        let keys = json.as_object().unwrap();
+        assert_eq!(keys.len(), KernelOffsets::MEMBERS.len());
+        assert_eq!(keys["tty_struct.index"], 32);
+        // A renamed member goes by its newest name.
+        assert_eq!(keys["iov_iter.__iov"], 16);
+        assert!(!keys.contains_key("iov_iter.iov"));
+    }
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use session_monitor_common::config::{ITER_UNKNOWN, KernelOffsets};
+use session_monitor_common::kernel_members::{ITER_UNKNOWN, KernelMember, KernelOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -21,58 +21,46 @@ pub fn kernel_btf() -> Result<Btf> {
     Btf::from_bytes(&bytes).with_context(context)
 }
 
-/// Every member the programs read, as (struct, member path) pairs. A path descends
-/// through anonymous structs and unions on its own; dots are not needed for those.
+/// Resolves every line of the kernel contract ([`session_monitor_common::kernel_members`])
+/// on this kernel: a missing required member is an error that names it; a missing
+/// optional one is 0; an enum value is [`ITER_UNKNOWN`] where the kernel lacks it or
+/// the member it describes.
 pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets> {
-    let off = |strukt: &str, member: &str| member_offset(btf, strukt, member);
-    Ok(KernelOffsets {
-        task_files: off("task_struct", "files")?,
-        files_fdt: off("files_struct", "fdt")?,
-        fdtable_max_fds: off("fdtable", "max_fds")?,
-        fdtable_fd: off("fdtable", "fd")?,
-        file_f_inode: off("file", "f_inode")?,
-        file_private_data: off("file", "private_data")?,
-        inode_i_mode: off("inode", "i_mode")?,
-        inode_i_rdev: off("inode", "i_rdev")?,
-        inode_i_sb: off("inode", "i_sb")?,
-        tty_file_private_tty: off("tty_file_private", "tty")?,
-        tty_index: off("tty_struct", "index")?,
-        tty_driver: off("tty_struct", "driver")?,
-        tty_driver_data: off("tty_struct", "driver_data")?,
-        tty_driver_major: off("tty_driver", "major")?,
-        tty_driver_minor_start: off("tty_driver", "minor_start")?,
-        pts_fs_info_sb: off("pts_fs_info", "sb")?,
-        super_block_s_dev: off("super_block", "s_dev")?,
-        kiocb_ki_filp: off("kiocb", "ki_filp")?,
-        iov_iter_count: off("iov_iter", "count")?,
-        // Where a write's bytes are, for the fentry backend to tell answers from keys.
-        // Optional: on a kernel without them every master write counts as input.
-        iov_iter_type: off("iov_iter", "iter_type").unwrap_or(0),
-        iov_iter_ubuf: off("iov_iter", "ubuf").unwrap_or(0),
-        iov_iter_iov: off("iov_iter", "__iov")
-            .or_else(|_| off("iov_iter", "iov"))
-            .unwrap_or(0),
-        iter_ubuf: iter_kind(btf, "ITER_UBUF"),
-        iter_iovec: iter_kind(btf, "ITER_IOVEC"),
-        task_signal: off("task_struct", "signal")?,
-        signal_tty: off("signal_struct", "tty")?,
-        task_pid: off("task_struct", "pid")?,
-        task_tgid: off("task_struct", "tgid")?,
-        signal_live: off("signal_struct", "live")?,
-        socket_sk: off("socket", "sk")?,
-        sock_sk_common: off("sock", "__sk_common")?,
-        sock_common_skc_family: off("sock_common", "skc_family")?,
-    })
+    let mut found = [None; KernelOffsets::MEMBERS.len()];
+    for (slot, member) in found.iter_mut().zip(KernelOffsets::MEMBERS) {
+        *slot = resolve_member(btf, member)?;
+    }
+    let has = |field: &str| {
+        KernelOffsets::MEMBERS
+            .iter()
+            .zip(&found)
+            .any(|(m, offset)| m.field == field && offset.is_some())
+    };
+    let enum_values = std::array::from_fn(|i| {
+        let e = &KernelOffsets::ENUM_VALUES[i];
+        if e.needs.is_some_and(|field| !has(field)) {
+            return ITER_UNKNOWN;
+        }
+        enum_value(btf, e.enumeration, e.name).unwrap_or(ITER_UNKNOWN)
+    });
+    Ok(KernelOffsets::from_table(
+        found.map(|offset| offset.unwrap_or(0)),
+        enum_values,
+    ))
 }
 
-/// The value of `kind` in `enum iter_type` (its order changed in 6.4), or
-/// [`ITER_UNKNOWN`] when this kernel has no such kind or no `iter_type` member to
-/// compare it with (before 5.14 the kind shared a field with the direction).
-fn iter_kind(btf: &Btf, kind: &str) -> u32 {
-    if member_offset(btf, "iov_iter", "iter_type").is_err() {
-        return ITER_UNKNOWN;
+/// The offset of the first spelling of `member` this kernel has (newest first); `None`
+/// for an optional member it has under no name. The error names the newest spelling.
+fn resolve_member(btf: &Btf, member: &KernelMember) -> Result<Option<u32>> {
+    let newest = member_offset(btf, member.strukt, member.name());
+    let found = member.names[1..].iter().fold(newest, |found, older| {
+        found.or_else(|err| member_offset(btf, member.strukt, older).map_err(|_| err))
+    });
+    match found {
+        Ok(offset) => Ok(Some(offset)),
+        Err(_) if member.optional => Ok(None),
+        Err(err) => Err(err),
     }
-    enum_value(btf, "iter_type", kind).unwrap_or(ITER_UNKNOWN)
 }
 
 /// The value of `name` in `enum enumeration`.
@@ -161,6 +149,30 @@ mod tests {
         assert_ne!(offsets.iter_ubuf, offsets.iter_iovec);
         assert_ne!(offsets.iov_iter_ubuf, offsets.iov_iter_type);
         assert_ne!(offsets.iov_iter_iov, offsets.iov_iter_type);
+    }
+
+    /// A renamed member resolves by whichever spelling the kernel has, newest first;
+    /// an optional one the kernel lacks is `None`, a required one an error that
+    /// names its newest spelling.
+    #[test]
+    fn members_resolve_by_any_spelling() {
+        let btf = kernel_btf().unwrap();
+        let count = member_offset(&btf, "iov_iter", "count").unwrap();
+        let member = |names, optional| KernelMember {
+            field: "test",
+            strukt: "iov_iter",
+            names,
+            optional,
+        };
+        let renamed = member(&["no_such_newest", "count"], false);
+        assert_eq!(resolve_member(&btf, &renamed).unwrap(), Some(count));
+        let newest_first = member(&["count", "iter_type"], false);
+        assert_eq!(resolve_member(&btf, &newest_first).unwrap(), Some(count));
+        let absent = member(&["no_such_newest", "no_such_older"], true);
+        assert_eq!(resolve_member(&btf, &absent).unwrap(), None);
+        let required = member(&["no_such_newest", "no_such_older"], false);
+        let err = resolve_member(&btf, &required).unwrap_err().to_string();
+        assert!(err.contains("no_such_newest"), "{err}");
     }
 
     #[test]

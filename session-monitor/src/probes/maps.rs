@@ -57,12 +57,7 @@ impl KernelMaps {
     /// input (at start-up, from the tty's access time). The probes may already have an
     /// entry made by program output alone; its missing input time is filled in, but
     /// input the probes recorded is never overwritten.
-    pub fn seed_activity(
-        &mut self,
-        key: TtyKey,
-        first_seen_ns: u64,
-        last_input_ns: u64,
-    ) -> Result<()> {
+    pub fn seed_activity(&mut self, key: TtyKey, last_input_ns: u64) -> Result<()> {
         let value = match self.activity.get(&key, 0) {
             Ok(existing) if existing.last_input_ns != 0 => return Ok(()),
             Ok(existing) => TtyActivity {
@@ -70,7 +65,6 @@ impl KernelMaps {
                 ..existing
             },
             Err(_) => TtyActivity {
-                first_seen_ns,
                 last_input_ns,
                 ..TtyActivity::default()
             },

@@ -9,8 +9,7 @@ mod pins;
 mod programs;
 mod tracefs;
 
-pub use events::{LoginEvent, login_event};
-pub use events::{decode as decode_event, spawn_event_reader};
+pub use events::{Blocked, KernelEvent, raw_event, spawn_event_reader};
 pub use loader::{BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
 pub use pins::DEFAULT_PIN_DIR;

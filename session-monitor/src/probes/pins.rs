@@ -5,8 +5,10 @@
 //!
 //! Layout: `<root>/<layout>/maps/<MAP>` and `<root>/<layout>/links/<program>`, where
 //! `<layout>` fingerprints every pinned map's definition (type, key and value sizes,
-//! flags, size) and [`MAP_LAYOUT_VERSION`], which is bumped when a value's meaning
-//! changes without its size. A daemon whose maps differ starts fresh, removes the
+//! flags, size), the size of the event ring buffer's records (a ring buffer has no
+//! value size, and the old programs may still write into it) and
+//! [`MAP_LAYOUT_VERSION`], which is bumped when a value's or record's meaning changes
+//! without its size. A daemon whose maps differ starts fresh, removes the
 //! incompatible state and says so: reusing a map of another layout would misread it.
 //!
 //! What a stop leaves behind: a crash or `kill -9` leaves everything pinned, so the
@@ -23,10 +25,12 @@ use anyhow::{Context as _, Result};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya_obj::EbpfSectionKind;
 use serde::Serialize;
+use session_monitor_common::Event;
 use sha2::{Digest as _, Sha256};
 
 /// Bump when a pinned map keeps its sizes but changes what its fields mean.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+/// 2: the event record carries what is read (uid, child tgid; no value, no time).
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// The default `--pin-dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/session-monitor";
@@ -81,6 +85,7 @@ pub fn pinnable_maps(object: &[u8], max_entries: &[(&str, u32)]) -> Result<Vec<M
 pub fn layout_fingerprint(maps: &[MapDefinition]) -> String {
     let mut hash = Sha256::new();
     hash.update(MAP_LAYOUT_VERSION.to_le_bytes());
+    hash.update((Event::SIZE as u32).to_le_bytes());
     for map in maps {
         hash.update(map.name.as_bytes());
         hash.update([0]);
