@@ -985,7 +985,7 @@ fn flags_for(login: &Login, pid: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::{Carry, login_key};
+    use crate::sessions::login_key;
 
     #[test]
     fn each_process_of_a_login_gets_the_flags_it_needs() {
@@ -994,7 +994,6 @@ mod tests {
             start_ticks: pid as u64,
         };
         let resolved = Resolved {
-            identity: p(10),
             terminal: Some(Terminal {
                 key: TtyKey {
                     rdev: 1,
@@ -1003,21 +1002,9 @@ mod tests {
                 leader: p(12),
                 server: Some(p(11)),
             }),
-            server_exe: None,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-            kind: SessionKind::Ssh,
-            container: None,
-            remote: None,
-            tty_atime: None,
-            audit_session: None,
-            server_audit_session: None,
-            server_ctty: None,
-            carries: vec![Carry::Shell],
             transports: vec![11, 10],
             listener: Some(1),
-            tree: vec![],
+            ..Resolved::example(p(10))
         };
         let mut login = Login::from_resolved(resolved, 0);
         assert_eq!(login.key, login_key(&p(10)).0);

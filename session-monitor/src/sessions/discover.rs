@@ -66,6 +66,33 @@ pub struct Resolved {
     pub tree: Vec<u32>,
 }
 
+#[cfg(test)]
+impl Resolved {
+    /// An ssh login of uid 1000 with one shell and nothing else known: the base
+    /// of the fixtures in unit tests (`Resolved { field: .., ..Resolved::example(p) }`).
+    pub fn example(identity: ProcRef) -> Self {
+        Self {
+            identity,
+            terminal: None,
+            server_exe: None,
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            kind: SessionKind::Ssh,
+            container: None,
+            remote: None,
+            tty_atime: None,
+            audit_session: None,
+            server_audit_session: None,
+            server_ctty: None,
+            carries: vec![Carry::Shell],
+            transports: vec![],
+            listener: None,
+            tree: vec![],
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Resolver {
     processes: Vec<ProcInfo>,

@@ -467,25 +467,7 @@ mod tests {
     }
 
     fn login(identity: u32, terminals: &[(u32, u32)]) -> Login {
-        let r = Resolved {
-            identity: proc(identity),
-            terminal: None,
-            server_exe: None,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-            kind: SessionKind::Ssh,
-            container: None,
-            remote: None,
-            tty_atime: None,
-            audit_session: None,
-            server_audit_session: None,
-            server_ctty: None,
-            carries: vec![Carry::Shell],
-            transports: vec![],
-            listener: None,
-            tree: vec![],
-        };
+        let r = Resolved::example(proc(identity));
         let mut l = Login::from_resolved(r, 0);
         l.terminals = terminals
             .iter()
