@@ -8,17 +8,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{Daemon, Kind, test_guard};
-
-/// The cgroup v2 hierarchy: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid).
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_, path, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(path))
-    })
-}
+use harness::{Daemon, Kind, process, test_guard};
 
 /// A container-shaped cgroup with a pty session inside (`script` holds the master,
 /// the shell it starts is the session leader); removed with its processes on drop.
@@ -80,8 +70,7 @@ const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 #[test]
 fn a_terminal_in_a_container_cgroup_is_a_container_session() {
     let _guard = test_guard!();
-    let root =
-        cgroup2_root().expect("this test needs a cgroup v2 hierarchy, and this machine has none");
+    let root = process::cgroup2_root();
     let daemon = Daemon::start();
     let pod = "1a2b3c4d-1111-2222-3333-444455556666";
     let shapes = [

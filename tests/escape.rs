@@ -11,15 +11,6 @@ use std::{
 
 use harness::{Daemon, Kind, TestUser, process, test_guard};
 
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_, path, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(path))
-    })
-}
-
 /// A login scope, removed with everything in it on drop.
 struct Scope {
     root: PathBuf,
@@ -93,8 +84,7 @@ impl Drop for Scope {
 #[test]
 fn processes_that_left_the_terminal_end_with_a_session_in_its_own_cgroup() {
     let _guard = test_guard!();
-    let root =
-        cgroup2_root().expect("this test needs a cgroup v2 hierarchy, and this machine has none");
+    let root = process::cgroup2_root();
     let user = TestUser::new();
     let policy = format!(
         "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n[[rule]]\nusers = [\"{}\"]\nidle_timeout = \"5s\"\nwarn_before = \"2s\"\n",

@@ -243,19 +243,6 @@ fn a_leader_that_gave_its_terminal_away_gets_no_line_and_a_refusal_on_record() {
     );
 }
 
-/// The cgroup v2 hierarchy: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, path, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(path))
-        })
-        .expect("this test needs a cgroup v2 hierarchy (none is mounted)")
-}
-
 /// A cgroup delegated to a user, as systemd delegates `user@UID.service`: the
 /// directory and the files that move processes are the user's. Removed on drop
 /// with whatever the user created inside, after its processes are killed.
@@ -265,7 +252,8 @@ struct Delegated {
 
 impl Delegated {
     fn new(user: &TestUser) -> Self {
-        let dir = cgroup2_root().join(format!("smtest-delegated-{}.slice", std::process::id()));
+        let dir =
+            process::cgroup2_root().join(format!("smtest-delegated-{}.slice", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let delegated = Delegated { dir };
         for name in [

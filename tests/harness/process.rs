@@ -1,6 +1,7 @@
 //! Looking at and stopping processes through /proc and signals, by pid only.
 
 use std::{
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Output, Stdio},
     thread,
     time::{Duration, Instant},
@@ -157,4 +158,18 @@ pub fn run_ok(command: &mut Command) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The cgroup v2 hierarchy: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified
+/// (hybrid). Fails the test when none is mounted: the tests that need one must run.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
+    mounts
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, path, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(path))
+        })
+        .expect("this test needs a cgroup v2 hierarchy, and this machine has none mounted")
 }
