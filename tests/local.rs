@@ -31,18 +31,7 @@ fn local_session_counts_input_not_output() {
     );
 
     // Input (tmux writing keys into the pane) counts.
-    let idle = daemon.wait_for_session("the session to be idle for 2 s", APPEAR, |s| {
-        s.id == id && s.idle_seconds >= 2.0
-    });
-    pane.type_line("true");
-    let typed = daemon.wait_for_session("the typing to be counted", Duration::from_secs(5), |s| {
-        s.id == id && s.input_count > idle.input_count
-    });
-    assert!(
-        typed.input_bytes > idle.input_bytes,
-        "{idle:?} then {typed:?}"
-    );
-    assert!(typed.idle_seconds < 1.5, "{idle:?} then {typed:?}");
+    daemon.assert_typing_resets_idle(&id, &pane, 2.0, APPEAR);
 
     // Output (a loop printing) does not.
     pane.type_line("while true; do echo ti''ck; sleep 0.2; done");

@@ -40,17 +40,7 @@ fn mosh_session_typing_and_network_liveness() {
     );
 
     // Typing resets the idle time.
-    let idle = daemon.wait_for_session("the session to be idle for 3 s", APPEAR, |s| {
-        s.id == id && s.idle_seconds >= 3.0
-    });
-    pane.type_line("true");
-    let typed = daemon.wait_for_session("the typing to be counted", Duration::from_secs(5), |s| {
-        s.id == id && s.input_count > idle.input_count
-    });
-    assert!(
-        typed.idle_seconds < 1.5,
-        "idle time should restart when typing: before {idle:?}, after {typed:?}"
-    );
+    daemon.assert_typing_resets_idle(&id, &pane, 3.0, APPEAR);
 
     // Without typing, idle time grows while the client keeps the network fresh (it
     // sends a heartbeat at least every 3 s).

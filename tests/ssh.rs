@@ -44,17 +44,7 @@ fn ssh_session_from_login_to_logout() {
     );
 
     // Typing resets the idle time.
-    let idle = daemon.wait_for_session("the session to be idle for 3 s", APPEAR, |s| {
-        s.id == id && s.idle_seconds >= 3.0
-    });
-    pane.type_line("true");
-    let typed = daemon.wait_for_session("the typing to be counted", Duration::from_secs(5), |s| {
-        s.id == id && s.input_count > idle.input_count
-    });
-    assert!(
-        typed.idle_seconds < 1.5,
-        "idle time should restart when typing: before {idle:?}, after {typed:?}"
-    );
+    daemon.assert_typing_resets_idle(&id, &pane, 3.0, APPEAR);
 
     // Output of a remote loop is not input: idle time keeps growing.
     pane.type_line("while true; do echo ti''ck; sleep 0.2; done");

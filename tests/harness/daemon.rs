@@ -13,7 +13,7 @@ use std::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{pins::PinDir, process, tempdir::TempDir, wait::Wait};
+use crate::{pins::PinDir, process, tempdir::TempDir, tmux::Pane, wait::Wait};
 
 /// How long the daemon may take to load its probes and answer `status`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -477,6 +477,33 @@ impl Daemon {
                 None => Err(format!("sessions: {}", describe(&sessions))),
             }
         })
+    }
+
+    /// Waits until session `id` has been idle for `idle` seconds, types a line on
+    /// its terminal through `pane` and checks the keystrokes were counted as input
+    /// and restarted the idle time. Returns the session before and after typing.
+    pub fn assert_typing_resets_idle(
+        &self,
+        id: &str,
+        pane: &Pane,
+        idle: f64,
+        appear: Duration,
+    ) -> (Session, Session) {
+        let before = self.wait_for_session(
+            &format!("the session to be idle for {idle} s"),
+            appear,
+            |s| s.id == id && s.idle_seconds >= idle,
+        );
+        pane.type_line("true");
+        let typed =
+            self.wait_for_session("the typing to be counted", Duration::from_secs(5), |s| {
+                s.id == id && s.input_count > before.input_count
+            });
+        assert!(
+            typed.input_bytes > before.input_bytes && typed.idle_seconds < 1.5,
+            "typing should count as input and restart the idle time: before {before:?}, after {typed:?}"
+        );
+        (before, typed)
     }
 
     /// Waits until session `id` is no longer listed.
