@@ -162,15 +162,15 @@ pub(crate) fn kernel_cache() -> PathBuf {
 pub(crate) fn fetch_kernels(names: &[String]) -> Result<Vec<Kernel>> {
     let cache = kernel_cache();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let mut apt = Apt::default();
+    let mut packages = KernelPackages::default();
     let mut versions = Vec::new();
     for name in names {
-        let version = apt.resolve(name, &cache)?;
+        let version = packages.resolve(name, &cache)?;
         if !versions.contains(&version) {
             versions.push(version);
         }
     }
-    versions.iter().map(|v| apt.fetch(v, &cache)).collect()
+    versions.iter().map(|v| packages.fetch(v, &cache)).collect()
 }
 
 /// Installs QEMU, kmod, busybox-static and virtme-ng unless they are there; returns
@@ -305,11 +305,11 @@ pub(crate) struct Kernel {
 /// Kernel packages from the machine's apt sources. `apt-get update` runs at most once,
 /// and only when the package lists lack what is asked for.
 #[derive(Default)]
-struct Apt {
+struct KernelPackages {
     updated: bool,
 }
 
-impl Apt {
+impl KernelPackages {
     fn update(&mut self) -> Result<()> {
         if !self.updated {
             self.updated = true;
