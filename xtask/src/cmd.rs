@@ -3,11 +3,13 @@
 
 use std::{
     ffi::OsStr,
+    io::BufReader,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
+use cargo_metadata::{Artifact, Message};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> &'static Path {
@@ -22,6 +24,41 @@ pub fn cargo() -> Command {
     let mut command = Command::new(cargo);
     command.current_dir(workspace_root());
     command
+}
+
+/// Runs a cargo build `command` (`build`, `test --no-run`, ...) and returns the
+/// artifacts it reports, so that callers find binaries where cargo put them
+/// (`CARGO_TARGET_DIR` and profiles honoured). Diagnostics still reach the terminal,
+/// rendered on stderr; fails, naming `what`, if cargo does.
+pub fn cargo_artifacts(what: &str, command: &mut Command) -> Result<Vec<Artifact>> {
+    command
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    println!("    $ {}", display(command));
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("{what}: cannot start `{}`", display(command)))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut artifacts = Vec::new();
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        if let Message::CompilerArtifact(artifact) =
+            message.with_context(|| format!("{what}: reading cargo's output"))?
+        {
+            artifacts.push(artifact);
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("{what}: waiting for cargo"))?;
+    if !status.success() {
+        bail!("{what}: `{}` failed ({status})", display(command));
+    }
+    Ok(artifacts)
+}
+
+/// True when running as root (installing, mounting and the tests need it).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// Announces a step of a task.

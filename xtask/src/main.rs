@@ -3,9 +3,11 @@
 //! set-up it needs (packages, toolchain pieces, kernel file systems), skipping what is
 //! already there.
 
+mod apt;
 mod bench;
 mod build;
 mod cmd;
+mod libtest;
 mod package;
 mod run;
 mod setup;

@@ -7,7 +7,10 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
-use crate::cmd::{self, done_already, step};
+use crate::{
+    apt,
+    cmd::{self, done_already, step},
+};
 
 /// What the set-up is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,7 +71,7 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Offline validation of Kubernetes manifests, for the manifest tests.
 const PYTHON_PACKAGES: &[&str] = &["kubernetes-validate"];
 /// Where pip lives on our machines when it is not in PATH.
-const PIP_FALLBACKS: &[&str] = &["/root/.pyenv/shims/pip", "/root/.pyenv/shims/pip3"];
+pub const PIP_FALLBACKS: &[&str] = &["/root/.pyenv/shims/pip", "/root/.pyenv/shims/pip3"];
 
 /// Kernel file systems the daemon needs: tracepoints are attached through tracefs.
 const MOUNTS: &[(&str, &str)] = &[("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")];
@@ -88,7 +91,8 @@ pub fn setup(purpose: Purpose) -> Result<()> {
     if purpose == Purpose::Test {
         packages.extend_from_slice(TEST_PACKAGES);
     }
-    setup.debian_packages(&packages)?;
+    step(format!("Debian packages: {}", packages.join(" ")));
+    apt::install_missing(&packages)?;
     setup.rust_src()?;
     setup.bpf_linker()?;
     for &(fstype, target) in MOUNTS {
@@ -111,15 +115,15 @@ impl Setup {
     /// everything in place can still build.
     fn check_root(&mut self) {
         step("checking for root");
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        self.root = euid == 0;
+        let euid = rustix::process::geteuid();
+        self.root = euid.is_root();
         if self.root {
             done_already("running as root");
         } else {
             println!(
-                "    warning: not running as root (euid {euid}): steps that install or mount \
-                 will fail, and the daemon and the integration tests need root"
+                "    warning: not running as root (euid {}): steps that install or mount \
+                 will fail, and the daemon and the integration tests need root",
+                euid.as_raw()
             );
         }
     }
@@ -127,55 +131,6 @@ impl Setup {
     fn require_root(&self, what: &str) -> Result<()> {
         if !self.root {
             bail!("{what}: needs root; run `cargo xtask` as root (e.g. `sudo -E cargo xtask ...`)");
-        }
-        Ok(())
-    }
-
-    /// Installs the missing Debian packages with one `apt-get update` and one
-    /// `apt-get install`.
-    fn debian_packages(&self, packages: &[&str]) -> Result<()> {
-        let what = "Debian packages";
-        step(format!("{what}: {}", packages.join(" ")));
-        if cmd::find_program("dpkg", &[]).is_none() {
-            bail!(
-                "{what}: dpkg not found; this set-up supports Debian 12 only. Install these \
-                 packages (or their equivalents) by hand: {}",
-                packages.join(" ")
-            );
-        }
-        let missing: Vec<&str> = packages
-            .iter()
-            .copied()
-            .filter(|package| !deb_installed(package))
-            .collect();
-        if missing.is_empty() {
-            done_already("all installed");
-            return Ok(());
-        }
-        println!("    missing: {}", missing.join(" "));
-        self.require_root(what)?;
-        cmd::run(
-            "apt-get update",
-            Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        cmd::run(
-            &format!("installing {}", missing.join(" ")),
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        let still: Vec<&str> = missing
-            .into_iter()
-            .filter(|package| !deb_installed(package))
-            .collect();
-        if !still.is_empty() {
-            bail!(
-                "{what}: still not installed after apt-get: {}",
-                still.join(" ")
-            );
         }
         Ok(())
     }
@@ -299,14 +254,6 @@ impl Setup {
     }
 }
 
-/// True when dpkg says the package is installed (not just known or half-configured).
-fn deb_installed(package: &str) -> bool {
-    cmd::stdout_if_ok(Command::new("dpkg").args(["-s", package])).is_some_and(|out| {
-        out.lines()
-            .any(|l| l.trim() == "Status: install ok installed")
-    })
-}
-
 /// The version `bpf-linker --version` reports.
 fn bpf_linker_version() -> Option<String> {
     let out = cmd::stdout_if_ok(Command::new("bpf-linker").arg("--version"))?;
@@ -332,12 +279,5 @@ mod tests {
         );
         assert_eq!(parse_bpf_linker_version("something else 1.0"), None);
         assert_eq!(parse_bpf_linker_version(""), None);
-    }
-
-    #[test]
-    fn unknown_packages_are_not_installed() {
-        if cmd::find_program("dpkg", &[]).is_some() {
-            assert!(!deb_installed("session-monitor-no-such-package"));
-        }
     }
 }

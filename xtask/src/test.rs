@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -15,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     build,
     cmd::{self, step},
+    libtest,
     setup::{self, Purpose},
 };
 
@@ -51,7 +51,8 @@ pub fn test(filter_args: &[String]) -> Result<()> {
         .args(["test", "--no-fail-fast", "--package", TESTS_PACKAGE])
         .args(["--", "--test-threads=1"])
         .args(filter_args)
-        .env("SESSION_MONITOR_BIN", absolute(&daemon)?);
+        // Cargo reports artifacts by absolute path.
+        .env("SESSION_MONITOR_BIN", &daemon);
     summary.add("integration tests", run_tests(&mut integration)?);
 
     summary.print();
@@ -61,50 +62,13 @@ pub fn test(filter_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn absolute(path: &Path) -> Result<std::path::PathBuf> {
-    std::path::absolute(path).with_context(|| format!("absolute path of {}", path.display()))
-}
-
 /// What one `cargo test` run reported.
 #[derive(Default)]
 struct TestRun {
     success: bool,
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+    counts: libtest::Counts,
     failures: Vec<String>,
     elapsed: Duration,
-}
-
-impl TestRun {
-    /// Counts what one line of libtest output reports: a failed test
-    /// (`test name ... FAILED`) or a binary's totals (`test result: ...`).
-    fn count(&mut self, line: &str) {
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-        {
-            self.failures.push(name.to_string());
-        }
-        let Some(counts) = line.strip_prefix("test result: ") else {
-            return;
-        };
-        for part in counts.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(number)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(number) = number.parse::<u64>() else {
-                continue;
-            };
-            match label {
-                "passed" => self.passed += number,
-                "failed" => self.failed += number,
-                "ignored" => self.ignored += number,
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Runs `cargo test`, passing its output through while counting the results of the
@@ -123,7 +87,9 @@ fn run_tests(command: &mut Command) -> Result<TestRun> {
         let line = line.context("reading cargo test's output")?;
         writeln!(out, "{line}")?;
         out.flush()?;
-        run.count(&line);
+        if let Some(name) = run.counts.read_line(&line) {
+            run.failures.push(name.to_string());
+        }
     }
     let status = child.wait().context("waiting for cargo test")?;
     run.success = status.success();
@@ -143,10 +109,12 @@ impl Summary {
     }
 
     fn add(&mut self, what: &str, run: TestRun) {
-        let detail = format!(
-            "{} passed, {} failed, {} ignored",
-            run.passed, run.failed, run.ignored
-        );
+        let libtest::Counts {
+            passed,
+            failed,
+            ignored,
+        } = run.counts;
+        let detail = format!("{passed} passed, {failed} failed, {ignored} ignored");
         self.note(what, run.success, detail, run.elapsed);
         self.failures.extend(run.failures);
     }
@@ -168,26 +136,5 @@ impl Summary {
         for name in &self.failures {
             println!("    failed: {name}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_libtest_results_and_failures() {
-        let mut run = TestRun::default();
-        for line in [
-            "running 3 tests",
-            "test ssh_session_from_login_to_logout ... ok",
-            "test mosh::liveness ... FAILED",
-            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.00s",
-            "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
-        ] {
-            run.count(line);
-        }
-        assert_eq!((run.passed, run.failed, run.ignored), (5, 1, 1));
-        assert_eq!(run.failures, ["mosh::liveness"]);
     }
 }

@@ -16,7 +16,7 @@ use std::{
     collections::BTreeSet,
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
+    io::{Read as _, Seek as _, SeekFrom, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -27,9 +27,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
 use crate::{
-    build,
+    apt, build,
     cmd::{self, done_already, step},
-    setup::{self, Purpose},
+    libtest,
+    setup::{self, PIP_FALLBACKS, Purpose},
 };
 
 /// What virtme-ng needs on the host: QEMU, modprobe/depmod for the guest's modules,
@@ -39,7 +40,6 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static"];
 /// (as on our machines), which the guest script below does not depend on.
 const VIRTME_NG: &str = "virtme-ng";
 const VIRTME_NG_VERSION: &str = "1.42";
-const PIP_FALLBACKS: &[&str] = &["/root/.pyenv/shims/pip", "/root/.pyenv/shims/pip3"];
 const VNG_FALLBACKS: &[&str] = &[
     "/root/.pyenv/shims/vng",
     "/usr/local/bin/vng",
@@ -162,44 +162,22 @@ pub(crate) fn kernel_cache() -> PathBuf {
 pub(crate) fn fetch_kernels(names: &[String]) -> Result<Vec<Kernel>> {
     let cache = kernel_cache();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let mut apt = Apt::default();
+    let mut packages = KernelPackages::default();
     let mut versions = Vec::new();
     for name in names {
-        let version = apt.resolve(name, &cache)?;
+        let version = packages.resolve(name, &cache)?;
         if !versions.contains(&version) {
             versions.push(version);
         }
     }
-    versions.iter().map(|v| apt.fetch(v, &cache)).collect()
+    versions.iter().map(|v| packages.fetch(v, &cache)).collect()
 }
 
 /// Installs QEMU, kmod, busybox-static and virtme-ng unless they are there; returns
 /// the path of `vng`.
 pub(crate) fn vm_setup() -> Result<PathBuf> {
     step(format!("VM packages: {}", VM_PACKAGES.join(" ")));
-    let missing: Vec<&str> = VM_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !deb_installed(p))
-        .collect();
-    if missing.is_empty() {
-        done_already("all installed");
-    } else {
-        println!("    missing: {}", missing.join(" "));
-        cmd::run(
-            "apt-get update",
-            Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        cmd::run(
-            &format!("installing {}", missing.join(" ")),
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
+    apt::install_missing(VM_PACKAGES)?;
 
     step(format!("{VIRTME_NG} {VIRTME_NG_VERSION}"));
     if let Some(vng) = cmd::find_program("vng", VNG_FALLBACKS)
@@ -214,12 +192,8 @@ pub(crate) fn vm_setup() -> Result<PathBuf> {
     let pip = match cmd::find_program("pip", PIP_FALLBACKS) {
         Some(pip) => pip,
         None => {
-            cmd::run(
-                "installing pip",
-                Command::new("apt-get")
-                    .args(["install", "-y", "--no-install-recommends", "python3-pip"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+            step("pip");
+            apt::install_missing(&["python3-pip"])?;
             cmd::find_program("pip", PIP_FALLBACKS).context("pip not found after installing it")?
         }
     };
@@ -249,13 +223,6 @@ fn vng_version(vng: &Path) -> Option<String> {
     out.split_whitespace().nth(1).map(str::to_string)
 }
 
-fn deb_installed(package: &str) -> bool {
-    cmd::stdout_if_ok(Command::new("dpkg").args(["-s", package])).is_some_and(|out| {
-        out.lines()
-            .any(|l| l.trim() == "Status: install ok installed")
-    })
-}
-
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("absolute path of {}", path.display()))
 }
@@ -277,36 +244,14 @@ fn build_tests(release: bool) -> Result<Vec<(String, PathBuf)>> {
     if release {
         command.arg("--release");
     }
-    command
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    println!("    $ {}", cmd::display(&command));
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::display(&command)))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut tests = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo's output")?;
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        let is_test = message["reason"] == "compiler-artifact"
-            && message["target"]["kind"]
-                .as_array()
-                .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
-        if let (true, Some(name), Some(path)) = (
-            is_test,
-            message["target"]["name"].as_str(),
-            message["executable"].as_str(),
-        ) {
-            tests.push((name.to_string(), PathBuf::from(path)));
-        }
-    }
-    let status = child.wait().context("waiting for cargo test --no-run")?;
-    if !status.success() {
-        bail!("building the tests of {TESTS_PACKAGE} failed ({status})");
-    }
+    let mut tests: Vec<(String, PathBuf)> = cmd::cargo_artifacts(
+        &format!("building the tests of {TESTS_PACKAGE}"),
+        &mut command,
+    )?
+    .into_iter()
+    .filter(|a| a.target.is_test())
+    .filter_map(|a| Some((a.target.name, a.executable?.into())))
+    .collect();
     if tests.is_empty() {
         bail!("cargo reported no integration test binaries for {TESTS_PACKAGE}");
     }
@@ -360,20 +305,15 @@ pub(crate) struct Kernel {
 /// Kernel packages from the machine's apt sources. `apt-get update` runs at most once,
 /// and only when the package lists lack what is asked for.
 #[derive(Default)]
-struct Apt {
+struct KernelPackages {
     updated: bool,
 }
 
-impl Apt {
+impl KernelPackages {
     fn update(&mut self) -> Result<()> {
         if !self.updated {
             self.updated = true;
-            cmd::run(
-                "apt-get update",
-                Command::new("apt-get")
-                    .arg("update")
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
+            apt::update()?;
         }
         Ok(())
     }
@@ -481,9 +421,9 @@ impl Apt {
         let mut got = None;
         for attempt in 0..2 {
             for package in &candidates {
-                let mut command = Command::new("apt-get");
+                let mut command = apt::apt_get();
                 command.arg("download").arg(package).current_dir(&download);
-                if is_root() {
+                if cmd::is_root() {
                     // apt drops to `_apt` for downloads, which cannot write here.
                     command.args(["-o", "APT::Sandbox::User=root"]);
                 }
@@ -528,11 +468,6 @@ impl Apt {
             .with_context(|| format!("writing {}", stamp.display()))?;
         Ok(kernel)
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The numbers in a kernel version, for ordering: `6.12.117+deb12-amd64` -> [6, 12, 117, 12].
@@ -607,91 +542,46 @@ fn tests_body(tests: &[(String, PathBuf)], test_args: &[String]) -> String {
     body
 }
 
+/// The script the VM runs: [`VmRun::guest_script`] fills in its `{{NAME}}`s.
+const GUEST_SCRIPT: &str = include_str!("vm/guest.sh");
+
+/// `template` with every `{{NAME}}` replaced by its value in `values`, in one pass
+/// (a value is never read for placeholders).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut filled = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        filled.push_str(&rest[..start]);
+        let end = start
+            + rest[start..]
+                .find("}}")
+                .expect("a placeholder ends with }}");
+        let name = &rest[start + 2..end];
+        let (_, value) = values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no value for the placeholder {name} of the guest script"));
+        filled.push_str(value);
+        rest = &rest[end + 2..];
+    }
+    filled.push_str(rest);
+    filled
+}
+
 impl VmRun<'_> {
-    /// The script the VM runs (as root). Its output goes to `output.log` in the run's
-    /// directory, shared read-write with the VM, and its exit status to `rc`: without
-    /// udev on the host virtme-ng cannot pass either back itself.
+    /// The script the VM runs (as root), from `vm/guest.sh`; it writes the job's
+    /// output to `output.log` in the run's directory and its exit status to `rc`.
     fn guest_script(&self) -> String {
-        let out = quote_path(&self.dir);
-        let mut script = String::new();
-        let _ = writeln!(script, "#!/bin/bash");
-        let _ = writeln!(
-            script,
-            "# Written by `cargo xtask vm-test`; runs in the VM."
-        );
-        let _ = writeln!(script, "out={out}");
-        // The VM's console is a login (a shell on ttyS0), and a login's work is every
-        // process forked from it: run from there, the tests' own terminals would be
-        // nested in it. So the job runs detached: a new session without a terminal,
-        // reparented to init (`setsid -f`), while the console waits for its `rc`.
-        let _ = writeln!(
-            script,
-            r#"if [ -z "$VM_TEST_DETACHED" ]; then VM_TEST_DETACHED=1 setsid -f bash "$0" </dev/null >/dev/null 2>&1; while [ ! -e "$out/rc" ]; do sleep 1; done; exit 0; fi"#
-        );
-        let _ = writeln!(script, r#"exec >"$out/output.log" 2>&1 </dev/null"#);
-        let _ = writeln!(
-            script,
-            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        );
-        let _ = writeln!(script, "export HOME=/root RUST_BACKTRACE=1");
-        let _ = writeln!(
-            script,
-            "export SESSION_MONITOR_BIN={}",
-            quote_path(self.daemon)
-        );
-        let _ = writeln!(script, "export SESSION_MONITOR_BACKEND={}", self.backend);
-        // Stock Debian kernels allow BPF trampolines: tests/backends.rs must then see
-        // fentry work, not accept a refusal.
-        let _ = writeln!(script, "export SESSION_MONITOR_EXPECT_FENTRY=1");
-        let _ = writeln!(script, r#"uname -r >"$out/kernel""#);
-        let _ = writeln!(
-            script,
-            r#"echo "vm-test: kernel $(uname -r), backend {}, $(nproc) CPUs""#,
-            self.backend
-        );
-        let _ = writeln!(
-            script,
-            "grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf"
-        );
-        let _ = writeln!(
-            script,
-            "grep -qs ' /sys/kernel/tracing tracefs ' /proc/mounts || \
-             mount -t tracefs tracefs /sys/kernel/tracing"
-        );
-        // virtme-ng bind-mounts its own copy over /etc/shadow (to clear root's
-        // password); useradd replaces the file by renaming, which a mount point forbids.
-        // Underneath is the VM's writable overlay of /etc.
-        let _ = writeln!(
-            script,
-            "while grep -qs ' /etc/shadow ' /proc/mounts; do umount /etc/shadow || break; done"
-        );
-        // systemd-tmpfiles creates /run/nologin and nothing in the VM removes it at the
-        // end of boot, as systemd-user-sessions would: PAM would refuse every login but
-        // root's.
-        let _ = writeln!(script, "rm -f /run/nologin");
-        // The VM's /etc, /home and /tmp are overlays on the host's live directories: a
-        // test run on the host creating and deleting users at the same time shows
-        // through (seen: useradd failing on the host's /etc/shadow.lock). The tests
-        // get private copies: /etc copied to a tmpfs, an empty /home (unless the
-        // workspace is there) and TMPDIR for the harness's temporary directories.
-        let _ = writeln!(
-            script,
-            "mkdir -p /run/vm-test/etc /run/vm-test/tmp && chmod 1777 /run/vm-test/tmp"
-        );
-        let _ = writeln!(
-            script,
-            "cp -a /etc/. /run/vm-test/etc/ && mount --bind /run/vm-test/etc /etc"
-        );
-        if !cmd::workspace_root().starts_with("/home") {
-            let _ = writeln!(script, "mount -t tmpfs -o mode=755 tmpfs /home");
-        }
-        let _ = writeln!(script, "export TMPDIR=/run/vm-test/tmp");
-        let _ = writeln!(script, "status=0");
-        script.push_str(&self.body);
-        let _ = writeln!(script, r#"echo "vm-test: done (status $status)""#);
-        // Last: the console stops waiting, and the VM powers off, once `rc` exists.
-        let _ = writeln!(script, r#"echo "$status" >"$out/rc""#);
-        script
+        fill(
+            GUEST_SCRIPT,
+            &[
+                ("OUT", &quote_path(&self.dir)),
+                ("DAEMON", &quote_path(self.daemon)),
+                ("BACKEND", self.backend),
+                ("WORKSPACE", &quote_path(cmd::workspace_root())),
+                ("BODY", self.body.trim_end_matches('\n')),
+            ],
+        )
     }
 
     /// Boots the VM and runs the job. A guest kernel that dies before the job starts
@@ -845,9 +735,11 @@ impl VmRun<'_> {
                     "    timed out after {} min: killing the VM",
                     self.timeout.as_secs() / 60
                 );
-                let pgid = child.id() as libc::pid_t;
-                // SAFETY: signals the process group we created for vng and QEMU.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                // The process group we created for vng and QEMU.
+                let _ = rustix::process::kill_process_group(
+                    rustix::process::Pid::from_child(&child),
+                    rustix::process::Signal::KILL,
+                );
                 let _ = child.wait();
                 show(&mut shown, &mut partial, true);
                 return Ok(true);
@@ -857,54 +749,22 @@ impl VmRun<'_> {
     }
 }
 
-/// libtest's counts, summed over the test binaries of one run.
-#[derive(Default, Debug, PartialEq, Eq)]
-struct TestCounts {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-    /// `binary: test name` of every failed test.
-    failures: Vec<String>,
-}
-
-impl TestCounts {
-    /// Reads the `test NAME ... FAILED` lines and `test result: ok. 3 passed; 0 failed;
-    /// 1 ignored; ...` summaries of libtest.
-    fn parse(output: &str) -> TestCounts {
-        let mut counts = TestCounts::default();
-        let mut binary = String::new();
-        let mut failures = BTreeSet::new();
-        for line in output.lines() {
-            if let Some(name) = line.strip_prefix("vm-test: test binary ") {
-                binary = name.trim().to_string();
-            }
-            if let Some(name) = line
-                .strip_prefix("test ")
-                .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-            {
-                failures.insert(format!("{binary}: {name}"));
-            }
-            if let Some(summary) = line.strip_prefix("test result: ") {
-                for part in summary.split(';') {
-                    let mut words = part.split_whitespace().rev();
-                    let (Some(label), Some(number)) = (words.next(), words.next()) else {
-                        continue;
-                    };
-                    let Ok(number) = number.parse::<u64>() else {
-                        continue;
-                    };
-                    match label {
-                        "passed" => counts.passed += number,
-                        "failed" => counts.failed += number,
-                        "ignored" => counts.ignored += number,
-                        _ => {}
-                    }
-                }
-            }
+/// libtest's counts, summed over the test binaries of one run, and `binary: test name`
+/// of every failed test; each binary's output follows the guest script's line
+/// `vm-test: test binary NAME`.
+fn read_test_output(output: &str) -> (libtest::Counts, Vec<String>) {
+    let mut counts = libtest::Counts::default();
+    let mut binary = "";
+    let mut failures = BTreeSet::new();
+    for line in output.lines() {
+        if let Some(name) = line.strip_prefix("vm-test: test binary ") {
+            binary = name.trim();
         }
-        counts.failures = failures.into_iter().collect();
-        counts
+        if let Some(name) = counts.read_line(line) {
+            failures.insert(format!("{binary}: {name}"));
+        }
     }
+    (counts, failures.into_iter().collect())
 }
 
 struct RunResult {
@@ -912,7 +772,9 @@ struct RunResult {
     /// `uname -r` inside the VM (empty if it never got that far).
     uname: String,
     backend: &'static str,
-    counts: TestCounts,
+    counts: libtest::Counts,
+    /// `binary: test name` of every failed test.
+    failures: Vec<String>,
     elapsed: Duration,
     /// Why the run is not a success.
     problem: Option<String>,
@@ -921,7 +783,7 @@ struct RunResult {
 
 impl RunResult {
     fn new(run: &VmRun<'_>, outcome: VmOutcome) -> Self {
-        let counts = TestCounts::parse(&outcome.output);
+        let (counts, failures) = read_test_output(&outcome.output);
         let problem = match (outcome.timed_out, outcome.rc.as_deref()) {
             (true, _) => Some(format!(
                 "timed out after {} min",
@@ -940,6 +802,7 @@ impl RunResult {
             uname: outcome.uname,
             backend: run.backend,
             counts,
+            failures,
             elapsed: outcome.elapsed,
             problem,
             dir: run.dir.clone(),
@@ -985,7 +848,7 @@ fn summary(results: &[RunResult], total: Duration) -> String {
             r.problem.as_deref().unwrap_or_default(),
             r.dir.display()
         );
-        for failure in &r.counts.failures {
+        for failure in &r.failures {
             let _ = writeln!(s, "        failed: {failure}");
         }
     }
@@ -1015,9 +878,70 @@ mod tests {
                       test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.1s\n\
                       vm-test: test binary local\n\
                       test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 2.0s\n";
-        let counts = TestCounts::parse(output);
-        assert_eq!((counts.passed, counts.failed, counts.ignored), (4, 1, 1));
-        assert_eq!(counts.failures, ["ssh: ssh_exit"]);
+        let (counts, failures) = read_test_output(output);
+        assert_eq!(
+            counts,
+            libtest::Counts {
+                passed: 4,
+                failed: 1,
+                ignored: 1
+            }
+        );
+        assert_eq!(failures, ["ssh: ssh_exit"]);
+    }
+
+    #[test]
+    fn fills_the_guest_script() {
+        let kernel = Kernel {
+            version: "6.1.0-56-amd64".into(),
+            vmlinuz: "/cache/vmlinuz".into(),
+        };
+        let tests = [("writes".to_string(), PathBuf::from("/t/writes-0123"))];
+        let run = VmRun {
+            vng: Path::new("/usr/bin/vng"),
+            kernel: &kernel,
+            backend: "tracepoint",
+            daemon: Path::new("/w/target/debug/session-monitor"),
+            body: tests_body(&tests, &["it's".to_string()]),
+            dir: PathBuf::from("/w/target/vm-kernels/runs/x y"),
+            timeout: Duration::from_secs(60),
+        };
+        let script = run.guest_script();
+        assert!(!script.contains("{{"), "a placeholder is left:\n{script}");
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "#!/bin/bash");
+        for line in [
+            "out='/w/target/vm-kernels/runs/x y'",
+            "export SESSION_MONITOR_BIN=/w/target/debug/session-monitor",
+            "export SESSION_MONITOR_BACKEND=tracepoint",
+            "/t/writes-0123 --test-threads=1 'it'\\''s' || status=1",
+        ] {
+            assert!(lines.contains(&line), "no line {line:?} in:\n{script}");
+        }
+        // The job detaches from the console's login, which waits for `rc`; `rc` is
+        // written last, after everything the job printed.
+        let detach = lines
+            .iter()
+            .position(|l| l.contains("setsid -f bash \"$0\""));
+        let output = lines
+            .iter()
+            .position(|l| l.starts_with("exec >\"$out/output.log\""));
+        assert!(detach.is_some() && detach < output, "{script}");
+        assert_eq!(lines.last(), Some(&r#"echo "$status" >"$out/rc""#));
+    }
+
+    #[test]
+    #[should_panic(expected = "no value for the placeholder NOPE")]
+    fn a_placeholder_without_a_value_is_a_bug() {
+        fill("a {{NOPE}} b", &[("OUT", "x")]);
+    }
+
+    #[test]
+    fn fills_placeholders_in_one_pass() {
+        assert_eq!(
+            fill("{{A}}-{{B}}", &[("A", "{{B}}"), ("B", "b")]),
+            "{{B}}-b"
+        );
     }
 
     #[test]
