@@ -320,7 +320,7 @@ impl Drop for Daemon {
 }
 
 /// Kernel-side counters from `status --json`, summed over the probes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Counters {
     pub seen: u64,
     pub matched: u64,

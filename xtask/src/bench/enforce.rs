@@ -39,7 +39,7 @@ pub fn policy_text() -> String {
     )
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct EnforcementResult {
     pub sessions: usize,
     /// Leader death minus deadline (keystroke + idle timeout), ms, one per session.

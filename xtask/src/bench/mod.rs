@@ -17,6 +17,7 @@
 mod bpf;
 mod daemon;
 mod enforce;
+mod floor;
 mod in_vm;
 mod profile;
 mod report;
@@ -24,6 +25,7 @@ mod runner;
 mod scale;
 mod stats;
 mod sys;
+mod whole;
 mod workloads;
 
 use std::{
@@ -97,10 +99,11 @@ impl BenchArgs {
 }
 
 /// Sizes of one benchmark run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Sizes {
     pub plan: runner::Plan,
     pub keystroke_ptys: Vec<usize>,
+    pub whole: whole::WholeSizes,
     pub scale_sessions: usize,
     pub scale_idle: Duration,
     pub enforcement_sessions: usize,
@@ -119,6 +122,11 @@ impl Sizes {
                     wait_quiet: false,
                 },
                 keystroke_ptys: vec![1, 100],
+                // Whole workloads write under target/ and take long under emulation.
+                whole: whole::WholeSizes {
+                    run: Vec::new(),
+                    ..whole::WholeSizes::quick()
+                },
                 scale_sessions: 0,
                 scale_idle: Duration::ZERO,
                 enforcement_sessions: 0,
@@ -134,6 +142,7 @@ impl Sizes {
                     wait_quiet: false,
                 },
                 keystroke_ptys: vec![1, 100],
+                whole: whole::WholeSizes::quick(),
                 scale_sessions: 1000,
                 scale_idle: Duration::from_secs(1),
                 enforcement_sessions: 100,
@@ -148,6 +157,7 @@ impl Sizes {
                     wait_quiet: true,
                 },
                 keystroke_ptys: vec![1, 100, 1000],
+                whole: whole::WholeSizes::full(),
                 scale_sessions: 10_000,
                 scale_idle: Duration::from_secs(10),
                 enforcement_sessions: 1000,
@@ -157,7 +167,7 @@ impl Sizes {
 }
 
 /// The machine and software the numbers were taken on.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Machine {
     pub cpu: String,
     pub cpus: usize,
@@ -170,7 +180,7 @@ pub struct Machine {
 }
 
 /// The backend the daemon actually used.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BackendInfo {
     pub requested: String,
     pub used: String,
@@ -181,7 +191,7 @@ pub struct BackendInfo {
 }
 
 /// Everything the report is made from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Results {
     pub args_line: String,
     pub quick: bool,
@@ -279,7 +289,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 
     let backend = probe_backend(&spec, &none_policy)?;
     let mut results_workloads = Vec::new();
-    for (name, make) in workloads::all(&sizes.keystroke_ptys) {
+    let floor = backend
+        .programs
+        .iter()
+        .map(|(_, attach)| floor::AttachPoint::parse(attach))
+        .collect::<Result<Vec<_>>>()?;
+    for (name, make) in workloads::all(&sizes.whole, &sizes.keystroke_ptys) {
         if !args.wants(&name) {
             continue;
         }
@@ -288,6 +303,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             &spec,
             &none_policy,
             &sizes.plan,
+            &backend.used,
+            &floor,
             workload.as_mut(),
         )?);
         other_daemons = other_daemons.max(daemon::other_daemons(None).len());
@@ -364,14 +381,31 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         pty_max: (old_max.to_string(), want_max.to_string()),
         vm,
     };
-    let text = report::render(&results);
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir)?;
+    // Raw results go under target/bench/ (the report beside them links to them); a
+    // report written elsewhere (BENCHMARKS.md) gets them as target/bench/BENCHMARKS.json.
+    let raw = match output.parent() {
+        Some(dir) if dir.starts_with(cmd::workspace_root().join("target")) => {
+            report::raw_path(&output)
+        }
+        _ => report::raw_path(
+            &cmd::workspace_root()
+                .join("target/bench")
+                .join(output.file_name().unwrap_or("BENCHMARKS.md".as_ref())),
+        ),
+    };
+    let text = report::render(&results, &raw);
+    for path in [&output, &raw] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
     }
     std::fs::write(&output, &text).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(&raw, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", raw.display()))?;
     step(format!(
-        "report written to {} (benchmark took {:.0} s)",
+        "report written to {}, raw results to {} (benchmark took {:.0} s)",
         output.display(),
+        raw.display(),
         results.took.as_secs_f64()
     ));
     println!("{}", report::summary(&results));

@@ -13,7 +13,7 @@ use super::sys;
 use crate::cmd;
 
 /// Where a profile's samples were taken, largest share first.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Profile {
     /// Whose samples.
     pub scope: String,
@@ -176,7 +176,7 @@ mod tests {
 
 /// System calls of a process, counted in the kernel (`perf stat` on the syscall
 /// tracepoints) while attached: exact counts, and the process is not slowed down.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SyscallCounts {
     /// All system calls.
     pub total: u64,
@@ -185,10 +185,6 @@ pub struct SyscallCounts {
 }
 
 impl SyscallCounts {
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// The most frequent calls as `openat 8.0, read 8.0, ...` per `per` units.
     pub fn per(&self, per: f64, top: usize) -> String {
         self.calls

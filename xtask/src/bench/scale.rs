@@ -18,7 +18,7 @@ use super::{
 };
 use crate::cmd::step;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ScaleResult {
     pub sessions: usize,
     /// Creating the ptys and their session leaders (before the daemon starts).
