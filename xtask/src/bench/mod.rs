@@ -226,8 +226,7 @@ const REEXEC_ENV: &str = "SESSION_MONITOR_BENCH_OPTIMISED";
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let began = Instant::now();
     sys::install_interrupt_handler();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("the benchmark loads BPF programs and changes kernel settings: run it as root");
     }
     if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
@@ -595,27 +594,16 @@ fn machine() -> Machine {
     if !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
         commit.push_str(" (with uncommitted changes)");
     }
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let uname = |field: fn(&libc::utsname) -> &[libc::c_char]| {
-        // SAFETY: utsname is plain data filled by uname.
-        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer.
-        unsafe { libc::uname(&mut u) };
-        let bytes: Vec<u8> = field(&u)
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let uname = rustix::system::uname();
+    let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
     Machine {
         cpu: field("model name"),
         cpus,
         virtualized: field("flags").split_whitespace().any(|f| f == "hypervisor"),
         memory_gib: mem_kib / (1024.0 * 1024.0),
-        kernel: uname(|u| &u.release),
-        kernel_version: uname(|u| &u.version),
+        kernel: text(uname.release()),
+        kernel_version: text(uname.version()),
         os,
         commit,
     }

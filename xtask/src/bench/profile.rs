@@ -326,7 +326,7 @@ mod syscall_tests {
                     90000,,raw_syscalls:sys_enter,10004,100.00,,\n\
                     <not counted>,,raw_syscalls:sys_enter,0,100.00,,\n";
         let c = parse_perf_stat(text, ["read", "openat", "bpf"].into_iter()).unwrap();
-        assert_eq!(c.total(), 200000);
+        assert_eq!(c.total, 200000);
         assert_eq!(c.calls[0], ("openat".to_string(), 90000));
         assert_eq!(c.per(1000.0, 3), "openat 90.0, read 80.0");
         assert!(parse_perf_stat("", std::iter::empty()).is_err());

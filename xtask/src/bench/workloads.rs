@@ -5,9 +5,12 @@
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    net::{Ipv4Addr, UdpSocket},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     time::{Duration, Instant},
 };
+
+use rustix::{io::Errno, pipe::PipeFlags};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -138,40 +141,25 @@ fn timed(duration: Duration, mut step: impl FnMut() -> Result<u64>) -> Result<Sa
     }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// write(2); `Ok(None)` when the descriptor would block.
-fn write_fd(fd: RawFd, buf: &[u8]) -> Result<Option<usize>> {
-    // SAFETY: valid buffer.
-    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-    if n >= 0 {
-        return Ok(Some(n as usize));
-    }
-    match errno() {
-        libc::EAGAIN | libc::EINTR => Ok(None),
-        _ => Err(io::Error::last_os_error()).context("write"),
+fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<Option<usize>> {
+    match rustix::io::write(fd, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::AGAIN | Errno::INTR) => Ok(None),
+        Err(err) => Err(io::Error::from(err)).context("write"),
     }
 }
 
 /// read(2) until the descriptor would block.
-fn drain(fd: RawFd, buf: &mut [u8]) -> Result<u64> {
+fn drain(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<u64> {
     let mut total = 0;
     loop {
-        // SAFETY: valid buffer.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            total += n as u64;
-            continue;
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(Errno::AGAIN | Errno::INTR) => return Ok(total),
+            Err(err) => return Err(io::Error::from(err)).context("read"),
         }
-        if n == 0 {
-            return Ok(total);
-        }
-        return match errno() {
-            libc::EAGAIN | libc::EINTR => Ok(total),
-            _ => Err(io::Error::last_os_error()).context("read"),
-        };
     }
 }
 
@@ -236,7 +224,7 @@ impl Workload for TerminalOutput {
         (1024 * 1024 / OUTPUT_CHUNK) as f64
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
-        let (slave, master) = (self.slave.as_raw_fd(), self.pty.master.as_raw_fd());
+        let (slave, master) = (self.slave.as_fd(), self.pty.master.as_fd());
         let bytes = timed(duration, || {
             let mut written = 0u64;
             while let Some(n) = write_fd(slave, &self.chunk)? {
@@ -290,7 +278,7 @@ impl Workload for Keystrokes {
         &self.leaders.pids
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
-        let masters: Vec<RawFd> = self.ptys.iter().map(|p| p.master.as_raw_fd()).collect();
+        let masters: Vec<BorrowedFd<'_>> = self.ptys.iter().map(|p| p.master.as_fd()).collect();
         let mut next = 0;
         timed(duration, || {
             let mut done = 0;
@@ -334,7 +322,7 @@ impl Workload for DevNullWrites {
         "writes/s"
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.fd.as_fd();
         let buf = [b'x'; SMALL_WRITE];
         timed(duration, || {
             for _ in 0..256 {
@@ -354,11 +342,9 @@ pub struct PipeWrites {
 
 impl PipeWrites {
     pub fn new() -> Result<Self> {
-        let mut fds = [0; 2];
-        // SAFETY: valid pointer to two ints.
-        sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-        // SAFETY: both just created.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+            .map_err(io::Error::from)
+            .context("pipe2")?;
         Ok(Self {
             read,
             write,
@@ -384,7 +370,7 @@ impl Workload for PipeWrites {
         "writes/s"
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
-        let (r, w) = (self.read.as_raw_fd(), self.write.as_raw_fd());
+        let (r, w) = (self.read.as_fd(), self.write.as_fd());
         let data = [b'x'; SMALL_WRITE];
         timed(duration, || {
             let mut writes = 0;
@@ -399,52 +385,18 @@ impl Workload for PipeWrites {
 
 /// 4. UDP on loopback by a process that is not a session (and not a Mosh server).
 pub struct UdpLoopback {
-    fd: OwnedFd,
+    socket: UdpSocket,
 }
 
 const DATAGRAM: usize = 64;
 
 impl UdpLoopback {
     pub fn new() -> Result<Self> {
-        // SAFETY: plain syscalls on a socket we own; addresses are valid sockaddr_in.
-        unsafe {
-            let fd = sys::cvt(libc::socket(
-                libc::AF_INET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                0,
-            ))?;
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            sys::cvt(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len))?;
-            let mut bound: libc::sockaddr_in = std::mem::zeroed();
-            let mut blen = len;
-            sys::cvt(libc::getsockname(
-                fd.as_raw_fd(),
-                (&raw mut bound).cast(),
-                &mut blen,
-            ))?;
-            sys::cvt(libc::connect(
-                fd.as_raw_fd(),
-                (&raw const bound).cast(),
-                len,
-            ))?;
-            // A lost datagram must not hang the benchmark.
-            let timeout = libc::timeval {
-                tv_sec: 1,
-                tv_usec: 0,
-            };
-            sys::cvt(libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            ))?;
-            Ok(Self { fd })
-        }
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a UDP socket")?;
+        socket.connect(socket.local_addr()?)?;
+        // A lost datagram must not hang the benchmark.
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        Ok(Self { socket })
     }
 }
 
@@ -466,19 +418,13 @@ impl Workload for UdpLoopback {
         "datagrams/s"
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
-        let fd = self.fd.as_raw_fd();
         let mut buf = [0u8; DATAGRAM];
         timed(duration, || {
             let mut received = 0;
             for _ in 0..64 {
-                // SAFETY: valid buffers on a socket we own.
-                unsafe {
-                    if libc::send(fd, buf.as_ptr().cast(), DATAGRAM, 0) < 0 {
-                        bail!("send: {}", io::Error::last_os_error());
-                    }
-                    if libc::recv(fd, buf.as_mut_ptr().cast(), DATAGRAM, 0) == DATAGRAM as isize {
-                        received += 1;
-                    }
+                self.socket.send(&buf).context("send")?;
+                if self.socket.recv(&mut buf).ok() == Some(DATAGRAM) {
+                    received += 1;
                 }
             }
             Ok(received)
@@ -573,7 +519,7 @@ impl Workload for ProcessChurn {
                 if r >= 0 {
                     break;
                 }
-                if errno() != libc::EINTR {
+                if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                     bail!("waitpid: {}", io::Error::last_os_error());
                 }
             }
