@@ -6,11 +6,11 @@ use std::{
     ffi::CString,
     io,
     net::{Ipv4Addr, UdpSocket},
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use rustix::{io::Errno, pipe::PipeFlags};
+use rustix::{fs::OFlags, io::Errno, pipe::PipeFlags};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -181,9 +181,9 @@ impl TerminalOutput {
         let pty = ptys.pop().expect("one pty");
         let slave = sys::open_path(
             &pty.slave_path(),
-            libc::O_WRONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+            OFlags::WRONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
         )?;
-        sys::set_nonblocking(pty.master.as_raw_fd())?;
+        sys::set_nonblocking(pty.master.as_fd())?;
         let line: Vec<u8> = (0..79)
             .map(|i| b'a' + (i % 26) as u8)
             .chain([b'\n'])
@@ -251,7 +251,7 @@ impl Keystrokes {
     pub fn new(count: usize) -> Result<Self> {
         let (ptys, leaders) = sys::sessions(count, true, LeaderMode::Drain, None)?;
         for pty in &ptys {
-            sys::set_nonblocking(pty.master.as_raw_fd())?;
+            sys::set_nonblocking(pty.master.as_fd())?;
         }
         Ok(Self { ptys, leaders })
     }
@@ -303,7 +303,7 @@ const SMALL_WRITE: usize = 64;
 impl DevNullWrites {
     pub fn new() -> Result<Self> {
         Ok(Self {
-            fd: sys::open_path("/dev/null", libc::O_WRONLY)?,
+            fd: sys::open_path("/dev/null", OFlags::WRONLY)?,
         })
     }
 }
