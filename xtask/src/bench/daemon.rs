@@ -287,8 +287,11 @@ impl Daemon {
     pub fn stop(mut self) -> Result<Duration> {
         let started = Instant::now();
         let mut child = self.child.take().expect("running");
-        // SAFETY: our child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = started + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait()? {

@@ -161,9 +161,8 @@ fn run_with(
     let first = Instant::now();
     for pty in &ptys {
         let t = sys::boot_ns();
-        // SAFETY: one byte from a valid buffer into a master we hold.
-        if unsafe { libc::write(pty.master.as_raw_fd(), b"k".as_ptr().cast(), 1) } != 1 {
-            bail!("keystroke: {}", std::io::Error::last_os_error());
+        if rustix::io::write(&pty.master, b"k").map_err(std::io::Error::from)? != 1 {
+            bail!("keystroke: a short write");
         }
         deadline_ns.push(t + (IDLE_TIMEOUT_S * 1e9) as u64);
     }

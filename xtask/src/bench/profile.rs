@@ -62,8 +62,11 @@ impl Recording {
     /// threads named `comm`.
     pub fn finish(mut self, comm: &str) -> Result<Profile> {
         let mut child = self.child.take().expect("recording");
-        // SAFETY: our child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        );
         let status = child.wait()?;
         // perf re-raises the SIGINT it handled once its data is written.
         use std::os::unix::process::ExitStatusExt as _;
@@ -267,8 +270,11 @@ impl SyscallCounter {
 
     pub fn finish(mut self) -> Result<SyscallCounts> {
         let mut child = self.child.take().expect("attached");
-        // SAFETY: our child; perf stat prints its counts on SIGINT.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        );
         child.wait()?;
         let text = std::fs::read_to_string(&self.out).context("reading perf stat's counts")?;
         parse_perf_stat(&text, COUNTED.iter().map(|(name, _)| *name))
@@ -278,8 +284,11 @@ impl SyscallCounter {
 impl Drop for SyscallCounter {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: our child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            // Our child, not reaped yet: its pid is still its own.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::INT,
+            );
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.out);
