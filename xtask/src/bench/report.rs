@@ -282,14 +282,23 @@ fn render_goals(w: &mut String, r: &Results) {
     let _ = writeln!(w);
 }
 
-/// CPU time above the floor in a readable unit: ns per operation for micro
-/// workloads, ms per unit for whole ones.
-fn above_floor(wl: &WorkloadResult, whole: bool) -> String {
-    if whole && wl.ops_per_unit <= 1.0 && wl.unit != "round trips/s" {
-        format!("{:.1} ms per {}", wl.above_floor_s() * 1e3, unit_of(wl))
+/// CPU time per unit of work in a readable unit: ns per operation for micro
+/// workloads and round trips, ms per unit of work for the other whole workloads.
+fn per_op(wl: &WorkloadResult, seconds_per_unit: f64) -> String {
+    if wl.kind == Kind::Whole && wl.unit != "round trips/s" {
+        format!("{:.1} ms per {}", seconds_per_unit * 1e3, unit_of(wl))
     } else {
-        format!("{:.0} ns per {}", wl.above_floor_ns_per_op(), op_name(wl))
+        format!(
+            "{:.0} ns per {}",
+            seconds_per_unit * 1e9 / wl.ops_per_unit,
+            op_name(wl)
+        )
     }
+}
+
+/// The programs' own run time per unit of work, in seconds.
+fn program_s_per_unit(wl: &WorkloadResult) -> f64 {
+    program_ns_per_op(wl) * wl.ops_per_unit / 1e9
 }
 
 /// "builds/s" -> "build"; "MiB/s" -> "MiB".
@@ -329,11 +338,11 @@ fn render_table(w: &mut String, r: &Results, title: &str, intro: &str, whole: bo
             s.median,
             ratio_spread(&s),
             wl.floor_ratio().median,
-            above_floor(wl, whole),
+            per_op(wl, wl.above_floor_s()),
             if wl.programs.is_empty() {
                 "-".to_string()
             } else {
-                format!("{:.0} ns/{}", program_ns_per_op(wl), op_name(wl))
+                per_op(wl, program_s_per_unit(wl))
             },
             wl.wall_ratio().median,
             wl.floor_wall_ratio().median,
@@ -421,16 +430,14 @@ fn render_missed(w: &mut String, r: &Results) {
     let mut any = false;
     for wl in r.workloads.iter().filter(|wl| wl.met() == Some(false)) {
         any = true;
-        let daemon_ns = median_of(&wl.attached_runs(), |run| {
-            run.daemon_cpu_s * 1e9 / (run.amount * wl.ops_per_unit)
-        });
+        let daemon_s = median_of(&wl.attached_runs(), |run| run.daemon_cpu_s / run.amount);
         let programs: Vec<String> = wl
             .programs
             .iter()
             .filter(|p| p.runs as f64 >= 0.01 * wl.program_ops)
             .map(|p| {
                 format!(
-                    "`{}` {:.2}/op × {:.0} ns",
+                    "`{}` {:.2} × {:.0} ns",
                     p.name,
                     p.runs as f64 / wl.program_ops.max(1.0),
                     p.ns_per_run().unwrap_or(0.0)
@@ -439,16 +446,18 @@ fn render_missed(w: &mut String, r: &Results) {
             .collect();
         let _ = writeln!(
             w,
-            "- `{}`: {:.4} against the floor's {:.4} (goal {}). Above the floor: {} per \
-             {}, of which the daemon's own CPU {daemon_ns:.0} ns and its programs' run time \
-             {:.0} ns ({}); the rest is noise or the kernel's work around the programs.{}",
+            "- `{}`: {:.4} against the floor's {:.4} (goal {}). Above the floor: {}, of \
+             which the daemon's own CPU {} and its programs' run time {} (runs per {} × \
+             ns per run: {}); the rest is noise or the kernel's work around the \
+             programs.{}",
             wl.name,
             wl.ratio().median,
             wl.floor_ratio().median,
             wl.target.map_or("-".into(), |t| t.to_string()),
-            format_args!("{:.0} ns", wl.above_floor_ns_per_op()),
+            per_op(wl, wl.above_floor_s()),
+            per_op(wl, daemon_s),
+            per_op(wl, program_s_per_unit(wl)),
             op_name(wl),
-            program_ns_per_op(wl),
             if programs.is_empty() {
                 "none ran".into()
             } else {
