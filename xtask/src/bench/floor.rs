@@ -23,8 +23,12 @@ pub enum AttachPoint {
     Tracepoint { category: String, name: String },
     /// `tp_btf/NAME`
     BtfTracepoint(String),
+    /// `raw_tp/NAME` (or `raw_tracepoint/NAME`)
+    RawTracepoint(String),
     /// `fentry/FUNCTION`
     FEntry(String),
+    /// `fexit/FUNCTION`
+    FExit(String),
 }
 
 impl AttachPoint {
@@ -43,7 +47,9 @@ impl AttachPoint {
                 }
             }
             "tp_btf" => Self::BtfTracepoint(rest.into()),
+            "raw_tp" | "raw_tracepoint" => Self::RawTracepoint(rest.into()),
             "fentry" => Self::FEntry(rest.into()),
+            "fexit" => Self::FExit(rest.into()),
             _ => bail!("attach point `{text}`: the floor knows no `{kind}` programs"),
         })
     }
@@ -74,13 +80,23 @@ impl Floor {
                         matches!(t, Type::Typedef(_))
                     })?;
                     let prog = load(PROG_TYPE_TRACING, ATTACH_TRACE_RAW_TP, id, name)?;
-                    vec![raw_tracepoint_open(&prog)?, prog]
+                    vec![raw_tracepoint_open(&prog, None)?, prog]
                 }
-                AttachPoint::FEntry(function) => {
+                AttachPoint::RawTracepoint(name) => {
+                    let prog = load(PROG_TYPE_RAW_TRACEPOINT, 0, 0, name)?;
+                    let name = CString::new(name.as_str())?;
+                    vec![raw_tracepoint_open(&prog, Some(&name))?, prog]
+                }
+                AttachPoint::FEntry(function) | AttachPoint::FExit(function) => {
                     let btf = vmlinux(&mut btf)?;
                     let id = btf_id(btf, function, |t| matches!(t, Type::Func(_)))?;
-                    let prog = load(PROG_TYPE_TRACING, ATTACH_TRACE_FENTRY, id, function)?;
-                    vec![raw_tracepoint_open(&prog)?, prog]
+                    let attach = if matches!(point, AttachPoint::FEntry(_)) {
+                        ATTACH_TRACE_FENTRY
+                    } else {
+                        ATTACH_TRACE_FEXIT
+                    };
+                    let prog = load(PROG_TYPE_TRACING, attach, id, function)?;
+                    vec![raw_tracepoint_open(&prog, None)?, prog]
                 }
             };
             fds.extend(attached);
@@ -123,9 +139,11 @@ fn tracepoint_id(category: &str, name: &str) -> Result<u64> {
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const PROG_TYPE_TRACEPOINT: u32 = 5;
+const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const PROG_TYPE_TRACING: u32 = 26;
 const ATTACH_TRACE_RAW_TP: u32 = 23;
 const ATTACH_TRACE_FENTRY: u32 = 24;
+const ATTACH_TRACE_FEXIT: u32 = 25;
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
@@ -238,9 +256,12 @@ fn load(prog_type: u32, attach_type: u32, attach_btf_id: u32, name: &str) -> Res
     })
 }
 
-fn raw_tracepoint_open(prog: &OwnedFd) -> Result<OwnedFd> {
+/// Attaches a raw tracepoint program to the tracepoint `name`, or a BTF-typed one
+/// (`tp_btf`, fentry, fexit) to the target it was loaded for (`name` None).
+fn raw_tracepoint_open(prog: &OwnedFd, name: Option<&CString>) -> Result<OwnedFd> {
     use std::os::fd::AsRawFd as _;
     let attr = RawTracepointAttr {
+        name: name.map_or(0, |n| n.as_ptr() as u64),
         prog_fd: prog.as_raw_fd() as u32,
         ..Default::default()
     };
@@ -303,8 +324,40 @@ mod tests {
             AttachPoint::parse("fentry/tty_write").unwrap(),
             AttachPoint::FEntry("tty_write".into())
         );
+        assert_eq!(
+            AttachPoint::parse("raw_tp/sys_enter").unwrap(),
+            AttachPoint::RawTracepoint("sys_enter".into())
+        );
         assert!(AttachPoint::parse("kprobe/x").is_err());
         assert!(AttachPoint::parse("tracepoint/nocategory").is_err());
+    }
+
+    /// Loads and attaches empty programs on this kernel, of each kind it allows
+    /// (fentry needs trampolines, which the project's machines refuse).
+    #[test]
+    fn attaches_empty_programs_on_this_kernel() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "loading BPF programs needs root: run the tests as root"
+        );
+        let points: Vec<AttachPoint> = [
+            "tracepoint/syscalls/sys_enter_getppid",
+            "tp_btf/sched_process_fork",
+            "raw_tp/sys_enter",
+        ]
+        .iter()
+        .map(|p| AttachPoint::parse(p).unwrap())
+        .collect();
+        let floor = Floor::attach(&points).unwrap_or_else(|e| panic!("{e:#}"));
+        // A link, or a perf event, and a program for each point.
+        assert_eq!(floor._fds.len(), 2 * points.len());
+        let err = Floor::attach(&[AttachPoint::Tracepoint {
+            category: "syscalls".into(),
+            name: "no_such_event".into(),
+        }])
+        .err()
+        .expect("no such tracepoint");
+        assert!(format!("{err:#}").contains("no_such_event"), "{err:#}");
     }
 
     #[test]
