@@ -380,17 +380,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         pty_max: (old_max.to_string(), want_max.to_string()),
         vm,
     };
-    // Raw results go under target/bench/ (the report beside them links to them); a
-    // report written elsewhere (BENCHMARKS.md) gets them as target/bench/BENCHMARKS.json.
+    // Raw results go beside the report, except for the repository's BENCHMARKS.md,
+    // whose raw results go under target/bench/.
     let raw = match output.parent() {
-        Some(dir) if dir.starts_with(cmd::workspace_root().join("target")) => {
-            report::raw_path(&output)
-        }
-        _ => report::raw_path(
+        Some(dir) if dir == cmd::workspace_root() => report::raw_path(
             &cmd::workspace_root()
                 .join("target/bench")
                 .join(output.file_name().unwrap_or("BENCHMARKS.md".as_ref())),
         ),
+        _ => report::raw_path(&output),
     };
     let text = report::render(&results, &raw);
     for path in [&output, &raw] {
