@@ -236,7 +236,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Some(binary) => binary.clone(),
         None => {
             setup::setup(Purpose::Run)?;
-            ensure_bpftool()?;
+            ensure_tools()?;
             build::build_daemon(true)?
         }
     };
@@ -494,11 +494,35 @@ fn reexec_optimised() -> Result<()> {
     bail!("cannot exec {}: {err}", exe.display())
 }
 
-/// bpftool reads the programs' run-time statistics and the maps' sizes.
-fn ensure_bpftool() -> Result<()> {
-    step("bpftool");
-    if bpf::bpftool().is_some() {
-        cmd::done_already("bpftool is installed");
+/// What the benchmark runs besides the daemon, as (program, Debian package): bpftool
+/// reads the programs' statistics; the whole workloads build, archive, and log in
+/// through a real sshd.
+const TOOLS: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("make", "make"),
+    ("cc", "gcc"),
+    ("git", "git"),
+    ("tar", "tar"),
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+];
+
+fn ensure_tools() -> Result<()> {
+    step("tools the benchmark runs");
+    let found = |program: &str| {
+        cmd::find_program(
+            program,
+            &[&format!("/usr/sbin/{program}"), &format!("/sbin/{program}")],
+        )
+        .is_some()
+    };
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(program, _)| !found(program))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        cmd::done_already("all installed");
         return Ok(());
     }
     cmd::run(
@@ -508,12 +532,15 @@ fn ensure_bpftool() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     cmd::run(
-        "installing bpftool",
+        &format!("installing {}", missing.join(" ")),
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "bpftool"])
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    bpf::bpftool().context("bpftool still not found after apt-get install bpftool")?;
+    if let Some((program, _)) = TOOLS.iter().find(|(program, _)| !found(program)) {
+        bail!("{program} still not found after apt-get install");
+    }
     Ok(())
 }
 
