@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::sys::resource::{UsageWho, getrusage};
 use rustix::{
     fs::{Mode, OFlags},
     process::{Resource, Rlimit, getrlimit, setrlimit},
@@ -566,14 +567,17 @@ pub fn process_cpu_ns() -> u64 {
 
 /// CPU time of the children this process has reaped, in ns.
 pub fn reaped_children_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain data filled by the kernel.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    [usage.ru_utime, usage.ru_stime]
-        .iter()
-        .map(|tv| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000)
-        .sum()
+    (usage_seconds(UsageWho::RUSAGE_CHILDREN) * 1e9) as u64
+}
+
+/// User and system time of this process or of its reaped children, in seconds.
+fn usage_seconds(who: UsageWho) -> f64 {
+    getrusage(who).map_or(0.0, |u| {
+        [u.user_time(), u.system_time()]
+            .iter()
+            .map(|tv| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6)
+            .sum()
+    })
 }
 
 /// Time a thread has run on a CPU, in ns (`/proc/PID/task/TID/schedstat`, first field).
@@ -610,18 +614,7 @@ pub fn workload_cpu_ns(leaders: &[i32]) -> u64 {
 
 /// CPU time used by this process and its reaped children, in seconds.
 pub fn own_cpu_seconds() -> f64 {
-    let mut total = 0.0;
-    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
-        // SAFETY: rusage is plain data filled by the kernel.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer.
-        if unsafe { libc::getrusage(who, &mut usage) } == 0 {
-            for tv in [usage.ru_utime, usage.ru_stime] {
-                total += tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-            }
-        }
-    }
-    total
+    usage_seconds(UsageWho::RUSAGE_SELF) + usage_seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
 /// Busy CPU time of the whole machine so far (all CPUs, everything but idle and
