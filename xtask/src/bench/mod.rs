@@ -142,7 +142,15 @@ impl Sizes {
                     wait_quiet: false,
                 },
                 keystroke_ptys: vec![1, 100],
-                whole: whole::WholeSizes::quick(),
+                // The quick subset, unless parts are named (then any, small).
+                whole: whole::WholeSizes {
+                    run: if args.only.is_empty() {
+                        whole::WholeSizes::quick().run
+                    } else {
+                        whole::NAMES.to_vec()
+                    },
+                    ..whole::WholeSizes::quick()
+                },
                 scale_sessions: 1000,
                 scale_idle: Duration::from_secs(1),
                 enforcement_sessions: 100,
