@@ -38,8 +38,8 @@ impl WholeSizes {
             c_files: 200,
             tree_files: 50_000,
             tar_dir: "/usr",
-            scp_mib: 256,
-            cat_mib: 64,
+            scp_mib: 128,
+            cat_mib: 32,
         }
     }
 
