@@ -69,7 +69,7 @@ fn parse_programs(json: &Value, ids: &[u32]) -> BTreeMap<u32, ProgSample> {
 }
 
 /// What one program cost over a measured run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ProgCost {
     pub name: String,
     pub runs: u64,
@@ -109,7 +109,7 @@ pub fn enable_stats() -> Result<Sysctl> {
 }
 
 /// One of the daemon's maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MapInfo {
     pub name: String,
     pub kind: String,

@@ -287,8 +287,11 @@ impl Daemon {
     pub fn stop(mut self) -> Result<Duration> {
         let started = Instant::now();
         let mut child = self.child.take().expect("running");
-        // SAFETY: our child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = started + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -320,7 +323,7 @@ impl Drop for Daemon {
 }
 
 /// Kernel-side counters from `status --json`, summed over the probes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Counters {
     pub seen: u64,
     pub matched: u64,

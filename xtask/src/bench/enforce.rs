@@ -4,13 +4,13 @@
 
 use std::{
     collections::HashSet,
-    ffi::CString,
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::OwnedFd,
     process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use rustix::event::{PollFd, PollFlags};
 use serde_json::Value;
 
 use super::{
@@ -39,7 +39,7 @@ pub fn policy_text() -> String {
     )
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct EnforcementResult {
     pub sessions: usize,
     /// Leader death minus deadline (keystroke + idle timeout), ms, one per session.
@@ -112,12 +112,8 @@ impl Drop for TestUser {
 }
 
 fn lookup(name: &str) -> Option<(u32, u32)> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer to static storage or null; we copy out.
-    unsafe {
-        let pw = libc::getpwnam(c.as_ptr());
-        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
-    }
+    let user = nix::unistd::User::from_name(name).ok()??;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 pub fn run(spec: &DaemonSpec, count: usize) -> Result<EnforcementResult> {
@@ -161,9 +157,8 @@ fn run_with(
     let first = Instant::now();
     for pty in &ptys {
         let t = sys::boot_ns();
-        // SAFETY: one byte from a valid buffer into a master we hold.
-        if unsafe { libc::write(pty.master.as_raw_fd(), b"k".as_ptr().cast(), 1) } != 1 {
-            bail!("keystroke: {}", std::io::Error::last_os_error());
+        if rustix::io::write(&pty.master, b"k").map_err(std::io::Error::from)? != 1 {
+            bail!("keystroke: a short write");
         }
         deadline_ns.push(t + (IDLE_TIMEOUT_S * 1e9) as u64);
     }
@@ -256,23 +251,21 @@ fn wait_for_deaths(pidfds: &[OwnedFd], timeout: Duration) -> Result<Vec<u64>> {
                 pidfds.len()
             );
         }
-        let mut fds: Vec<libc::pollfd> = pending
+        let mut fds: Vec<PollFd<'_>> = pending
             .iter()
-            .map(|&i| libc::pollfd {
-                fd: pidfds[i].as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|&i| PollFd::new(&pidfds[i], PollFlags::IN))
             .collect();
-        // SAFETY: a valid array of pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if n <= 0 {
+        let timeout = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        if !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
             continue;
         }
         let now = sys::boot_ns();
         let mut still = Vec::with_capacity(pending.len());
         for (slot, &i) in fds.iter().zip(&pending) {
-            if slot.revents != 0 {
+            if !slot.revents().is_empty() {
                 died[i] = now;
             } else {
                 still.push(i);

@@ -17,6 +17,7 @@
 mod bpf;
 mod daemon;
 mod enforce;
+mod floor;
 mod in_vm;
 mod profile;
 mod report;
@@ -24,6 +25,7 @@ mod runner;
 mod scale;
 mod stats;
 mod sys;
+mod whole;
 mod workloads;
 
 use std::{
@@ -97,10 +99,11 @@ impl BenchArgs {
 }
 
 /// Sizes of one benchmark run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Sizes {
     pub plan: runner::Plan,
     pub keystroke_ptys: Vec<usize>,
+    pub whole: whole::WholeSizes,
     pub scale_sessions: usize,
     pub scale_idle: Duration,
     pub enforcement_sessions: usize,
@@ -119,6 +122,11 @@ impl Sizes {
                     wait_quiet: false,
                 },
                 keystroke_ptys: vec![1, 100],
+                // Whole workloads write under target/ and take long under emulation.
+                whole: whole::WholeSizes {
+                    run: Vec::new(),
+                    ..whole::WholeSizes::quick()
+                },
                 scale_sessions: 0,
                 scale_idle: Duration::ZERO,
                 enforcement_sessions: 0,
@@ -134,6 +142,15 @@ impl Sizes {
                     wait_quiet: false,
                 },
                 keystroke_ptys: vec![1, 100],
+                // The quick subset, unless parts are named (then any, small).
+                whole: whole::WholeSizes {
+                    run: if args.only.is_empty() {
+                        whole::WholeSizes::quick().run
+                    } else {
+                        whole::NAMES.to_vec()
+                    },
+                    ..whole::WholeSizes::quick()
+                },
                 scale_sessions: 1000,
                 scale_idle: Duration::from_secs(1),
                 enforcement_sessions: 100,
@@ -148,6 +165,7 @@ impl Sizes {
                     wait_quiet: true,
                 },
                 keystroke_ptys: vec![1, 100, 1000],
+                whole: whole::WholeSizes::full(),
                 scale_sessions: 10_000,
                 scale_idle: Duration::from_secs(10),
                 enforcement_sessions: 1000,
@@ -157,7 +175,7 @@ impl Sizes {
 }
 
 /// The machine and software the numbers were taken on.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Machine {
     pub cpu: String,
     pub cpus: usize,
@@ -170,7 +188,7 @@ pub struct Machine {
 }
 
 /// The backend the daemon actually used.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BackendInfo {
     pub requested: String,
     pub used: String,
@@ -181,7 +199,7 @@ pub struct BackendInfo {
 }
 
 /// Everything the report is made from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Results {
     pub args_line: String,
     pub quick: bool,
@@ -216,8 +234,7 @@ const REEXEC_ENV: &str = "SESSION_MONITOR_BENCH_OPTIMISED";
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let began = Instant::now();
     sys::install_interrupt_handler();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("the benchmark loads BPF programs and changes kernel settings: run it as root");
     }
     if cfg!(debug_assertions) && std::env::var_os(REEXEC_ENV).is_none() {
@@ -227,7 +244,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         Some(binary) => binary.clone(),
         None => {
             setup::setup(Purpose::Run)?;
-            ensure_bpftool()?;
+            ensure_tools()?;
             build::build_daemon(true)?
         }
     };
@@ -279,7 +296,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 
     let backend = probe_backend(&spec, &none_policy)?;
     let mut results_workloads = Vec::new();
-    for (name, make) in workloads::all(&sizes.keystroke_ptys) {
+    let floor = backend
+        .programs
+        .iter()
+        .map(|(_, attach)| floor::AttachPoint::parse(attach))
+        .collect::<Result<Vec<_>>>()?;
+    for (name, make) in workloads::all(&sizes.whole, &sizes.keystroke_ptys) {
         if !args.wants(&name) {
             continue;
         }
@@ -288,6 +310,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             &spec,
             &none_policy,
             &sizes.plan,
+            &backend.used,
+            &floor,
             workload.as_mut(),
         )?);
         other_daemons = other_daemons.max(daemon::other_daemons(None).len());
@@ -364,14 +388,29 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         pty_max: (old_max.to_string(), want_max.to_string()),
         vm,
     };
-    let text = report::render(&results);
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir)?;
+    // Raw results go beside the report, except for the repository's BENCHMARKS.md,
+    // whose raw results go under target/bench/.
+    let raw = match output.parent() {
+        Some(dir) if dir == cmd::workspace_root() => report::raw_path(
+            &cmd::workspace_root()
+                .join("target/bench")
+                .join(output.file_name().unwrap_or("BENCHMARKS.md".as_ref())),
+        ),
+        _ => report::raw_path(&output),
+    };
+    let text = report::render(&results, &raw);
+    for path in [&output, &raw] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
     }
     std::fs::write(&output, &text).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(&raw, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", raw.display()))?;
     step(format!(
-        "report written to {} (benchmark took {:.0} s)",
+        "report written to {}, raw results to {} (benchmark took {:.0} s)",
         output.display(),
+        raw.display(),
         results.took.as_secs_f64()
     ));
     println!("{}", report::summary(&results));
@@ -463,11 +502,35 @@ fn reexec_optimised() -> Result<()> {
     bail!("cannot exec {}: {err}", exe.display())
 }
 
-/// bpftool reads the programs' run-time statistics and the maps' sizes.
-fn ensure_bpftool() -> Result<()> {
-    step("bpftool");
-    if bpf::bpftool().is_some() {
-        cmd::done_already("bpftool is installed");
+/// What the benchmark runs besides the daemon, as (program, Debian package): bpftool
+/// reads the programs' statistics; the whole workloads build, archive, and log in
+/// through a real sshd.
+const TOOLS: &[(&str, &str)] = &[
+    ("bpftool", "bpftool"),
+    ("make", "make"),
+    ("cc", "gcc"),
+    ("git", "git"),
+    ("tar", "tar"),
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+];
+
+fn ensure_tools() -> Result<()> {
+    step("tools the benchmark runs");
+    let found = |program: &str| {
+        cmd::find_program(
+            program,
+            &[&format!("/usr/sbin/{program}"), &format!("/sbin/{program}")],
+        )
+        .is_some()
+    };
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(program, _)| !found(program))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        cmd::done_already("all installed");
         return Ok(());
     }
     cmd::run(
@@ -477,12 +540,15 @@ fn ensure_bpftool() -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     cmd::run(
-        "installing bpftool",
+        &format!("installing {}", missing.join(" ")),
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "bpftool"])
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    bpf::bpftool().context("bpftool still not found after apt-get install bpftool")?;
+    if let Some((program, _)) = TOOLS.iter().find(|(program, _)| !found(program)) {
+        bail!("{program} still not found after apt-get install");
+    }
     Ok(())
 }
 
@@ -561,27 +627,16 @@ fn machine() -> Machine {
     if !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
         commit.push_str(" (with uncommitted changes)");
     }
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let uname = |field: fn(&libc::utsname) -> &[libc::c_char]| {
-        // SAFETY: utsname is plain data filled by uname.
-        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer.
-        unsafe { libc::uname(&mut u) };
-        let bytes: Vec<u8> = field(&u)
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let uname = rustix::system::uname();
+    let text = |s: &std::ffi::CStr| s.to_string_lossy().into_owned();
     Machine {
         cpu: field("model name"),
         cpus,
         virtualized: field("flags").split_whitespace().any(|f| f == "hypervisor"),
         memory_gib: mem_kib / (1024.0 * 1024.0),
-        kernel: uname(|u| &u.release),
-        kernel_version: uname(|u| &u.version),
+        kernel: text(uname.release()),
+        kernel_version: text(uname.version()),
         os,
         commit,
     }

@@ -13,7 +13,7 @@ use super::sys;
 use crate::cmd;
 
 /// Where a profile's samples were taken, largest share first.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Profile {
     /// Whose samples.
     pub scope: String,
@@ -62,8 +62,11 @@ impl Recording {
     /// threads named `comm`.
     pub fn finish(mut self, comm: &str) -> Result<Profile> {
         let mut child = self.child.take().expect("recording");
-        // SAFETY: our child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        );
         let status = child.wait()?;
         // perf re-raises the SIGINT it handled once its data is written.
         use std::os::unix::process::ExitStatusExt as _;
@@ -176,7 +179,7 @@ mod tests {
 
 /// System calls of a process, counted in the kernel (`perf stat` on the syscall
 /// tracepoints) while attached: exact counts, and the process is not slowed down.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SyscallCounts {
     /// All system calls.
     pub total: u64,
@@ -185,10 +188,6 @@ pub struct SyscallCounts {
 }
 
 impl SyscallCounts {
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// The most frequent calls as `openat 8.0, read 8.0, ...` per `per` units.
     pub fn per(&self, per: f64, top: usize) -> String {
         self.calls
@@ -271,8 +270,11 @@ impl SyscallCounter {
 
     pub fn finish(mut self) -> Result<SyscallCounts> {
         let mut child = self.child.take().expect("attached");
-        // SAFETY: our child; perf stat prints its counts on SIGINT.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // Our child, not reaped yet: its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        );
         child.wait()?;
         let text = std::fs::read_to_string(&self.out).context("reading perf stat's counts")?;
         parse_perf_stat(&text, COUNTED.iter().map(|(name, _)| *name))
@@ -282,8 +284,11 @@ impl SyscallCounter {
 impl Drop for SyscallCounter {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: our child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            // Our child, not reaped yet: its pid is still its own.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::INT,
+            );
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.out);
@@ -330,7 +335,7 @@ mod syscall_tests {
                     90000,,raw_syscalls:sys_enter,10004,100.00,,\n\
                     <not counted>,,raw_syscalls:sys_enter,0,100.00,,\n";
         let c = parse_perf_stat(text, ["read", "openat", "bpf"].into_iter()).unwrap();
-        assert_eq!(c.total(), 200000);
+        assert_eq!(c.total, 200000);
         assert_eq!(c.calls[0], ("openat".to_string(), 90000));
         assert_eq!(c.per(1000.0, 3), "openat 90.0, read 80.0");
         assert!(parse_perf_stat("", std::iter::empty()).is_err());

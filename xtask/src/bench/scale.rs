@@ -3,7 +3,6 @@
 //! they idle, and whether a burst of input into every one loses events.
 
 use std::{
-    os::fd::AsRawFd as _,
     path::Path,
     time::{Duration, Instant},
 };
@@ -18,7 +17,7 @@ use super::{
 };
 use crate::cmd::step;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ScaleResult {
     pub sessions: usize,
     /// Creating the ptys and their session leaders (before the daemon starts).
@@ -123,9 +122,8 @@ pub fn run(
     let before = Counters::of(&daemon.status()?);
     let t = Instant::now();
     for pty in &ptys {
-        // SAFETY: one byte from a valid buffer into a master we hold.
-        if unsafe { libc::write(pty.master.as_raw_fd(), b"k".as_ptr().cast(), 1) } != 1 {
-            bail!("keystroke burst: {}", std::io::Error::last_os_error());
+        if rustix::io::write(&pty.master, b"k").map_err(std::io::Error::from)? != 1 {
+            bail!("keystroke burst: a short write");
         }
     }
     result.burst_s = t.elapsed().as_secs_f64();

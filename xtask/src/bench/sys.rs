@@ -5,24 +5,29 @@
 //! when it forks, and a child only makes plain system calls before it sleeps or reads.
 
 use std::{
-    ffi::CString,
     fs, io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::sys::resource::{UsageWho, getrusage};
+use rustix::{
+    fs::{Mode, OFlags},
+    process::{Resource, Rlimit, getrlimit, setrlimit},
+    pty::OpenptFlags,
+    termios::OptionalActions,
+    time::{ClockId, clock_gettime},
+};
 
 /// CLOCK_BOOTTIME in nanoseconds: the clock the daemon and its probes use.
 pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    timespec_ns(clock_gettime(ClockId::Boottime))
+}
+
+fn timespec_ns(ts: rustix::time::Timespec) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -131,23 +136,20 @@ impl Drop for Sysctl {
 
 /// RLIMIT_NOFILE raised for the benchmark; dropping it restores the old limits.
 pub struct NofileLimit {
-    old: libc::rlimit,
+    old: Rlimit,
 }
 
 impl NofileLimit {
     pub fn raise(at_least: u64) -> Result<Self> {
-        let mut old = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        let old = getrlimit(Resource::Nofile);
+        // `None` is unlimited.
+        let raised = |v: Option<u64>| v.map(|v| v.max(at_least));
+        let new = Rlimit {
+            current: raised(old.current),
+            maximum: raised(old.maximum),
         };
-        // SAFETY: valid pointer.
-        cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) })?;
-        let new = libc::rlimit {
-            rlim_cur: old.rlim_cur.max(at_least),
-            rlim_max: old.rlim_max.max(at_least),
-        };
-        // SAFETY: valid pointer.
-        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) })
+        setrlimit(Resource::Nofile, new)
+            .map_err(io::Error::from)
             .with_context(|| format!("raising RLIMIT_NOFILE to {at_least}"))?;
         Ok(Self { old })
     }
@@ -155,31 +157,22 @@ impl NofileLimit {
 
 impl Drop for NofileLimit {
     fn drop(&mut self) {
-        // SAFETY: valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.old) } != 0 {
-            eprintln!(
-                "xtask: warning: could not restore RLIMIT_NOFILE: {}",
-                io::Error::last_os_error()
-            );
+        if let Err(err) = setrlimit(Resource::Nofile, self.old) {
+            eprintln!("xtask: warning: could not restore RLIMIT_NOFILE: {err}");
         }
     }
 }
 
-pub fn set_nonblocking(fd: RawFd) -> Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(io::Error::from)?;
+    rustix::fs::fcntl_setfl(fd, flags | OFlags::NONBLOCK).map_err(io::Error::from)?;
     Ok(())
 }
 
-pub fn open_path(path: &str, flags: libc::c_int) -> Result<OwnedFd> {
-    let c = CString::new(path)?;
-    // SAFETY: valid C string.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })
-        .with_context(|| format!("opening {path}"))?;
-    // SAFETY: fd was just opened and is ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn open_path(path: &str, flags: OFlags) -> Result<OwnedFd> {
+    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)
+        .with_context(|| format!("opening {path}"))
 }
 
 /// One pseudo-terminal, master side held here.
@@ -190,14 +183,21 @@ pub struct Pty {
 
 impl Pty {
     pub fn open() -> Result<Self> {
-        let master = open_path("/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY)?;
-        let fd = master.as_raw_fd();
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK takes a pointer to an int.
-        cvt(unsafe { libc::ioctl(fd, libc::TIOCSPTLCK, &unlock) }).context("unlockpt")?;
-        let mut index: libc::c_uint = 0;
-        // SAFETY: TIOCGPTN writes an unsigned int.
-        cvt(unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut index) }).context("ptsname")?;
+        let master =
+            rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+                .map_err(io::Error::from)
+                .context("opening /dev/ptmx")?;
+        rustix::pty::unlockpt(&master)
+            .map_err(io::Error::from)
+            .context("unlockpt")?;
+        let name = rustix::pty::ptsname(&master, Vec::new())
+            .map_err(io::Error::from)
+            .context("ptsname")?;
+        let index = name
+            .to_str()
+            .ok()
+            .and_then(|n| n.strip_prefix("/dev/pts/")?.parse().ok())
+            .with_context(|| format!("unexpected pty name {name:?}"))?;
         Ok(Self { master, index })
     }
 
@@ -208,14 +208,13 @@ impl Pty {
     /// Raw mode without echo, set through the master: every byte written into the
     /// master reaches the reader at once and nothing comes back.
     pub fn set_raw(&self) -> Result<()> {
-        let fd = self.master.as_raw_fd();
-        // SAFETY: termios is plain data, filled by tcgetattr.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            cvt(libc::tcgetattr(fd, &mut t)).context("tcgetattr")?;
-            libc::cfmakeraw(&mut t);
-            cvt(libc::tcsetattr(fd, libc::TCSANOW, &t)).context("tcsetattr")?;
-        }
+        let mut t = rustix::termios::tcgetattr(&self.master)
+            .map_err(io::Error::from)
+            .context("tcgetattr")?;
+        t.make_raw();
+        rustix::termios::tcsetattr(&self.master, OptionalActions::Now, &t)
+            .map_err(io::Error::from)
+            .context("tcsetattr")?;
         Ok(())
     }
 }
@@ -544,9 +543,10 @@ unsafe fn leader_main(
 
 /// The kernel's clock ticks per second (for /proc/PID/stat times).
 pub fn clock_ticks() -> f64 {
-    // SAFETY: plain libc call.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        hz => hz as f64,
+    }
 }
 
 /// A `Key:   value kB` line of /proc/PID/status, in KiB.
@@ -562,25 +562,22 @@ pub fn process_status_kib(pid: u32, key: &str) -> Result<u64> {
 
 /// CPU time of this process (all threads) so far, in ns.
 pub fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    timespec_ns(clock_gettime(ClockId::ProcessCPUTime))
 }
 
 /// CPU time of the children this process has reaped, in ns.
 pub fn reaped_children_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain data filled by the kernel.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    [usage.ru_utime, usage.ru_stime]
-        .iter()
-        .map(|tv| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000)
-        .sum()
+    (usage_seconds(UsageWho::RUSAGE_CHILDREN) * 1e9) as u64
+}
+
+/// User and system time of this process or of its reaped children, in seconds.
+fn usage_seconds(who: UsageWho) -> f64 {
+    getrusage(who).map_or(0.0, |u| {
+        [u.user_time(), u.system_time()]
+            .iter()
+            .map(|tv| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6)
+            .sum()
+    })
 }
 
 /// Time a thread has run on a CPU, in ns (`/proc/PID/task/TID/schedstat`, first field).
@@ -617,18 +614,7 @@ pub fn workload_cpu_ns(leaders: &[i32]) -> u64 {
 
 /// CPU time used by this process and its reaped children, in seconds.
 pub fn own_cpu_seconds() -> f64 {
-    let mut total = 0.0;
-    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
-        // SAFETY: rusage is plain data filled by the kernel.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer.
-        if unsafe { libc::getrusage(who, &mut usage) } == 0 {
-            for tv in [usage.ru_utime, usage.ru_stime] {
-                total += tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-            }
-        }
-    }
-    total
+    usage_seconds(UsageWho::RUSAGE_SELF) + usage_seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
 /// Busy CPU time of the whole machine so far (all CPUs, everything but idle and
