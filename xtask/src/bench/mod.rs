@@ -533,19 +533,7 @@ fn ensure_tools() -> Result<()> {
         cmd::done_already("all installed");
         return Ok(());
     }
-    cmd::run(
-        "apt-get update",
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    cmd::run(
-        &format!("installing {}", missing.join(" ")),
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    crate::apt::install_missing(&missing)?;
     if let Some((program, _)) = TOOLS.iter().find(|(program, _)| !found(program)) {
         bail!("{program} still not found after apt-get install");
     }
