@@ -410,11 +410,15 @@ fn writes_into_dev_null_and_pipes_are_not_terminal_activity() {
     let (null_fd, pipe_fd) = (null.as_raw_fd(), write_end.as_raw_fd());
     Child::fork(move || raw_write(null_fd, b"nothing") && raw_write(pipe_fd, b"data")).release();
 
-    let seen_after = writes_seen(&kernel);
-    assert!(
-        seen_after >= seen_before + 2,
-        "the write programs did not see the writes ({seen_before} -> {seen_after})"
-    );
+    // The syscall tracepoints see every write and must tell these apart; fentry's
+    // programs sit on the tty's own write path, which these writes never reach.
+    if kernel.probes.backend == probes::Backend::Tracepoint {
+        let seen_after = writes_seen(&kernel);
+        assert!(
+            seen_after >= seen_before + 2,
+            "the write programs did not see the writes ({seen_before} -> {seen_after})"
+        );
+    }
     let not_terminals: Vec<TtyKey> = kernel
         .maps
         .tty_keys()

@@ -214,7 +214,10 @@ fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counte
         activity.last_input_ns = ts;
         activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
         activity.input_count = activity.input_count.wrapping_add(1);
-        let notice = ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
+        // An entry made by output alone has had no notice yet (0): its first input
+        // is reported whatever the interval and however long ago the boot was.
+        let notice = activity.last_notice_ns == 0
+            || ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
         if notice {
             activity.last_notice_ns = ts;
         }

@@ -10,6 +10,6 @@ mod programs;
 mod tracefs;
 
 pub use events::{Blocked, KernelEvent, raw_event, spawn_event_reader};
-pub use loader::{BackendChoice, LoadOptions, Probes, load};
+pub use loader::{Backend, BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
 pub use pins::DEFAULT_PIN_DIR;
