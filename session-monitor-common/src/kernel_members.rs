@@ -132,6 +132,9 @@ kernel_members! {
         files_fdt = files_struct.fdt;
         fdtable_max_fds = fdtable.max_fds;
         fdtable_fd = fdtable.fd;
+        /// The descriptor table embedded in `files_struct`, used until a process opens
+        /// more than 64 descriptors.
+        files_fd_array = files_struct.fd_array;
         file_f_inode = file.f_inode;
         file_private_data = file.private_data;
         inode_i_mode = inode.i_mode;

@@ -3,11 +3,12 @@
 //! Rust eBPF gets no CO-RE relocations, so nothing here knows a structure layout:
 //! every offset comes from `CONFIG.offsets`, a load-time constant. A member is read
 //! one of two ways ([`Access`]): a direct load where the verifier knows the BTF type
-//! of the base pointer (the current task, a hook's typed arguments and the structure
-//! pointers loaded from those), or `bpf_probe_read_kernel` where it only sees a
-//! number (`void *` members, the descriptor array). Both fail cleanly instead of
-//! faulting; direct loads cost no helper call, which matters on paths every write(2)
-//! on the host takes.
+//! of the base pointer (the current task, a hook's typed arguments, the structure
+//! pointers loaded from those, and `void *` members typed again with
+//! `bpf_rdonly_cast`), or `bpf_probe_read_kernel` where it only sees a number (on
+//! kernels without that kfunc, and for the slots of an allocated descriptor table).
+//! Both fail cleanly instead of faulting; direct loads cost no helper call (about
+//! 30 ns each), which matters on paths every write(2) on the host takes.
 
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use session_monitor_common::{
@@ -16,7 +17,7 @@ use session_monitor_common::{
     dev::{self, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK},
 };
 
-use crate::{activity::UserBytes, config::conf, maps::bump_slot};
+use crate::{activity::UserBytes, config::conf, kfunc, maps::bump_slot};
 
 /// A kernel read failed: counted, and the event is ignored.
 pub struct ReadError;
@@ -24,6 +25,10 @@ pub struct ReadError;
 /// How the members of a structure are read.
 pub trait Access {
     fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError>;
+
+    /// `p`, read from a `void *` member, as a pointer to the kernel type `type_id`
+    /// that this access can read. For [`Typed`] only where [`kfunc::casts`] holds.
+    fn retype(p: *const u8, type_id: u32) -> *const u8;
 
     /// A pointer member that must not be null.
     #[inline(always)]
@@ -49,6 +54,11 @@ impl Access for Typed {
         // the base's type.
         Ok(unsafe { core::ptr::read(base.wrapping_add(offset as usize) as *const T) })
     }
+
+    #[inline(always)]
+    fn retype(p: *const u8, type_id: u32) -> *const u8 {
+        kfunc::rdonly_cast(p, type_id)
+    }
 }
 
 /// `bpf_probe_read_kernel`, for pointers the verifier sees as plain numbers.
@@ -68,6 +78,11 @@ impl Access for Untyped {
             },
         )
     }
+
+    #[inline(always)]
+    fn retype(p: *const u8, _type_id: u32) -> *const u8 {
+        p
+    }
 }
 
 /// The current task, as a pointer the verifier knows the type of.
@@ -77,12 +92,28 @@ fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// How many descriptors `files_struct.fd_array` holds (`NR_OPEN_DEFAULT`, the bits
+/// of a long): a process that never had more open uses that array as its table.
+const EMBEDDED_FDS: u32 = 64;
+
+/// A file found in the current task's descriptor table, with the way its members can
+/// be read.
+pub enum CurrentFile {
+    /// From the table embedded in `files_struct`: a typed `struct file *` (direct
+    /// loads, no helper call).
+    Typed(*const u8),
+    /// From a table the kernel allocated when the process opened more than
+    /// [`EMBEDDED_FDS`] descriptors: `struct file **`, which BTF does not type. Typed
+    /// again where the kernel has `bpf_rdonly_cast`.
+    Untyped(*const u8),
+}
+
 /// The `struct file` behind file descriptor `fd` of the current task. Every write(2)
-/// on the host comes through here: task → files → fdtable are direct loads; the
-/// descriptor array is `struct file **`, which BTF does not type, so its slot and the
-/// file it gives are untyped.
+/// on the host comes through here, so the common case takes no helper call: task →
+/// files → fdtable are direct loads, and while the table is the one embedded in
+/// `files_struct` the slot is a member of a typed structure too.
 #[inline(always)]
-pub fn current_file(fd: u32) -> Result<*const u8, ReadError> {
+pub fn current_file(fd: u32) -> Result<CurrentFile, ReadError> {
     let files = Typed::read_ptr(current_task(), conf!(offsets.task_files))?;
     let fdt = Typed::read_ptr(files, conf!(offsets.files_fdt))?;
     let max_fds: u32 = Typed::read(fdt, conf!(offsets.fdtable_max_fds))?;
@@ -90,7 +121,51 @@ pub fn current_file(fd: u32) -> Result<*const u8, ReadError> {
         return Err(ReadError);
     }
     let fd_array: *const u8 = Typed::read(fdt, conf!(offsets.fdtable_fd))?;
-    Untyped::read_ptr(fd_array, fd.wrapping_mul(8))
+    let embedded = files.wrapping_add(conf!(offsets.files_fd_array) as usize);
+    if fd < EMBEDDED_FDS && core::ptr::eq(fd_array, embedded) {
+        return embedded_slot(files, fd).map(CurrentFile::Typed);
+    }
+    let file = Untyped::read_ptr(fd_array, fd.wrapping_mul(8))?;
+    if kfunc::casts() {
+        return Ok(CurrentFile::Typed(Typed::retype(file, conf!(types.file))));
+    }
+    Ok(CurrentFile::Untyped(file))
+}
+
+/// `files->fd_array[fd]` by a direct load. The verifier accepts a typed load only at
+/// an offset it knows, not at one computed from `fd`: each descriptor gets its own
+/// load at a constant offset, and the verifier walks only the branch taken.
+#[inline(always)]
+fn embedded_slot(files: *const u8, fd: u32) -> Result<*const u8, ReadError> {
+    macro_rules! slots {
+        ($($k:literal)*) => {
+            match fd {
+                $($k => slot::<$k>(files),)*
+                _ => Err(ReadError),
+            }
+        };
+    }
+    slots!(
+        0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+        32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60
+        61 62 63
+    )
+}
+
+/// Slot `K` of `files->fd_array`. A volatile load, so that the compiler cannot fold
+/// the slots back into one load at a computed offset.
+#[inline(always)]
+fn slot<const K: u32>(files: *const u8) -> Result<*const u8, ReadError> {
+    let offset = conf!(offsets.files_fd_array).wrapping_add(K * 8);
+    // SAFETY: a member of the typed `files_struct`; the verifier checks the offset.
+    let file: *const u8 = unsafe {
+        core::ptr::read_volatile(files.wrapping_add(offset as usize) as *const *const u8)
+    };
+    if file.is_null() {
+        Err(ReadError)
+    } else {
+        Ok(file)
+    }
 }
 
 /// A file that is a terminal: its class and its device number.
@@ -156,12 +231,21 @@ const AF_UNIX: u16 = 1;
 #[inline(always)]
 pub fn is_unix_socket<A: Access>(file: *const u8) -> Result<bool, ReadError> {
     let socket = A::read_ptr(file, conf!(offsets.file_private_data))?;
-    let sk = Untyped::read_ptr(socket, conf!(offsets.socket_sk))?;
-    let family: u16 = Untyped::read(
+    if kfunc::casts() {
+        socket_family::<Typed>(Typed::retype(socket, conf!(types.socket)))
+    } else {
+        socket_family::<Untyped>(socket)
+    }
+    .map(|family| family == AF_UNIX)
+}
+
+#[inline(always)]
+fn socket_family<A: Access>(socket: *const u8) -> Result<u16, ReadError> {
+    let sk = A::read_ptr(socket, conf!(offsets.socket_sk))?;
+    A::read(
         sk,
         conf!(offsets.sock_sk_common).wrapping_add(conf!(offsets.sock_common_skc_family)),
-    )?;
-    Ok(family == AF_UNIX)
+    )
 }
 
 /// The thread id and thread-group id of a typed `task_struct` (a fork hook's child).
@@ -184,12 +268,12 @@ pub fn current_process_dead() -> Result<bool, ReadError> {
     Ok(live == 0)
 }
 
-/// The `tty_struct` of an open terminal file (`file->private_data->tty`). The
-/// private data is a `void *`: untyped from there on.
+/// The `tty_struct` of an open terminal file (`file->private_data->tty`), read with
+/// `A`. The private data is a `void *`: typed again by [`Access::retype`].
 #[inline(always)]
-fn file_tty<A: Access>(file: *const u8) -> Result<*const u8, ReadError> {
-    let priv_data = A::read_ptr(file, conf!(offsets.file_private_data))?;
-    Untyped::read_ptr(priv_data, conf!(offsets.tty_file_private_tty))
+fn file_tty<A: Access>(private_data: *const u8) -> Result<*const u8, ReadError> {
+    let private = A::retype(private_data, conf!(types.tty_file_private));
+    A::read_ptr(private, conf!(offsets.tty_file_private_tty))
 }
 
 /// The key of the session terminal a pty master serves: its slave. A Unix98 pair
@@ -197,14 +281,26 @@ fn file_tty<A: Access>(file: *const u8) -> Result<*const u8, ReadError> {
 /// that index as minor; the master's `driver_data` is its devpts instance's
 /// `pts_fs_info` (set by `ptmx_open`), whose superblock gives the instance. Four
 /// reads after the tty, where going through the slave (`tty->link`, its driver,
-/// its dentry) takes eight.
+/// its dentry) takes eight. Direct loads where the kernel has `bpf_rdonly_cast`,
+/// helper reads otherwise.
 #[inline(always)]
 pub fn master_slave_key<A: Access>(master_file: *const u8) -> Result<TtyKey, ReadError> {
-    let master = file_tty::<A>(master_file)?;
-    let index: i32 = Untyped::read(master, conf!(offsets.tty_index))?;
-    let fsi = Untyped::read_ptr(master, conf!(offsets.tty_driver_data))?;
-    let sb = Untyped::read_ptr(fsi, conf!(offsets.pts_fs_info_sb))?;
-    let pts_dev: u32 = Untyped::read(sb, conf!(offsets.super_block_s_dev))?;
+    let private_data = A::read_ptr(master_file, conf!(offsets.file_private_data))?;
+    if kfunc::casts() {
+        slave_key_behind::<Typed>(private_data)
+    } else {
+        slave_key_behind::<Untyped>(private_data)
+    }
+}
+
+#[inline(always)]
+fn slave_key_behind<A: Access>(private_data: *const u8) -> Result<TtyKey, ReadError> {
+    let master = file_tty::<A>(private_data)?;
+    let index: i32 = A::read(master, conf!(offsets.tty_index))?;
+    let fsi = A::read_ptr(master, conf!(offsets.tty_driver_data))?;
+    let fsi = A::retype(fsi, conf!(types.pts_fs_info));
+    let sb = A::read_ptr(fsi, conf!(offsets.pts_fs_info_sb))?;
+    let pts_dev: u32 = A::read(sb, conf!(offsets.super_block_s_dev))?;
     Ok(TtyKey {
         rdev: dev::mkdev(dev::PTY_SLAVE_MAJOR_FIRST, index as u32),
         pts_dev,
@@ -244,7 +340,12 @@ pub fn console_key<A: Access>(tty: *const u8) -> Result<TtyKey, ReadError> {
 /// console, so the key comes from the tty, not from the inode.
 #[inline(always)]
 pub fn console_file_key<A: Access>(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
-    console_key::<Untyped>(file_tty::<A>(tty_file.file)?)
+    let private_data = A::read_ptr(tty_file.file, conf!(offsets.file_private_data))?;
+    if kfunc::casts() {
+        console_key::<Typed>(file_tty::<Typed>(private_data)?)
+    } else {
+        console_key::<Untyped>(file_tty::<Untyped>(private_data)?)
+    }
 }
 
 /// True when `tty` is a console-class terminal. Both callers hold a typed `tty` (a

@@ -8,12 +8,14 @@
 //! The loader attaches one backend's programs (plus [`exit`]) and leaves the rest unloaded.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod activity;
 mod config;
 mod exit;
 mod fentry;
 mod kernel;
+mod kfunc;
 mod maps;
 mod tracepoints;
 

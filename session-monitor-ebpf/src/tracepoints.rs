@@ -24,7 +24,7 @@ use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 use crate::{
     activity::{self, UserBytes},
     config::conf,
-    kernel::{self, FileKind, IoVec, ReadError, Untyped},
+    kernel::{self, Access, CurrentFile, FileKind, IoVec, ReadError, Typed, Untyped},
     maps::{CONSOLE_READS, bump},
 };
 
@@ -65,13 +65,27 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Runs `$f::<A>(ctx, file)` on the file behind the call's descriptor, with `A` the
+/// way that file can be read (see [`CurrentFile`]).
+macro_rules! on_current_file {
+    ($f:ident, $ctx:expr) => {
+        match kernel::current_file(syscall_fd($ctx)?)? {
+            CurrentFile::Typed(file) => $f::<Typed>($ctx, file),
+            CurrentFile::Untyped(file) => $f::<Untyped>($ctx, file),
+        }
+    };
+}
+
 fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
-    let fd = syscall_fd(ctx)?;
-    let file = kernel::current_file(fd)?;
-    let tty = match kernel::file_kind::<Untyped>(file)? {
+    on_current_file!(write_to, ctx)
+}
+
+#[inline(always)]
+fn write_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+    let tty = match kernel::file_kind::<A>(file)? {
         FileKind::Tty(tty) => tty,
         other => {
-            return transport_write(other, file, || {
+            return transport_write::<A>(other, file, || {
                 field(ctx, conf!(tracepoints.sys_enter_write_count))
             });
         }
@@ -88,7 +102,7 @@ fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
             total: count,
         })
     };
-    activity::tty_written::<Untyped, _, _>(ctx, &tty, count, first)
+    activity::tty_written::<A, _, _>(ctx, &tty, count, first)
 }
 
 #[tracepoint]
@@ -99,11 +113,14 @@ pub fn tp_writev(ctx: TracePointContext) -> u32 {
 }
 
 fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
-    let fd = syscall_fd(ctx)?;
-    let file = kernel::current_file(fd)?;
-    let tty = match kernel::file_kind::<Untyped>(file)? {
+    on_current_file!(writev_to, ctx)
+}
+
+#[inline(always)]
+fn writev_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+    let tty = match kernel::file_kind::<A>(file)? {
         FileKind::Tty(tty) => tty,
-        other => return transport_write(other, file, || Ok(writev_sum(ctx)?.bytes)),
+        other => return transport_write::<A>(other, file, || Ok(writev_sum(ctx)?.bytes)),
     };
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
     let WritevSum {
@@ -124,7 +141,7 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
             total,
         })
     };
-    activity::tty_written::<Untyped, _, _>(ctx, &tty, bytes, first)
+    activity::tty_written::<A, _, _>(ctx, &tty, bytes, first)
 }
 
 /// What a `writev` carries, from its first iovecs.
@@ -171,7 +188,7 @@ fn writev_sum(ctx: &TracePointContext) -> Result<WritevSum, ReadError> {
 /// (one hash lookup) comes before any further read, so the pipe and socket writes of
 /// every other process cost only that.
 #[inline(always)]
-fn transport_write(
+fn transport_write<A: Access>(
     kind: FileKind,
     file: *const u8,
     bytes: impl FnOnce() -> Result<u64, ReadError>,
@@ -183,7 +200,7 @@ fn transport_write(
         return Ok(());
     };
     bump(Probe::PipeInput, Stat::Seen);
-    if matches!(kind, FileKind::Socket) && !kernel::is_unix_socket::<Untyped>(file)? {
+    if matches!(kind, FileKind::Socket) && !kernel::is_unix_socket::<A>(file)? {
         // An inet socket: a transport's connection to its client carries output.
         return Ok(());
     }
@@ -206,9 +223,13 @@ fn try_ioctl(ctx: &TracePointContext) -> Result<(), ReadError> {
     if cmd as u32 != TIOCSWINSZ {
         return Ok(());
     }
-    let file = kernel::current_file(syscall_fd(ctx)?)?;
-    match kernel::classify_file::<Untyped>(file)? {
-        Some(tty) => activity::tty_resized::<Untyped, _>(ctx, &tty),
+    on_current_file!(resized, ctx)
+}
+
+#[inline(always)]
+fn resized<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+    match kernel::classify_file::<A>(file)? {
+        Some(tty) => activity::tty_resized::<A, _>(ctx, &tty),
         None => Ok(()),
     }
 }
@@ -230,14 +251,18 @@ fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
     if ctty.is_null() || !kernel::tty_is_console(ctty)? {
         return Ok(());
     }
-    let file = kernel::current_file(syscall_fd(ctx)?)?;
-    let Some(tty) = kernel::classify_file::<Untyped>(file)? else {
+    on_current_file!(console_read, ctx)
+}
+
+#[inline(always)]
+fn console_read<A: Access>(_ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+    let Some(tty) = kernel::classify_file::<A>(file)? else {
         return Ok(());
     };
     if tty.class != TtyClass::Console {
         return Ok(());
     }
-    let key = kernel::console_file_key::<Untyped>(&tty)?;
+    let key = kernel::console_file_key::<A>(&tty)?;
     let _ = CONSOLE_READS.insert(bpf_get_current_pid_tgid(), key, BPF_ANY as u64);
     Ok(())
 }

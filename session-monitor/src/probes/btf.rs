@@ -7,7 +7,10 @@
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use session_monitor_common::kernel_members::{ITER_UNKNOWN, KernelMember, KernelOffsets};
+use session_monitor_common::{
+    config::KernelTypes,
+    kernel_members::{ITER_UNKNOWN, KernelMember, KernelOffsets},
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -122,6 +125,29 @@ fn find_member(
     Ok(None)
 }
 
+/// The BTF ids the programs cast with: `bpf_rdonly_cast` and the structures it
+/// types. All zero where the kernel has no such kfunc (before 6.2).
+pub fn resolve_types(btf: &Btf) -> Result<KernelTypes> {
+    let mut types = KernelTypes::default();
+    let Some(kfunc) = type_id(btf, "bpf_rdonly_cast", |t| matches!(t, Type::Func(_))) else {
+        return Ok(types);
+    };
+    for (name, field) in KernelTypes::STRUCTS {
+        *field(&mut types) = type_id(btf, name, |t| matches!(t, Type::Struct(_)))
+            .ok_or_else(|| anyhow!("kernel BTF has no `struct {name}`"))?;
+    }
+    types.rdonly_cast = kfunc;
+    Ok(types)
+}
+
+/// The id of the first type named `name` that `kind` accepts.
+fn type_id(btf: &Btf, name: &str, kind: impl Fn(&Type) -> bool) -> Option<u32> {
+    btf.resolve_ids_by_name(name)
+        .ok()?
+        .into_iter()
+        .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| kind(&t)))
+}
+
 /// True when the kernel's BTF has a function named `name` (a trampoline target).
 pub fn has_function(btf: &Btf, name: &str) -> bool {
     btf.resolve_types_by_name(name)
@@ -154,6 +180,22 @@ mod tests {
     /// A renamed member resolves by whichever spelling the kernel has, newest first;
     /// an optional one the kernel lacks is `None`, a required one an error that
     /// names its newest spelling.
+    /// This machine's kernel (6.18) has `bpf_rdonly_cast`: its id and every
+    /// structure's are found, and they differ.
+    #[test]
+    fn resolves_the_cast_kfunc_and_its_types_on_this_kernel() {
+        let btf = kernel_btf().unwrap_or_else(|e| panic!("{e:#}"));
+        let types = resolve_types(&btf).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut ids = vec![types.rdonly_cast];
+        for (_, field) in KernelTypes::STRUCTS {
+            ids.push(*field(&mut types.clone()));
+        }
+        assert!(ids.iter().all(|&id| id != 0), "{types:?}");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), KernelTypes::STRUCTS.len() + 1, "{types:?}");
+    }
+
     #[test]
     fn members_resolve_by_any_spelling() {
         let btf = kernel_btf().unwrap();

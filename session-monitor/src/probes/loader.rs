@@ -11,12 +11,12 @@ use aya::{
 use serde::Serialize;
 use session_monitor_common::{
     CONFIG_GLOBAL, ProbeConfig,
-    config::{KernelOffsets, TracepointFields, flags},
+    config::{KernelOffsets, KernelTypes, TracepointFields, flags},
     map_names,
 };
 
 use super::{
-    btf,
+    btf, kfunc,
     maps::KernelMaps,
     pins::{self, PinDir},
     programs::{self, AttachPoint, ProgramSpec},
@@ -127,6 +127,7 @@ impl Probes {
 struct KernelFacts<'a> {
     offsets: KernelOffsets,
     tracepoints: TracepointFields,
+    types: KernelTypes,
     btf: &'a aya::Btf,
     /// The same BTF, for looking up functions (fentry targets) before loading.
     vmlinux: &'a btf_rs::Btf,
@@ -140,6 +141,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
     let kernel_btf = btf::kernel_btf()?;
     let offsets =
         btf::resolve_offsets(&kernel_btf).context("resolving kernel structure offsets from BTF")?;
+    let types = btf::resolve_types(&kernel_btf).context("resolving kernel types from BTF")?;
     let tracefs = tracefs::ensure_tracefs()?;
     let aya_btf = aya::Btf::from_sys_fs().context("reading kernel BTF for fentry programs")?;
     let mut pins = match &opts.pin_dir {
@@ -160,6 +162,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
         let kernel = KernelFacts {
             offsets,
             tracepoints: TracepointFields::default(),
+            types,
             btf: &aya_btf,
             vmlinux: &kernel_btf,
             tracefs: &tracefs,
@@ -183,6 +186,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
     let kernel = KernelFacts {
         offsets,
         tracepoints: fields,
+        types,
         btf: &aya_btf,
         vmlinux: &kernel_btf,
         tracefs: &tracefs,
@@ -341,6 +345,7 @@ fn load_backend(
     let config = ProbeConfig {
         offsets: kernel.offsets,
         tracepoints: kernel.tracepoints,
+        types: kernel.types,
         flags: if opts.kernel_revoke {
             flags::KERNEL_REVOKE
         } else {
@@ -364,8 +369,14 @@ fn load_backend(
     for (name, path) in &pinned {
         loader.map_pin_path(name.as_str(), path.as_path());
     }
+    let object = kfunc::patch(EBPF_OBJECT, kernel.types.rdonly_cast);
+    tracing::debug!(
+        calls = object.calls,
+        kfunc = kernel.types.rdonly_cast,
+        "bpf_rdonly_cast calls patched"
+    );
     let mut ebpf = loader
-        .load(EBPF_OBJECT)
+        .load(object.bytes())
         .context("loading the eBPF object")?;
     init_ebpf_log(&mut ebpf);
 

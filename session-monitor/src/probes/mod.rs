@@ -3,6 +3,7 @@
 
 mod btf;
 mod events;
+mod kfunc;
 mod loader;
 mod maps;
 mod pins;
