@@ -88,9 +88,10 @@ pub struct WarningWritten {
     pub refused: Vec<(TtyKey, String)>,
 }
 
-/// How many warnings are written to terminals at the same time (each on a blocking
-/// thread: a few system calls per terminal).
-pub(super) const NOTICE_WRITERS: usize = 8;
+/// How many warnings and closing lines are written to terminals at the same time,
+/// each on a blocking thread (a few system calls per terminal; a closing line also
+/// the /proc reads that find the processes to end).
+pub(super) const NOTICE_WRITERS: usize = 16;
 
 pub struct CoreParts {
     pub probes: Probes,
@@ -135,7 +136,7 @@ pub struct Core {
     pub(super) schedule: BTreeSet<(u64, LoginKey)>,
     pub(super) terminations: mpsc::Sender<TerminationDone>,
     pub(super) warnings_written: mpsc::Sender<WarningWritten>,
-    /// Bounds the warnings being written at once ([`NOTICE_WRITERS`]).
+    /// Bounds the warnings and closing lines being written at once ([`NOTICE_WRITERS`]).
     pub(super) notice_writers: Arc<tokio::sync::Semaphore>,
     pub(super) reloads: (u64, u64),
     pub(super) revocations: Revocations,

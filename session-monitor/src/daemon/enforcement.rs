@@ -455,26 +455,47 @@ impl Core {
         let forwarding = servers
             .iter()
             .any(|s| !terminals.iter().any(|(leader, _)| leader == s));
+        let writers = self.notice_writers.clone();
         tokio::spawn(async move {
-            let mut notice_refused = None;
-            let mut written = false;
-            for (leader, tty) in terminals {
-                match notice::write_to_terminal(leader, tty, &closing) {
-                    Ok(()) => written = true,
-                    Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
-                    Err(err) => {
-                        tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+            // The closing line and the /proc reads are blocking system calls: they run
+            // on the blocking pool, a few at a time, so that a thousand logins ended
+            // together never hold up the core or the reactor that sees exits.
+            let session_id = done.session_id.clone();
+            let prepared = {
+                let _permit = writers.acquire_owned().await;
+                tokio::task::spawn_blocking(move || {
+                    let mut notice_refused = None;
+                    let mut written = false;
+                    for (leader, tty) in terminals {
+                        match notice::write_to_terminal(leader, tty, &closing) {
+                            Ok(()) => written = true,
+                            Err(notice::NoticeError::Refused(why)) => {
+                                notice_refused = Some((tty, why))
+                            }
+                            Err(err) => {
+                                tracing::debug!(id = %session_id, "closing line not written: {err}");
+                            }
+                        }
                     }
-                }
-            }
-            // The server forwards the line to the client once the shell is gone;
-            // give it that moment before signalling it.
-            let server_grace = if written && forwarding {
-                SERVER_FORWARDS_CLOSING_LINE
-            } else {
-                Duration::ZERO
+                    // The server forwards the line to the client once the shell is
+                    // gone; give it that moment before signalling it.
+                    let server_grace = if written && forwarding {
+                        SERVER_FORWARDS_CLOSING_LINE
+                    } else {
+                        Duration::ZERO
+                    };
+                    let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
+                    (plan, server_grace, notice_refused)
+                })
+                .await
             };
-            let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
+            let (plan, server_grace, notice_refused) = match prepared {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    tracing::error!(id = %done.session_id, "ending the session failed: {err}");
+                    return;
+                }
+            };
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace, server_grace).await;
             let _ = tx
