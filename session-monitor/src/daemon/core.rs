@@ -80,6 +80,19 @@ pub struct TerminationDone {
     pub notice_refused: Option<(TtyKey, String)>,
 }
 
+/// A warning written to a login's terminals, with those that refused it.
+pub struct WarningWritten {
+    pub key: LoginKey,
+    pub session_id: String,
+    /// Terminals the daemon did not write to, and why (see `notice::write_to_terminal`).
+    pub refused: Vec<(TtyKey, String)>,
+}
+
+/// How many warnings and closing lines are written to terminals at the same time,
+/// each on a blocking thread (a few system calls per terminal; a closing line also
+/// the /proc reads that find the processes to end).
+pub(super) const NOTICE_WRITERS: usize = 16;
+
 pub struct CoreParts {
     pub probes: Probes,
     pub maps: KernelMaps,
@@ -89,6 +102,7 @@ pub struct CoreParts {
     pub force_dry_run: bool,
     pub audit: AuditLog,
     pub terminations: mpsc::Sender<TerminationDone>,
+    pub warnings_written: mpsc::Sender<WarningWritten>,
     pub revocations: Revocations,
     pub access: tokio::sync::watch::Sender<crate::control::Access>,
     pub metrics: Arc<Metrics>,
@@ -121,6 +135,9 @@ pub struct Core {
     /// Every login's pending deadline (its `due`), ordered by time (CLOCK_BOOTTIME ns).
     pub(super) schedule: BTreeSet<(u64, LoginKey)>,
     pub(super) terminations: mpsc::Sender<TerminationDone>,
+    pub(super) warnings_written: mpsc::Sender<WarningWritten>,
+    /// Bounds the warnings and closing lines being written at once ([`NOTICE_WRITERS`]).
+    pub(super) notice_writers: Arc<tokio::sync::Semaphore>,
     pub(super) reloads: (u64, u64),
     pub(super) revocations: Revocations,
     /// Who may use the control socket (changes with the policy's `control_group`).
@@ -171,6 +188,8 @@ impl Core {
             audit: parts.audit,
             schedule: BTreeSet::new(),
             terminations: parts.terminations,
+            warnings_written: parts.warnings_written,
+            notice_writers: Arc::new(tokio::sync::Semaphore::new(NOTICE_WRITERS)),
             reloads: (0, 0),
             revocations: parts.revocations,
             access: parts.access,

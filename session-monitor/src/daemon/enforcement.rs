@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 
 use tokio::time::Instant;
 
-use super::core::{Core, TerminationDone};
+use super::core::{Core, TerminationDone, WarningWritten};
 use session_monitor_common::TtyKey;
 
 use crate::{
@@ -242,25 +242,10 @@ impl Core {
         let dry_run = self.mode() == Mode::DryRun;
         // A login without a terminal has nowhere to show the warning: the audit log
         // and the metrics say what happened.
-        let mut refused = Vec::new();
-        if !dry_run {
+        if !dry_run && !login.terminals.is_empty() {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
-            for t in &login.terminals {
-                match notice::write_to_terminal(t.leader, t.key, &text) {
-                    Ok(()) => {}
-                    Err(notice::NoticeError::Refused(why)) => refused.push((t.key, why)),
-                    Err(err) => {
-                        tracing::warn!(id = %login.id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&t.key));
-                    }
-                }
-            }
+            self.write_warning(key, &text);
         }
-        for (tty, why) in refused {
-            self.record_notice_refused(key, &tty, Notice::Warning, &why);
-        }
-        let Some(login) = self.table.get(key) else {
-            return;
-        };
         let timing = self.timing(login);
         tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
         self.audit.record(AuditEvent::Warning {
@@ -278,6 +263,66 @@ impl Core {
                 at_ns: now,
             });
             self.given_changed = true;
+        }
+    }
+
+    /// Writes the warning to the login's terminals off the core's loop: a thousand
+    /// logins warned together are written in parallel (at most
+    /// [`super::core::NOTICE_WRITERS`] at a time), and the core goes on to the next
+    /// deadline meanwhile. Refusals come back to the core
+    /// ([`Core::on_warning_written`]) to be audited.
+    fn write_warning(&self, key: &LoginKey, text: &str) {
+        let Some(login) = self.table.get(key) else {
+            return;
+        };
+        let terminals: Vec<(ProcRef, TtyKey)> =
+            login.terminals.iter().map(|t| (t.leader, t.key)).collect();
+        let (key, session_id, text) = (*key, login.id.clone(), text.to_string());
+        let writers = self.notice_writers.clone();
+        let tx = self.warnings_written.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = writers.acquire_owned().await else {
+                return;
+            };
+            let id = session_id.clone();
+            let refused = tokio::task::spawn_blocking(move || {
+                let mut refused = Vec::new();
+                for (leader, tty) in terminals {
+                    match notice::write_to_terminal(leader, tty, &text) {
+                        Ok(()) => {}
+                        Err(notice::NoticeError::Refused(why)) => refused.push((tty, why)),
+                        Err(err) => {
+                            tracing::warn!(%id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&tty));
+                        }
+                    }
+                }
+                refused
+            })
+            .await
+            .unwrap_or_default();
+            if !refused.is_empty() {
+                let _ = tx
+                    .send(WarningWritten {
+                        key,
+                        session_id,
+                        refused,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    /// The warning's terminals that refused it (see [`Core::write_warning`]).
+    pub fn on_warning_written(&mut self, written: WarningWritten) {
+        if self
+            .table
+            .get(&written.key)
+            .is_none_or(|s| s.id != written.session_id)
+        {
+            return;
+        }
+        for (tty, why) in written.refused {
+            self.record_notice_refused(&written.key, &tty, Notice::Warning, &why);
         }
     }
 
@@ -404,26 +449,53 @@ impl Core {
         for inner in nested {
             self.start_termination(&inner, reason, detail);
         }
+        // Only a server apart from the terminals' leaders forwards the closing line
+        // (sshd, mosh-server); a login whose identity is its terminal's own leader (a
+        // local shell) has no one to wait for: the line is already in the terminal.
+        let forwarding = servers
+            .iter()
+            .any(|s| !terminals.iter().any(|(leader, _)| leader == s));
+        let writers = self.notice_writers.clone();
         tokio::spawn(async move {
-            let mut notice_refused = None;
-            let mut written = false;
-            for (leader, tty) in terminals {
-                match notice::write_to_terminal(leader, tty, &closing) {
-                    Ok(()) => written = true,
-                    Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
-                    Err(err) => {
-                        tracing::debug!(id = %done.session_id, "closing line not written: {err}");
+            // The closing line and the /proc reads are blocking system calls: they run
+            // on the blocking pool, a few at a time, so that a thousand logins ended
+            // together never hold up the core or the reactor that sees exits.
+            let session_id = done.session_id.clone();
+            let prepared = {
+                let _permit = writers.acquire_owned().await;
+                tokio::task::spawn_blocking(move || {
+                    let mut notice_refused = None;
+                    let mut written = false;
+                    for (leader, tty) in terminals {
+                        match notice::write_to_terminal(leader, tty, &closing) {
+                            Ok(()) => written = true,
+                            Err(notice::NoticeError::Refused(why)) => {
+                                notice_refused = Some((tty, why))
+                            }
+                            Err(err) => {
+                                tracing::debug!(id = %session_id, "closing line not written: {err}");
+                            }
+                        }
                     }
-                }
-            }
-            // The server forwards the line to the client once the shell is gone;
-            // give it that moment before signalling it.
-            let server_grace = if written {
-                SERVER_FORWARDS_CLOSING_LINE
-            } else {
-                Duration::ZERO
+                    // The server forwards the line to the client once the shell is
+                    // gone; give it that moment before signalling it.
+                    let server_grace = if written && forwarding {
+                        SERVER_FORWARDS_CLOSING_LINE
+                    } else {
+                        Duration::ZERO
+                    };
+                    let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
+                    (plan, server_grace, notice_refused)
+                })
+                .await
             };
-            let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
+            let (plan, server_grace, notice_refused) = match prepared {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    tracing::error!(id = %done.session_id, "ending the session failed: {err}");
+                    return;
+                }
+            };
             tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace, server_grace).await;
             let _ = tx

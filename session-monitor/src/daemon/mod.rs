@@ -116,6 +116,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
 
     let (done_tx, mut terminations) = mpsc::channel(256);
+    let (warned_tx, mut warnings_written) = mpsc::channel(256);
     let mut core = core::Core::new(core::CoreParts {
         probes,
         maps,
@@ -125,6 +126,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         force_dry_run: opts.dry_run,
         audit,
         terminations: done_tx,
+        warnings_written: warned_tx,
         revocations,
         access,
         metrics,
@@ -158,6 +160,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             Some(event) = events.recv() => core.on_event(event),
             Some(incoming) = control.recv() => core.on_control(incoming),
             Some(done) = terminations.recv() => core.on_termination_done(done),
+            Some(written) = warnings_written.recv() => core.on_warning_written(written),
             _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             _ = sleep_until_opt(resolve_at) => core.resolve_pending(),
             _ = reconcile.tick() => core.reconcile(),
