@@ -187,7 +187,9 @@ fn assert_tracepoint_backend(status: &Value) {
     assert_life_cycle(&attach);
     for a in &attach {
         assert!(
-            a.starts_with("tracepoint/") || LIFE_CYCLE.contains(&a.as_str()),
+            a.starts_with("tracepoint/")
+                || a == "tp_btf/sock_recv_length"
+                || LIFE_CYCLE.contains(&a.as_str()),
             "unexpected program {a} in the tracepoint backend: {attach:?}"
         );
     }
@@ -203,7 +205,7 @@ fn assert_tracepoint_backend(status: &Value) {
         .iter()
         .any(|t| Path::new(t).join("events/sock/sock_recv_length").exists());
     let expected: &[&str] = if has_sock_recv_length {
-        &["tracepoint/sock/sock_recv_length"]
+        &["tp_btf/sock_recv_length"]
     } else {
         &[
             "tracepoint/syscalls/sys_exit_recvmsg",

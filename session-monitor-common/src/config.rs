@@ -25,9 +25,6 @@ pub struct TracepointFields {
     pub sys_enter_ioctl_cmd: u32,
     /// `sys_exit_{read,recvmsg,recvfrom}.ret` (the same offset in each).
     pub sys_exit_ret: u32,
-    /// `sock/sock_recv_length.protocol` and `.ret`.
-    pub sock_recv_protocol: u32,
-    pub sock_recv_ret: u32,
 }
 
 /// BTF type ids in the running kernel, for `bpf_rdonly_cast`: it turns a pointer the

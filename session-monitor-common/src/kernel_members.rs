@@ -167,6 +167,9 @@ kernel_members! {
         socket_sk = socket.sk;
         sock_sk_common = sock.__sk_common;
         sock_common_skc_family = sock_common.skc_family;
+        /// `sock.sk_protocol` (a `u16` since 5.6), read where `sock_recv_length`
+        /// exists (6.3+).
+        sock_sk_protocol = sock.sk_protocol, optional;
     }
     enums {
         /// Values of `enum iter_type` on this kernel (the order changed in 6.4). Before

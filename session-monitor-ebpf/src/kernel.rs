@@ -248,6 +248,12 @@ fn socket_family<A: Access>(socket: *const u8) -> Result<u16, ReadError> {
     )
 }
 
+/// `sk->sk_protocol` of a hook's typed `sock`.
+#[inline(always)]
+pub fn sock_protocol(sk: *const u8) -> Result<u16, ReadError> {
+    Typed::read(sk, conf!(offsets.sock_sk_protocol))
+}
+
 /// The thread id and thread-group id of a typed `task_struct` (a fork hook's child).
 #[inline(always)]
 pub fn task_ids(task: *const u8) -> Result<(u32, u32), ReadError> {

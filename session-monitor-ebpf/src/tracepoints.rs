@@ -7,8 +7,9 @@
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
 //!   `sys_exit_read` counts the bytes);
-//! - UDP: `sock:sock_recv_length` where the kernel has it (6.3+), otherwise the exits
-//!   of `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
+//! - UDP: `sock_recv_length` where the kernel has it (6.3+), as a BTF tracepoint (no
+//!   perf record for every socket receive on the host), otherwise the exits of
+//!   `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
 //!
 //! Field offsets inside each tracepoint record come from its tracefs `format` file.
 
@@ -16,8 +17,8 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
 
@@ -287,23 +288,17 @@ fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     Ok(())
 }
 
-#[tracepoint]
-pub fn tp_sock_recv(ctx: TracePointContext) -> u32 {
+/// `sock_recv_length(struct sock *sk, int ret, int flags)`: every socket receive on
+/// the host, TCP included, so the protocol (one direct load) is tested first.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn tp_sock_recv(ctx: BtfTracePointContext) -> u32 {
     bump(Probe::UdpRecv, Stat::Seen);
-    let _ = try_sock_recv(&ctx);
-    0
-}
-
-fn try_sock_recv(ctx: &TracePointContext) -> Result<(), ReadError> {
-    let protocol: u16 = field(ctx, conf!(tracepoints.sock_recv_protocol))?;
-    if protocol != IPPROTO_UDP {
-        return Ok(());
-    }
-    let ret: i32 = field(ctx, conf!(tracepoints.sock_recv_ret))?;
-    if ret > 0 {
+    let sk: *const u8 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    if kernel::sock_protocol(sk).is_ok_and(|p| p == IPPROTO_UDP) && ret > 0 {
         activity::udp_received();
     }
-    Ok(())
+    0
 }
 
 #[tracepoint]

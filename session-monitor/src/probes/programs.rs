@@ -98,12 +98,15 @@ pub const FORK: ProgramSpec = ProgramSpec {
 
 pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
     let udp_programs = match udp {
-        UdpSource::SockRecvLength => vec![tp(
-            "tp_sock_recv",
-            "sock",
-            "sock_recv_length",
-            Probe::UdpRecv,
-        )],
+        UdpSource::SockRecvLength => vec![ProgramSpec {
+            name: "tp_sock_recv",
+            attach: AttachPoint::BtfTracepoint {
+                name: "sock_recv_length",
+            },
+            probe: Probe::UdpRecv,
+            optional: false,
+            renamed: &[],
+        }],
         UdpSource::RecvSyscalls => vec![
             tp(
                 "tp_recvmsg_exit",

@@ -94,7 +94,8 @@ pub fn parse_field_offset(format: &str, field: &str) -> Result<u32> {
 /// Which tracepoint gives the UDP receive signal on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UdpSource {
-    /// `sock:sock_recv_length` (Linux 6.3+): carries protocol and length.
+    /// `sock_recv_length` (Linux 6.3+) as a BTF tracepoint: the socket comes typed,
+    /// and no perf record is filled for the receives of other protocols.
     SockRecvLength,
     /// Before 6.3: `syscalls:sys_exit_recvmsg` and `sys_exit_recvfrom` of processes
     /// tracked for UDP liveness (Mosh servers, whose only sockets are their UDP ones).
@@ -107,7 +108,7 @@ impl UdpSource {
     /// Where the signal comes from, as `status` shows it.
     pub fn describe(self) -> &'static str {
         match self {
-            UdpSource::SockRecvLength => "tracepoint/sock/sock_recv_length",
+            UdpSource::SockRecvLength => "tp_btf/sock_recv_length",
             UdpSource::RecvSyscalls => {
                 "tracepoint/syscalls/sys_exit_recvmsg and sys_exit_recvfrom (Mosh servers only)"
             }
@@ -133,7 +134,7 @@ pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields
             bail!("syscalls:{other} has `fd` at offset {theirs}, sys_enter_write at {fd}");
         }
     }
-    let mut fields = TracepointFields {
+    let fields = TracepointFields {
         sys_enter_fd: fd,
         sys_enter_write_count: sc("sys_enter_write", "count")?,
         sys_enter_write_buf: sc("sys_enter_write", "buf")?,
@@ -141,24 +142,16 @@ pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields
         sys_enter_writev_vlen: sc("sys_enter_writev", "vlen")?,
         sys_enter_ioctl_cmd: sc("sys_enter_ioctl", "cmd")?,
         sys_exit_ret: sc("sys_exit_read", "ret")?,
-        ..TracepointFields::default()
     };
-    match udp {
-        UdpSource::SockRecvLength => {
-            fields.sock_recv_protocol =
-                field_offset(tracefs, "sock", "sock_recv_length", "protocol")?;
-            fields.sock_recv_ret = field_offset(tracefs, "sock", "sock_recv_length", "ret")?;
-        }
-        UdpSource::RecvSyscalls => {
-            // Read through `sys_exit_ret`, like sys_exit_read.
-            for other in ["sys_exit_recvmsg", "sys_exit_recvfrom"] {
-                let theirs = sc(other, "ret")?;
-                if theirs != fields.sys_exit_ret {
-                    bail!(
-                        "syscalls:{other} has `ret` at offset {theirs}, sys_exit_read at {}",
-                        fields.sys_exit_ret
-                    );
-                }
+    if udp == UdpSource::RecvSyscalls {
+        // Read through `sys_exit_ret`, like sys_exit_read.
+        for other in ["sys_exit_recvmsg", "sys_exit_recvfrom"] {
+            let theirs = sc(other, "ret")?;
+            if theirs != fields.sys_exit_ret {
+                bail!(
+                    "syscalls:{other} has `ret` at offset {theirs}, sys_exit_read at {}",
+                    fields.sys_exit_ret
+                );
             }
         }
     }

@@ -89,6 +89,7 @@ fn op_name(w: &WorkloadResult) -> String {
     match w.kind {
         Kind::Whole => unit_of(w),
         Kind::TerminalOutput => "1 KiB write".into(),
+        Kind::Keystrokes if w.name.starts_with("pastes") => "paste".into(),
         Kind::Keystrokes => "keystroke".into(),
         Kind::UnrelatedWrites => "write".into(),
         Kind::UnrelatedUdp => "datagram".into(),

@@ -241,38 +241,66 @@ impl Workload for TerminalOutput {
 }
 
 /// 2. Keystrokes: one byte at a time into pty masters, round robin, as a transport
-///    (sshd, tmux) does; each pty has a session leader that reads its input.
+///    (sshd, tmux) does; each pty has a session leader that reads its input. As
+///    pastes: 16 bytes of text per write, which the answer filter reads (writes of
+///    one byte skip it).
 pub struct Keystrokes {
     ptys: Vec<Pty>,
     leaders: Leaders,
+    bytes: &'static [u8],
 }
+
+/// What one paste writes: text, so the answer filter reads it and finds input.
+const PASTE: &[u8] = b"ls -l /var/log\r\n";
 
 impl Keystrokes {
     pub fn new(count: usize) -> Result<Self> {
+        Self::writing(count, b"k")
+    }
+
+    pub fn pastes(count: usize) -> Result<Self> {
+        Self::writing(count, PASTE)
+    }
+
+    fn writing(count: usize, bytes: &'static [u8]) -> Result<Self> {
         let (ptys, leaders) = sys::sessions(count, true, LeaderMode::Drain, None)?;
         for pty in &ptys {
             sys::set_nonblocking(pty.master.as_fd())?;
         }
-        Ok(Self { ptys, leaders })
+        Ok(Self {
+            ptys,
+            leaders,
+            bytes,
+        })
     }
 }
 
 impl Workload for Keystrokes {
     fn name(&self) -> String {
-        format!("keystrokes-{}", self.ptys.len())
+        match self.bytes.len() {
+            1 => format!("keystrokes-{}", self.ptys.len()),
+            _ => format!("pastes-{}", self.ptys.len()),
+        }
     }
     fn kind(&self) -> Kind {
         Kind::Keystrokes
     }
     fn describe(&self) -> String {
+        let what = match self.bytes.len() {
+            1 => "1 byte".to_string(),
+            n => format!("{n} bytes of text (a paste: the answer filter reads each write)"),
+        };
         format!(
-            "write(2) of 1 byte into each of {} pty masters in turn (raw mode, no echo), \
+            "write(2) of {what} into each of {} pty masters in turn (raw mode, no echo), \
              as fast as possible; each pty's session leader reads its input",
             self.ptys.len()
         )
     }
     fn unit(&self) -> &'static str {
-        "keystrokes/s"
+        match self.bytes.len() {
+            1 => "keystrokes/s",
+            _ => "pastes/s",
+        }
     }
     fn leaders(&self) -> &[i32] {
         &self.leaders.pids
@@ -283,7 +311,7 @@ impl Workload for Keystrokes {
         timed(duration, || {
             let mut done = 0;
             for _ in 0..64 {
-                if write_fd(masters[next], b"k")? == Some(1) {
+                if write_fd(masters[next], self.bytes)? == Some(self.bytes.len()) {
                     done += 1;
                 }
                 next = (next + 1) % masters.len();
@@ -559,6 +587,7 @@ pub fn all(whole: &WholeSizes, keystroke_ptys: &[usize]) -> Vec<(String, Factory
             Box::new(move || boxed(Keystrokes::new(n))),
         ));
     }
+    list.push(("pastes-1".into(), Box::new(|| boxed(Keystrokes::pastes(1)))));
     list.push((
         "writes-devnull".into(),
         Box::new(|| boxed(DevNullWrites::new())),
