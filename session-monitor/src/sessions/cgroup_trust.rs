@@ -15,8 +15,11 @@
 use std::{
     os::fd::OwnedFd,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
+use procfs::process::MountInfo;
 use rustix::fs::{Mode, OFlags};
 
 /// A cgroup path of a process, as `/proc/PID/cgroup` gives it, with its hierarchy.
@@ -102,10 +105,8 @@ fn check_root_only(dir: &OwnedFd) -> Result<(), String> {
 /// the v1 mount with exactly its controllers. Only a mount of the hierarchy's root
 /// (not a bind mount of a subtree) matches the paths in `/proc/PID/cgroup`.
 fn hierarchy_mount(group: &CgroupPath) -> Option<PathBuf> {
-    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
-    mounts
-        .into_iter()
-        .filter(|m| m.root == "/")
+    root_mounts()?
+        .iter()
         .find(|m| {
             if group.hierarchy == 0 {
                 return m.fs_type == "cgroup2";
@@ -119,7 +120,37 @@ fn hierarchy_mount(group: &CgroupPath) -> Option<PathBuf> {
                     None => m.super_options.contains_key(c.as_str()),
                 })
         })
-        .map(|m| m.mount_point)
+        .map(|m| m.mount_point.clone())
+}
+
+/// How long the daemon's list of mounts is reused. Only root changes mounts, and a
+/// change shows within this time.
+const MOUNTS_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The daemon's mounts of filesystem roots (`/proc/self/mountinfo`), read at most
+/// once per [`MOUNTS_FRESH_FOR`]: a burst of a thousand new logins is resolved with
+/// one read of the mount table, not a thousand (it was the largest single cost of
+/// resolving such a burst).
+fn root_mounts() -> Option<Arc<Vec<MountInfo>>> {
+    static CACHE: Mutex<Option<(Instant, Arc<Vec<MountInfo>>)>> = Mutex::new(None);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((read_at, mounts)) = cache.as_ref()
+        && read_at.elapsed() < MOUNTS_FRESH_FOR
+    {
+        return Some(mounts.clone());
+    }
+    let mounts: Vec<MountInfo> = procfs::process::Process::myself()
+        .ok()?
+        .mountinfo()
+        .ok()?
+        .into_iter()
+        .filter(|m| m.root == "/")
+        .collect();
+    let mounts = Arc::new(mounts);
+    *cache = Some((Instant::now(), mounts.clone()));
+    Some(mounts)
 }
 
 #[cfg(test)]
