@@ -45,8 +45,6 @@ pub struct KernelTypes {
     pub tty_file_private: u32,
     pub pts_fs_info: u32,
     pub socket: u32,
-    /// Keeps [`ProbeConfig`] free of implicit padding: it is handed over as bytes.
-    pub reserved: u32,
 }
 
 /// A field of [`KernelTypes`].

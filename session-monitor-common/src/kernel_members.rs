@@ -208,7 +208,7 @@ mod tests {
         let built = KernelOffsets::from_table(offsets, [100, 200]);
         assert_eq!(built.member_offsets(), offsets);
         assert_eq!(built.task_files, 1);
-        assert_eq!(built.sock_common_skc_family, offsets.len() as u32);
+        assert_eq!(built.sock_sk_protocol, offsets.len() as u32);
         assert_eq!((built.iter_ubuf, built.iter_iovec), (100, 200));
         // The struct is the table: nothing else in it.
         assert_eq!(
