@@ -247,22 +247,37 @@ impl Workload for TerminalOutput {
 pub struct Keystrokes {
     ptys: Vec<Pty>,
     leaders: Leaders,
-    bytes: &'static [u8],
+    typing: Typing,
 }
 
-/// What one paste writes: text, so the answer filter reads it and finds input.
-const PASTE: &[u8] = b"ls -l /var/log\r\n";
+/// What each write into a master carries.
+#[derive(Clone, Copy)]
+enum Typing {
+    /// One byte: a typed key, which the answer filter never reads.
+    Key,
+    /// A line of text, which the answer filter reads and finds to be input.
+    Paste,
+}
+
+impl Typing {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Typing::Key => b"k",
+            Typing::Paste => b"ls -l /var/log\r\n",
+        }
+    }
+}
 
 impl Keystrokes {
     pub fn new(count: usize) -> Result<Self> {
-        Self::writing(count, b"k")
+        Self::writing(count, Typing::Key)
     }
 
     pub fn pastes(count: usize) -> Result<Self> {
-        Self::writing(count, PASTE)
+        Self::writing(count, Typing::Paste)
     }
 
-    fn writing(count: usize, bytes: &'static [u8]) -> Result<Self> {
+    fn writing(count: usize, typing: Typing) -> Result<Self> {
         let (ptys, leaders) = sys::sessions(count, true, LeaderMode::Drain, None)?;
         for pty in &ptys {
             sys::set_nonblocking(pty.master.as_fd())?;
@@ -270,25 +285,28 @@ impl Keystrokes {
         Ok(Self {
             ptys,
             leaders,
-            bytes,
+            typing,
         })
     }
 }
 
 impl Workload for Keystrokes {
     fn name(&self) -> String {
-        match self.bytes.len() {
-            1 => format!("keystrokes-{}", self.ptys.len()),
-            _ => format!("pastes-{}", self.ptys.len()),
+        match self.typing {
+            Typing::Key => format!("keystrokes-{}", self.ptys.len()),
+            Typing::Paste => format!("pastes-{}", self.ptys.len()),
         }
     }
     fn kind(&self) -> Kind {
         Kind::Keystrokes
     }
     fn describe(&self) -> String {
-        let what = match self.bytes.len() {
-            1 => "1 byte".to_string(),
-            n => format!("{n} bytes of text (a paste: the answer filter reads each write)"),
+        let what = match self.typing {
+            Typing::Key => "1 byte".to_string(),
+            Typing::Paste => format!(
+                "{} bytes of text (a paste: the answer filter reads each write)",
+                self.typing.bytes().len()
+            ),
         };
         format!(
             "write(2) of {what} into each of {} pty masters in turn (raw mode, no echo), \
@@ -297,9 +315,9 @@ impl Workload for Keystrokes {
         )
     }
     fn unit(&self) -> &'static str {
-        match self.bytes.len() {
-            1 => "keystrokes/s",
-            _ => "pastes/s",
+        match self.typing {
+            Typing::Key => "keystrokes/s",
+            Typing::Paste => "pastes/s",
         }
     }
     fn leaders(&self) -> &[i32] {
@@ -307,11 +325,12 @@ impl Workload for Keystrokes {
     }
     fn run(&mut self, duration: Duration) -> Result<Sample> {
         let masters: Vec<BorrowedFd<'_>> = self.ptys.iter().map(|p| p.master.as_fd()).collect();
+        let bytes = self.typing.bytes();
         let mut next = 0;
         timed(duration, || {
             let mut done = 0;
             for _ in 0..64 {
-                if write_fd(masters[next], self.bytes)? == Some(self.bytes.len()) {
+                if write_fd(masters[next], bytes)? == Some(bytes.len()) {
                     done += 1;
                 }
                 next = (next + 1) % masters.len();
