@@ -69,6 +69,9 @@ pub fn run(args: &BenchArgs, kernel: &str, daemon: &Path) -> VmBench {
     };
     bench.kernel = Some(kernel.version.clone());
     for backend in ["fentry", "tracepoint"] {
+        if !args.vm_backends.iter().any(|b| b == backend) {
+            continue;
+        }
         let dir = vm::target_dir()
             .join("bench")
             .join(format!("vm-{}-{backend}", kernel.version));

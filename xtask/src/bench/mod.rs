@@ -70,6 +70,18 @@ pub struct BenchArgs {
     /// Do not run the VM part.
     #[arg(long, conflicts_with = "vm")]
     pub no_vm: bool,
+    /// The backends the VM part measures (each is one boot, about ten minutes). The
+    /// tracepoint backend is measured on the host too; in the VM it is compared with
+    /// fentry under the same emulation.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "BACKENDS",
+        default_value = "fentry,tracepoint",
+        value_parser = ["fentry", "tracepoint"],
+        conflicts_with = "no_vm"
+    )]
+    pub vm_backends: Vec<String>,
     /// Inside the VM: use this daemon binary as it is (no set-up, no build), run the
     /// throughput workloads only, with the VM's run sizes.
     #[arg(long, hide = true, value_name = "PATH")]
@@ -569,6 +581,9 @@ fn args_line(args: &BenchArgs) -> String {
     }
     if args.no_vm {
         line.push_str(" --no-vm");
+    }
+    if args.vm_kernel().is_some() && args.vm_backends.len() != 2 {
+        line.push_str(&format!(" --vm-backends {}", args.vm_backends.join(",")));
     }
     line
 }
