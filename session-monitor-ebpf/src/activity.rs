@@ -32,7 +32,9 @@ use session_monitor_common::{
 use crate::{
     config::conf,
     kernel::{self, Access, ReadError, TtyFile},
-    maps::{EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot},
+    maps::{
+        EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot,
+    },
 };
 
 const SIGKILL: u32 = 9;
@@ -259,6 +261,10 @@ fn output(probe: Probe, key: TtyKey) {
 #[inline(always)]
 fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
     if conf!(flags) & flags::KERNEL_REVOKE == 0 {
+        return false;
+    }
+    // Nobody revoked (the common case): one load, no hash lookup.
+    if REVOKED_ANY.get(0).is_none_or(|&any| any == 0) {
         return false;
     }
     let uid = bpf_get_current_uid_gid() as u32;

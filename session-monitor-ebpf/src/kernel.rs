@@ -92,6 +92,22 @@ fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// Runs `$f::<A>(p, ...)` with `p` a structure that a `void *` member points to,
+/// typed as `struct $ty` and `A` the way its members can be read: direct loads where
+/// the kernel has `bpf_rdonly_cast` (the pointer typed again by the kfunc), helper
+/// reads otherwise. The one place that choice is written. `$ty` names a field of
+/// `KernelTypes`; the test is a load-time constant, so the verifier walks one side.
+macro_rules! through_void {
+    ($f:ident($p:expr => $ty:ident $(, $arg:expr)* $(,)?)) => {{
+        let p: *const u8 = $p;
+        if kfunc::casts() {
+            $f::<Typed>(Typed::retype(p, conf!(types.$ty)) $(, $arg)*)
+        } else {
+            $f::<Untyped>(p $(, $arg)*)
+        }
+    }};
+}
+
 /// How many descriptors `files_struct.fd_array` holds (`NR_OPEN_DEFAULT`, the bits
 /// of a long): a process that never had more open uses that array as its table.
 const EMBEDDED_FDS: u32 = 64;
@@ -231,12 +247,7 @@ const AF_UNIX: u16 = 1;
 #[inline(always)]
 pub fn is_unix_socket<A: Access>(file: *const u8) -> Result<bool, ReadError> {
     let socket = A::read_ptr(file, conf!(offsets.file_private_data))?;
-    if kfunc::casts() {
-        socket_family::<Typed>(Typed::retype(socket, conf!(types.socket)))
-    } else {
-        socket_family::<Untyped>(socket)
-    }
-    .map(|family| family == AF_UNIX)
+    through_void!(socket_family(socket => socket)).map(|family| family == AF_UNIX)
 }
 
 #[inline(always)]
@@ -275,10 +286,9 @@ pub fn current_process_dead() -> Result<bool, ReadError> {
 }
 
 /// The `tty_struct` of an open terminal file (`file->private_data->tty`), read with
-/// `A`. The private data is a `void *`: typed again by [`Access::retype`].
+/// `A` from its `tty_file_private` (a `void *` member: see [`through_void`]).
 #[inline(always)]
-fn file_tty<A: Access>(private_data: *const u8) -> Result<*const u8, ReadError> {
-    let private = A::retype(private_data, conf!(types.tty_file_private));
+fn file_tty<A: Access>(private: *const u8) -> Result<*const u8, ReadError> {
     A::read_ptr(private, conf!(offsets.tty_file_private_tty))
 }
 
@@ -292,16 +302,12 @@ fn file_tty<A: Access>(private_data: *const u8) -> Result<*const u8, ReadError> 
 #[inline(always)]
 pub fn master_slave_key<A: Access>(master_file: *const u8) -> Result<TtyKey, ReadError> {
     let private_data = A::read_ptr(master_file, conf!(offsets.file_private_data))?;
-    if kfunc::casts() {
-        slave_key_behind::<Typed>(private_data)
-    } else {
-        slave_key_behind::<Untyped>(private_data)
-    }
+    through_void!(slave_key_behind(private_data => tty_file_private))
 }
 
 #[inline(always)]
-fn slave_key_behind<A: Access>(private_data: *const u8) -> Result<TtyKey, ReadError> {
-    let master = file_tty::<A>(private_data)?;
+fn slave_key_behind<A: Access>(private: *const u8) -> Result<TtyKey, ReadError> {
+    let master = file_tty::<A>(private)?;
     let index: i32 = A::read(master, conf!(offsets.tty_index))?;
     let fsi = A::read_ptr(master, conf!(offsets.tty_driver_data))?;
     let fsi = A::retype(fsi, conf!(types.pts_fs_info));
@@ -347,11 +353,12 @@ pub fn console_key<A: Access>(tty: *const u8) -> Result<TtyKey, ReadError> {
 #[inline(always)]
 pub fn console_file_key<A: Access>(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
     let private_data = A::read_ptr(tty_file.file, conf!(offsets.file_private_data))?;
-    if kfunc::casts() {
-        console_key::<Typed>(file_tty::<Typed>(private_data)?)
-    } else {
-        console_key::<Untyped>(file_tty::<Untyped>(private_data)?)
-    }
+    through_void!(console_key_behind(private_data => tty_file_private))
+}
+
+#[inline(always)]
+fn console_key_behind<A: Access>(private: *const u8) -> Result<TtyKey, ReadError> {
+    console_key::<A>(file_tty::<A>(private)?)
 }
 
 /// True when `tty` is a console-class terminal. Both callers hold a typed `tty` (a

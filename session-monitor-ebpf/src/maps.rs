@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use session_monitor_common::{
     LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
@@ -31,9 +31,18 @@ pub static LOGIN_ACTIVITY: HashMap<LoginId, LoginActivity> = HashMap::with_max_e
 #[map]
 pub static REVOKED_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Console reads in flight (tracepoint backend): thread id -> the console read from.
+/// Nonzero while [`REVOKED_UIDS`] may have entries: the daemon sets it before it
+/// revokes a uid and clears it only once that map is empty. Every keystroke checks
+/// it first: an array lookup the verifier inlines into a load, where the hash lookup
+/// is a helper call and a hash, paid for nothing while nobody is revoked.
 #[map]
-pub static CONSOLE_READS: HashMap<u64, TtyKey> = HashMap::with_max_entries(1024, 0);
+pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Console reads in flight (tracepoint backend): thread id -> the console read from.
+/// LRU: an exit whose task lost its console meanwhile (a hangup) skips the delete,
+/// and the entries such reads leave behind must not fill the map.
+#[map]
+pub static CONSOLE_READS: LruHashMap<u64, TtyKey> = LruHashMap::with_max_entries(1024, 0);
 
 /// State changes for the daemon.
 #[map]

@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use session_monitor_common::{Probe, Stat, TtyClass, dev::TIOCSWINSZ};
+use session_monitor_common::{Probe, Stat, TtyClass, TtyKey, dev::TIOCSWINSZ};
 
 use crate::{
     activity::{self, UserBytes},
@@ -244,28 +244,54 @@ pub fn tp_read_enter(ctx: TracePointContext) -> u32 {
 
 /// Notes reads of a console so that the exit can count what was read.
 fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
-    // Console input of a session is read by a process of that session, whose
-    // controlling terminal is the console. Checking that first spares the file-table
-    // walk for every other read(2) on the host: two reads for a daemon (no
-    // controlling terminal), four for a process on a pseudo-terminal.
-    let ctty = kernel::current_ctty()?;
-    if ctty.is_null() || !kernel::tty_is_console(ctty)? {
+    if !console_process()? {
         return Ok(());
     }
+    let tid = bpf_get_current_pid_tgid();
+    match read_console(ctx) {
+        Ok(Some(key)) => {
+            let _ = CONSOLE_READS.insert(tid, key, BPF_ANY as u64);
+        }
+        // Not a console read: drop what an earlier read of this thread may have left
+        // (its exit skipped the delete when the console hung up meanwhile), so that
+        // this read's exit cannot count it.
+        _ => {
+            let _ = CONSOLE_READS.remove(tid);
+        }
+    }
+    Ok(())
+}
+
+/// True when the current task's controlling terminal is a console. Console input of
+/// a session is read by a process of that session, so both ends of a read test this
+/// first: it spares every other read(2) on the host the file-table walk on entry
+/// and the hash lookup on exit, for two direct loads (a daemon, no controlling
+/// terminal) or four (a process on a pseudo-terminal).
+#[inline(always)]
+fn console_process() -> Result<bool, ReadError> {
+    let ctty = kernel::current_ctty()?;
+    Ok(!ctty.is_null() && kernel::tty_is_console(ctty)?)
+}
+
+/// The key of the console the call's descriptor reads, if it reads one.
+#[inline(always)]
+fn read_console(ctx: &TracePointContext) -> Result<Option<TtyKey>, ReadError> {
     on_current_file!(console_read, ctx)
 }
 
+/// The key of the console `file` is, if it is one.
 #[inline(always)]
-fn console_read<A: Access>(_ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+fn console_read<A: Access>(
+    _ctx: &TracePointContext,
+    file: *const u8,
+) -> Result<Option<TtyKey>, ReadError> {
     let Some(tty) = kernel::classify_file::<A>(file)? else {
-        return Ok(());
+        return Ok(None);
     };
     if tty.class != TtyClass::Console {
-        return Ok(());
+        return Ok(None);
     }
-    let key = kernel::console_file_key::<A>(&tty)?;
-    let _ = CONSOLE_READS.insert(bpf_get_current_pid_tgid(), key, BPF_ANY as u64);
-    Ok(())
+    kernel::console_file_key::<A>(&tty).map(Some)
 }
 
 #[tracepoint]
@@ -275,6 +301,11 @@ pub fn tp_read_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
+    // Only a console process has entries (see `console_process`): every other read
+    // on the host stops here.
+    if !console_process()? {
+        return Ok(());
+    }
     let tid = bpf_get_current_pid_tgid();
     // SAFETY: plain value lookup, copied out before the entry is removed.
     let Some(key) = (unsafe { CONSOLE_READS.get(tid) }).copied() else {

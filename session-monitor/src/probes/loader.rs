@@ -180,7 +180,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
             Err(err) => return Err(err.context("--backend fentry")),
         }
     }
-    let udp = tracefs::udp_source(&tracefs);
+    let (udp, passed_over) = tracefs::udp_source(&tracefs, &offsets);
+    if let Some(why) = passed_over {
+        tracing::warn!("{why}");
+    }
     let fields =
         tracefs::resolve_fields(&tracefs, udp).context("resolving tracepoint record layouts")?;
     let kernel = KernelFacts {
@@ -309,7 +312,9 @@ fn load_backend(
 ) -> Result<Loaded> {
     let specs = match backend {
         Backend::Fentry => programs::fentry_backend(),
-        Backend::Tracepoint => programs::tracepoint_backend(tracefs::udp_source(kernel.tracefs)),
+        Backend::Tracepoint => {
+            programs::tracepoint_backend(tracefs::udp_source(kernel.tracefs, &kernel.offsets).0)
+        }
     };
     // Preflight that needs no kernel round trip: does every fentry target exist?
     let mut skipped = Vec::new();

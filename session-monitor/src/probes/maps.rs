@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use serde::Serialize;
 use session_monitor_common::{
@@ -21,6 +21,8 @@ pub struct KernelMaps {
     #[allow(dead_code, reason = "API for the login model of issue 11")]
     login_activity: HashMap<MapData, LoginId, LoginActivity>,
     revoked_uids: HashMap<MapData, u32, u32>,
+    /// The probes' gate in front of `revoked_uids` (see [`Self::set_revoked_uid`]).
+    revoked_any: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -32,14 +34,20 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 impl KernelMaps {
     /// Takes the maps (and the event ring buffer) out of the loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, RingBuf<MapData>)> {
-        let maps = Self {
+        let mut maps = Self {
             activity: HashMap::try_from(take(ebpf, map_names::TTY_ACTIVITY)?)?,
             procs: HashMap::try_from(take(ebpf, map_names::PROCS)?)?,
             login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
+            revoked_any: Array::try_from(take(ebpf, map_names::REVOKED_ANY)?)?,
             counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)?,
         };
         let ring = RingBuf::try_from(take(ebpf, map_names::EVENTS)?)?;
+        // Pinned maps reused from a previous daemon: the gate must cover what the
+        // map already holds.
+        if maps.revoked_uids.keys().next().is_some() {
+            maps.set_revoked_any(true)?;
+        }
         Ok((maps, ring))
     }
 
@@ -151,25 +159,39 @@ impl KernelMaps {
         let _ = self.login_activity.remove(&login);
     }
 
+    /// Revokes `uid` in the kernel or lifts that. The probes look at `REVOKED_UIDS`
+    /// only while `REVOKED_ANY` is set, so the order is what keeps a revoked user's
+    /// keystroke from slipping through: the gate opens before a uid goes in, and
+    /// closes only after the last one is out.
     pub fn set_revoked_uid(&mut self, uid: u32, revoked: bool) -> Result<()> {
         if revoked {
+            self.set_revoked_any(true)?;
             self.revoked_uids
                 .insert(uid, 1, 0)
                 .with_context(|| format!("revoking uid {uid} in the kernel"))
         } else {
             match self.revoked_uids.remove(&uid) {
-                Ok(()) => Ok(()),
-                Err(MapError::KeyNotFound) => Ok(()),
+                Ok(()) => {}
+                Err(MapError::KeyNotFound) => {}
                 Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-                {
-                    Ok(())
-                }
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => {
-                    Err(e).with_context(|| format!("lifting revocation of uid {uid} in the kernel"))
+                    return Err(e)
+                        .with_context(|| format!("lifting revocation of uid {uid} in the kernel"));
                 }
             }
+            if self.revoked_uids.keys().next().is_none() {
+                self.set_revoked_any(false)?;
+            }
+            Ok(())
         }
+    }
+
+    /// Sets the probes' gate in front of `REVOKED_UIDS` (see [`Self::set_revoked_uid`]).
+    fn set_revoked_any(&mut self, any: bool) -> Result<()> {
+        self.revoked_any
+            .set(0, u32::from(any), 0)
+            .context("setting REVOKED_ANY, the kernel's gate in front of REVOKED_UIDS")
     }
 
     pub fn revoked_uids(&self) -> Vec<u32> {

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use session_monitor_common::config::TracepointFields;
+use session_monitor_common::config::{KernelOffsets, TracepointFields};
 
 const TRACEFS_DEFAULT: &str = "/sys/kernel/tracing";
 
@@ -116,11 +116,35 @@ impl UdpSource {
     }
 }
 
-pub fn udp_source(tracefs: &Path) -> UdpSource {
-    if has_event(tracefs, "sock", "sock_recv_length") {
-        UdpSource::SockRecvLength
-    } else {
-        UdpSource::RecvSyscalls
+/// The UDP source this kernel allows, and why `sock_recv_length` was passed over
+/// where the kernel has it.
+pub fn udp_source(tracefs: &Path, offsets: &KernelOffsets) -> (UdpSource, Option<&'static str>) {
+    choose_udp_source(
+        has_event(tracefs, "sock", "sock_recv_length"),
+        offsets.sock_sk_protocol,
+    )
+}
+
+/// `sock_recv_length` fires for every socket receive on the host, so its program
+/// reads the socket's protocol first; without `sock.sk_protocol` (an optional line of
+/// the kernel table, 0 when BTF lacks it: it is never the first member) it cannot,
+/// and the receive exits of the tracked processes are used instead, as on kernels
+/// without the event.
+fn choose_udp_source(
+    has_sock_recv_length: bool,
+    sock_sk_protocol: u32,
+) -> (UdpSource, Option<&'static str>) {
+    match (has_sock_recv_length, sock_sk_protocol) {
+        (false, _) => (UdpSource::RecvSyscalls, None),
+        (true, 0) => (
+            UdpSource::RecvSyscalls,
+            Some(
+                "the kernel has sock:sock_recv_length but its BTF has no member \
+                 sock.sk_protocol, which tp_btf/sock_recv_length reads to keep only UDP: \
+                 using the exits of recvmsg and recvfrom (Mosh servers only)",
+            ),
+        ),
+        (true, _) => (UdpSource::SockRecvLength, None),
     }
 }
 
@@ -161,6 +185,25 @@ pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sock_recv_length_only_with_the_socket_protocol() {
+        assert_eq!(
+            choose_udp_source(true, 472),
+            (UdpSource::SockRecvLength, None)
+        );
+        let (source, why) = choose_udp_source(true, 0);
+        assert_eq!(source, UdpSource::RecvSyscalls);
+        assert!(
+            why.is_some_and(|w| w.contains("sock.sk_protocol")),
+            "{why:?}"
+        );
+        assert_eq!(choose_udp_source(false, 0), (UdpSource::RecvSyscalls, None));
+        assert_eq!(
+            choose_udp_source(false, 472),
+            (UdpSource::RecvSyscalls, None)
+        );
+    }
 
     const WRITE_FORMAT: &str = "name: sys_enter_write
 ID: 840
