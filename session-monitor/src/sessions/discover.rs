@@ -105,8 +105,9 @@ pub struct Resolver {
     by_pid: HashMap<u32, usize>,
     /// Session leaders by controlling terminal (major, minor).
     leaders_by_tty: HashMap<(u32, u32), Vec<usize>>,
-    /// pid -> slave keys of the pty masters it holds (read once per snapshot).
-    masters_of: HashMap<u32, Vec<TtyKey>>,
+    /// pid -> slave keys of the pty masters it holds (read once per snapshot; a set:
+    /// one terminal server may hold ten thousand, each looked up once).
+    masters_of: HashMap<u32, HashSet<TtyKey>>,
     /// Lazily built: slave key -> pids holding its master.
     masters: Option<HashMap<TtyKey, Vec<u32>>>,
     /// pid -> its controlling terminal as seen through its descriptors (read once).
@@ -232,7 +233,7 @@ impl Resolver {
     fn holds_master(&mut self, pid: u32, key: TtyKey) -> bool {
         self.masters_of
             .entry(pid)
-            .or_insert_with(|| procs::pty_masters(pid))
+            .or_insert_with(|| procs::pty_masters(pid).into_iter().collect())
             .contains(&key)
     }
 
@@ -606,7 +607,7 @@ impl Resolver {
                 let keys = self
                     .masters_of
                     .entry(pid)
-                    .or_insert_with(|| procs::pty_masters(pid));
+                    .or_insert_with(|| procs::pty_masters(pid).into_iter().collect());
                 for k in keys.iter() {
                     map.entry(*k).or_default().push(pid);
                 }
@@ -680,6 +681,24 @@ pub fn discover_existing(resolver: &mut Resolver, mut found: impl FnMut(Resolved
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_tells_live_processes_from_gone_and_reused_pids() {
+        let me = ProcRef::of(std::process::id()).expect("this process is in /proc");
+        let snapshot = Resolver::snapshot();
+        assert!(snapshot.was_alive(me));
+        // The same pid with another start time is another process.
+        let reused = ProcRef {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!snapshot.was_alive(reused));
+        let gone = ProcRef {
+            pid: u32::MAX,
+            start_ticks: 1,
+        };
+        assert!(!snapshot.was_alive(gone));
+    }
 
     #[test]
     fn runc_init_is_not_a_login_yet() {
