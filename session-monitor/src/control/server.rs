@@ -194,9 +194,15 @@ async fn serve(
         }
     };
     let mut line = serde_json::to_string(&response)?;
+    drop(response);
     line.push('\n');
     write.write_all(line.as_bytes()).await?;
     write.shutdown().await?;
+    let large = line.len() >= LARGE_ANSWER;
+    drop(line);
+    if large {
+        release_free_memory();
+    }
     // Closing with unread input makes the kernel reset the connection, and the
     // client would lose the answer; read (a bounded amount of) what it still sends.
     let mut rest = (&mut read).take(DRAIN_LIMIT);
@@ -204,6 +210,21 @@ async fn serve(
     let drain = tokio::io::copy(&mut rest, &mut sink);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     Ok(())
+}
+
+/// From this size on, an answer's memory is given back to the system once it is
+/// sent: `sessions --json` with ten thousand sessions builds some 40 MiB of JSON
+/// values and text, which the allocator would otherwise keep for good (the
+/// daemon's RSS went from 27 to 72 MiB with the first listing).
+const LARGE_ANSWER: usize = 256 * 1024;
+
+/// Returns the allocator's free pages to the system.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// At most this much of an oversized or refused request is read and thrown away.

@@ -232,8 +232,12 @@ impl Core {
     /// Sessions opened before the daemon started. Their idle time starts from the
     /// terminal's last access time, which the kernel updates when input is read.
     pub fn discover_existing(&mut self) {
-        let found = discover_existing();
-        for resolved in found {
+        // One walk of /proc for everything start-up needs.
+        let mut resolver = Resolver::snapshot();
+        for listener in resolver.ssh_listeners() {
+            self.mark_listener(listener);
+        }
+        discover_existing(&mut resolver, |resolved| {
             if let Some(t) = &resolved.terminal {
                 let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
                 if let Err(err) = self.maps.seed_activity(t.key, last_input) {
@@ -241,11 +245,8 @@ impl Core {
                 }
             }
             self.add_resolved(resolved, SessionOrigin::Discovered);
-        }
-        let mut resolver = Resolver::snapshot();
-        for listener in resolver.ssh_listeners() {
-            self.mark_listener(listener);
-        }
+        });
+        drop(resolver);
         tracing::info!(
             logins = self.table.len(),
             terminals = self.table.terminal_count(),
@@ -804,9 +805,9 @@ impl Core {
             self.publish_metrics();
         }
         let sweep = self.ticks.is_multiple_of(15);
-        if !large || sweep {
-            self.sweep_exits();
-        }
+        // The sweeps of exits and connections, and the retries, all read one
+        // snapshot of /proc (not one read per login on top of it).
+        let sweeps = !large || sweep;
         let mut retry: Vec<TtyKey> = self.unresolved.keys().copied().collect();
         if sweep {
             retry.extend(self.maps.tty_keys());
@@ -814,13 +815,13 @@ impl Core {
             retry.dedup();
         }
         retry.retain(|k| !self.table.has_tty(k) && !self.pending.contains_key(k));
-        let connections = !large || sweep;
-        if retry.is_empty() && !connections {
+        if retry.is_empty() && !sweeps {
             return;
         }
         let now = Instant::now();
         let mut resolver = Resolver::snapshot();
-        if connections {
+        if sweeps {
+            self.sweep_exits(&resolver);
             self.sweep_connections(&mut resolver);
         }
         for key in retry {
@@ -868,10 +869,10 @@ impl Core {
     }
 
     /// Ends logins whose identity is gone and closes terminals whose leader or server
-    /// is gone, without an exit event (each process checked once).
-    fn sweep_exits(&mut self) {
-        let mut alive: HashMap<ProcRef, bool> = HashMap::new();
-        let mut is_alive = |p: ProcRef| *alive.entry(p).or_insert_with(|| p.is_alive());
+    /// is gone, without an exit event, as `snapshot` saw them. A process that exited
+    /// after the snapshot sends its exit event, or is found by the next sweep.
+    fn sweep_exits(&mut self, snapshot: &Resolver) {
+        let is_alive = |p: ProcRef| snapshot.was_alive(p);
         let mut dead = Vec::new();
         let mut closed = Vec::new();
         for login in self.table.iter().filter(|s| s.ending.is_none()) {

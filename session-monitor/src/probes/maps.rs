@@ -119,8 +119,15 @@ impl KernelMaps {
     /// the kernel did not know the process).
     #[allow(dead_code, reason = "API for the login model of issue 11")]
     pub fn set_flags(&mut self, tgid: u32, flags: u32) -> Result<()> {
-        let existing = self.procs.get(&tgid, 0).unwrap_or_default();
-        let state = ProcState { flags, ..existing };
+        let existing = self.procs.get(&tgid, 0).ok();
+        // A terminal server of ten thousand sessions gets the same flags for each.
+        if existing.is_some_and(|e| e.flags == flags) {
+            return Ok(());
+        }
+        let state = ProcState {
+            flags,
+            ..existing.unwrap_or_default()
+        };
         self.procs
             .insert(tgid, state, 0)
             .with_context(|| format!("setting flags {flags:#x} of process {tgid}"))

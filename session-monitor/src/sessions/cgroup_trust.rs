@@ -22,6 +22,11 @@ use std::{
 use procfs::process::MountInfo;
 use rustix::fs::{Mode, OFlags};
 
+/// Verdicts of [`trusted_cgroup`] by (hierarchy, path), for one batch of
+/// resolutions: the sessions of one login manager or container share a few
+/// cgroups, and checking a path walks and `fstat`s every directory of it.
+pub type TrustVerdicts = std::collections::HashMap<(u32, String), bool>;
+
 /// A cgroup path of a process, as `/proc/PID/cgroup` gives it, with its hierarchy.
 #[derive(Clone, Debug)]
 pub struct CgroupPath {
@@ -34,7 +39,8 @@ pub struct CgroupPath {
 
 /// The process's cgroup paths (every hierarchy) that only root can have made;
 /// the others are left out, so their names cannot decide anything.
-pub fn trusted_cgroup_paths(pid: u32) -> Vec<String> {
+/// Each path is checked once per `verdicts`.
+pub fn trusted_cgroup_paths(pid: u32, verdicts: &mut TrustVerdicts) -> Vec<String> {
     let Ok(groups) = procfs::process::Process::new(pid as i32).and_then(|p| p.cgroups()) else {
         return Vec::new();
     };
@@ -45,12 +51,20 @@ pub fn trusted_cgroup_paths(pid: u32) -> Vec<String> {
             controllers: g.controllers,
             path: g.pathname,
         })
-        .filter(|g| match trusted_cgroup(g) {
-            Ok(_) => true,
-            Err(why) => {
-                tracing::debug!(pid, cgroup = %g.path, "cgroup name not trusted: {why}");
-                false
+        .filter(|g| {
+            let key = (g.hierarchy, g.path.clone());
+            if let Some(&trusted) = verdicts.get(&key) {
+                return trusted;
             }
+            let trusted = match trusted_cgroup(g) {
+                Ok(_) => true,
+                Err(why) => {
+                    tracing::debug!(pid, cgroup = %g.path, "cgroup name not trusted: {why}");
+                    false
+                }
+            };
+            verdicts.insert(key, trusted);
+            trusted
         })
         .map(|g| g.path)
         .collect()

@@ -4,11 +4,17 @@
 //! The probes only say "terminal K was written to". Everything else is resolved here,
 //! in batches: one pass over /proc/*/stat finds the leaders of every pending terminal.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    time::SystemTime,
+};
 
 use session_monitor_common::{TtyKey, dev};
 
 use super::{
+    cgroup_trust::{TrustVerdicts, trusted_cgroup_paths},
     kind::{self, ContainerInfo, SessionKind},
     procs::{self, ProcInfo, ProcRef},
     table::{Carry, Terminal},
@@ -99,8 +105,9 @@ pub struct Resolver {
     by_pid: HashMap<u32, usize>,
     /// Session leaders by controlling terminal (major, minor).
     leaders_by_tty: HashMap<(u32, u32), Vec<usize>>,
-    /// pid -> slave keys of the pty masters it holds (read once per snapshot).
-    masters_of: HashMap<u32, Vec<TtyKey>>,
+    /// pid -> slave keys of the pty masters it holds (read once per snapshot; a set:
+    /// one terminal server may hold ten thousand, each looked up once).
+    masters_of: HashMap<u32, HashSet<TtyKey>>,
     /// Lazily built: slave key -> pids holding its master.
     masters: Option<HashMap<TtyKey, Vec<u32>>>,
     /// pid -> its controlling terminal as seen through its descriptors (read once).
@@ -112,6 +119,10 @@ pub struct Resolver {
     sshd: HashMap<u32, Option<SshdRole>>,
     /// Lazily built: pid -> indexes of its children.
     children: Option<HashMap<u32, Vec<usize>>>,
+    /// Processes of the snapshot that had exited (zombies not reaped yet).
+    zombies: HashSet<u32>,
+    /// Which cgroup paths only root can have made (checked once per snapshot).
+    cgroup_verdicts: TrustVerdicts,
 }
 
 /// What an OpenSSH server process is, from the title it gives itself.
@@ -141,7 +152,16 @@ struct ServerFacts {
 impl Resolver {
     /// Takes one snapshot of /proc for a batch of resolutions.
     pub fn snapshot() -> Self {
-        let processes = procs::all_processes();
+        let mut zombies = HashSet::new();
+        let processes: Vec<ProcInfo> = procs::all_processes_with_state()
+            .into_iter()
+            .map(|(p, zombie)| {
+                if zombie {
+                    zombies.insert(p.pid);
+                }
+                p
+            })
+            .collect();
         let by_pid = processes
             .iter()
             .enumerate()
@@ -163,7 +183,17 @@ impl Resolver {
             servers: HashMap::new(),
             sshd: HashMap::new(),
             children: None,
+            zombies,
+            cgroup_verdicts: TrustVerdicts::default(),
         }
+    }
+
+    /// Whether `p` (the same process, not a pid reuse) was alive and not a zombie
+    /// when the snapshot was taken: [`ProcRef::is_alive`] without a read of /proc
+    /// per process, for sweeps over every login.
+    pub fn was_alive(&self, p: ProcRef) -> bool {
+        self.process(p.pid)
+            .is_some_and(|i| i.start_ticks == p.start_ticks && !self.zombies.contains(&p.pid))
     }
 
     /// The controlling terminal of process `i` of the snapshot (cached).
@@ -203,7 +233,7 @@ impl Resolver {
     fn holds_master(&mut self, pid: u32, key: TtyKey) -> bool {
         self.masters_of
             .entry(pid)
-            .or_insert_with(|| procs::pty_masters(pid))
+            .or_insert_with(|| procs::pty_masters(pid).into_iter().collect())
             .contains(&key)
     }
 
@@ -227,7 +257,7 @@ impl Resolver {
         }
         let facts = server.map(|s| self.server_facts(s.pid)).unwrap_or_default();
         // Only cgroups root made: a user can name their own `docker-<id>.scope`.
-        let cgroups = super::cgroup_trust::trusted_cgroup_paths(leader.pid);
+        let cgroups = trusted_cgroup_paths(leader.pid, &mut self.cgroup_verdicts);
         let (kind, container) =
             kind::classify(key.is_pty(), facts.exe.as_deref(), facts.trusted, &cgroups);
         let remote = match (kind, server) {
@@ -457,7 +487,7 @@ impl Resolver {
         }
         let facts = self.server_facts(user_pid);
         // Only cgroups root made: a user can name their own `docker-<id>.scope`.
-        let cgroups = super::cgroup_trust::trusted_cgroup_paths(user_pid);
+        let cgroups = trusted_cgroup_paths(user_pid, &mut self.cgroup_verdicts);
         let container = cgroups
             .iter()
             .find_map(|path| kind::container_from_cgroup(path));
@@ -577,7 +607,7 @@ impl Resolver {
                 let keys = self
                     .masters_of
                     .entry(pid)
-                    .or_insert_with(|| procs::pty_masters(pid));
+                    .or_insert_with(|| procs::pty_masters(pid).into_iter().collect());
                 for k in keys.iter() {
                     map.entry(*k).or_default().push(pid);
                 }
@@ -630,27 +660,45 @@ fn ctty_of(p: &ProcInfo) -> Option<Ctty> {
     Some(Ctty { key, atime: None })
 }
 
-/// Logins that existed before the daemon started: one per terminal in use (several
-/// terminals of one ssh connection are merged by the caller), and every
-/// authenticated ssh connection, with or without a terminal.
-pub fn discover_existing() -> Vec<Resolved> {
-    let mut resolver = Resolver::snapshot();
-    let mut found: Vec<Resolved> = resolver
-        .terminals_in_use()
-        .into_iter()
-        .filter_map(|key| resolver.resolve(key, None))
-        .collect();
-    for connection in resolver.ssh_connections() {
-        if let Some(r) = resolver.resolve_connection(connection) {
-            found.push(r);
+/// Logins that existed before the daemon started, from `resolver`'s snapshot: one
+/// per terminal in use (several terminals of one ssh connection are merged by the
+/// caller), and every authenticated ssh connection, with or without a terminal.
+/// Each is handed to `found` as soon as it is resolved: with ten thousand sessions,
+/// collecting them first would hold every resolution in memory at once.
+pub fn discover_existing(resolver: &mut Resolver, mut found: impl FnMut(Resolved)) {
+    for key in resolver.terminals_in_use() {
+        if let Some(r) = resolver.resolve(key, None) {
+            found(r);
         }
     }
-    found
+    for connection in resolver.ssh_connections() {
+        if let Some(r) = resolver.resolve_connection(connection) {
+            found(r);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_tells_live_processes_from_gone_and_reused_pids() {
+        let me = ProcRef::of(std::process::id()).expect("this process is in /proc");
+        let snapshot = Resolver::snapshot();
+        assert!(snapshot.was_alive(me));
+        // The same pid with another start time is another process.
+        let reused = ProcRef {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!snapshot.was_alive(reused));
+        let gone = ProcRef {
+            pid: u32::MAX,
+            start_ticks: 1,
+        };
+        assert!(!snapshot.was_alive(gone));
+    }
 
     #[test]
     fn runc_init_is_not_a_login_yet() {

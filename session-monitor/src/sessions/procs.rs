@@ -57,16 +57,25 @@ pub struct ProcInfo {
 
 impl ProcInfo {
     pub fn read(pid: u32) -> Option<Self> {
+        Self::read_with_state(pid).map(|(p, _)| p)
+    }
+
+    /// The process, and whether it is a zombie (exited, not reaped yet).
+    fn read_with_state(pid: u32) -> Option<(Self, bool)> {
         let stat = read_stat(pid)?;
         let (major, minor) = stat.tty_nr();
-        Some(Self {
-            pid,
-            ppid: stat.ppid as u32,
-            sid: stat.session as u32,
-            tty: (stat.tty_nr != 0).then_some((major as u32, minor as u32)),
-            start_ticks: stat.starttime,
-            comm: stat.comm,
-        })
+        let zombie = stat.state == 'Z';
+        Some((
+            Self {
+                pid,
+                ppid: stat.ppid as u32,
+                sid: stat.session as u32,
+                tty: (stat.tty_nr != 0).then_some((major as u32, minor as u32)),
+                start_ticks: stat.starttime,
+                comm: stat.comm,
+            },
+            zombie,
+        ))
     }
 
     pub fn is_session_leader(&self) -> bool {
@@ -83,28 +92,43 @@ impl ProcInfo {
 
 /// `/proc/PID/stat`, parsed by procfs, read with one open, read and close: the
 /// hot path of every snapshot and liveness check (procfs's `Process` would open and
-/// stat the process directory first).
+/// stat the process directory first, and reading the file to its end would add a
+/// `statx`, an `lseek` and a second `read` for every process).
 fn read_stat(pid: u32) -> Option<procfs::process::Stat> {
     use procfs::FromRead as _;
-    let file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    procfs::process::Stat::from_read(file).ok()
+    let (buf, n) = read_small_bytes(&format!("/proc/{pid}/stat"))?;
+    procfs::process::Stat::from_read(&buf[..n]).ok()
 }
 
 /// Every process's [`ProcInfo`]; threads are not listed.
 pub fn all_processes() -> Vec<ProcInfo> {
+    all_processes_with_state()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Every process's [`ProcInfo`], and whether it is a zombie.
+pub fn all_processes_with_state() -> Vec<(ProcInfo, bool)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(ProcInfo::read)
+        .filter_map(ProcInfo::read_with_state)
         .collect()
 }
 
 /// Real uid, gid and supplementary groups.
 pub fn credentials(pid: u32) -> Option<(u32, u32, Vec<u32>)> {
-    let status = Process::new(pid as i32).ok()?.status().ok()?;
+    use procfs::FromRead as _;
+    // One open, read and close (see `read_stat`); a status too long for that (a
+    // process in thousands of groups) is read in full.
+    let status = match read_small_bytes(&format!("/proc/{pid}/status")) {
+        Some((buf, n)) => procfs::process::Status::from_read(&buf[..n]).ok()?,
+        None => Process::new(pid as i32).ok()?.status().ok()?,
+    };
     Some((status.ruid, status.rgid, status.groups))
 }
 
@@ -172,11 +196,18 @@ fn fdinfo_tty_index(pid: u32, fd: &str) -> Option<u32> {
 /// files report size 0, so `fs::read_to_string`'s size probe (`statx`, `lseek`) and
 /// its growing reads only cost system calls.
 fn read_small(path: &str) -> Option<String> {
+    let (buf, n) = read_small_bytes(path)?;
+    String::from_utf8(buf[..n].to_vec()).ok()
+}
+
+/// The bytes of a small /proc file (see [`read_small`]) and how many were read. A
+/// file that fills the buffer is refused: it may have been cut short.
+fn read_small_bytes(path: &str) -> Option<([u8; 4096], usize)> {
     use std::io::Read as _;
     let mut file = fs::File::open(path).ok()?;
     let mut buf = [0u8; 4096];
     let n = file.read(&mut buf).ok()?;
-    String::from_utf8(buf[..n].to_vec()).ok()
+    (n < buf.len()).then_some((buf, n))
 }
 
 /// True when `path` lives on a devpts file system.

@@ -331,7 +331,9 @@ pub fn login_key(identity: &ProcRef) -> (LoginKey, String) {
 /// Live logins by key, with indexes from terminal and from process to login.
 #[derive(Default)]
 pub struct LoginTable {
-    logins: HashMap<LoginKey, Login>,
+    /// Boxed: a hash table holds a power of two of slots, and each unboxed slot would
+    /// be a whole [`Login`] (hundreds of bytes), used or not.
+    logins: HashMap<LoginKey, Box<Login>>,
     by_tty: HashMap<TtyKey, LoginKey>,
     by_pid: HashMap<u32, Vec<LoginKey>>,
 }
@@ -343,7 +345,7 @@ impl LoginTable {
             self.unindex(&old);
         }
         self.index(&login);
-        self.logins.insert(key, login);
+        self.logins.insert(key, Box::new(login));
     }
 
     fn index(&mut self, login: &Login) {
@@ -358,7 +360,7 @@ impl LoginTable {
     pub fn remove(&mut self, key: &LoginKey) -> Option<Login> {
         let login = self.logins.remove(key)?;
         self.unindex(&login);
-        Some(login)
+        Some(*login)
     }
 
     fn unindex(&mut self, login: &Login) {
@@ -397,13 +399,13 @@ impl LoginTable {
     }
 
     pub fn get(&self, key: &LoginKey) -> Option<&Login> {
-        self.logins.get(key)
+        self.logins.get(key).map(|l| &**l)
     }
 
     /// Mutable access for facts learned after insertion (nesting, enforcement); the
     /// fields the indexes are built from (identity, terminals) must not change.
     pub fn get_mut(&mut self, key: &LoginKey) -> Option<&mut Login> {
-        self.logins.get_mut(key)
+        self.logins.get_mut(key).map(|l| &mut **l)
     }
 
     pub fn contains(&self, key: &LoginKey) -> bool {
@@ -420,7 +422,7 @@ impl LoginTable {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Login> {
-        self.logins.values().find(|s| s.id == id)
+        self.iter().find(|s| s.id == id)
     }
 
     /// Logins in which `pid` is the identity, a terminal's leader or its server.
@@ -434,7 +436,7 @@ impl LoginTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Login> {
-        self.logins.values()
+        self.logins.values().map(|l| &**l)
     }
 
     pub fn len(&self) -> usize {
