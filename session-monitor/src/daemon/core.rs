@@ -311,6 +311,16 @@ impl Core {
         if let Some(listener) = resolved.listener {
             self.mark_listener(listener);
         }
+        // A connection found through its terminal needs no resolution of its own
+        // (it would fail: it has a terminal), so no more /proc walks for it.
+        let identity = resolved.identity;
+        if self
+            .pending_connections
+            .get(&identity.pid)
+            .is_some_and(|p| p.process == identity)
+        {
+            self.pending_connections.remove(&identity.pid);
+        }
         let (key, _) = crate::sessions::login_key(&resolved.identity);
         let Some(login) = self.table.get(&key) else {
             self.add_login(resolved, how);
@@ -684,16 +694,24 @@ impl Core {
 
     /// The kernel saw an sshd listener fork: a new connection, resolved to a login
     /// once it has authenticated.
+    ///
+    /// A connection resolves no sooner than [`Resolver::CONNECTION_SETTLE_NS`] after
+    /// it started (its authenticated side is younger still): the first try waits
+    /// that long instead of walking /proc every few milliseconds in vain, and a
+    /// short connection (an `scp`) that is gone by then costs no walk at all.
     pub(super) fn on_listener_forked(&mut self, child: u32) {
         let Some(process) = ProcRef::of(child) else {
             return;
         };
+        let age = clock::boot_ns().saturating_sub(process.start_boot_ns());
+        let wait = Duration::from_nanos(Resolver::CONNECTION_SETTLE_NS.saturating_sub(age))
+            .max(RESOLVE_BATCH_DELAY);
         self.pending_connections
             .entry(child)
             .or_insert(PendingConnection {
                 process,
                 attempts: 0,
-                next_try: Instant::now() + RESOLVE_BATCH_DELAY,
+                next_try: Instant::now() + wait,
             });
     }
 
@@ -758,7 +776,12 @@ impl Core {
                         // Reconcile's sweep of the listeners' children takes over.
                         self.pending_connections.remove(&pid);
                     } else {
-                        pending.next_try = now + Duration::from_millis(25 << pending.attempts);
+                        let backoff = now + Duration::from_millis(25 << pending.attempts);
+                        // Authenticated but not settled: retry when it has.
+                        let settled = resolver.connection_settles_at(pid).map(|at| {
+                            now + Duration::from_nanos(at.saturating_sub(clock::boot_ns()))
+                        });
+                        pending.next_try = settled.map_or(backoff, |s| s.max(backoff));
                     }
                 }
             }
