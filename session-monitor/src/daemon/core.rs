@@ -65,6 +65,11 @@ struct PendingConnection {
 /// allows minutes; reconcile's sweep finds slower ones).
 const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 
+/// How long the core resolves pending terminals and connections at a time before it
+/// looks at its other work (due warnings and ends, exits, requests) again: a burst of
+/// a thousand new logins must not make the deadlines late.
+const RESOLVE_SLICE: Duration = Duration::from_millis(10);
+
 /// A termination that finished (all targets gone, or SIGKILL sent).
 pub struct TerminationDone {
     pub key: LoginKey,
@@ -103,6 +108,8 @@ pub struct CoreParts {
     pub audit: AuditLog,
     pub terminations: mpsc::Sender<TerminationDone>,
     pub warnings_written: mpsc::Sender<WarningWritten>,
+    /// Where the /proc snapshots taken on the blocking pool come back.
+    pub snapshots: mpsc::Sender<Resolver>,
     pub revocations: Revocations,
     pub access: tokio::sync::watch::Sender<crate::control::Access>,
     pub metrics: Arc<Metrics>,
@@ -120,6 +127,12 @@ pub struct Core {
     pending: HashMap<TtyKey, Pending>,
     /// Connections forked by an sshd listener, by pid, until they authenticate.
     pending_connections: HashMap<u32, PendingConnection>,
+    /// The /proc snapshot pending terminals and connections are resolved from, with
+    /// when it was asked for: it serves those due by then.
+    resolver: Option<(Instant, Resolver)>,
+    /// When the snapshot being taken on the blocking pool was asked for.
+    snapshot_asked: Option<Instant>,
+    snapshots: mpsc::Sender<Resolver>,
     /// sshd listeners marked in the kernel (never signalled).
     pub(super) listeners: HashSet<u32>,
     /// Terminals without a login session, with when that was first found.
@@ -177,6 +190,9 @@ impl Core {
             table: LoginTable::default(),
             pending: HashMap::new(),
             pending_connections: HashMap::new(),
+            resolver: None,
+            snapshot_asked: None,
+            snapshots: parts.snapshots,
             listeners: HashSet::new(),
             unresolved: HashMap::new(),
             received: parts.received,
@@ -731,32 +747,80 @@ impl Core {
         });
     }
 
+    /// When [`Self::resolve_pending`] has work: at once while the snapshot at hand
+    /// serves due terminals or connections, else when the next one is due (nothing
+    /// while a snapshot is being taken: its arrival is the next step).
     pub fn next_resolution(&self) -> Option<Instant> {
+        if let Some((asked, _)) = &self.resolver
+            && self.due_by(*asked)
+        {
+            return Some(Instant::now());
+        }
+        if self.snapshot_asked.is_some() {
+            return None;
+        }
         let terminals = self.pending.values().map(|p| p.next_try);
         let connections = self.pending_connections.values().map(|p| p.next_try);
         terminals.chain(connections).min()
     }
 
-    /// Resolves every due terminal and connection from one snapshot of /proc.
+    /// Whether any terminal or connection was due to be resolved by `at`.
+    fn due_by(&self, at: Instant) -> bool {
+        self.pending.values().any(|p| p.next_try <= at)
+            || self.pending_connections.values().any(|p| p.next_try <= at)
+    }
+
+    /// Asks for a snapshot of /proc, taken on the blocking pool: with ten thousand
+    /// processes one walk takes long enough to make deadlines late if the core did it.
+    fn ask_snapshot(&mut self) {
+        if self.snapshot_asked.is_some() {
+            return;
+        }
+        self.snapshot_asked = Some(Instant::now());
+        let tx = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.blocking_send(Resolver::snapshot());
+        });
+    }
+
+    /// A snapshot asked for by [`Self::ask_snapshot`]: it serves what was due when it
+    /// was asked for.
+    pub fn on_snapshot(&mut self, resolver: Resolver) {
+        let asked = self.snapshot_asked.take().unwrap_or_else(Instant::now);
+        // What it was for may have gone meanwhile (exited): then it is not kept.
+        if self.due_by(asked) {
+            self.resolver = Some((asked, resolver));
+        }
+    }
+
+    /// Resolves due terminals and connections from a snapshot of /proc taken after
+    /// they fell due, for at most [`RESOLVE_SLICE`] at a time (the rest stays due
+    /// and is resolved on the next turn of the core's loop, after any deadline that
+    /// fell due meanwhile).
     pub fn resolve_pending(&mut self) {
-        let now = Instant::now();
+        let Some((asked, mut resolver)) = self.resolver.take() else {
+            if self.due_by(Instant::now()) {
+                self.ask_snapshot();
+            }
+            return;
+        };
         let due: Vec<TtyKey> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.next_try <= now)
+            .filter(|(_, p)| p.next_try <= asked)
             .map(|(k, _)| *k)
             .collect();
         let due_connections: Vec<u32> = self
             .pending_connections
             .iter()
-            .filter(|(_, p)| p.next_try <= now)
+            .filter(|(_, p)| p.next_try <= asked)
             .map(|(k, _)| *k)
             .collect();
-        if due.is_empty() && due_connections.is_empty() {
-            return;
-        }
-        let mut resolver = Resolver::snapshot();
+        let slice_ends = Instant::now() + RESOLVE_SLICE;
         for pid in due_connections {
+            if Instant::now() >= slice_ends {
+                break;
+            }
             let Some(pending) = self.pending_connections.get_mut(&pid) else {
                 continue;
             };
@@ -776,6 +840,7 @@ impl Core {
                         // Reconcile's sweep of the listeners' children takes over.
                         self.pending_connections.remove(&pid);
                     } else {
+                        let now = Instant::now();
                         let backoff = now + Duration::from_millis(25 << pending.attempts);
                         // Authenticated but not settled: retry when it has.
                         let settled = resolver.connection_settles_at(pid).map(|at| {
@@ -787,6 +852,9 @@ impl Core {
             }
         }
         for key in due {
+            if Instant::now() >= slice_ends {
+                break;
+            }
             let Some(pending) = self.pending.get_mut(&key) else {
                 continue;
             };
@@ -801,6 +869,7 @@ impl Core {
                 }
                 None => {
                     pending.attempts += 1;
+                    let now = Instant::now();
                     if pending.attempts >= RESOLVE_QUICK_ATTEMPTS {
                         self.pending.remove(&key);
                         self.unresolved.entry(key).or_insert(now);
@@ -809,6 +878,13 @@ impl Core {
                     }
                 }
             }
+        }
+        if self.due_by(asked) {
+            // Unfinished: the same snapshot serves the rest on the next turn.
+            self.resolver = Some((asked, resolver));
+        } else if self.due_by(Instant::now()) {
+            // Fell due after the snapshot was asked for: they need a newer one.
+            self.ask_snapshot();
         }
     }
 
