@@ -83,6 +83,9 @@ pub struct TerminationDone {
     /// Why the closing line was not written to a terminal, when the daemon refused
     /// to write it.
     pub notice_refused: Option<(TtyKey, String)>,
+    /// Why the termination did not complete (a task panicked): the session is
+    /// still there, and its end is tried again.
+    pub failed: Option<String>,
 }
 
 /// A warning written to a login's terminals, with those that refused it.
