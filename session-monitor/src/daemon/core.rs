@@ -70,6 +70,9 @@ const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 /// a thousand new logins must not make the deadlines late.
 const RESOLVE_SLICE: Duration = Duration::from_millis(10);
 
+/// How long a snapshot of /proc asked for is waited for before it is asked again.
+const SNAPSHOT_GIVEN_UP: Duration = Duration::from_secs(10);
+
 /// A termination that finished (all targets gone, or SIGKILL sent).
 pub struct TerminationDone {
     pub key: LoginKey,
@@ -759,12 +762,19 @@ impl Core {
         {
             return Some(Instant::now());
         }
-        if self.snapshot_asked.is_some() {
+        if self.snapshot_in_flight() {
             return None;
         }
         let terminals = self.pending.values().map(|p| p.next_try);
         let connections = self.pending_connections.values().map(|p| p.next_try);
         terminals.chain(connections).min()
+    }
+
+    /// A snapshot was asked for and may still come (one that never comes, its
+    /// task having failed, is asked for again after [`SNAPSHOT_GIVEN_UP`]).
+    fn snapshot_in_flight(&self) -> bool {
+        self.snapshot_asked
+            .is_some_and(|asked| asked.elapsed() < SNAPSHOT_GIVEN_UP)
     }
 
     /// Whether any terminal or connection was due to be resolved by `at`.
@@ -776,7 +786,7 @@ impl Core {
     /// Asks for a snapshot of /proc, taken on the blocking pool: with ten thousand
     /// processes one walk takes long enough to make deadlines late if the core did it.
     fn ask_snapshot(&mut self) {
-        if self.snapshot_asked.is_some() {
+        if self.snapshot_in_flight() {
             return;
         }
         self.snapshot_asked = Some(Instant::now());
