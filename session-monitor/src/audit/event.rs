@@ -62,6 +62,16 @@ pub enum AuditEvent {
         #[serde(flatten)]
         ended: Option<Ended>,
     },
+    /// Ending a session failed before it completed (a task of the daemon's
+    /// panicked): the session stays open and the end is tried again.
+    TerminationFailed {
+        #[serde(flatten)]
+        session: SessionFields,
+        reason: EndReason,
+        error: String,
+        /// When the end is tried again.
+        retry_in_seconds: u64,
+    },
     /// A line not written to a terminal because what the session leader held was
     /// not, when checked, the session's terminal.
     NoticeRefused {
@@ -162,6 +172,7 @@ crate::labels::closed_set! {
         Warning => "warning",
         WouldEnd => "would_end",
         SessionEnd => "session_end",
+        TerminationFailed => "termination_failed",
         NoticeRefused => "notice_refused",
         InputBlocked => "input_blocked",
         Revoke => "revoke",
@@ -189,6 +200,7 @@ impl AuditEvent {
             AuditEvent::Warning { .. } => EventName::Warning,
             AuditEvent::WouldEnd { .. } => EventName::WouldEnd,
             AuditEvent::SessionEnd { .. } => EventName::SessionEnd,
+            AuditEvent::TerminationFailed { .. } => EventName::TerminationFailed,
             AuditEvent::NoticeRefused { .. } => EventName::NoticeRefused,
             AuditEvent::InputBlocked { .. } => EventName::InputBlocked,
             AuditEvent::Revoke { .. } => EventName::Revoke,
@@ -471,6 +483,12 @@ mod tests {
                 lost_records: 2,
                 since: "2026-12-02T13:01:07Z".into(),
                 error: "full".into(),
+            },
+            AuditEvent::TerminationFailed {
+                session: session(),
+                reason: EndReason::Idle,
+                error: "task panicked".into(),
+                retry_in_seconds: 5,
             },
         ]
     }

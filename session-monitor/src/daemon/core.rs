@@ -65,6 +65,14 @@ struct PendingConnection {
 /// allows minutes; reconcile's sweep finds slower ones).
 const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 
+/// How long the core resolves pending terminals and connections at a time before it
+/// looks at its other work (due warnings and ends, exits, requests) again: a burst of
+/// a thousand new logins must not make the deadlines late.
+const RESOLVE_SLICE: Duration = Duration::from_millis(10);
+
+/// How long a snapshot of /proc asked for is waited for before it is asked again.
+const SNAPSHOT_GIVEN_UP: Duration = Duration::from_secs(10);
+
 /// A termination that finished (all targets gone, or SIGKILL sent).
 pub struct TerminationDone {
     pub key: LoginKey,
@@ -78,6 +86,9 @@ pub struct TerminationDone {
     /// Why the closing line was not written to a terminal, when the daemon refused
     /// to write it.
     pub notice_refused: Option<(TtyKey, String)>,
+    /// Why the termination did not complete (a task panicked): the session is
+    /// still there, and its end is tried again.
+    pub failed: Option<String>,
 }
 
 /// A warning written to a login's terminals, with those that refused it.
@@ -103,6 +114,8 @@ pub struct CoreParts {
     pub audit: AuditLog,
     pub terminations: mpsc::Sender<TerminationDone>,
     pub warnings_written: mpsc::Sender<WarningWritten>,
+    /// Where the /proc snapshots taken on the blocking pool come back.
+    pub snapshots: mpsc::Sender<Resolver>,
     pub revocations: Revocations,
     pub access: tokio::sync::watch::Sender<crate::control::Access>,
     pub metrics: Arc<Metrics>,
@@ -120,6 +133,12 @@ pub struct Core {
     pending: HashMap<TtyKey, Pending>,
     /// Connections forked by an sshd listener, by pid, until they authenticate.
     pending_connections: HashMap<u32, PendingConnection>,
+    /// The /proc snapshot pending terminals and connections are resolved from, with
+    /// when it was asked for: it serves those due by then.
+    resolver: Option<(Instant, Resolver)>,
+    /// When the snapshot being taken on the blocking pool was asked for.
+    snapshot_asked: Option<Instant>,
+    snapshots: mpsc::Sender<Resolver>,
     /// sshd listeners marked in the kernel (never signalled).
     pub(super) listeners: HashSet<u32>,
     /// Terminals without a login session, with when that was first found.
@@ -177,6 +196,9 @@ impl Core {
             table: LoginTable::default(),
             pending: HashMap::new(),
             pending_connections: HashMap::new(),
+            resolver: None,
+            snapshot_asked: None,
+            snapshots: parts.snapshots,
             listeners: HashSet::new(),
             unresolved: HashMap::new(),
             received: parts.received,
@@ -311,6 +333,16 @@ impl Core {
     fn add_resolved(&mut self, resolved: Resolved, how: SessionOrigin) {
         if let Some(listener) = resolved.listener {
             self.mark_listener(listener);
+        }
+        // A connection found through its terminal needs no resolution of its own
+        // (it would fail: it has a terminal), so no more /proc walks for it.
+        let identity = resolved.identity;
+        if self
+            .pending_connections
+            .get(&identity.pid)
+            .is_some_and(|p| p.process == identity)
+        {
+            self.pending_connections.remove(&identity.pid);
         }
         let (key, _) = crate::sessions::login_key(&resolved.identity);
         let Some(login) = self.table.get(&key) else {
@@ -685,16 +717,24 @@ impl Core {
 
     /// The kernel saw an sshd listener fork: a new connection, resolved to a login
     /// once it has authenticated.
+    ///
+    /// A connection resolves no sooner than [`Resolver::CONNECTION_SETTLE_NS`] after
+    /// it started (its authenticated side is younger still): the first try waits
+    /// that long instead of walking /proc every few milliseconds in vain, and a
+    /// short connection (an `scp`) that is gone by then costs no walk at all.
     pub(super) fn on_listener_forked(&mut self, child: u32) {
         let Some(process) = ProcRef::of(child) else {
             return;
         };
+        let age = clock::boot_ns().saturating_sub(process.start_boot_ns());
+        let wait = Duration::from_nanos(Resolver::CONNECTION_SETTLE_NS.saturating_sub(age))
+            .max(RESOLVE_BATCH_DELAY);
         self.pending_connections
             .entry(child)
             .or_insert(PendingConnection {
                 process,
                 attempts: 0,
-                next_try: Instant::now() + RESOLVE_BATCH_DELAY,
+                next_try: Instant::now() + wait,
             });
     }
 
@@ -714,32 +754,87 @@ impl Core {
         });
     }
 
+    /// When [`Self::resolve_pending`] has work: at once while the snapshot at hand
+    /// serves due terminals or connections, else when the next one is due (nothing
+    /// while a snapshot is being taken: its arrival is the next step).
     pub fn next_resolution(&self) -> Option<Instant> {
+        if let Some((asked, _)) = &self.resolver
+            && self.due_by(*asked)
+        {
+            return Some(Instant::now());
+        }
+        if self.snapshot_in_flight() {
+            return None;
+        }
         let terminals = self.pending.values().map(|p| p.next_try);
         let connections = self.pending_connections.values().map(|p| p.next_try);
         terminals.chain(connections).min()
     }
 
-    /// Resolves every due terminal and connection from one snapshot of /proc.
+    /// A snapshot was asked for and may still come (one that never comes, its
+    /// task having failed, is asked for again after [`SNAPSHOT_GIVEN_UP`]).
+    fn snapshot_in_flight(&self) -> bool {
+        self.snapshot_asked
+            .is_some_and(|asked| asked.elapsed() < SNAPSHOT_GIVEN_UP)
+    }
+
+    /// Whether any terminal or connection was due to be resolved by `at`.
+    fn due_by(&self, at: Instant) -> bool {
+        self.pending.values().any(|p| p.next_try <= at)
+            || self.pending_connections.values().any(|p| p.next_try <= at)
+    }
+
+    /// Asks for a snapshot of /proc, taken on the blocking pool: with ten thousand
+    /// processes one walk takes long enough to make deadlines late if the core did it.
+    fn ask_snapshot(&mut self) {
+        if self.snapshot_in_flight() {
+            return;
+        }
+        self.snapshot_asked = Some(Instant::now());
+        let tx = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.blocking_send(Resolver::snapshot());
+        });
+    }
+
+    /// A snapshot asked for by [`Self::ask_snapshot`]: it serves what was due when it
+    /// was asked for.
+    pub fn on_snapshot(&mut self, resolver: Resolver) {
+        let asked = self.snapshot_asked.take().unwrap_or_else(Instant::now);
+        // What it was for may have gone meanwhile (exited): then it is not kept.
+        if self.due_by(asked) {
+            self.resolver = Some((asked, resolver));
+        }
+    }
+
+    /// Resolves due terminals and connections from a snapshot of /proc taken after
+    /// they fell due, for at most [`RESOLVE_SLICE`] at a time (the rest stays due
+    /// and is resolved on the next turn of the core's loop, after any deadline that
+    /// fell due meanwhile).
     pub fn resolve_pending(&mut self) {
-        let now = Instant::now();
+        let Some((asked, mut resolver)) = self.resolver.take() else {
+            if self.due_by(Instant::now()) {
+                self.ask_snapshot();
+            }
+            return;
+        };
         let due: Vec<TtyKey> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.next_try <= now)
+            .filter(|(_, p)| p.next_try <= asked)
             .map(|(k, _)| *k)
             .collect();
         let due_connections: Vec<u32> = self
             .pending_connections
             .iter()
-            .filter(|(_, p)| p.next_try <= now)
+            .filter(|(_, p)| p.next_try <= asked)
             .map(|(k, _)| *k)
             .collect();
-        if due.is_empty() && due_connections.is_empty() {
-            return;
-        }
-        let mut resolver = Resolver::snapshot();
+        let slice_ends = Instant::now() + RESOLVE_SLICE;
         for pid in due_connections {
+            if Instant::now() >= slice_ends {
+                break;
+            }
             let Some(pending) = self.pending_connections.get_mut(&pid) else {
                 continue;
             };
@@ -759,12 +854,21 @@ impl Core {
                         // Reconcile's sweep of the listeners' children takes over.
                         self.pending_connections.remove(&pid);
                     } else {
-                        pending.next_try = now + Duration::from_millis(25 << pending.attempts);
+                        let now = Instant::now();
+                        let backoff = now + Duration::from_millis(25 << pending.attempts);
+                        // Authenticated but not settled: retry when it has.
+                        let settled = resolver.connection_settles_at(pid).map(|at| {
+                            now + Duration::from_nanos(at.saturating_sub(clock::boot_ns()))
+                        });
+                        pending.next_try = settled.map_or(backoff, |s| s.max(backoff));
                     }
                 }
             }
         }
         for key in due {
+            if Instant::now() >= slice_ends {
+                break;
+            }
             let Some(pending) = self.pending.get_mut(&key) else {
                 continue;
             };
@@ -779,6 +883,7 @@ impl Core {
                 }
                 None => {
                     pending.attempts += 1;
+                    let now = Instant::now();
                     if pending.attempts >= RESOLVE_QUICK_ATTEMPTS {
                         self.pending.remove(&key);
                         self.unresolved.entry(key).or_insert(now);
@@ -787,6 +892,13 @@ impl Core {
                     }
                 }
             }
+        }
+        if self.due_by(asked) {
+            // Unfinished: the same snapshot serves the rest on the next turn.
+            self.resolver = Some((asked, resolver));
+        } else if self.due_by(Instant::now()) {
+            // Fell due after the snapshot was asked for: they need a newer one.
+            self.ask_snapshot();
         }
     }
 

@@ -416,6 +416,7 @@ impl Core {
             last_input_ns: self.timing(login).last_input_ns,
             outcome: Default::default(),
             notice_refused: None,
+            failed: None,
         };
         let identity = login.identity;
         let id = login.id.clone();
@@ -456,13 +457,14 @@ impl Core {
             .iter()
             .any(|s| !terminals.iter().any(|(leader, _)| leader == s));
         let writers = self.notice_writers.clone();
-        tokio::spawn(async move {
+        let session_id = done.session_id.clone();
+        let work = tokio::spawn(async move {
             // The closing line and the /proc reads are blocking system calls: they run
             // on the blocking pool, a few at a time, so that a thousand logins ended
             // together never hold up the core or the reactor that sees exits.
-            let session_id = done.session_id.clone();
             let prepared = {
                 let _permit = writers.acquire_owned().await;
+                let session_id = session_id.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut notice_refused = None;
                     let mut written = false;
@@ -489,22 +491,26 @@ impl Core {
                 })
                 .await
             };
-            let (plan, server_grace, notice_refused) = match prepared {
-                Ok(prepared) => prepared,
-                Err(err) => {
-                    tracing::error!(id = %done.session_id, "ending the session failed: {err}");
-                    return;
-                }
-            };
-            tracing::info!(id = %done.session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
+            let (plan, server_grace, notice_refused) = prepared?;
+            tracing::info!(id = %session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
             let outcome = terminate::escalate(plan, grace, server_grace).await;
-            let _ = tx
-                .send(TerminationDone {
+            Ok::<_, tokio::task::JoinError>((outcome, notice_refused))
+        });
+        // The work runs in a task of its own, so that the core hears of every end,
+        // also of one whose task panicked (the session is then still open).
+        tokio::spawn(async move {
+            let done = match termination_result(work.await) {
+                Ok((outcome, notice_refused)) => TerminationDone {
                     outcome,
                     notice_refused,
                     ..done
-                })
-                .await;
+                },
+                Err(failed) => TerminationDone {
+                    failed: Some(failed),
+                    ..done
+                },
+            };
+            let _ = tx.send(done).await;
         });
     }
 
@@ -567,6 +573,10 @@ impl Core {
     }
 
     pub fn on_termination_done(&mut self, done: TerminationDone) {
+        if let Some(error) = &done.failed {
+            self.on_termination_failed(&done, error);
+            return;
+        }
         if let Some(why) = &done.notice_refused
             && self
                 .table
@@ -590,11 +600,77 @@ impl Core {
             );
         }
     }
+
+    /// A termination that did not complete: audited, and the session, still open,
+    /// is ended again after [`TERMINATION_RETRY`] (sooner if input or a revocation
+    /// reschedules it).
+    fn on_termination_failed(&mut self, done: &TerminationDone, error: &str) {
+        let Some(login) = self
+            .table
+            .get(&done.key)
+            .filter(|s| s.id == done.session_id)
+        else {
+            return;
+        };
+        let now = clock::boot_ns();
+        let timing = self.timing(login);
+        tracing::error!(id = %login.id, reason = %done.reason, "ending the session failed: {error}; trying again");
+        self.audit.record(AuditEvent::TerminationFailed {
+            session: SessionFields::of(login, &login.resolution.rule, timing.last_input_ns, now),
+            reason: done.reason,
+            error: error.to_string(),
+            retry_in_seconds: TERMINATION_RETRY.as_secs(),
+        });
+        let key = done.key;
+        self.unschedule(&key);
+        let at = now + TERMINATION_RETRY.as_nanos() as u64;
+        if let Some(login) = self.table.get_mut(&key) {
+            login.ending = None;
+            login.due = Some(at);
+        }
+        // The deadline then finds the end due again (or input moved it meanwhile).
+        self.schedule.insert((at, key));
+    }
+}
+
+/// How long after a failed termination the session's end is tried again.
+const TERMINATION_RETRY: Duration = Duration::from_secs(5);
+
+/// What a termination's task came to: its outcome, or why it did not complete (a
+/// panic in it or in its blocking part).
+fn termination_result<T>(
+    joined: Result<Result<T, tokio::task::JoinError>, tokio::task::JoinError>,
+) -> Result<T, String> {
+    match joined {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) | Err(err) => Err(if err.is_panic() {
+            format!("the task ending it panicked: {err}")
+        } else {
+            format!("the task ending it was cancelled: {err}")
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_termination_comes_back_as_a_failure() {
+        let blocking_panic =
+            tokio::spawn(async { tokio::task::spawn_blocking(|| -> u32 { panic!("boom") }).await });
+        let failed = termination_result(blocking_panic.await).unwrap_err();
+        assert!(failed.contains("panicked"), "{failed}");
+        let task_panic = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            Ok::<u32, tokio::task::JoinError>(1)
+        });
+        assert!(termination_result(task_panic.await).is_err());
+        let fine = tokio::spawn(async { Ok::<u32, tokio::task::JoinError>(7) });
+        assert_eq!(termination_result(fine.await), Ok(7));
+    }
 
     fn proc(pid: u32, ppid: u32, sid: u32) -> ProcInfo {
         ProcInfo {

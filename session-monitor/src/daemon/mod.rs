@@ -117,6 +117,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 
     let (done_tx, mut terminations) = mpsc::channel(256);
     let (warned_tx, mut warnings_written) = mpsc::channel(256);
+    let (snapshot_tx, mut snapshots) = mpsc::channel(1);
     let mut core = core::Core::new(core::CoreParts {
         probes,
         maps,
@@ -127,6 +128,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         audit,
         terminations: done_tx,
         warnings_written: warned_tx,
+        snapshots: snapshot_tx,
         revocations,
         access,
         metrics,
@@ -161,6 +163,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             Some(incoming) = control.recv() => core.on_control(incoming),
             Some(done) = terminations.recv() => core.on_termination_done(done),
             Some(written) = warnings_written.recv() => core.on_warning_written(written),
+            Some(resolver) = snapshots.recv() => core.on_snapshot(resolver),
             _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             _ = sleep_until_opt(resolve_at) => core.resolve_pending(),
             _ = reconcile.tick() => core.reconcile(),

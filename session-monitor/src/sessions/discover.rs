@@ -150,6 +150,9 @@ struct ServerFacts {
 }
 
 impl Resolver {
+    /// How long after authentication a connection is left to settle ([`SETTLE_NS`]).
+    pub const CONNECTION_SETTLE_NS: u64 = SETTLE_NS;
+
     /// Takes one snapshot of /proc for a batch of resolutions.
     pub fn snapshot() -> Self {
         let mut zombies = HashSet::new();
@@ -549,13 +552,27 @@ impl Resolver {
     /// What a known connection carries now (it changes: a shell starts after the
     /// login, a ControlMaster connection gains channels).
     pub fn connection_carries(&mut self, identity: u32) -> Option<Vec<Carry>> {
-        let user = self.children_of(identity).into_iter().find(|c| {
+        let user = self.authenticated_side(identity)?;
+        Some(self.carries_of(user.pid))
+    }
+
+    /// The connection's sshd process that runs as the user, once it has
+    /// authenticated.
+    fn authenticated_side(&mut self, identity: u32) -> Option<ProcInfo> {
+        self.children_of(identity).into_iter().find(|c| {
             self.sshd_role(c.pid) == Some(SshdRole::Connection)
                 && procs::cmdline(c.pid)
                     .first()
                     .is_some_and(|t| !t.contains('['))
-        })?;
-        Some(self.carries_of(user.pid))
+        })
+    }
+
+    /// When connection `identity` may resolve at the earliest (boot-time ns): its
+    /// authenticated side's start plus [`SETTLE_NS`]. None before it authenticated.
+    /// Trying sooner only reads /proc for nothing.
+    pub fn connection_settles_at(&mut self, identity: u32) -> Option<u64> {
+        let user = self.authenticated_side(identity)?;
+        Some(user.proc_ref().start_boot_ns().saturating_add(SETTLE_NS))
     }
 
     /// The session leader whose controlling terminal is `key` (in the same devpts
