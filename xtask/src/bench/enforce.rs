@@ -3,7 +3,7 @@
 //! the daemon decide to end it, and when does its leader actually die?
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::fd::OwnedFd,
     process::Command,
     time::{Duration, Instant},
@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use rustix::event::{PollFd, PollFlags};
 use serde_json::Value;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     daemon::{Daemon, DaemonSpec},
@@ -44,8 +45,16 @@ pub struct EnforcementResult {
     pub sessions: usize,
     /// Leader death minus deadline (keystroke + idle timeout), ms, one per session.
     pub death_late_ms: Vec<f64>,
-    /// The audit log's `idle_seconds` at the decision minus the idle timeout, ms.
+    /// The audit log's `idle_seconds` at the decision minus the idle timeout, ms (the
+    /// log gives it to a tenth of a second).
     pub decided_late_ms: Vec<f64>,
+    /// The `session_start` record's time minus the keystroke, ms: how long the
+    /// daemon took to know the session (negative: known before the keystroke).
+    pub known_after_ms: Vec<f64>,
+    /// The `warning` record's time minus when it was due (keystroke + idle timeout −
+    /// warning time), ms. A late warning moves the end: the user is promised the
+    /// whole warning time.
+    pub warned_late_ms: Vec<f64>,
     /// The audit log's `took_ms`: decision to all processes gone.
     pub took_ms: Vec<f64>,
     pub warnings: usize,
@@ -154,6 +163,8 @@ fn run_with(
     };
     // One keystroke each; its time is when the idle clock starts.
     let mut deadline_ns = Vec::with_capacity(count);
+    // The keystroke of each terminal (`pts/N`), to place the audit records on.
+    let mut keystroke_ns: HashMap<String, u64> = HashMap::with_capacity(count);
     let first = Instant::now();
     for pty in &ptys {
         let t = sys::boot_ns();
@@ -161,6 +172,7 @@ fn run_with(
             bail!("keystroke: a short write");
         }
         deadline_ns.push(t + (IDLE_TIMEOUT_S * 1e9) as u64);
+        keystroke_ns.insert(format!("pts/{}", pty.index), t);
     }
     let keystrokes_s = first.elapsed().as_secs_f64();
     let processes = count_processes();
@@ -197,9 +209,28 @@ fn run_with(
         }
         sys::sleep(Duration::from_millis(100))?;
     };
+    let wall_minus_boot = sys::wall_ns() as i128 - sys::boot_ns() as i128;
+    // Milliseconds from `at` (boot time) to when record `r` was written.
+    let after = |r: &Value, at: u64| -> Option<f64> {
+        let wall = OffsetDateTime::parse(r["time"].as_str()?, &Rfc3339).ok()?;
+        let boot = wall.unix_timestamp_nanos() - wall_minus_boot;
+        Some((boot - at as i128) as f64 / 1e6)
+    };
+    let warn_after_ns = ((IDLE_TIMEOUT_S - WARN_BEFORE_S) * 1e9) as u64;
     for r in &records {
+        let keystroke = r["tty"].as_str().and_then(|t| keystroke_ns.get(t)).copied();
         match r["event"].as_str() {
-            Some("warning") => result.warnings += 1,
+            Some("session_start") => {
+                if let Some(ms) = keystroke.and_then(|k| after(r, k)) {
+                    result.known_after_ms.push(ms);
+                }
+            }
+            Some("warning") => {
+                result.warnings += 1;
+                if let Some(ms) = keystroke.and_then(|k| after(r, k + warn_after_ns)) {
+                    result.warned_late_ms.push(ms);
+                }
+            }
             Some("session_end") if r["reason"] == "idle" => {
                 result.idle_ends += 1;
                 if let Some(idle) = r["idle_seconds"].as_f64() {

@@ -54,8 +54,9 @@ pub struct BenchArgs {
     /// with --quick or --only, target/bench/BENCHMARKS.{quick,partial}.md].
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Run only these parts, to investigate one: workload names or their beginnings
-    /// (`keystrokes`, `writes-devnull`), `scale`, `enforcement`; comma-separated.
+    /// Run only these parts, to investigate one: workload names or their first words
+    /// (`keystrokes` is every keystrokes-N, `keystrokes-1` only that one;
+    /// `writes-devnull`), `scale`, `enforcement`; comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     pub only: Vec<String>,
     /// Keep the scratch directory (policies, the daemon's log and audit log) and
@@ -94,7 +95,7 @@ impl BenchArgs {
             // Thousands of sessions under software emulation measure the emulator.
             return false;
         }
-        self.only.is_empty() || self.only.iter().any(|o| part.starts_with(o.as_str()))
+        self.only.is_empty() || self.only.iter().any(|o| names(o, part))
     }
 
     /// The kernel to measure the fentry backend on, if the VM part runs.
@@ -108,6 +109,13 @@ impl BenchArgs {
             (None, true) => None,
         }
     }
+}
+
+/// Whether `--only` entry `entry` names `part`: the whole name, or its first words up to
+/// a `-` (so `keystrokes-1` is not also `keystrokes-100`).
+fn names(entry: &str, part: &str) -> bool {
+    part.strip_prefix(entry)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
 }
 
 /// Sizes of one benchmark run.
@@ -642,5 +650,21 @@ fn machine() -> Machine {
         kernel_version: text(uname.version()),
         os,
         commit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn only_names_whole_words() {
+        assert!(names("keystrokes", "keystrokes-1"));
+        assert!(names("keystrokes", "keystrokes-100"));
+        assert!(names("keystrokes-1", "keystrokes-1"));
+        assert!(!names("keystrokes-1", "keystrokes-100"));
+        assert!(names("writes", "writes-pipe"));
+        assert!(!names("write", "writes-pipe"));
+        assert!(names("scale", "scale"));
     }
 }

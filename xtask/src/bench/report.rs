@@ -405,6 +405,9 @@ fn render_daemon(w: &mut String, r: &Results) {
     }
     if let Some(e) = &r.enforcement {
         let line = |v: &[f64]| {
+            if v.is_empty() {
+                return "not measured".to_string();
+            }
             let v = sorted(v);
             format!(
                 "p50 {:.0} ms, p99 {:.0} ms",
@@ -415,10 +418,14 @@ fn render_daemon(w: &mut String, r: &Results) {
         let _ = writeln!(
             w,
             "- Enforcement, {} sessions on a {} s idle timeout: leader dead after the \
-             deadline {}; end decided {}; decision to processes gone {}.",
+             deadline {}; session known to the daemon after its keystroke {}; warning \
+             written after it was due {}; end decided late {} (to 0.1 s); decision to \
+             processes gone {}.",
             num(e.sessions as f64),
             enforce::IDLE_TIMEOUT_S,
             line(&e.death_late_ms),
+            line(&e.known_after_ms),
+            line(&e.warned_late_ms),
             line(&e.decided_late_ms),
             line(&e.took_ms)
         );
@@ -520,8 +527,10 @@ fn render_missed(w: &mut String, r: &Results) {
             any = true;
             let _ = writeln!(
                 w,
-                "- Enforcement p99 {p99:.0} ms: decided late by {:.0} ms (p99), processes \
-                 gone {:.0} ms (p99) after the decision{}.",
+                "- Enforcement p99 {p99:.0} ms: warnings written late by {:.0} ms (p99; \
+                 the end waits the whole warning time after it), end decided late by \
+                 {:.0} ms (p99), processes gone {:.0} ms (p99) after the decision{}.",
+                percentile(&sorted(&e.warned_late_ms), 99.0),
                 percentile(&sorted(&e.decided_late_ms), 99.0),
                 percentile(&sorted(&e.took_ms), 99.0),
                 r.enforcement_syscalls

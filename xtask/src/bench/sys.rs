@@ -27,6 +27,11 @@ pub fn boot_ns() -> u64 {
     timespec_ns(clock_gettime(ClockId::Boottime))
 }
 
+/// Wall-clock time (CLOCK_REALTIME), ns since the epoch.
+pub fn wall_ns() -> u64 {
+    timespec_ns(clock_gettime(ClockId::Realtime))
+}
+
 fn timespec_ns(ts: rustix::time::Timespec) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
