@@ -166,10 +166,11 @@ pub struct Core {
     /// Per uid: the last input on a session of theirs that is not nested and has
     /// ended (see `nesting`).
     pub(super) presence: HashMap<u32, u64>,
-    /// Processes by session id and by parent, from one walk of /proc shared by the
-    /// ends decided within [`MEMBERS_MAX_AGE`] (a thousand logins due at once walk
-    /// /proc once).
-    pub(super) members: Option<(Instant, super::enforcement::ProcSnapshot)>,
+    /// The kernel's members of each login, from one walk of its map shared by the
+    /// ends decided within [`MEMBERS_MAX_AGE`].
+    pub(super) members: Option<(Instant, HashMap<LoginKey, Vec<u32>>)>,
+    /// The /proc snapshot the ends being carried out share (taken off the core).
+    pub(super) proc_snapshots: super::enforcement::SharedSnapshot,
     /// Reconcile ticks so far.
     ticks: u64,
     /// Where the warnings given are kept across restarts, and those a previous
@@ -219,6 +220,7 @@ impl Core {
             metrics_addr: parts.metrics_addr,
             presence: HashMap::new(),
             members: None,
+            proc_snapshots: Default::default(),
             ticks: 0,
             given_before: parts.given.load(),
             given: parts.given,

@@ -5,7 +5,11 @@
 //! When a deadline fires, the decision is taken again from the kernel maps, which
 //! always hold the latest input: a deadline that input has moved is just rescheduled.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -38,29 +42,16 @@ const TOLERANCE_NS: u64 = 1_000_000;
 pub struct ProcSnapshot {
     by_sid: HashMap<u32, Vec<ProcRef>>,
     by_parent: HashMap<u32, Vec<ProcInfo>>,
-    /// The kernel's members of each login (one walk of its map for all the logins
-    /// ended together).
-    by_login: HashMap<LoginKey, Vec<u32>>,
 }
 
 impl ProcSnapshot {
-    fn take(maps: &crate::probes::KernelMaps) -> Self {
+    fn take() -> Self {
         let by_parent = crate::sessions::processes_by_parent();
         let mut by_sid: HashMap<u32, Vec<ProcRef>> = HashMap::new();
         for p in by_parent.values().flatten() {
             by_sid.entry(p.sid).or_default().push(p.proc_ref());
         }
-        let mut by_login: HashMap<LoginKey, Vec<u32>> = HashMap::new();
-        for (tgid, state) in maps.memberships() {
-            if state.login != 0 {
-                by_login.entry(state.login).or_default().push(tgid);
-            }
-        }
-        Self {
-            by_sid,
-            by_parent,
-            by_login,
-        }
+        Self { by_sid, by_parent }
     }
 
     fn session(&self, sid: u32) -> Vec<ProcRef> {
@@ -80,6 +71,57 @@ impl ProcSnapshot {
             }
         }
         out
+    }
+}
+
+/// The /proc snapshot shared by the ends being carried out: taken on the blocking
+/// pool by the first one that needs it, reused by those that follow within
+/// [`super::core::MEMBERS_MAX_AGE`] (a thousand logins due at once walk /proc a few
+/// times, not a thousand, and never on the core: the core goes on deciding).
+#[derive(Clone, Default)]
+pub struct SharedSnapshot(Arc<Mutex<Option<Taken>>>);
+
+/// A snapshot and when it was taken.
+type Taken = (Instant, Arc<ProcSnapshot>);
+
+impl SharedSnapshot {
+    /// A snapshot at most [`super::core::MEMBERS_MAX_AGE`] old. Blocking: the others
+    /// that need one meanwhile wait for this walk instead of starting their own.
+    fn fresh(&self) -> Arc<ProcSnapshot> {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, snapshot)) = held.as_ref()
+            && at.elapsed() <= super::core::MEMBERS_MAX_AGE
+        {
+            return snapshot.clone();
+        }
+        let snapshot = Arc::new(ProcSnapshot::take());
+        *held = Some((Instant::now(), snapshot.clone()));
+        snapshot
+    }
+}
+
+/// What a login's process tree is found from: the kernel's members (exact) and the
+/// processes whose descendants (the identity) or session (each terminal's leader)
+/// belong to it, looked up in a [`ProcSnapshot`] when the end is carried out.
+struct TreeRoots {
+    exact: Vec<ProcRef>,
+    identity: ProcRef,
+    leaders: Vec<ProcRef>,
+}
+
+impl TreeRoots {
+    fn tree(self, snapshot: &ProcSnapshot) -> terminate::Tree {
+        let mut through = vec![(self.identity, snapshot.descendants(self.identity.pid))];
+        for leader in self.leaders {
+            through.push((leader, snapshot.session(leader.pid)));
+        }
+        terminate::Tree {
+            exact: self.exact,
+            through,
+        }
     }
 }
 
@@ -428,7 +470,8 @@ impl Core {
             .filter(|s| !servers.contains(s))
             .map(|s| s.pid)
             .collect();
-        let tree = self.tree_of(*key, identity, &terminals);
+        let roots = self.tree_roots(*key, identity, &terminals);
+        let snapshots = self.proc_snapshots.clone();
         // Terminal servers that serve other logins too are not this login's to end.
         let mut never: Vec<u32> = self.listeners.iter().copied().collect();
         never.extend(&shared);
@@ -486,6 +529,7 @@ impl Core {
                     } else {
                         Duration::ZERO
                     };
+                    let tree = roots.tree(&snapshots.fresh());
                     let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
                     (plan, server_grace, notice_refused)
                 })
@@ -514,38 +558,42 @@ impl Core {
         });
     }
 
-    /// The login's process tree: the kernel's members of the login (exact), and
-    /// what /proc shows through its identity (descendants by parent) and through
-    /// each terminal's leader (its session), from a snapshot at most
-    /// [`super::core::MEMBERS_MAX_AGE`] old.
-    fn tree_of(
+    /// Where the login's process tree is found: the kernel's members of the login
+    /// (exact, from one walk of the kernel map at most
+    /// [`super::core::MEMBERS_MAX_AGE`] old), and the identity and the terminals'
+    /// leaders, whose descendants and sessions the termination looks up in /proc.
+    fn tree_roots(
         &mut self,
         key: LoginKey,
         identity: ProcRef,
         terminals: &[(ProcRef, TtyKey)],
-    ) -> terminate::Tree {
+    ) -> TreeRoots {
         let fresh = self
             .members
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() <= super::core::MEMBERS_MAX_AGE);
         if !fresh {
-            self.members = Some((Instant::now(), ProcSnapshot::take(&self.maps)));
+            let mut by_login: HashMap<LoginKey, Vec<u32>> = HashMap::new();
+            for (tgid, state) in self.maps.memberships() {
+                if state.login != 0 {
+                    by_login.entry(state.login).or_default().push(tgid);
+                }
+            }
+            self.members = Some((Instant::now(), by_login));
         }
-        let Some((_, snapshot)) = self.members.as_ref() else {
-            return terminate::Tree::default();
-        };
-        let exact = snapshot
-            .by_login
-            .get(&key)
+        let exact = self
+            .members
+            .as_ref()
+            .and_then(|(_, by_login)| by_login.get(&key))
             .into_iter()
             .flatten()
             .filter_map(|&pid| ProcRef::of(pid))
             .collect();
-        let mut through = vec![(identity, snapshot.descendants(identity.pid))];
-        for (leader, _) in terminals {
-            through.push((*leader, snapshot.session(leader.pid)));
+        TreeRoots {
+            exact,
+            identity,
+            leaders: terminals.iter().map(|(leader, _)| *leader).collect(),
         }
-        terminate::Tree { exact, through }
     }
 
     /// A line the daemon did not write because what it found was not the session's

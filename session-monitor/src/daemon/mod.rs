@@ -158,13 +158,19 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     loop {
         let resolve_at = core.next_resolution();
         let deadline_at = core.next_deadline();
+        // In this order, not at random: due warnings and ends first, so that when a
+        // thousand logins fall due together the last decision does not wait behind
+        // the bookkeeping of the ends already carried out (each decision reads the
+        // latest input from the kernel maps itself, so events waiting behind it
+        // cannot make it wrong).
         tokio::select! {
+            biased;
+            _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             Some(event) = events.recv() => core.on_event(event),
             Some(incoming) = control.recv() => core.on_control(incoming),
             Some(done) = terminations.recv() => core.on_termination_done(done),
             Some(written) = warnings_written.recv() => core.on_warning_written(written),
             Some(resolver) = snapshots.recv() => core.on_snapshot(resolver),
-            _ = sleep_until_opt(deadline_at) => core.on_deadlines(),
             _ = sleep_until_opt(resolve_at) => core.resolve_pending(),
             _ = reconcile.tick() => core.reconcile(),
             // Armed once per burst and never postponed: a file that keeps changing

@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use rustix::event::{PollFd, PollFlags};
 use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -268,41 +267,50 @@ fn count_processes() -> usize {
     })
 }
 
-/// When each process behind `pidfds` exited (CLOCK_BOOTTIME ns), in order.
+/// When each process behind `pidfds` exited (CLOCK_BOOTTIME ns), in order. With
+/// epoll: polling a thousand descriptors on every death would take the CPU the
+/// daemon needs to end the rest, and make the measured lateness the observer's.
 fn wait_for_deaths(pidfds: &[OwnedFd], timeout: Duration) -> Result<Vec<u64>> {
+    use rustix::{
+        buffer::spare_capacity,
+        event::epoll::{self, CreateFlags, EventData, EventFlags},
+    };
+    let poller = epoll::create(CreateFlags::CLOEXEC).map_err(std::io::Error::from)?;
+    for (i, fd) in pidfds.iter().enumerate() {
+        epoll::add(&poller, fd, EventData::new_u64(i as u64), EventFlags::IN)
+            .map_err(std::io::Error::from)?;
+    }
     let mut died = vec![0u64; pidfds.len()];
-    let mut pending: Vec<usize> = (0..pidfds.len()).collect();
+    let mut pending = pidfds.len();
     let deadline = Instant::now() + timeout;
-    while !pending.is_empty() {
+    let mut events = Vec::with_capacity(pidfds.len());
+    while pending > 0 {
         sys::check_interrupted()?;
         if Instant::now() > deadline {
             bail!(
-                "{} of {} session leaders still alive {timeout:?} after their keystroke",
-                pending.len(),
+                "{pending} of {} session leaders still alive {timeout:?} after their keystroke",
                 pidfds.len()
             );
         }
-        let mut fds: Vec<PollFd<'_>> = pending
-            .iter()
-            .map(|&i| PollFd::new(&pidfds[i], PollFlags::IN))
-            .collect();
-        let timeout = rustix::time::Timespec {
+        let wait = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 100_000_000,
         };
-        if !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
-            continue;
+        events.clear();
+        match epoll::wait(&poller, spare_capacity(&mut events), Some(&wait)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(std::io::Error::from(err).into()),
         }
         let now = sys::boot_ns();
-        let mut still = Vec::with_capacity(pending.len());
-        for (slot, &i) in fds.iter().zip(&pending) {
-            if !slot.revents().is_empty() {
+        for event in &events {
+            let i = event.data.u64() as usize;
+            if died[i] == 0 {
                 died[i] = now;
-            } else {
-                still.push(i);
+                pending -= 1;
+                // An exited process's pidfd stays readable: not again.
+                epoll::delete(&poller, &pidfds[i]).map_err(std::io::Error::from)?;
             }
         }
-        pending = still;
     }
     Ok(died)
 }
