@@ -284,6 +284,7 @@ impl SessionFields {
 pub struct Ended {
     /// Signals that had to be sent, in order.
     pub signals: Vec<&'static str>,
+    /// From the decision to every process gone (or SIGKILL sent).
     pub took_ms: u64,
     /// How many processes were targeted.
     pub processes: usize,

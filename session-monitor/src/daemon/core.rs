@@ -552,8 +552,17 @@ impl Core {
     }
 
     /// Stops watching the processes of `login` that no live login uses.
+    ///
+    /// A process other logins still use keeps its flags when this login only
+    /// watched its exit: every login that uses a process watches its exit, so the
+    /// flags they need are the same without this one (a terminal server of a
+    /// thousand logins is not asked about each of the others at every end).
     fn untrack_unused(&mut self, login: &Login) {
         for pid in login.pids() {
+            let own = flags_for(login, pid);
+            if own & !proc_flags::WATCH_EXIT == 0 && self.table.pid_in_use(pid) {
+                continue;
+            }
             self.release(pid);
         }
     }
@@ -566,11 +575,11 @@ impl Core {
     fn release(&mut self, pid: u32) {
         let flags = self
             .table
-            .keys_of_pid(pid)
+            .logins_of_pid(pid)
             .iter()
             .filter_map(|k| self.table.get(k))
             .fold(0, |f, login| f | flags_for(login, pid));
-        let result = if flags == 0 && crate::sessions::proc_info(pid).is_none() {
+        let result = if flags == 0 && !process_exists(pid) {
             self.maps.untrack(pid);
             Ok(())
         } else {
@@ -1092,6 +1101,16 @@ fn is_member(login: &Login, pid: u32) -> bool {
 /// The kernel flags login `login` needs on its process `pid`: exit watch on its
 /// identity, terminals' leaders and servers; transport on its sshd processes; UDP
 /// on a mosh-server.
+/// Whether process `pid` exists (a zombie does), by a null signal: a /proc read
+/// would format the whole stat line, once per process of every end.
+fn process_exists(pid: u32) -> bool {
+    // Not 0 or negative: those name process groups, not a process.
+    let Ok(pid @ 1..) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+}
+
 fn flags_for(login: &Login, pid: u32) -> u32 {
     let mut flags = 0;
     if pid == login.identity.pid {

@@ -42,16 +42,30 @@ const TOLERANCE_NS: u64 = 1_000_000;
 pub struct ProcSnapshot {
     by_sid: HashMap<u32, Vec<ProcRef>>,
     by_parent: HashMap<u32, Vec<ProcInfo>>,
+    by_pid: HashMap<u32, ProcRef>,
 }
 
 impl ProcSnapshot {
     fn take() -> Self {
         let by_parent = crate::sessions::processes_by_parent();
         let mut by_sid: HashMap<u32, Vec<ProcRef>> = HashMap::new();
+        let mut by_pid = HashMap::new();
         for p in by_parent.values().flatten() {
             by_sid.entry(p.sid).or_default().push(p.proc_ref());
+            by_pid.insert(p.pid, p.proc_ref());
         }
-        Self { by_sid, by_parent }
+        Self {
+            by_sid,
+            by_parent,
+            by_pid,
+        }
+    }
+
+    /// Process `pid` as the snapshot saw it, or as /proc shows it now when it is
+    /// younger. A pid reused since is no risk: the target is opened by its start
+    /// time, and a process that is gone is no target.
+    fn process(&self, pid: u32) -> Option<ProcRef> {
+        self.by_pid.get(&pid).copied().or_else(|| ProcRef::of(pid))
     }
 
     fn session(&self, sid: u32) -> Vec<ProcRef> {
@@ -75,51 +89,77 @@ impl ProcSnapshot {
 }
 
 /// The /proc snapshot shared by the ends being carried out: taken on the blocking
-/// pool by the first one that needs it, reused by those that follow within
-/// [`super::core::MEMBERS_MAX_AGE`] (a thousand logins due at once walk /proc a few
-/// times, not a thousand, and never on the core: the core goes on deciding).
+/// pool by the first one that needs it, reused by those that follow (a thousand
+/// logins due at once walk /proc once, not a thousand times, and never on the
+/// core: the core goes on deciding).
 #[derive(Clone, Default)]
 pub struct SharedSnapshot(Arc<Mutex<Option<Taken>>>);
 
-/// A snapshot and when it was taken.
-type Taken = (Instant, Arc<ProcSnapshot>);
+/// A snapshot and when its walk began (CLOCK_BOOTTIME ns).
+type Taken = (u64, Arc<ProcSnapshot>);
+
+/// How old a shared /proc snapshot may be. A walk of a few thousand processes
+/// takes some 30 ms on two CPUs, and the ends waiting for it wait that long:
+/// taken every 100 ms, it stalled a burst of a thousand ends four times. What the
+/// snapshot adds to the kernel's members is what the kernel did not see fork:
+/// processes older than the daemon, and those forked just before a login was
+/// tracked. The snapshot must therefore begin after the login was tracked (see
+/// [`SharedSnapshot::fresh`]); a process forked after it by one the kernel tracks
+/// is among the kernel's members, and every process on the terminal gets the
+/// hangup when its leader exits.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl SharedSnapshot {
-    /// A snapshot at most [`super::core::MEMBERS_MAX_AGE`] old. Blocking: the others
-    /// that need one meanwhile wait for this walk instead of starting their own.
-    fn fresh(&self) -> Arc<ProcSnapshot> {
+    /// A snapshot begun after `not_before_ns` (CLOCK_BOOTTIME) and at most
+    /// [`SNAPSHOT_MAX_AGE`] old. Blocking: the others that need one meanwhile wait
+    /// for this walk instead of starting their own.
+    fn fresh(&self, not_before_ns: u64) -> Arc<ProcSnapshot> {
         let mut held = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = clock::boot_ns();
         if let Some((at, snapshot)) = held.as_ref()
-            && at.elapsed() <= super::core::MEMBERS_MAX_AGE
+            && *at > not_before_ns
+            && now.saturating_sub(*at) <= SNAPSHOT_MAX_AGE.as_nanos() as u64
         {
             return snapshot.clone();
         }
         let snapshot = Arc::new(ProcSnapshot::take());
-        *held = Some((Instant::now(), snapshot.clone()));
+        *held = Some((now, snapshot.clone()));
         snapshot
     }
 }
 
 /// What a login's process tree is found from: the kernel's members (exact) and the
 /// processes whose descendants (the identity) or session (each terminal's leader)
-/// belong to it, looked up in a [`ProcSnapshot`] when the end is carried out.
+/// belong to it, looked up in a [`ProcSnapshot`] begun after the login was tracked.
 struct TreeRoots {
-    exact: Vec<ProcRef>,
+    exact: Vec<u32>,
     identity: ProcRef,
     leaders: Vec<ProcRef>,
+    tracked_since_ns: u64,
 }
 
 impl TreeRoots {
-    fn tree(self, snapshot: &ProcSnapshot) -> terminate::Tree {
-        let mut through = vec![(self.identity, snapshot.descendants(self.identity.pid))];
-        for leader in self.leaders {
-            through.push((leader, snapshot.session(leader.pid)));
+    fn tree(self, snapshots: &SharedSnapshot) -> terminate::Tree {
+        let snapshot = snapshots.fresh(self.tracked_since_ns);
+        // Through a process the snapshot saw as the one recorded: its pid may have
+        // been another process's by then (see `terminate::Tree::through`).
+        let seen = |p: &ProcRef| snapshot.by_pid.get(&p.pid) == Some(p);
+        let mut through = Vec::new();
+        if seen(&self.identity) {
+            through.extend(snapshot.descendants(self.identity.pid));
+        }
+        for leader in self.leaders.iter().filter(|l| seen(l)) {
+            through.extend(snapshot.session(leader.pid));
         }
         terminate::Tree {
-            exact: self.exact,
+            exact: self
+                .exact
+                .into_iter()
+                .filter_map(|pid| snapshot.process(pid))
+                .collect(),
             through,
         }
     }
@@ -423,8 +463,11 @@ impl Core {
     /// The core task only decides: the closing line, the cgroup and the signals are
     /// /proc and terminal I/O, done in the spawned task, so that when many logins
     /// fall due together the last decision is not late by all the others' I/O. The
-    /// member list comes from the shared snapshot, taken here.
+    /// kernel's members are read here (one walk of the map shared by the ends of
+    /// [`super::core::MEMBERS_MAX_AGE`]); the /proc snapshot is taken or shared in
+    /// the spawned task.
     pub(super) fn start_termination(&mut self, key: &LoginKey, reason: EndReason, detail: &str) {
+        let decided = std::time::Instant::now();
         let Some(login) = self.table.get(key) else {
             return;
         };
@@ -440,7 +483,7 @@ impl Core {
         for t in &login.terminals {
             if let Some(srv) = t.server
                 && login.kind != SessionKind::Container
-                && self.table.keys_of_pid(srv.pid).iter().all(|k| k == key)
+                && self.table.logins_of_pid(srv.pid).iter().all(|k| k == key)
                 && !servers.contains(&srv)
             {
                 servers.push(srv);
@@ -461,6 +504,7 @@ impl Core {
             failed: None,
         };
         let identity = login.identity;
+        let tracked_since_ns = login.tracked_since_ns;
         let id = login.id.clone();
         let transports = login.transports.clone();
         let shared: Vec<u32> = login
@@ -470,7 +514,7 @@ impl Core {
             .filter(|s| !servers.contains(s))
             .map(|s| s.pid)
             .collect();
-        let roots = self.tree_roots(*key, identity, &terminals);
+        let roots = self.tree_roots(*key, identity, &terminals, tracked_since_ns);
         let snapshots = self.proc_snapshots.clone();
         // Terminal servers that serve other logins too are not this login's to end.
         let mut never: Vec<u32> = self.listeners.iter().copied().collect();
@@ -484,13 +528,7 @@ impl Core {
         self.unschedule(key);
         // Logins nested in this one (a multiplexer started from it) are in its tree:
         // they end now, for the same reason.
-        let nested: Vec<LoginKey> = self
-            .table
-            .iter()
-            .filter(|l| l.nested_in.as_deref() == Some(id.as_str()) && l.ending.is_none())
-            .map(|l| l.key)
-            .collect();
-        for inner in nested {
+        for inner in self.table.nested_in(&id) {
             self.start_termination(&inner, reason, detail);
         }
         // Only a server apart from the terminals' leaders forwards the closing line
@@ -529,7 +567,7 @@ impl Core {
                     } else {
                         Duration::ZERO
                     };
-                    let tree = roots.tree(&snapshots.fresh());
+                    let tree = roots.tree(&snapshots);
                     let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
                     (plan, server_grace, notice_refused)
                 })
@@ -537,7 +575,7 @@ impl Core {
             };
             let (plan, server_grace, notice_refused) = prepared?;
             tracing::info!(id = %session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
-            let outcome = terminate::escalate(plan, grace, server_grace).await;
+            let outcome = terminate::escalate(plan, grace, server_grace, decided).await;
             Ok::<_, tokio::task::JoinError>((outcome, notice_refused))
         });
         // The work runs in a task of its own, so that the core hears of every end,
@@ -561,12 +599,14 @@ impl Core {
     /// Where the login's process tree is found: the kernel's members of the login
     /// (exact, from one walk of the kernel map at most
     /// [`super::core::MEMBERS_MAX_AGE`] old), and the identity and the terminals'
-    /// leaders, whose descendants and sessions the termination looks up in /proc.
+    /// leaders, whose descendants and sessions the termination looks up in /proc
+    /// (off the core, like the members' start times).
     fn tree_roots(
         &mut self,
         key: LoginKey,
         identity: ProcRef,
         terminals: &[(ProcRef, TtyKey)],
+        tracked_since_ns: u64,
     ) -> TreeRoots {
         let fresh = self
             .members
@@ -585,14 +625,13 @@ impl Core {
             .members
             .as_ref()
             .and_then(|(_, by_login)| by_login.get(&key))
-            .into_iter()
-            .flatten()
-            .filter_map(|&pid| ProcRef::of(pid))
-            .collect();
+            .cloned()
+            .unwrap_or_default();
         TreeRoots {
             exact,
             identity,
             leaders: terminals.iter().map(|(leader, _)| *leader).collect(),
+            tracked_since_ns,
         }
     }
 
@@ -701,6 +740,8 @@ fn termination_result<T>(
 
 #[cfg(test)]
 mod tests {
+    use std::process::{Command, Stdio};
+
     use super::*;
 
     #[tokio::test]
@@ -718,6 +759,99 @@ mod tests {
         assert!(termination_result(task_panic.await).is_err());
         let fine = tokio::spawn(async { Ok::<u32, tokio::task::JoinError>(7) });
         assert_eq!(termination_result(fine.await), Ok(7));
+    }
+
+    #[test]
+    fn a_snapshot_is_shared_only_by_logins_tracked_before_it() {
+        let shared = SharedSnapshot::default();
+        let tracked_long_ago = 0;
+        let first = shared.fresh(tracked_long_ago);
+        assert!(Arc::ptr_eq(&first, &shared.fresh(tracked_long_ago)));
+        // A login tracked after the walk began needs a walk of its own: the
+        // processes it forked just before it was tracked may be missing from it.
+        let tracked_now = clock::boot_ns();
+        let second = shared.fresh(tracked_now);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(&second, &shared.fresh(tracked_long_ago)));
+        let me = std::process::id();
+        assert_eq!(second.process(me), ProcRef::of(me));
+    }
+
+    /// A new session whose id is its leader's pid, with one more member: what a
+    /// session leader's pid can belong to once the leader has exited and the pid is
+    /// reused. Killed when dropped (also when the test fails).
+    struct NewSession {
+        leader: std::process::Child,
+        members: Vec<ProcRef>,
+    }
+
+    impl NewSession {
+        fn start() -> Self {
+            let leader = Command::new("setsid")
+                .args(["sh", "-c", "sleep 600 & exec sleep 600"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("setsid");
+            let mut session = NewSession {
+                leader,
+                members: Vec::new(),
+            };
+            let pid = session.leader.id();
+            let started = std::time::Instant::now();
+            while session.members.len() != 2 {
+                assert!(started.elapsed() < Duration::from_secs(10), "no member");
+                std::thread::sleep(Duration::from_millis(10));
+                session.members = crate::sessions::processes_by_parent()
+                    .into_values()
+                    .flatten()
+                    .filter(|p| p.sid == pid)
+                    .map(|p| p.proc_ref())
+                    .collect();
+            }
+            session
+        }
+    }
+
+    impl Drop for NewSession {
+        fn drop(&mut self) {
+            for member in &self.members {
+                // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+                unsafe { libc::kill(member.pid as i32, libc::SIGKILL) };
+            }
+            let _ = self.leader.kill();
+            let _ = self.leader.wait();
+        }
+    }
+
+    #[test]
+    fn the_session_of_a_process_that_reused_the_leaders_pid_is_not_a_target() {
+        let session = NewSession::start();
+        let pid = session.leader.id();
+        let uid = rustix::process::getuid().as_raw();
+        let now_there = ProcRef::of(pid).expect("the new leader");
+        // The leader the daemon recorded: the same pid, an earlier start.
+        let ended = ProcRef {
+            pid,
+            start_ticks: now_there.start_ticks.saturating_sub(1),
+        };
+        let tree = |leader| {
+            TreeRoots {
+                exact: Vec::new(),
+                identity: leader,
+                leaders: vec![leader],
+                tracked_since_ns: 0,
+            }
+            .tree(&SharedSnapshot::default())
+        };
+        let plan = terminate::collect_targets(ended, uid, Vec::new(), tree(ended), &[]);
+        assert!(
+            plan.targets.is_empty(),
+            "{:?}",
+            plan.targets.iter().map(|t| t.process).collect::<Vec<_>>()
+        );
+        // The same members are targets when their leader is the one recorded.
+        let plan = terminate::collect_targets(now_there, uid, Vec::new(), tree(now_there), &[]);
+        assert_eq!(plan.targets.len(), 2);
     }
 
     fn proc(pid: u32, ppid: u32, sid: u32) -> ProcInfo {

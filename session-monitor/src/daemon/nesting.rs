@@ -46,9 +46,7 @@ impl Core {
             return;
         };
         tracing::info!(id = %session.id, tty = %session.tty(), outer = %outer, "terminal nested in another session: its own input does not count");
-        if let Some(session) = self.table.get_mut(key) {
-            session.nested_in = Some(outer);
-        }
+        self.table.nest(key, outer);
         self.schedule_session(key);
     }
 

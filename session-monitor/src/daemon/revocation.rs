@@ -65,6 +65,7 @@ impl Core {
         }
         let never: Vec<u32> = self.listeners.iter().copied().collect();
         let grace = self.policy.kill_grace;
+        let decided = std::time::Instant::now();
         tokio::spawn(async move {
             let processes = crate::sessions::processes_of_uids(&uids);
             let Some(first) = processes.first().copied() else {
@@ -80,8 +81,13 @@ impl Core {
                 },
                 &never,
             );
-            let outcome =
-                crate::enforce::terminate::escalate(plan, grace, std::time::Duration::ZERO).await;
+            let outcome = crate::enforce::terminate::escalate(
+                plan,
+                grace,
+                std::time::Duration::ZERO,
+                decided,
+            )
+            .await;
             tracing::info!(?uids, processes = outcome.targets, signals = ?outcome.signals, "revoked users' processes ended");
         });
     }

@@ -196,25 +196,20 @@ pub struct Tree {
     /// Processes known exactly: the kernel's members of the login (each checked
     /// against its start time when it is opened).
     pub exact: Vec<ProcRef>,
-    /// Processes found through another one: a terminal's session by its leader's
-    /// session id, the identity's descendants by parent pid. They belong to the
-    /// login only while that process is alive: once it has exited, its pid may
-    /// already be another process's (a new session leader or parent that reused
-    /// it), so they are checked now, after the snapshot.
-    pub through: Vec<(ProcRef, Vec<ProcRef>)>,
+    /// Processes found through another one in a /proc snapshot: a terminal's
+    /// session by its leader's session id, the identity's descendants by parent
+    /// pid. Only through a process the snapshot saw as the one recorded (same
+    /// start time): a pid that had been reused would name another process's
+    /// session or children.
+    pub through: Vec<ProcRef>,
 }
 
 impl Tree {
     fn members(self) -> Vec<ProcRef> {
         let mut members = self.exact;
-        for (anchor, found) in self.through {
-            if !anchor.is_alive() {
-                continue;
-            }
-            for p in found {
-                if !members.contains(&p) {
-                    members.push(p);
-                }
+        for p in self.through {
+            if !members.contains(&p) {
+                members.push(p);
             }
         }
         members
@@ -294,6 +289,7 @@ pub struct Outcome {
     pub signals: Vec<&'static str>,
     /// Targets still alive after SIGKILL (should be none).
     pub survivors: Vec<u32>,
+    /// From the decision to every target gone (or SIGKILL sent).
     pub took_ms: u64,
 }
 
@@ -353,8 +349,16 @@ async fn wait_all(open: &[Open], grace: Duration) {
 /// signalled only after the session's processes, and after up to this long for it
 /// to exit by itself, as it does once the shell is gone: time to forward the closing
 /// line just written to the terminal, which a server killed at once would drop.
-pub async fn escalate(plan: Plan, grace: Duration, server_grace: Duration) -> Outcome {
-    let started = Instant::now();
+///
+/// `decided`: when the end was decided; the outcome's `took_ms` counts from then,
+/// so that the time spent before the first signal (the closing line, finding the
+/// targets, waiting behind other ends) is in it.
+pub async fn escalate(
+    plan: Plan,
+    grace: Duration,
+    server_grace: Duration,
+    decided: Instant,
+) -> Outcome {
     let targets = plan.targets;
     let open = open_all(&targets);
     let mut outcome = Outcome {
@@ -403,14 +407,12 @@ pub async fn escalate(plan: Plan, grace: Duration, server_grace: Duration) -> Ou
         }
     }
     outcome.survivors = open.iter().filter(|o| !exited(o)).map(|o| o.pid).collect();
-    outcome.took_ms = started.elapsed().as_millis() as u64;
+    outcome.took_ms = decided.elapsed().as_millis() as u64;
     outcome
 }
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
-
     use super::*;
 
     /// Init, the daemon and every ancestor of it are protected; the ancestors alone are
@@ -430,77 +432,5 @@ mod tests {
         let mut expected = vec![0, 1, me];
         expected.extend(ancestors);
         assert_eq!(protected(), expected.as_slice());
-    }
-
-    /// A new session whose id is its leader's pid, with one more member: what a
-    /// session leader's pid can belong to once the leader has exited and the pid is
-    /// reused. Killed when dropped (also when the test fails).
-    struct NewSession {
-        leader: std::process::Child,
-        members: Vec<ProcRef>,
-    }
-
-    impl NewSession {
-        fn start() -> Self {
-            let leader = Command::new("setsid")
-                .args(["sh", "-c", "sleep 600 & exec sleep 600"])
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("setsid");
-            let mut session = NewSession {
-                leader,
-                members: Vec::new(),
-            };
-            let pid = session.leader.id();
-            let started = Instant::now();
-            while session.members.len() != 2 {
-                assert!(started.elapsed() < Duration::from_secs(10), "no member");
-                std::thread::sleep(Duration::from_millis(10));
-                session.members = crate::sessions::processes_by_parent()
-                    .into_values()
-                    .flatten()
-                    .filter(|p| p.sid == pid)
-                    .map(|p| p.proc_ref())
-                    .collect();
-            }
-            session
-        }
-    }
-
-    impl Drop for NewSession {
-        fn drop(&mut self) {
-            for member in &self.members {
-                // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-                unsafe { libc::kill(member.pid as i32, libc::SIGKILL) };
-            }
-            let _ = self.leader.kill();
-            let _ = self.leader.wait();
-        }
-    }
-
-    #[test]
-    fn the_session_of_a_process_that_reused_the_leaders_pid_is_not_a_target() {
-        let session = NewSession::start();
-        let pid = session.leader.id();
-        let uid = rustix::process::getuid().as_raw();
-        let now_there = ProcRef::of(pid).expect("the new leader");
-        // The leader the daemon recorded: the same pid, an earlier start.
-        let ended = ProcRef {
-            pid,
-            start_ticks: now_there.start_ticks.saturating_sub(1),
-        };
-        let through = |leader| Tree {
-            exact: Vec::new(),
-            through: vec![(leader, session.members.clone())],
-        };
-        let plan = collect_targets(ended, uid, Vec::new(), through(ended), &[]);
-        assert!(
-            plan.targets.is_empty(),
-            "{:?}",
-            plan.targets.iter().map(|t| t.process).collect::<Vec<_>>()
-        );
-        // The same members are targets when their leader is the one recorded.
-        let plan = collect_targets(now_there, uid, Vec::new(), through(now_there), &[]);
-        assert_eq!(plan.targets.len(), 2);
     }
 }

@@ -336,6 +336,9 @@ pub struct LoginTable {
     logins: HashMap<LoginKey, Box<Login>>,
     by_tty: HashMap<TtyKey, LoginKey>,
     by_pid: HashMap<u32, Vec<LoginKey>>,
+    /// Nested logins by the id of the login they are nested in: ending a login
+    /// ends those too, and a thousand ends must not each scan every login.
+    by_outer: HashMap<String, Vec<LoginKey>>,
 }
 
 impl LoginTable {
@@ -354,6 +357,12 @@ impl LoginTable {
         }
         for t in &login.terminals {
             self.by_tty.insert(t.key, login.key);
+        }
+        if let Some(outer) = &login.nested_in {
+            self.by_outer
+                .entry(outer.clone())
+                .or_default()
+                .push(login.key);
         }
     }
 
@@ -377,6 +386,27 @@ impl LoginTable {
                 self.by_tty.remove(&t.key);
             }
         }
+        if let Some(outer) = &login.nested_in
+            && let Some(keys) = self.by_outer.get_mut(outer)
+        {
+            keys.retain(|k| k != &login.key);
+            if keys.is_empty() {
+                self.by_outer.remove(outer);
+            }
+        }
+    }
+
+    /// Marks login `key` as nested in the login with id `outer`.
+    pub fn nest(&mut self, key: &LoginKey, outer: String) {
+        if let Some(mut login) = self.remove(key) {
+            login.nested_in = Some(outer);
+            self.insert(login);
+        }
+    }
+
+    /// The logins nested in the login with id `outer`.
+    pub fn nested_in(&self, outer: &str) -> Vec<LoginKey> {
+        self.by_outer.get(outer).cloned().unwrap_or_default()
     }
 
     /// Adds a terminal to a login (ssh multiplexes several on one connection).
@@ -428,6 +458,12 @@ impl LoginTable {
     /// Logins in which `pid` is the identity, a terminal's leader or its server.
     pub fn keys_of_pid(&self, pid: u32) -> Vec<LoginKey> {
         self.by_pid.get(&pid).cloned().unwrap_or_default()
+    }
+
+    /// The same, borrowed: a terminal server of a thousand logins is asked about
+    /// once per end, and copying the list each time made ending them quadratic.
+    pub fn logins_of_pid(&self, pid: u32) -> &[LoginKey] {
+        self.by_pid.get(&pid).map_or(&[], Vec::as_slice)
     }
 
     /// True when some login is made of `pid`.
@@ -483,6 +519,48 @@ mod tests {
     }
 
     #[test]
+    fn nested_logins_are_found_by_their_outer_login() {
+        let mut table = LoginTable::default();
+        let outer = login(10, &[(1, 20)]);
+        let outer_id = outer.id.clone();
+        table.insert(outer);
+        let mut inner = login(30, &[(2, 40)]);
+        inner.nested_in = Some(outer_id.clone());
+        let inner_key = inner.key;
+        table.insert(inner);
+        let later = login(50, &[(3, 60)]);
+        let later_key = later.key;
+        table.insert(later);
+        assert_eq!(table.nested_in(&outer_id), vec![inner_key]);
+        table.nest(&later_key, outer_id.clone());
+        let mut nested = table.nested_in(&outer_id);
+        nested.sort_unstable();
+        let mut expected = vec![inner_key, later_key];
+        expected.sort_unstable();
+        assert_eq!(nested, expected);
+        assert_eq!(
+            table.get(&later_key).unwrap().nested_in.as_deref(),
+            Some(outer_id.as_str())
+        );
+        // A terminal added re-indexes the login: it stays nested, once.
+        table.add_terminal(
+            &later_key,
+            Terminal {
+                key: TtyKey {
+                    rdev: 4,
+                    pts_dev: 5,
+                },
+                leader: proc(61),
+                server: None,
+            },
+        );
+        assert_eq!(table.nested_in(&outer_id).len(), 2);
+        table.remove(&inner_key);
+        table.remove(&later_key);
+        assert!(table.nested_in(&outer_id).is_empty());
+    }
+
+    #[test]
     fn ids_follow_the_identity_process() {
         let a = login_key(&proc(10));
         assert_eq!(a, login_key(&proc(10)));
@@ -507,6 +585,8 @@ mod tests {
         );
         assert_eq!(table.keys_of_pid(21), vec![key]);
         assert_eq!(table.keys_of_pid(11), vec![key]);
+        assert_eq!(table.logins_of_pid(11), &[key]);
+        assert!(table.logins_of_pid(99).is_empty());
         assert_eq!(
             table.remove_terminal(&TtyKey {
                 rdev: 1,

@@ -429,6 +429,7 @@ fn read_ready(ready: &OwnedFd, count: usize) -> Result<()> {
                 "dup2",
                 "set credentials",
                 "read pty number",
+                "exec /bin/sleep",
             ]
             .get((status / 1000) as usize)
             .copied()
@@ -530,9 +531,17 @@ unsafe fn leader_main(
         report(0);
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         match mode {
-            LeaderMode::Sleep => loop {
-                libc::pause();
-            },
+            // A shell at its prompt is a small process. A fork of this one that
+            // sleeps would carry the whole benchmark's address space, and its exit
+            // (unmapping all of it) made each ended session cost the machine far
+            // more than a real one: a thousand of them took 40 % of the CPU that
+            // the daemon needed to end them.
+            LeaderMode::Sleep => {
+                let argv = [c"sleep".as_ptr(), c"infinity".as_ptr(), std::ptr::null()];
+                let envp = [std::ptr::null()];
+                libc::execve(c"/bin/sleep".as_ptr(), argv.as_ptr(), envp.as_ptr());
+                fail(7)
+            }
             LeaderMode::Drain => {
                 let mut buf = [0u8; 4096];
                 loop {
