@@ -206,14 +206,26 @@ impl Core {
         let Some(login) = self.table.get(key) else {
             return Next::Never;
         };
-        plan(
-            &login.resolution.limits,
-            &self.timing(login),
-            login.warned.as_ref(),
-        )
+        self.next_with(login, &self.timing(login))
+    }
+
+    /// The same from timestamps already read (each read is a few map lookups, and a
+    /// thousand logins fall due together).
+    fn next_with(&self, login: &Login, timing: &Timing) -> Next {
+        plan(&login.resolution.limits, timing, login.warned.as_ref())
     }
 
     pub(super) fn schedule_session(&mut self, key: &LoginKey) {
+        let Some(login) = self.table.get(key).filter(|l| l.ending.is_none()) else {
+            self.unschedule(key);
+            return;
+        };
+        let timing = self.timing(login);
+        self.schedule_with(key, &timing);
+    }
+
+    /// Schedules the login's next deadline from `timing`, read just now.
+    fn schedule_with(&mut self, key: &LoginKey, timing: &Timing) {
         self.unschedule(key);
         let Some(login) = self.table.get(key) else {
             return;
@@ -221,7 +233,7 @@ impl Core {
         if login.ending.is_some() {
             return;
         }
-        let next = self.next_for(key);
+        let next = self.next_with(login, timing);
         let Some(at) = next.at_ns() else {
             return;
         };
@@ -290,26 +302,28 @@ impl Core {
     }
 
     fn act(&mut self, key: &LoginKey, now: u64) {
-        if self.table.get(key).is_none_or(|l| l.ending.is_some()) {
+        let Some(login) = self.table.get(key).filter(|l| l.ending.is_none()) else {
             return;
-        }
-        match self.next_for(key) {
+        };
+        // Read once: the warning's record and the next deadline use the same.
+        let timing = self.timing(login);
+        match self.next_with(login, &timing) {
             Next::Warn {
                 at_ns,
                 end_ns,
                 reason,
             } if at_ns <= now + TOLERANCE_NS => {
-                self.warn(key, reason, end_ns, now);
-                self.schedule_session(key);
+                self.warn(key, reason, end_ns, now, &timing);
+                self.schedule_with(key, &timing);
             }
             Next::End { at_ns, reason } if at_ns <= now + TOLERANCE_NS => {
                 self.end_by_policy(key, reason, at_ns)
             }
-            _ => self.schedule_session(key),
+            _ => self.schedule_with(key, &timing),
         }
     }
 
-    fn warn(&mut self, key: &LoginKey, reason: EndReason, end_ns: u64, now: u64) {
+    fn warn(&mut self, key: &LoginKey, reason: EndReason, end_ns: u64, now: u64, timing: &Timing) {
         let Some(login) = self.table.get(key) else {
             return;
         };
@@ -328,7 +342,6 @@ impl Core {
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
             self.write_warning(key, &text);
         }
-        let timing = self.timing(login);
         tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
         self.audit.record(AuditEvent::Warning {
             session: SessionFields::of(login, &login.resolution.rule, timing.last_input_ns, now),
