@@ -1098,9 +1098,6 @@ fn is_member(login: &Login, pid: u32) -> bool {
         || login.terminals.iter().any(|t| t.leader.pid == pid)
 }
 
-/// The kernel flags login `login` needs on its process `pid`: exit watch on its
-/// identity, terminals' leaders and servers; transport on its sshd processes; UDP
-/// on a mosh-server.
 /// Whether process `pid` exists (a zombie does), by a null signal: a /proc read
 /// would format the whole stat line, once per process of every end.
 fn process_exists(pid: u32) -> bool {
@@ -1111,6 +1108,9 @@ fn process_exists(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
 }
 
+/// The kernel flags login `login` needs on its process `pid`: exit watch on its
+/// identity, terminals' leaders and servers; transport on its sshd processes; UDP
+/// on a mosh-server.
 fn flags_for(login: &Login, pid: u32) -> u32 {
     let mut flags = 0;
     if pid == login.identity.pid {

@@ -457,7 +457,7 @@ impl LoginTable {
 
     /// Logins in which `pid` is the identity, a terminal's leader or its server.
     pub fn keys_of_pid(&self, pid: u32) -> Vec<LoginKey> {
-        self.by_pid.get(&pid).cloned().unwrap_or_default()
+        self.logins_of_pid(pid).to_vec()
     }
 
     /// The same, borrowed: a terminal server of a thousand logins is asked about
