@@ -64,10 +64,7 @@ pub fn clean(s: &str) -> String {
 }
 
 pub fn hash_line(line: &[u8]) -> String {
-    Sha256::digest(line)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(line))
 }
 
 impl AuditLog {

@@ -171,6 +171,10 @@ pub struct Core {
     pub(super) members: Option<(Instant, HashMap<LoginKey, Vec<u32>>)>,
     /// The /proc snapshot the ends being carried out share (taken off the core).
     pub(super) proc_snapshots: super::enforcement::SharedSnapshot,
+    /// Warnings and ends decided in this turn of the core, carried out together
+    /// after it ([`Core::carry_out_decisions`]).
+    pub(super) pending_warnings: Vec<super::warning::Warning>,
+    pub(super) pending_ends: Vec<super::ending::End>,
     /// Reconcile ticks so far.
     ticks: u64,
     /// Where the warnings given are kept across restarts, and those a previous
@@ -221,6 +225,8 @@ impl Core {
             presence: HashMap::new(),
             members: None,
             proc_snapshots: Default::default(),
+            pending_warnings: Vec::new(),
+            pending_ends: Vec::new(),
             ticks: 0,
             given_before: parts.given.load(),
             given: parts.given,

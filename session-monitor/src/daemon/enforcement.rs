@@ -13,7 +13,10 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::core::{Core, TerminationDone, WarningWritten};
+use super::{
+    core::{Core, TerminationDone, WarningWritten},
+    ending, warning,
+};
 use session_monitor_common::TtyKey;
 
 use crate::{
@@ -27,10 +30,6 @@ use crate::{
     policy::Mode,
     sessions::{Login, LoginKey, ProcInfo, ProcRef, SessionKind},
 };
-
-/// How long a session's server (sshd, mosh-server) may take to exit by itself after
-/// the shell, forwarding the closing line, before it is signalled too.
-const SERVER_FORWARDS_CLOSING_LINE: Duration = Duration::from_millis(200);
 
 /// Timers may fire a hair before the boot-clock instant they were converted from.
 const TOLERANCE_NS: u64 = 1_000_000;
@@ -134,7 +133,7 @@ impl SharedSnapshot {
 /// What a login's process tree is found from: the kernel's members (exact) and the
 /// processes whose descendants (the identity) or session (each terminal's leader)
 /// belong to it, looked up in a [`ProcSnapshot`] begun after the login was tracked.
-struct TreeRoots {
+pub(super) struct TreeRoots {
     exact: Vec<u32>,
     identity: ProcRef,
     leaders: Vec<ProcRef>,
@@ -142,7 +141,7 @@ struct TreeRoots {
 }
 
 impl TreeRoots {
-    fn tree(self, snapshots: &SharedSnapshot) -> terminate::Tree {
+    pub(super) fn tree(self, snapshots: &SharedSnapshot) -> terminate::Tree {
         let snapshot = snapshots.fresh(self.tracked_since_ns);
         // Through a process the snapshot saw as the one recorded: its pid may have
         // been another process's by then (see `terminate::Tree::through`).
@@ -339,8 +338,12 @@ impl Core {
         // A login without a terminal has nowhere to show the warning: the audit log
         // and the metrics say what happened.
         if !dry_run && !login.terminals.is_empty() {
+            // Written off the core's loop, with the other warnings of this turn
+            // ([`Core::carry_out_decisions`]); refusals come back to the core
+            // ([`Core::on_warning_written`]) to be audited.
             let text = notice::warning_text(reason, in_secs, limit.as_secs());
-            self.write_warning(key, &text);
+            self.pending_warnings
+                .push(warning::Warning::to(login, text));
         }
         tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, in_secs, dry_run, "warning");
         self.audit.record(AuditEvent::Warning {
@@ -359,52 +362,6 @@ impl Core {
             });
             self.given_changed = true;
         }
-    }
-
-    /// Writes the warning to the login's terminals off the core's loop: a thousand
-    /// logins warned together are written in parallel (at most
-    /// [`super::core::NOTICE_WRITERS`] at a time), and the core goes on to the next
-    /// deadline meanwhile. Refusals come back to the core
-    /// ([`Core::on_warning_written`]) to be audited.
-    fn write_warning(&self, key: &LoginKey, text: &str) {
-        let Some(login) = self.table.get(key) else {
-            return;
-        };
-        let terminals: Vec<(ProcRef, TtyKey)> =
-            login.terminals.iter().map(|t| (t.leader, t.key)).collect();
-        let (key, session_id, text) = (*key, login.id.clone(), text.to_string());
-        let writers = self.notice_writers.clone();
-        let tx = self.warnings_written.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = writers.acquire_owned().await else {
-                return;
-            };
-            let id = session_id.clone();
-            let refused = tokio::task::spawn_blocking(move || {
-                let mut refused = Vec::new();
-                for (leader, tty) in terminals {
-                    match notice::write_to_terminal(leader, tty, &text) {
-                        Ok(()) => {}
-                        Err(notice::NoticeError::Refused(why)) => refused.push((tty, why)),
-                        Err(err) => {
-                            tracing::warn!(%id, "could not write the warning to {}: {err}", crate::sessions::tty_name(&tty));
-                        }
-                    }
-                }
-                refused
-            })
-            .await
-            .unwrap_or_default();
-            if !refused.is_empty() {
-                let _ = tx
-                    .send(WarningWritten {
-                        key,
-                        session_id,
-                        refused,
-                    })
-                    .await;
-            }
-        });
     }
 
     /// The warning's terminals that refused it (see [`Core::write_warning`]).
@@ -474,11 +431,12 @@ impl Core {
     /// only when it serves this login alone.
     ///
     /// The core task only decides: the closing line, the cgroup and the signals are
-    /// /proc and terminal I/O, done in the spawned task, so that when many logins
+    /// /proc and terminal I/O, done off the core with the other ends of the same
+    /// turn ([`Core::carry_out_decisions`], [`ending`]), so that when many logins
     /// fall due together the last decision is not late by all the others' I/O. The
     /// kernel's members are read here (one walk of the map shared by the ends of
-    /// [`super::core::MEMBERS_MAX_AGE`]); the /proc snapshot is taken or shared in
-    /// the spawned task.
+    /// [`super::core::MEMBERS_MAX_AGE`]); the /proc snapshot is taken or shared off
+    /// the core.
     pub(super) fn start_termination(&mut self, key: &LoginKey, reason: EndReason, detail: &str) {
         let decided = std::time::Instant::now();
         let Some(login) = self.table.get(key) else {
@@ -504,8 +462,6 @@ impl Core {
         }
         let terminals: Vec<(ProcRef, TtyKey)> =
             login.terminals.iter().map(|t| (t.leader, t.key)).collect();
-        let (first_leader, uid) = (login.leader(), login.uid);
-        let (tty, user) = (login.tty(), login.user.clone());
         let done = TerminationDone {
             key: *key,
             session_id: login.id.clone(),
@@ -516,25 +472,48 @@ impl Core {
             notice_refused: None,
             failed: None,
         };
-        let identity = login.identity;
-        let tracked_since_ns = login.tracked_since_ns;
-        let id = login.id.clone();
-        let transports = login.transports.clone();
-        let shared: Vec<u32> = login
-            .terminals
-            .iter()
-            .filter_map(|t| t.server)
-            .filter(|s| !servers.contains(s))
-            .map(|s| s.pid)
-            .collect();
-        let roots = self.tree_roots(*key, identity, &terminals, tracked_since_ns);
-        let snapshots = self.proc_snapshots.clone();
         // Terminal servers that serve other logins too are not this login's to end.
         let mut never: Vec<u32> = self.listeners.iter().copied().collect();
-        never.extend(&shared);
-        let closing = notice::closing_text(reason, detail);
-        let grace = self.policy.kill_grace;
-        let tx = self.terminations.clone();
+        never.extend(
+            login
+                .terminals
+                .iter()
+                .filter_map(|t| t.server)
+                .filter(|s| !servers.contains(s))
+                .map(|s| s.pid),
+        );
+        // Only a server apart from the terminals' leaders forwards the closing line
+        // (sshd, mosh-server); a login whose identity is its terminal's own leader (a
+        // local shell) has no one to wait for: the line is already in the terminal.
+        let forwarding = servers
+            .iter()
+            .any(|s| !terminals.iter().any(|(leader, _)| leader == s));
+        let (first_leader, uid, id) = (login.leader(), login.uid, login.id.clone());
+        let (identity, tracked_since_ns) = (login.identity, login.tracked_since_ns);
+        let (tty, user) = (login.tty(), login.user.clone());
+        let transports = login.transports.clone();
+        let roots = self.tree_roots(*key, identity, &terminals, tracked_since_ns);
+        self.pending_ends.push(ending::End {
+            done,
+            decided,
+            grace: self.policy.kill_grace,
+            work: ending::Work {
+                session_id: id.clone(),
+                reason,
+                terminals,
+                closing: notice::closing_text(reason, detail),
+                forwarding,
+                first_leader,
+                uid,
+                servers,
+                roots,
+                snapshots: self.proc_snapshots.clone(),
+                never,
+                tty,
+                user,
+                transports,
+            },
+        });
         if let Some(login) = self.table.get_mut(key) {
             login.ending = Some(reason);
         }
@@ -544,69 +523,19 @@ impl Core {
         for inner in self.table.nested_in(&id) {
             self.start_termination(&inner, reason, detail);
         }
-        // Only a server apart from the terminals' leaders forwards the closing line
-        // (sshd, mosh-server); a login whose identity is its terminal's own leader (a
-        // local shell) has no one to wait for: the line is already in the terminal.
-        let forwarding = servers
-            .iter()
-            .any(|s| !terminals.iter().any(|(leader, _)| leader == s));
-        let writers = self.notice_writers.clone();
-        let session_id = done.session_id.clone();
-        let work = tokio::spawn(async move {
-            // The closing line and the /proc reads are blocking system calls: they run
-            // on the blocking pool, a few at a time, so that a thousand logins ended
-            // together never hold up the core or the reactor that sees exits.
-            let prepared = {
-                let _permit = writers.acquire_owned().await;
-                let session_id = session_id.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut notice_refused = None;
-                    let mut written = false;
-                    for (leader, tty) in terminals {
-                        match notice::write_to_terminal(leader, tty, &closing) {
-                            Ok(()) => written = true,
-                            Err(notice::NoticeError::Refused(why)) => {
-                                notice_refused = Some((tty, why))
-                            }
-                            Err(err) => {
-                                tracing::debug!(id = %session_id, "closing line not written: {err}");
-                            }
-                        }
-                    }
-                    // The server forwards the line to the client once the shell is
-                    // gone; give it that moment before signalling it.
-                    let server_grace = if written && forwarding {
-                        SERVER_FORWARDS_CLOSING_LINE
-                    } else {
-                        Duration::ZERO
-                    };
-                    let tree = roots.tree(&snapshots);
-                    let plan = terminate::collect_targets(first_leader, uid, servers, tree, &never);
-                    (plan, server_grace, notice_refused)
-                })
-                .await
-            };
-            let (plan, server_grace, notice_refused) = prepared?;
-            tracing::info!(id = %session_id, %tty, %user, %reason, processes = plan.targets.len(), transports = ?transports, own_cgroup = ?plan.cgroup, "ending session");
-            let outcome = terminate::escalate(plan, grace, server_grace, decided).await;
-            Ok::<_, tokio::task::JoinError>((outcome, notice_refused))
-        });
-        // The work runs in a task of its own, so that the core hears of every end,
-        // also of one whose task panicked (the session is then still open).
-        tokio::spawn(async move {
-            let done = match termination_result(work.await) {
-                Ok((outcome, notice_refused)) => TerminationDone {
-                    outcome,
-                    notice_refused,
-                    ..done
-                },
-                Err(failed) => TerminationDone {
-                    failed: Some(failed),
-                    ..done
-                },
-            };
-            let _ = tx.send(done).await;
-        });
+    }
+
+    /// Starts the warnings and ends decided in this turn of the core (by deadlines,
+    /// a revocation, a request), in batches (see [`warning`], [`ending`]).
+    pub fn carry_out_decisions(&mut self) {
+        if !self.pending_warnings.is_empty() {
+            let warnings = std::mem::take(&mut self.pending_warnings);
+            warning::start(warnings, &self.notice_writers, &self.warnings_written);
+        }
+        if !self.pending_ends.is_empty() {
+            let ends = std::mem::take(&mut self.pending_ends);
+            ending::start(ends, &self.notice_writers, &self.terminations);
+        }
     }
 
     /// Where the login's process tree is found: the kernel's members of the login
@@ -736,43 +665,11 @@ impl Core {
 /// How long after a failed termination the session's end is tried again.
 const TERMINATION_RETRY: Duration = Duration::from_secs(5);
 
-/// What a termination's task came to: its outcome, or why it did not complete (a
-/// panic in it or in its blocking part).
-fn termination_result<T>(
-    joined: Result<Result<T, tokio::task::JoinError>, tokio::task::JoinError>,
-) -> Result<T, String> {
-    match joined {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) | Err(err) => Err(if err.is_panic() {
-            format!("the task ending it panicked: {err}")
-        } else {
-            format!("the task ending it was cancelled: {err}")
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_termination_comes_back_as_a_failure() {
-        let blocking_panic =
-            tokio::spawn(async { tokio::task::spawn_blocking(|| -> u32 { panic!("boom") }).await });
-        let failed = termination_result(blocking_panic.await).unwrap_err();
-        assert!(failed.contains("panicked"), "{failed}");
-        let task_panic = tokio::spawn(async {
-            if std::hint::black_box(true) {
-                panic!("boom");
-            }
-            Ok::<u32, tokio::task::JoinError>(1)
-        });
-        assert!(termination_result(task_panic.await).is_err());
-        let fine = tokio::spawn(async { Ok::<u32, tokio::task::JoinError>(7) });
-        assert_eq!(termination_result(fine.await), Ok(7));
-    }
 
     #[test]
     fn a_snapshot_is_shared_only_by_logins_tracked_before_it() {
@@ -865,6 +762,80 @@ mod tests {
         // The same members are targets when their leader is the one recorded.
         let plan = terminate::collect_targets(now_there, uid, Vec::new(), tree(now_there), &[]);
         assert_eq!(plan.targets.len(), 2);
+    }
+
+    /// The ends of one turn are carried out together; each comes back to the core
+    /// on its own, with its own processes ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_end_of_a_batch_comes_back_with_its_own_outcome() {
+        const ENDS: usize = 11; // more than one blocking step's worth
+        let sessions: Vec<NewSession> = (0..ENDS).map(|_| NewSession::start()).collect();
+        let uid = rustix::process::getuid().as_raw();
+        let snapshots = SharedSnapshot::default();
+        let ends = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, session)| {
+                let leader = ProcRef::of(session.leader.id()).expect("the leader");
+                ending::End {
+                    done: TerminationDone {
+                        key: i as LoginKey,
+                        session_id: format!("test-{i}"),
+                        reason: EndReason::Idle,
+                        decided_ns: clock::boot_ns(),
+                        last_input_ns: 0,
+                        outcome: Default::default(),
+                        notice_refused: None,
+                        failed: None,
+                    },
+                    decided: std::time::Instant::now(),
+                    grace: Duration::from_secs(5),
+                    work: ending::Work {
+                        session_id: format!("test-{i}"),
+                        reason: EndReason::Idle,
+                        terminals: Vec::new(),
+                        closing: String::new(),
+                        forwarding: false,
+                        first_leader: leader,
+                        uid,
+                        servers: Vec::new(),
+                        roots: TreeRoots {
+                            exact: Vec::new(),
+                            identity: leader,
+                            leaders: vec![leader],
+                            tracked_since_ns: 0,
+                        },
+                        snapshots: snapshots.clone(),
+                        never: Vec::new(),
+                        tty: "-".into(),
+                        user: "test".into(),
+                        transports: Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(ENDS);
+        ending::start(ends, &Arc::new(tokio::sync::Semaphore::new(2)), &tx);
+        let mut back = HashMap::new();
+        for _ in 0..ENDS {
+            let done = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("every end comes back")
+                .expect("the channel is open");
+            assert!(done.failed.is_none(), "{:?}", done.failed);
+            back.insert(done.key, done);
+        }
+        for (i, session) in sessions.iter().enumerate() {
+            let done = &back[&(i as LoginKey)];
+            assert_eq!(done.session_id, format!("test-{i}"));
+            // The leader (sleep, exec'd by sh) and the sleep it started.
+            assert_eq!(done.outcome.targets, 2, "{:?}", done.outcome);
+            assert_eq!(done.outcome.signals, ["SIGHUP"]);
+            assert!(done.outcome.survivors.is_empty());
+            for member in &session.members {
+                assert!(!member.is_alive(), "{member:?} of session {i} survived");
+            }
+        }
     }
 
     fn proc(pid: u32, ppid: u32, sid: u32) -> ProcInfo {

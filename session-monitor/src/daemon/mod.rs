@@ -4,6 +4,7 @@
 //! feed it messages, so nothing is locked.
 
 mod core;
+mod ending;
 mod enforcement;
 mod nesting;
 mod notify;
@@ -11,6 +12,7 @@ mod reload;
 mod requests;
 mod revocation;
 mod status;
+mod warning;
 
 use std::{
     path::{Path, PathBuf},
@@ -194,6 +196,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
+        core.carry_out_decisions();
     }
     tracing::info!("stopping");
     notifier.stopping();

@@ -82,7 +82,7 @@ impl Core {
                 &never,
             );
             let outcome = crate::enforce::terminate::escalate(
-                plan,
+                plan.hold(Vec::new()),
                 grace,
                 std::time::Duration::ZERO,
                 decided,

@@ -6,11 +6,11 @@ use std::os::fd::{AsFd, AsRawFd as _, OwnedFd};
 
 use rustix::{
     fs::{FileType, Mode, OFlags},
-    process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open},
+    process::{PidfdGetfdFlags, pidfd_getfd},
 };
 use session_monitor_common::TtyKey;
 
-use crate::sessions::{ProcRef, key_from_stat};
+use crate::sessions::{Pinned, ProcRef, key_from_stat};
 
 /// Why a line was not written.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl std::error::Error for NoticeError {}
 /// A pty key is always the *slave* (`key_from_stat` gives a devpts instance only
 /// to slave majors; a master is `/dev/ptmx`, 5:2): the line is terminal output,
 /// never input, and cannot postpone the end it announces.
-pub fn write_to_terminal(leader: ProcRef, key: TtyKey, text: &str) -> Result<(), NoticeError> {
+pub fn write_to_terminal(leader: &Pinned, key: TtyKey, text: &str) -> Result<(), NoticeError> {
     let held = leaders_descriptor(leader, key)?;
     let own = rustix::fs::open(
         format!("/proc/self/fd/{}", held.as_raw_fd()),
@@ -78,20 +78,20 @@ pub fn write_to_terminal(leader: ProcRef, key: TtyKey, text: &str) -> Result<(),
     Ok(())
 }
 
-/// A copy of the leader's descriptor of terminal `key`, checked with `fstat`.
-fn leaders_descriptor(leader: ProcRef, key: TtyKey) -> Result<OwnedFd, NoticeError> {
-    let pid = Pid::from_raw(leader.pid as i32).ok_or(NoticeError::Gone("no such process"))?;
-    let pidfd = pidfd_open(pid, PidfdFlags::empty())
-        .map_err(|_| NoticeError::Gone("the session leader has exited"))?;
-    // The pidfd pins whatever process has the pid now: it must be the leader we
-    // recorded (same start time), not a process that reused its pid.
-    if !leader.is_alive() {
-        return Err(NoticeError::Gone("the session leader has exited"));
-    }
-    for fd in crate::sessions::fd_numbers(leader.pid) {
+/// The leader held for [`write_to_terminal`] (see [`ProcRef::pin`]).
+pub fn pin_leader(leader: ProcRef) -> Result<Pinned, NoticeError> {
+    leader
+        .pin()
+        .ok_or(NoticeError::Gone("the session leader has exited"))
+}
+
+/// A copy of the leader's descriptor of terminal `key`, checked with `fstat`. The
+/// leader is held by a pidfd checked to be it, so the copies are its descriptors.
+fn leaders_descriptor(leader: &Pinned, key: TtyKey) -> Result<OwnedFd, NoticeError> {
+    for fd in crate::sessions::fd_numbers(leader.process.pid) {
         // The descriptor may be closed or replaced at any moment: whatever we got
         // is ours now, cannot change, and is what we check.
-        let Ok(copy) = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()) else {
+        let Ok(copy) = pidfd_getfd(&leader.fd, fd, PidfdGetfdFlags::empty()) else {
             continue;
         };
         if check_is_terminal(&copy, key).is_ok() {

@@ -19,12 +19,12 @@ use std::{
 
 use rustix::{
     fs::{Mode, OFlags},
-    process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal},
+    process::{Signal, pidfd_send_signal},
 };
 use serde::Serialize;
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::sessions::ProcRef;
+use crate::sessions::{Pinned, ProcRef};
 
 /// Why a process is a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -293,24 +293,53 @@ pub struct Outcome {
     pub took_ms: u64,
 }
 
+impl Plan {
+    /// Holds every target by a pidfd checked to be that process (see
+    /// [`ProcRef::pin`]); the ones already gone are left out. `pinned` are
+    /// processes held already (the leaders the closing line was written through):
+    /// they are not opened and checked again. Reads /proc: off the async threads.
+    pub fn hold(self, mut pinned: Vec<Pinned>) -> Held {
+        let held = self
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let fd = match pinned.iter().position(|p| p.process == t.process) {
+                    Some(i) => pinned.swap_remove(i),
+                    None => t.process.pin()?,
+                };
+                Some((*t, fd.fd))
+            })
+            .collect();
+        Held { plan: self, held }
+    }
+}
+
+/// A [`Plan`] whose targets are held by pidfds, ready to signal.
+pub struct Held {
+    plan: Plan,
+    held: Vec<(Target, OwnedFd)>,
+}
+
+impl Held {
+    pub fn targets(&self) -> &[Target] {
+        &self.plan.targets
+    }
+
+    pub fn cgroup(&self) -> Option<&OwnCgroup> {
+        self.plan.cgroup.as_ref()
+    }
+}
+
 struct Open {
     pid: u32,
     role: Role,
     fd: AsyncFd<OwnedFd>,
 }
 
-/// Opens a pidfd for each target that is still the process we recorded.
-fn open_all(targets: &[Target]) -> Vec<Open> {
-    targets
-        .iter()
-        .filter_map(|t| {
-            let pid = Pid::from_raw(t.process.pid as i32)?;
-            let fd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
-            // The pidfd pins whatever process has the pid now; if that is not the
-            // process we recorded (its start time differs), drop it untouched.
-            if !t.process.is_alive() {
-                return None;
-            }
+/// Registers each held target's pidfd with the reactor, to wait for its exit.
+fn open_all(held: Vec<(Target, OwnedFd)>) -> Vec<Open> {
+    held.into_iter()
+        .filter_map(|(t, fd)| {
             // SAFETY: we own the pidfd and keep it open as long as the AsyncFd.
             let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
             Some(Open {
@@ -354,13 +383,14 @@ async fn wait_all(open: &[Open], grace: Duration) {
 /// so that the time spent before the first signal (the closing line, finding the
 /// targets, waiting behind other ends) is in it.
 pub async fn escalate(
-    plan: Plan,
+    held: Held,
     grace: Duration,
     server_grace: Duration,
     decided: Instant,
 ) -> Outcome {
+    let Held { plan, held } = held;
     let targets = plan.targets;
-    let open = open_all(&targets);
+    let open = open_all(held);
     let mut outcome = Outcome {
         targets: open.len(),
         server: targets

@@ -2,7 +2,7 @@
 
 use std::{
     fs,
-    os::unix::fs::MetadataExt as _,
+    os::{fd::OwnedFd, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -41,6 +41,26 @@ impl ProcRef {
         let hz = procfs::ticks_per_second().max(1);
         self.start_ticks.saturating_mul(1_000_000_000) / hz
     }
+
+    /// A pidfd of exactly this process, or None once it has exited. The pidfd
+    /// pins whatever process has the pid when it is opened; it is checked
+    /// afterwards to be this one (same start time, not a zombie), so nothing done
+    /// through it can reach a process that reused the pid.
+    pub fn pin(&self) -> Option<Pinned> {
+        use rustix::process::{Pid, PidfdFlags, pidfd_open};
+        let pid = Pid::from_raw(self.pid as i32)?;
+        let fd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
+        self.is_alive().then_some(Pinned { process: *self, fd })
+    }
+}
+
+/// A process held by a pidfd that was checked to be it ([`ProcRef::pin`]).
+/// Opened once per end and shared by the steps that need it (the closing line's
+/// descriptor copy, the signals): each check costs a read of `/proc/PID/stat`.
+#[derive(Debug)]
+pub struct Pinned {
+    pub process: ProcRef,
+    pub fd: OwnedFd,
 }
 
 /// The facts about one process that sessions are built from.
@@ -317,11 +337,16 @@ pub fn audit_session(pid: u32) -> Option<u32> {
     (id != u32::MAX).then_some(id)
 }
 
-/// The process's path in the cgroup v2 hierarchy (`0::/user.slice/...`).
+/// The process's path in the cgroup v2 hierarchy (`0::/user.slice/...`). One
+/// read of `/proc/PID/cgroup` (procfs's `Process` would stat and open the process
+/// directory first); a file too long for that is read in full.
 pub fn cgroup2_path(pid: u32) -> Option<String> {
-    Process::new(pid as i32)
-        .and_then(|p| p.cgroups())
-        .ok()?
+    use procfs::{FromRead as _, ProcessCGroups};
+    let groups = match read_small_bytes(&format!("/proc/{pid}/cgroup")) {
+        Some((buf, n)) => ProcessCGroups::from_read(&buf[..n]).ok()?,
+        None => Process::new(pid as i32).and_then(|p| p.cgroups()).ok()?,
+    };
+    groups
         .into_iter()
         .find(|g| g.hierarchy == 0)
         .map(|g| g.pathname)
