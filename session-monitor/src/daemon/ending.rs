@@ -60,10 +60,9 @@ pub(super) struct End {
 }
 
 /// What an end's blocking part needs: what to tell, where the login's processes
-/// are found, and what must survive.
+/// are found, and what must survive. (The login's id and the reason are in
+/// [`End::done`].)
 pub(super) struct Work {
-    pub session_id: String,
-    pub reason: EndReason,
     pub terminals: Vec<(ProcRef, TtyKey)>,
     pub closing: String,
     /// A server apart from the terminals' leaders forwards the closing line.
@@ -91,8 +90,7 @@ struct Prepared {
 impl Work {
     /// The blocking part: the closing line, then the targets, held by pidfds. The
     /// leaders the line was written through stay held for the signals.
-    fn prepare(self) -> Prepared {
-        let session_id = &self.session_id;
+    fn prepare(self, session_id: &str, reason: EndReason) -> Prepared {
         let mut notice_refused = None;
         let mut written = false;
         let mut pinned: Vec<Pinned> = Vec::new();
@@ -128,8 +126,7 @@ impl Work {
             &self.never,
         );
         let held = plan.hold(pinned);
-        let (tty, user, reason, transports) =
-            (&self.tty, &self.user, self.reason, &self.transports);
+        let (tty, user, transports) = (&self.tty, &self.user, &self.transports);
         tracing::info!(id = %session_id, %tty, %user, %reason, processes = held.targets().len(), ?transports, own_cgroup = ?held.cgroup(), "ending session");
         Prepared {
             held,
@@ -153,15 +150,18 @@ async fn run_batch(batch: Vec<End>, steps: Arc<Semaphore>, tx: mpsc::Sender<Term
     // the blocking step.
     let (told, work): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .map(|end| ((end.done, end.decided, end.grace), end.work))
+        .map(|end| {
+            let (id, reason) = (end.done.session_id.clone(), end.done.reason);
+            ((end.done, end.decided, end.grace), (end.work, id, reason))
+        })
         .unzip();
     let prepared = {
         let _permit = steps.acquire_owned().await;
         tokio::task::spawn_blocking(move || {
             work.into_iter()
-                .map(|work| {
+                .map(|(work, id, reason)| {
                     // One end that panics fails alone, not its whole batch.
-                    catch_unwind(AssertUnwindSafe(move || work.prepare()))
+                    catch_unwind(AssertUnwindSafe(move || work.prepare(&id, reason)))
                         .map_err(|panic| format!("preparing it panicked: {}", panic_text(&*panic)))
                 })
                 .collect::<Vec<_>>()

@@ -259,7 +259,9 @@ impl Core {
         }
     }
 
-    /// Input moved the idle deadline; a pending idle warning is now obsolete.
+    /// Input moved the idle deadline; a pending idle warning is now obsolete. Input
+    /// that comes after the end was decided saves nothing: the end goes on, and its
+    /// warning stays given.
     pub(super) fn on_input(&mut self, key: &LoginKey) {
         if let Some(s) = self.table.get(key)
             && s.nested_in.is_none()
@@ -269,6 +271,7 @@ impl Core {
         }
         let last_input = self.table.get(key).map(|s| self.timing(s).last_input_ns);
         if let (Some(login), Some(last)) = (self.table.get_mut(key), last_input)
+            && login.ending.is_none()
             && login
                 .warned
                 .is_some_and(|w| w.reason == EndReason::Idle && last > w.at_ns)
@@ -498,8 +501,6 @@ impl Core {
             decided,
             grace: self.policy.kill_grace,
             work: ending::Work {
-                session_id: id.clone(),
-                reason,
                 terminals,
                 closing: notice::closing_text(reason, detail),
                 forwarding,
@@ -791,8 +792,6 @@ mod tests {
                     decided: std::time::Instant::now(),
                     grace: Duration::from_secs(5),
                     work: ending::Work {
-                        session_id: format!("test-{i}"),
-                        reason: EndReason::Idle,
                         terminals: Vec::new(),
                         closing: String::new(),
                         forwarding: false,
