@@ -642,7 +642,16 @@ impl Core {
             clock::seconds_between(login.started_ns, now),
             &login.user,
         );
-        tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "session ended");
+        match ended {
+            Some((_, _, outcome)) => tracing::info!(
+                id = %login.id, tty = %login.tty(), user = %login.user, %reason,
+                processes = outcome.targets, signals = ?outcome.signals, took_ms = outcome.took_ms,
+                "session ended"
+            ),
+            None => {
+                tracing::info!(id = %login.id, tty = %login.tty(), user = %login.user, %reason, "session ended")
+            }
+        }
     }
 
     /// A process of some logins exited: the identity ends its login, a terminal's

@@ -244,7 +244,10 @@ pub fn collect_targets(
             role: Role::Member,
         })
         .collect();
+    // A leader that is also a server (a local shell is its own login's identity)
+    // is added below as one; only a leader found nowhere else is read in /proc.
     if !targets.iter().any(|t| t.process == leader)
+        && !servers.contains(&leader)
         && leader.is_alive()
         && !protected.contains(&leader.pid)
     {

@@ -182,14 +182,25 @@ fn goals(r: &Results) -> Vec<Goal> {
         });
     }
     if let Some(e) = &r.enforcement {
-        let p99 = percentile(&sorted(&e.death_late_ms), 99.0);
+        let p99 = e.death_p99_ms();
+        let runs = match e.death_p99_of_runs_ms.as_slice() {
+            [] | [_] => String::new(),
+            all => format!(
+                " (median of {} runs: {})",
+                all.len(),
+                all.iter()
+                    .map(|ms| format!("{ms:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         goals.push(Goal {
             what: format!(
                 "enforcement lateness p99 ({} sessions, leader death − deadline)",
                 num(e.sessions as f64)
             ),
             goal: format!("< {ENFORCEMENT_P99_MS} ms"),
-            measured: format!("{p99:.0} ms"),
+            measured: format!("{p99:.0} ms{runs}"),
             met: Some(p99 < ENFORCEMENT_P99_MS),
         });
     }
@@ -417,12 +428,16 @@ fn render_daemon(w: &mut String, r: &Results) {
         };
         let _ = writeln!(
             w,
-            "- Enforcement, {} sessions on a {} s idle timeout: leader dead after the \
+            "- Enforcement, {} sessions on a {} s idle timeout{}: leader dead after the \
              deadline {}; session known to the daemon after its keystroke {}; warning \
              written after it was due {}; end decided late {} (to 0.1 s); decision to \
              processes gone {}.",
             num(e.sessions as f64),
             enforce::IDLE_TIMEOUT_S,
+            match e.death_p99_of_runs_ms.len() {
+                0 | 1 => String::new(),
+                n => format!(" (the run with the median p99 of {n})"),
+            },
             line(&e.death_late_ms),
             line(&e.known_after_ms),
             line(&e.warned_late_ms),
@@ -522,7 +537,7 @@ fn render_missed(w: &mut String, r: &Results) {
         }
     }
     if let Some(e) = &r.enforcement {
-        let p99 = percentile(&sorted(&e.death_late_ms), 99.0);
+        let p99 = e.death_p99_ms();
         if p99 >= ENFORCEMENT_P99_MS {
             any = true;
             let _ = writeln!(

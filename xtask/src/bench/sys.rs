@@ -93,6 +93,33 @@ pub fn sleep(duration: Duration) -> Result<()> {
     }
 }
 
+/// Held while a benchmark runs: two at once measure each other, and each puts back
+/// the kernel settings and removes the test user as it found them, so the one that
+/// ends last left `kernel.pty.max` raised and the user behind.
+pub struct OnlyBenchmark(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+
+impl OnlyBenchmark {
+    const PATH: &str = "/run/lock/session-monitor-bench.lock";
+
+    pub fn take() -> Result<Self> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::PATH)
+            .with_context(|| format!("opening {}", Self::PATH))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Self(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "another benchmark is running on this machine (it holds {}); wait for it \
+                 to end: two at once measure each other",
+                Self::PATH
+            ),
+            Err((_, err)) => Err(err).with_context(|| format!("locking {}", Self::PATH)),
+        }
+    }
+}
+
 /// A kernel setting (`kernel.pty.max`) changed for the benchmark; dropping it puts
 /// the old value back.
 pub struct Sysctl {
