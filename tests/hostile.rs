@@ -2,7 +2,8 @@
 //! must not trust. Each test plays an attack on the root daemon and checks that it
 //! does nothing for the attacker — no write into a file the user may only read, no
 //! policy swapped by a cgroup's name, no signal to a process that merely reused a
-//! session's pid — while the session itself is still handled as it should be.
+//! session's pid — while the session itself is still handled as it should be. A
+//! login that floods the probes is still ended on time.
 //!
 //! Every policy here limits only the test's own users.
 
@@ -14,7 +15,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use harness::{Daemon, Kind, TempDir, TestUser, Tmux, Wait, process, shell_quote, test_guard};
+use harness::{
+    Daemon, Kind, Sshd, TempDir, TestUser, Tmux, Wait, process, shell_quote, test_guard,
+};
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
 
@@ -489,4 +492,81 @@ impl Drop for Thaw {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.0, Signal::SIGCONT);
     }
+}
+
+/// Typed into an idle login: floods of everything the probes see, none of it the
+/// person's input. Two loops fork and exit `true` as fast as they can (fork and exit
+/// events), a loop opens a new pty every few milliseconds (`script`: each a terminal
+/// the daemon has not seen, to resolve), and a UDP socket receives its own
+/// datagrams without pause (the receive probe).
+const FLOOD: &str = "for i in 1 2; do (while :; do /bin/true; done) & done; \
+    (while :; do script -qfc true /dev/null; done) >/dev/null 2>&1 & \
+    perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => \"127.0.0.1\", \
+    Proto => \"udp\") or die; $a = $s->sockname; while (1) { send($s, \"x\", 0, $a); \
+    recv($s, $b, 16, 0) }' & echo flood-start''ed";
+
+/// How late the end of a flooding login may come: the floods keep both CPUs busy.
+const FLOOD_LATE: f64 = 2.0;
+
+#[test]
+fn a_login_flooding_the_probes_is_still_ended_on_time_with_all_its_processes() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let sshd = Sshd::start();
+    sshd.authorize(&user);
+    let daemon = Daemon::builder()
+        .policy(&policy_for(
+            &user,
+            "idle_timeout = \"6s\"\nwarn_before = \"2s\"",
+        ))
+        .start();
+    let tmux = Tmux::new();
+    let pane = tmux.new_session("flood", &sshd.ssh_command(&user));
+    pane.wait_for_shell(Duration::from_secs(30));
+    let session = daemon.wait_for_session("the ssh session", APPEAR, |s| s.user == user.name());
+    pane.type_line(FLOOD);
+    pane.wait_for_text("flood-started", Duration::from_secs(10));
+    let flooding = Wait::new("the flood's processes")
+        .timeout(Duration::from_secs(10))
+        .until(|| {
+            let names: Vec<String> = user
+                .processes()
+                .into_iter()
+                .filter_map(|pid| process::get(pid).map(|p| p.comm))
+                .collect();
+            (names.iter().any(|c| c == "perl") && names.iter().any(|c| c == "script"))
+                .then_some(names.len())
+        });
+
+    let end = Wait::new("the flooding login's end")
+        .timeout(Duration::from_secs(40))
+        .until(|| {
+            records(&daemon.audit(), &session.id, "session_end")
+                .first()
+                .map(|r| (*r).clone())
+        });
+    assert_eq!(end["reason"], "idle", "{end}");
+    let idle = end["idle_seconds"].as_f64().expect("idle_seconds");
+    assert!(
+        (6.0..=6.0 + FLOOD_LATE).contains(&idle),
+        "the flooding login ended at {idle} s idle; the limit is 6 s: {end}"
+    );
+    let warnings = records(&daemon.audit(), &session.id, "warning").len();
+    assert_eq!(warnings, 1, "warned once before the end");
+    // Every process of the login is gone, the floods included (the user has no
+    // other).
+    let left = Wait::new("every process of the flooding user to be gone")
+        .timeout(Duration::from_secs(10))
+        .try_until_ok(|| match user.processes().as_slice() {
+            [] => Ok(()),
+            left => Err(format!(
+                "{:?}",
+                left.iter().map(|&p| process::get(p)).collect::<Vec<_>>()
+            )),
+        });
+    assert!(
+        left.is_ok(),
+        "processes of the flooding user survived the end: {left:?}"
+    );
+    eprintln!("{flooding} processes flooding; ended at {idle:.2} s idle");
 }
