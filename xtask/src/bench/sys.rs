@@ -96,20 +96,26 @@ pub fn sleep(duration: Duration) -> Result<()> {
 /// Held while a benchmark runs: two at once measure each other, and each puts back
 /// the kernel settings and removes the test user as it found them, so the one that
 /// ends last left `kernel.pty.max` raised and the user behind.
-pub struct OnlyBenchmark(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+pub struct OnlyBenchmark {
+    _held: nix::fcntl::Flock<fs::File>,
+}
 
 impl OnlyBenchmark {
-    const PATH: &str = "/run/lock/session-monitor-bench.lock";
+    /// In `/run`, which only root may write: not `/run/lock` or `/tmp`, where any
+    /// user could put a file or a link there first.
+    const PATH: &str = "/run/session-monitor-bench.lock";
 
     pub fn take() -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(Self::PATH)
             .with_context(|| format!("opening {}", Self::PATH))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Self(lock)),
+            Ok(held) => Ok(Self { _held: held }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
                 "another benchmark is running on this machine (it holds {}); wait for it \
                  to end: two at once measure each other",
