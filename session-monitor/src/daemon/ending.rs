@@ -91,25 +91,13 @@ impl Work {
     /// The blocking part: the closing line, then the targets, held by pidfds. The
     /// leaders the line was written through stay held for the signals.
     fn prepare(self, session_id: &str, reason: EndReason) -> Prepared {
-        let mut notice_refused = None;
-        let mut written = false;
         let mut pinned: Vec<Pinned> = Vec::new();
-        for &(leader, tty) in &self.terminals {
-            let held = match pinned.iter().position(|p| p.process == leader) {
-                Some(i) => Ok(i),
-                None => notice::pin_leader(leader).map(|held| {
-                    pinned.push(held);
-                    pinned.len() - 1
-                }),
-            };
-            match held.and_then(|i| notice::write_to_terminal(&pinned[i], tty, &self.closing)) {
-                Ok(()) => written = true,
-                Err(notice::NoticeError::Refused(why)) => notice_refused = Some((tty, why)),
-                Err(err) => {
-                    tracing::debug!(id = %session_id, "closing line not written: {err}");
-                }
-            }
+        let delivery = notice::write_to_terminals(&self.terminals, &self.closing, &mut pinned);
+        for (_, err) in &delivery.failed {
+            tracing::debug!(id = %session_id, "closing line not written: {err}");
         }
+        let written = delivery.written;
+        let notice_refused = delivery.refused.into_iter().next_back();
         // The server forwards the line to the client once the shell is gone; give it
         // that moment before signalling it.
         let server_grace = if written && self.forwarding {

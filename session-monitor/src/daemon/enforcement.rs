@@ -367,7 +367,7 @@ impl Core {
         }
     }
 
-    /// The warning's terminals that refused it (see [`Core::write_warning`]).
+    /// The warning's terminals that refused it (see [`super::warning::start`]).
     pub fn on_warning_written(&mut self, written: WarningWritten) {
         if self
             .table

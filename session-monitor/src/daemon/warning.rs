@@ -34,20 +34,12 @@ impl Warning {
 
     /// Writes the line to each terminal; returns those that refused it.
     fn write(&self) -> Vec<(TtyKey, String)> {
-        let mut refused = Vec::new();
-        for &(leader, tty) in &self.terminals {
-            let written = notice::pin_leader(leader)
-                .and_then(|leader| notice::write_to_terminal(&leader, tty, &self.text));
-            match written {
-                Ok(()) => {}
-                Err(notice::NoticeError::Refused(why)) => refused.push((tty, why)),
-                Err(err) => {
-                    let (id, tty) = (&self.session_id, crate::sessions::tty_name(&tty));
-                    tracing::warn!(%id, "could not write the warning to {tty}: {err}");
-                }
-            }
+        let delivery = notice::write_to_terminals(&self.terminals, &self.text, &mut Vec::new());
+        for (tty, err) in delivery.failed {
+            let (id, tty) = (&self.session_id, crate::sessions::tty_name(&tty));
+            tracing::warn!(%id, "could not write the warning to {tty}: {err}");
         }
-        refused
+        delivery.refused
     }
 }
 

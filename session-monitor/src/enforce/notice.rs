@@ -78,6 +78,45 @@ pub fn write_to_terminal(leader: &Pinned, key: TtyKey, text: &str) -> Result<(),
     Ok(())
 }
 
+/// What writing one line to a login's terminals did (see [`write_to_terminals`]).
+#[derive(Default)]
+pub struct Delivery {
+    /// The line reached at least one terminal.
+    pub written: bool,
+    /// Terminals that refused it, and why: audited, as that may be a user's doing.
+    pub refused: Vec<(TtyKey, String)>,
+    /// Terminals where it failed for another reason (the leader gone, the terminal
+    /// hung up or stopped): only logged, at the caller's level.
+    pub failed: Vec<(TtyKey, NoticeError)>,
+}
+
+/// Writes `text` to each of `terminals` (a leader and its terminal) with
+/// [`write_to_terminal`]. Each leader is pinned once, and stays in `pinned` for the
+/// caller (an end signals the leaders it wrote through); leaders already there are
+/// used as they are.
+pub fn write_to_terminals(
+    terminals: &[(ProcRef, TtyKey)],
+    text: &str,
+    pinned: &mut Vec<Pinned>,
+) -> Delivery {
+    let mut delivery = Delivery::default();
+    for &(leader, tty) in terminals {
+        let held = match pinned.iter().position(|p| p.process == leader) {
+            Some(i) => Ok(&pinned[i]),
+            None => pin_leader(leader).map(|held| {
+                pinned.push(held);
+                &pinned[pinned.len() - 1]
+            }),
+        };
+        match held.and_then(|leader| write_to_terminal(leader, tty, text)) {
+            Ok(()) => delivery.written = true,
+            Err(NoticeError::Refused(why)) => delivery.refused.push((tty, why)),
+            Err(err) => delivery.failed.push((tty, err)),
+        }
+    }
+    delivery
+}
+
 /// The leader held for [`write_to_terminal`] (see [`ProcRef::pin`]).
 pub fn pin_leader(leader: ProcRef) -> Result<Pinned, NoticeError> {
     leader
