@@ -70,6 +70,10 @@ const CONNECTION_QUICK_ATTEMPTS: u32 = 8;
 /// a thousand new logins must not make the deadlines late.
 const RESOLVE_SLICE: Duration = Duration::from_millis(10);
 
+/// How many resolved sessions start-up discovery's resolver may be ahead of the
+/// core (see [`Core::discover_existing`]).
+const DISCOVERY_AHEAD: usize = 64;
+
 /// How long a snapshot of /proc asked for is waited for before it is asked again.
 const SNAPSHOT_GIVEN_UP: Duration = Duration::from_secs(10);
 
@@ -267,16 +271,28 @@ impl Core {
         for listener in resolver.ssh_listeners() {
             self.mark_listener(listener);
         }
-        discover_existing(&mut resolver, |resolved| {
-            if let Some(t) = &resolved.terminal {
-                let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
-                if let Err(err) = self.maps.seed_activity(t.key, last_input) {
-                    tracing::warn!("{err:#}");
+        // Resolving (reads of /proc) and adding (the kernel's maps, the audit log)
+        // take about the same time per session: the resolver runs on a thread of
+        // its own, a few sessions ahead of the core, and the two share the work
+        // of ten thousand sessions between two CPUs. The channel is bounded, so
+        // that the resolutions are not all held at once.
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(DISCOVERY_AHEAD);
+            scope.spawn(move || {
+                discover_existing(&mut resolver, |resolved| {
+                    let _ = tx.send(resolved);
+                });
+            });
+            for resolved in rx {
+                if let Some(t) = &resolved.terminal {
+                    let last_input = resolved.tty_atime.map(clock::system_to_boot).unwrap_or(0);
+                    if let Err(err) = self.maps.seed_activity(t.key, last_input) {
+                        tracing::warn!("{err:#}");
+                    }
                 }
+                self.add_resolved(resolved, SessionOrigin::Discovered);
             }
-            self.add_resolved(resolved, SessionOrigin::Discovered);
         });
-        drop(resolver);
         tracing::info!(
             logins = self.table.len(),
             terminals = self.table.terminal_count(),
@@ -509,7 +525,14 @@ impl Core {
         // Likewise a terminal whose leader is gone: the resolution is stale, and the
         // terminal is forgotten so that its next user gets a first write of its own
         // (a connection without a terminal is found by the listener's sweep).
-        if !login.identity.is_alive() || login.terminals.iter().any(|t| !t.leader.is_alive()) {
+        // (A local login's identity is its terminal's leader: read once.)
+        let identity = login.identity;
+        if !identity.is_alive()
+            || login
+                .terminals
+                .iter()
+                .any(|t| t.leader != identity && !t.leader.is_alive())
+        {
             self.untrack_unused(&login);
             for t in &login.terminals {
                 if !self.table.has_tty(&t.key) {

@@ -41,7 +41,7 @@ pub struct CgroupPath {
 /// the others are left out, so their names cannot decide anything.
 /// Each path is checked once per `verdicts`.
 pub fn trusted_cgroup_paths(pid: u32, verdicts: &mut TrustVerdicts) -> Vec<String> {
-    let Ok(groups) = procfs::process::Process::new(pid as i32).and_then(|p| p.cgroups()) else {
+    let Some(groups) = super::procs::cgroups(pid) else {
         return Vec::new();
     };
     groups

@@ -123,6 +123,10 @@ pub struct Resolver {
     zombies: HashSet<u32>,
     /// Which cgroup paths only root can have made (checked once per snapshot).
     cgroup_verdicts: TrustVerdicts,
+    /// Servers found alive after their facts were read: one terminal server (a
+    /// tmux, a container shim) serves many terminals, and its cached facts need
+    /// that check once, not once per terminal.
+    servers_confirmed: HashSet<ProcRef>,
 }
 
 /// What an OpenSSH server process is, from the title it gives itself.
@@ -188,6 +192,7 @@ impl Resolver {
             children: None,
             zombies,
             cgroup_verdicts: TrustVerdicts::default(),
+            servers_confirmed: HashSet::new(),
         }
     }
 
@@ -272,7 +277,9 @@ impl Resolver {
         let audit_session = procs::audit_session(leader.pid);
         // Everything above was read by pid: it is the leader's (and the server's)
         // only if they are still the processes of the snapshot, not a pid reuse.
-        if !leader.proc_ref().is_alive() || server.is_some_and(|s| !s.is_alive()) {
+        if !leader.proc_ref().is_alive()
+            || server.is_some_and(|s| !self.server_still_alive(s, kind))
+        {
             return None;
         }
         // The login: an ssh connection's monitor process, a mosh-server, else the
@@ -309,6 +316,22 @@ impl Resolver {
             transports,
             listener,
         })
+    }
+
+    /// Whether `server`, whose facts [`Self::resolve`] just used, is still the
+    /// process they were read from. Its facts are read once per snapshot, so a
+    /// server confirmed once needs no new read, unless this resolution read more by
+    /// its pid (an ssh or Mosh server's peer).
+    fn server_still_alive(&mut self, server: ProcRef, kind: SessionKind) -> bool {
+        let read_by_pid_now = matches!(kind, SessionKind::Ssh | SessionKind::Mosh);
+        if !read_by_pid_now && self.servers_confirmed.contains(&server) {
+            return true;
+        }
+        let alive = server.is_alive();
+        if alive {
+            self.servers_confirmed.insert(server);
+        }
+        alive
     }
 
     /// The role of `pid` if it runs a trusted sshd executable. A user can name a
@@ -647,6 +670,15 @@ impl Resolver {
     /// Every terminal that has a session leader right now.
     pub fn terminals_in_use(&mut self) -> Vec<TtyKey> {
         let leaders: Vec<usize> = self.leaders_by_tty.values().flatten().copied().collect();
+        // Each leader's terminal is one look at its descriptors: with thousands of
+        // sessions, on every CPU (see `procs::map_in_parallel`).
+        let unknown: Vec<&ProcInfo> = leaders
+            .iter()
+            .map(|&i| &self.processes[i])
+            .filter(|p| !self.cttys.contains_key(&p.pid))
+            .collect();
+        let found = procs::map_in_parallel(&unknown, |p| (p.pid, ctty_of(p)));
+        self.cttys.extend(found);
         let mut keys: Vec<TtyKey> = leaders
             .into_iter()
             .filter_map(|i| self.ctty(i).map(|c| c.key))

@@ -244,7 +244,7 @@ impl Daemon {
 
     /// CPU time of all the daemon's threads so far, in ns.
     pub fn cpu_ns(&self) -> Result<u64> {
-        sys::threads_cpu_ns(self.pid)
+        sys::cpu_ns_of(self.pid)
     }
 
     pub fn rss_kib(&self) -> Result<u64> {

@@ -27,6 +27,10 @@ pub struct ScaleResult {
     pub ready_s: f64,
     /// Spawn to every benchmark session listed by `sessions --json`.
     pub discovered_s: f64,
+    /// The daemon's CPU time (all threads) by then: less noisy than the wall
+    /// clock when other work shares the machine, and more than it once start-up
+    /// runs on several CPUs.
+    pub discovered_cpu_s: f64,
     pub rss_kib_discovered: u64,
     pub rss_kib_end: u64,
     /// Daemon CPU while the sessions idle, as a share of one CPU.
@@ -76,11 +80,13 @@ pub fn run(
     result.discovered_s = daemon
         .wait_for_sessions(&leaders.pids, Duration::from_secs(300))?
         .as_secs_f64();
+    result.discovered_cpu_s = daemon.cpu_ns()? as f64 / 1e9;
     result.rss_kib_discovered = daemon.rss_kib()?;
     println!(
-        "    daemon answered after {:.2} s, tracked all {count} after {:.2} s, RSS {:.1} MiB",
+        "    daemon answered after {:.2} s, tracked all {count} after {:.2} s ({:.2} s of CPU), RSS {:.1} MiB",
         result.ready_s,
         result.discovered_s,
+        result.discovered_cpu_s,
         result.rss_kib_discovered as f64 / 1024.0
     );
     let (_, map_ids) = daemon.bpf_ids()?;

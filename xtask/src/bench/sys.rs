@@ -637,15 +637,15 @@ fn schedstat_ns(path: &str) -> Option<u64> {
         .ok()
 }
 
-/// Time all threads of a process have run on a CPU, in ns.
-pub fn threads_cpu_ns(pid: u32) -> Result<u64> {
-    let dir = format!("/proc/{pid}/task");
-    let mut total = 0;
-    for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-        let tid = entry?.file_name();
-        total += schedstat_ns(&format!("{dir}/{}/schedstat", tid.to_string_lossy())).unwrap_or(0);
-    }
-    Ok(total)
+/// CPU time of a process so far, in ns: all its threads, those that have exited
+/// too (the daemon's start-up and blocking-pool threads come and go; a sum over
+/// `/proc/PID/task` would miss them).
+pub fn cpu_ns_of(pid: u32) -> Result<u64> {
+    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
+        .with_context(|| format!("the CPU clock of process {pid}"))?;
+    let ts = nix::time::clock_gettime(clock)
+        .with_context(|| format!("reading the CPU clock of process {pid}"))?;
+    Ok(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
 }
 
 /// CPU time of a workload so far, in ns: this process, the children it reaped, and
@@ -701,7 +701,7 @@ mod tests {
     fn own_process_has_a_status() {
         let pid = std::process::id();
         assert!(process_status_kib(pid, "VmRSS").unwrap() > 0);
-        assert!(threads_cpu_ns(pid).unwrap() > 0);
+        assert!(cpu_ns_of(pid).unwrap() > 0);
         assert!(process_cpu_ns() > 0);
     }
 }
