@@ -242,7 +242,8 @@ impl Daemon {
         }
     }
 
-    /// CPU time of all the daemon's threads so far, in ns.
+    /// CPU time of the daemon so far, in ns: all its threads, those that have exited
+    /// too (see [`sys::cpu_ns_of`]).
     pub fn cpu_ns(&self) -> Result<u64> {
         sys::cpu_ns_of(self.pid)
     }
