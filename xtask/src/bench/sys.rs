@@ -343,7 +343,52 @@ pub fn sessions(
     }
     write_all(&go_w, &numbers)?;
     read_ready(&ready_r, count)?;
+    if mode == LeaderMode::Sleep {
+        wait_asleep(&leaders.pids)?;
+    }
     Ok((ptys, leaders))
+}
+
+/// Waits until every leader sleeps in `sleep`. A leader reports ready before it
+/// executes `/bin/sleep`, and 10,000 execs (each dropping a copy of this process's
+/// address space, then loading `sleep`) take seconds of CPU after the last report:
+/// a daemon started then competes with them, which no real host's settled sessions
+/// would make it do. A leader is asleep when `/proc/PID/syscall` names the call it
+/// blocks in: `pause` (what `sleep infinity` does), or a `nanosleep`.
+fn wait_asleep(pids: &[i32]) -> Result<()> {
+    let asleep = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|text| {
+            let nr = text
+                .split_whitespace()
+                .next()
+                .and_then(|nr| nr.parse().ok());
+            [
+                libc::SYS_pause,
+                libc::SYS_clock_nanosleep,
+                libc::SYS_nanosleep,
+            ]
+            .iter()
+            .any(|&sleeping| nr == Some(sleeping))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut waiting: Vec<i32> = pids.to_vec();
+    loop {
+        check_interrupted()?;
+        waiting.retain(|&pid| !asleep(pid));
+        let Some(&first) = waiting.first() else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} session leaders were not asleep in `sleep` after 120 s (pid {first} among them: /proc/{first}/syscall reads {:?})",
+                waiting.len(),
+                pids.len(),
+                fs::read_to_string(format!("/proc/{first}/syscall"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Leaders {
