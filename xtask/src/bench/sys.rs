@@ -349,12 +349,26 @@ pub fn sessions(
     Ok((ptys, leaders))
 }
 
+/// How long the leaders of a large session count may take to fall asleep.
+const ASLEEP_WITHIN: Duration = Duration::from_secs(120);
+
+/// The system calls `sleep infinity` blocks in: glibc's `pause()` is the `pause`
+/// call where the architecture has one (x86_64) and `rt_sigsuspend` elsewhere
+/// (arm64); a finite sleep is a `nanosleep`.
+const SLEEP_CALLS: &[libc::c_long] = &[
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_pause,
+    libc::SYS_rt_sigsuspend,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+];
+
 /// Waits until every leader sleeps in `sleep`. A leader reports ready before it
 /// executes `/bin/sleep`, and 10,000 execs (each dropping a copy of this process's
 /// address space, then loading `sleep`) take seconds of CPU after the last report:
 /// a daemon started then competes with them, which no real host's settled sessions
-/// would make it do. A leader is asleep when `/proc/PID/syscall` names the call it
-/// blocks in: `pause` (what `sleep infinity` does), or a `nanosleep`.
+/// would make it do. A leader is asleep when `/proc/PID/syscall` names one of
+/// [`SLEEP_CALLS`].
 fn wait_asleep(pids: &[i32]) -> Result<()> {
     let asleep = |pid: i32| {
         fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|text| {
@@ -362,16 +376,10 @@ fn wait_asleep(pids: &[i32]) -> Result<()> {
                 .split_whitespace()
                 .next()
                 .and_then(|nr| nr.parse().ok());
-            [
-                libc::SYS_pause,
-                libc::SYS_clock_nanosleep,
-                libc::SYS_nanosleep,
-            ]
-            .iter()
-            .any(|&sleeping| nr == Some(sleeping))
+            nr.is_some_and(|nr| SLEEP_CALLS.contains(&nr))
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ASLEEP_WITHIN;
     let mut waiting: Vec<i32> = pids.to_vec();
     loop {
         check_interrupted()?;
@@ -381,9 +389,10 @@ fn wait_asleep(pids: &[i32]) -> Result<()> {
         };
         if Instant::now() > deadline {
             bail!(
-                "{} of {} session leaders were not asleep in `sleep` after 120 s (pid {first} among them: /proc/{first}/syscall reads {:?})",
+                "{} of {} session leaders were not asleep in `sleep` after {} s (pid {first} among them: /proc/{first}/syscall reads {:?})",
                 waiting.len(),
                 pids.len(),
+                ASLEEP_WITHIN.as_secs(),
                 fs::read_to_string(format!("/proc/{first}/syscall"))
             );
         }
