@@ -1,7 +1,8 @@
 //! Hostile session leaders: a user's own processes and cgroups are input the daemon
 //! must not trust. Each test plays an attack on the root daemon and checks that it
 //! does nothing for the attacker — no write into a file the user may only read, no
-//! policy swapped by a cgroup's name, no signal to a process that merely reused a
+//! policy swapped by a cgroup's name, no session hidden behind a leader named like
+//! a getty, no signal to a process that merely reused a
 //! session's pid — while the session itself is still handled as it should be. A
 //! login that floods the probes is still ended on time.
 //!
@@ -367,6 +368,55 @@ fn a_cgroup_a_user_named_like_a_container_does_not_make_a_container_session() {
     assert!(records(&audit, &session.id, "warning").is_empty());
     assert!(records(&audit, &session.id, "session_end").is_empty());
     assert!(process::alive(leader));
+}
+
+#[test]
+fn a_users_leader_named_login_is_a_session_like_any_other() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let daemon = Daemon::builder()
+        .policy(&policy_for(
+            &user,
+            "idle_timeout = \"3s\"\nwarn_before = \"1s\"",
+        ))
+        .start();
+    // A getty or `login` waiting for a password is not a login yet, and the daemon
+    // passes over root's leaders of those names. The user names their own leader
+    // `login`: a copy of `cat`, which reads the terminal as a shell would.
+    let dir = TempDir::new("named-login");
+    dir.allow_traverse();
+    let program = dir.join("login");
+    std::fs::copy("/bin/cat", &program).expect("copy cat");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmux = persistent_tmux(&user);
+    let pane = tmux.new_session(
+        "named-login",
+        &format!("exec {}", shell_quote(&program.display().to_string())),
+    );
+    let leader = pane.pid();
+    harness::wait_until(
+        "the leader to run as `login`",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{leader}/comm"))
+                .is_ok_and(|comm| comm.trim() == "login")
+                .then_some(())
+        },
+    );
+    pane.type_text("x");
+    let session = daemon.wait_for_session("the session led by `login`", APPEAR, |s| {
+        s.leader_pid == leader
+    });
+    assert_eq!(session.user, user.name(), "{session:?}");
+    // Its rule applies: left alone, it is ended, its leader with it.
+    daemon.wait_session_gone(&session.id, Duration::from_secs(20));
+    let audit = daemon.audit();
+    let end = records(&audit, &session.id, "session_end");
+    assert_eq!(end.len(), 1, "{end:?}");
+    assert_eq!(end[0]["reason"], "idle", "{}", end[0]);
+    harness::wait_until("the leader to be ended", Duration::from_secs(10), || {
+        (!process::alive(leader)).then_some(())
+    });
 }
 
 /// Starts `setsid sh -c 'sleep 600 & exec sleep 600'` as root with pid `pid` (a

@@ -21,8 +21,19 @@ use super::{
     tty::key_from_stat,
 };
 
-/// Leaders that are not a login yet: a getty waiting at the login prompt.
+/// Leaders that are not a login yet: a getty waiting at the login prompt, `login`
+/// asking for the password. Only a root process is passed over (see
+/// [`is_pre_login`]).
 const PRE_LOGIN: [&str; 5] = ["agetty", "getty", "mingetty", "login", "systemd-getty"];
+
+/// True for a leader that is not a login yet: one of [`PRE_LOGIN`], run by root.
+/// A name is the process's own to choose (a copy of any program called `login`,
+/// `prctl(PR_SET_NAME)`): a user's leader named so is a login like any other, or
+/// naming a shell `login` would hide a session from the daemon.
+fn is_pre_login(p: &ProcInfo) -> bool {
+    PRE_LOGIN.contains(&p.comm.as_str())
+        && procs::credentials(p.pid).is_some_and(|(uid, _, _)| uid == 0)
+}
 
 /// A container runtime's init (runc's `runc:[2:INIT]`): it makes the exec's
 /// terminal its controlling terminal as root, then switches to the exec's user and
@@ -605,7 +616,7 @@ impl Resolver {
         let candidates = self.leaders_by_tty.get(&want)?.clone();
         let mut best: Option<(usize, Ctty)> = None;
         for i in candidates {
-            if PRE_LOGIN.contains(&self.processes[i].comm.as_str()) {
+            if is_pre_login(&self.processes[i]) {
                 continue;
             }
             let Some(ctty) = self.ctty(i).filter(|c| c.key == key) else {
