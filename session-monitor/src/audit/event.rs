@@ -37,6 +37,15 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         nested_in: Option<String>,
     },
+    /// A session first seen while its leader ran as root is now its user's: the
+    /// leader switched to that user (see `daemon::user`). `user` and `rule` are the
+    /// new ones.
+    SessionUser {
+        #[serde(flatten)]
+        session: SessionFields,
+        previous_user: String,
+        previous_uid: u32,
+    },
     Warning {
         #[serde(flatten)]
         session: SessionFields,
@@ -169,6 +178,7 @@ crate::labels::closed_set! {
         DaemonStart => "daemon_start",
         DaemonStop => "daemon_stop",
         SessionStart => "session_start",
+        SessionUser => "session_user",
         Warning => "warning",
         WouldEnd => "would_end",
         SessionEnd => "session_end",
@@ -197,6 +207,7 @@ impl AuditEvent {
             AuditEvent::DaemonStart { .. } => EventName::DaemonStart,
             AuditEvent::DaemonStop { .. } => EventName::DaemonStop,
             AuditEvent::SessionStart { .. } => EventName::SessionStart,
+            AuditEvent::SessionUser { .. } => EventName::SessionUser,
             AuditEvent::Warning { .. } => EventName::Warning,
             AuditEvent::WouldEnd { .. } => EventName::WouldEnd,
             AuditEvent::SessionEnd { .. } => EventName::SessionEnd,
@@ -490,6 +501,11 @@ mod tests {
                 reason: EndReason::Idle,
                 error: "task panicked".into(),
                 retry_in_seconds: 5,
+            },
+            AuditEvent::SessionUser {
+                session: session(),
+                previous_user: "root".into(),
+                previous_uid: 0,
             },
         ]
     }

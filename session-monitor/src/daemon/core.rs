@@ -714,7 +714,10 @@ impl Core {
                 }
             }
             KernelEvent::TtyInput { key, writer } => match self.table.of_tty(&key) {
-                Some(login) => self.on_input(&login),
+                Some(login) => {
+                    self.recheck_user(&login);
+                    self.on_input(&login)
+                }
                 None => {
                     if !self.pending.contains_key(&key) {
                         self.queue_resolution(key, Some(writer));

@@ -12,6 +12,7 @@ mod reload;
 mod requests;
 mod revocation;
 mod status;
+mod user;
 mod warning;
 
 use std::{

@@ -10,6 +10,7 @@ use crate::{
     audit::{AuditEvent, ReloadOutcome},
     labels::ReloadResult,
     policy,
+    sessions::LoginKey,
 };
 
 /// SHA-256 of the file's content, or None when it cannot be read.
@@ -91,17 +92,23 @@ impl Core {
     /// Re-resolves every login's limits and reschedules its deadline.
     fn apply_policy(&mut self) {
         for key in self.table.keys() {
-            let Some(login) = self.table.get(&key) else {
-                continue;
-            };
-            let resolution = self.resolve_policy(login);
-            if let Some(login) = self.table.get_mut(&key) {
-                if login.resolution != resolution {
-                    login.reported_end = None;
-                }
-                login.resolution = resolution;
-            }
-            self.schedule_session(&key);
+            self.apply_policy_to(&key);
         }
+    }
+
+    /// Re-resolves login `key`'s limits (after a reload, or when its user changed)
+    /// and reschedules its deadline.
+    pub(super) fn apply_policy_to(&mut self, key: &LoginKey) {
+        let Some(login) = self.table.get(key) else {
+            return;
+        };
+        let resolution = self.resolve_policy(login);
+        if let Some(login) = self.table.get_mut(key) {
+            if login.resolution != resolution {
+                login.reported_end = None;
+            }
+            login.resolution = resolution;
+        }
+        self.schedule_session(key);
     }
 }

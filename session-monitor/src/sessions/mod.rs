@@ -14,8 +14,8 @@ pub use cgroup_trust::trusted_dir_chain;
 pub use discover::{Resolved, Resolver, discover_existing};
 pub use kind::{ContainerInfo, SessionKind};
 pub use procs::{
-    Pinned, ProcInfo, ProcRef, cgroup2_path, cgroup2_root, fd_numbers, processes_by_parent,
-    processes_of_uids, uid_of,
+    Pinned, ProcInfo, ProcRef, cgroup2_path, cgroup2_root, credentials, fd_numbers,
+    processes_by_parent, processes_of_uids, uid_of,
 };
 pub use table::{Carry, Login, LoginKey, LoginTable, SessionView, Terminal, login_key};
 pub use tty::{key_from_stat, tty_name};

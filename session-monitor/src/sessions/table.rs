@@ -103,24 +103,20 @@ pub struct Login {
 
 impl Login {
     pub fn from_resolved(r: Resolved, now_ns: u64) -> Self {
-        let user = names::user_name(r.uid);
-        let mut gids = vec![r.gid];
-        gids.extend(r.groups.iter().copied().filter(|g| *g != r.gid));
-        let group_names = gids.iter().map(|&gid| names::group_name(gid)).collect();
         let (key, id) = login_key(&r.identity);
-        Self {
+        let mut login = Self {
             id,
             key,
-            group_names,
+            group_names: Vec::new(),
             identity: r.identity,
             terminals: r.terminal.into_iter().collect(),
             transports: r.transports,
             kind: r.kind,
             carries: r.carries,
-            user,
+            user: String::new(),
             uid: r.uid,
             gid: r.gid,
-            groups: r.groups,
+            groups: Vec::new(),
             started_ns: r.identity.start_boot_ns(),
             audit_session: r.audit_session,
             server_audit_session: r.server_audit_session,
@@ -135,7 +131,21 @@ impl Login {
             reported_end: None,
             due: None,
             ending: None,
-        }
+        };
+        login.set_user(r.uid, r.gid, r.groups);
+        login
+    }
+
+    /// Who the login is: the user, their primary and supplementary groups, and the
+    /// names that user and group rules match.
+    pub fn set_user(&mut self, uid: u32, gid: u32, groups: Vec<u32>) {
+        let mut gids = vec![gid];
+        gids.extend(groups.iter().copied().filter(|g| *g != gid));
+        self.group_names = gids.iter().map(|&gid| names::group_name(gid)).collect();
+        self.user = names::user_name(uid);
+        self.uid = uid;
+        self.gid = gid;
+        self.groups = groups;
     }
 
     /// The first terminal, if any.
