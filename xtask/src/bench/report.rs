@@ -92,6 +92,7 @@ fn op_name(w: &WorkloadResult) -> String {
         Kind::Keystrokes if w.name.starts_with("pastes") => "paste".into(),
         Kind::Keystrokes => "keystroke".into(),
         Kind::UnrelatedWrites => "write".into(),
+        Kind::UnrelatedReads => "read".into(),
         Kind::UnrelatedUdp => "datagram".into(),
         Kind::OtherSyscalls => "call".into(),
         Kind::ProcessChurn => "process".into(),

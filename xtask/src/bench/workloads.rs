@@ -27,6 +27,9 @@ pub enum Kind {
     TerminalOutput,
     Keystrokes,
     UnrelatedWrites,
+    /// Reads that have nothing to do with terminals: on the tracepoint backend
+    /// every read(2) on the host passes the console-input hook.
+    UnrelatedReads,
     UnrelatedUdp,
     /// System calls that are neither writes nor reads (`getppid`): with syscall
     /// tracepoints on, every system call takes the slow path.
@@ -380,6 +383,46 @@ impl Workload for DevNullWrites {
     }
 }
 
+/// 3c. Reads that have nothing to do with terminals: /dev/zero.
+pub struct DevZeroReads {
+    fd: OwnedFd,
+}
+
+impl DevZeroReads {
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            fd: sys::open_path("/dev/zero", OFlags::RDONLY)?,
+        })
+    }
+}
+
+impl Workload for DevZeroReads {
+    fn name(&self) -> String {
+        "reads-devzero".into()
+    }
+    fn kind(&self) -> Kind {
+        Kind::UnrelatedReads
+    }
+    fn describe(&self) -> String {
+        format!("read(2) of {SMALL_WRITE} bytes from /dev/zero in a tight loop, one process")
+    }
+    fn unit(&self) -> &'static str {
+        "reads/s"
+    }
+    fn run(&mut self, duration: Duration) -> Result<Sample> {
+        let fd = self.fd.as_fd();
+        let mut buf = [0u8; SMALL_WRITE];
+        timed(duration, || {
+            for _ in 0..256 {
+                rustix::io::read(fd, &mut buf)
+                    .map_err(io::Error::from)
+                    .context("read")?;
+            }
+            Ok(256)
+        })
+    }
+}
+
 /// 3b. Writes into a pipe, drained by the same process whenever it is full.
 pub struct PipeWrites {
     read: OwnedFd,
@@ -612,6 +655,10 @@ pub fn all(whole: &WholeSizes, keystroke_ptys: &[usize]) -> Vec<(String, Factory
         Box::new(|| boxed(DevNullWrites::new())),
     ));
     list.push(("writes-pipe".into(), Box::new(|| boxed(PipeWrites::new()))));
+    list.push((
+        "reads-devzero".into(),
+        Box::new(|| boxed(DevZeroReads::new())),
+    ));
     list.push(("getppid".into(), Box::new(|| boxed(Ok(Getppid)))));
     list.push((
         "udp-loopback".into(),
