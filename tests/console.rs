@@ -1,12 +1,13 @@
 //! Console sessions: a shell on a virtual console, typed into through the line
 //! discipline (TIOCSTI, the path keyboard and serial input take), is a `console`
-//! session; its input counts, its output does not, and the policy ends it.
+//! session; its input counts, its output does not, and the policy ends it. A pipe
+//! read while another thread swaps the console onto its descriptor is not input.
 
 use std::{
     fs::OpenOptions,
     os::{
         fd::AsRawFd as _,
-        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     },
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -168,5 +169,85 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     assert!(
         !process::alive(session.leader_pid),
         "the console shell must be ended"
+    );
+}
+
+/// Reads of a pipe by one thread while another puts the console on the read's
+/// descriptor and takes it away again, in a loop: a read of the pipe that returns
+/// just after the swap finds the console behind its descriptor at its exit. Run on
+/// the console (it is the script's controlling terminal) for `seconds`.
+const SWAP_SCRIPT: &str = r#"
+use strict; use warnings; use threads; use POSIX (); use Fcntl qw(O_RDWR O_NONBLOCK O_NOCTTY F_GETFL F_SETFL);
+my ($console, $seconds) = @ARGV;
+my $end = time + $seconds;
+pipe(my $r, my $w) or die "pipe: $!";
+for my $fh ($r, $w) { fcntl($fh, F_SETFL, fcntl($fh, F_GETFL, 0) | O_NONBLOCK) or die "fcntl: $!" }
+my $tty = POSIX::open($console, O_RDWR | O_NONBLOCK | O_NOCTTY) // die "open $console: $!";
+my $pipe = fileno($r);
+my $fd = POSIX::dup($pipe) // die "dup: $!";
+my @threads = (
+    threads->create(sub { my $buf = 'x' x 4096; while (time < $end) { syswrite($w, $buf) } }),
+    threads->create(sub { while (time < $end) { POSIX::dup2($tty, $fd); POSIX::dup2($pipe, $fd) } }),
+);
+my ($buf, $reads) = ('', 0);
+while (time < $end) { $reads++ if (POSIX::read($fd, $buf, 64) // 0) > 0 }
+$_->join for @threads;
+print "pipe reads: $reads\n";
+"#;
+
+#[test]
+fn reads_of_a_pipe_swapped_with_the_console_on_one_descriptor_are_not_input() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let daemon = Daemon::builder()
+        .policy(&format!(
+            "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
+             [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nusers = [\"{}\"]\n\
+             idle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
+            user.name()
+        ))
+        .start();
+    let console = ConsoleShell::start(&user).expect(
+        "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)",
+    );
+    let name = console
+        .tty
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let dir = harness::TempDir::new("swap");
+    dir.allow_traverse();
+    let script = dir.write("swap.pl", SWAP_SCRIPT);
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The user's one command line is their last input.
+    console.type_text(&format!(
+        "perl {} {} 60\n",
+        script.display(),
+        console.tty.display()
+    ));
+    let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
+        s.tty == name && s.kind == Kind::Console
+    });
+    let swapping = harness::wait_until("the script to run", Duration::from_secs(10), || {
+        process::descendants(session.leader_pid)
+            .into_iter()
+            .find(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "perl")
+            })
+    });
+    // Its pipe reads do not count as the console's input: it is ended as idle,
+    // long before the script would stop.
+    daemon.wait_session_gone(&session.id, Duration::from_secs(30));
+    let end = daemon
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "session_end" && r["session_id"] == session.id.as_str())
+        .expect("an end record");
+    assert_eq!(end["reason"], "idle", "{end}");
+    assert!(
+        !process::alive(swapping),
+        "the swapping script must be ended with its session"
     );
 }

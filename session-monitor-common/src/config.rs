@@ -12,9 +12,9 @@ pub use crate::kernel_members::{ITER_UNKNOWN, KernelOffsets};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointFields {
-    /// `syscalls/sys_enter_{write,writev,read,ioctl}`: `fd` is at the same place in each.
+    /// `syscalls/sys_enter_{write,writev,ioctl}`: `fd` is at the same place in each.
     pub sys_enter_fd: u32,
-    /// `sys_enter_write.count`, `sys_enter_read.count`.
+    /// `sys_enter_write.count`.
     pub sys_enter_write_count: u32,
     /// `sys_enter_write.buf`: where the written bytes are, to tell answers from keys.
     pub sys_enter_write_buf: u32,

@@ -10,7 +10,7 @@
 //! Both fail cleanly instead of faulting; direct loads cost no helper call (about
 //! 30 ns each), which matters on paths every write(2) on the host takes.
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs};
 use session_monitor_common::{
     TtyClass, TtyKey,
     counters::COUNTER_READ_ERRORS,
@@ -348,17 +348,51 @@ pub fn console_key<A: Access>(tty: *const u8) -> Result<TtyKey, ReadError> {
     })
 }
 
-/// The key of a console opened as a file. `/dev/console` redirects to the real
-/// console, so the key comes from the tty, not from the inode.
+/// A console opened as a file: its key, and how far its input has been taken (see
+/// [`console_input_taken`]). `/dev/console` redirects to the real console, so both
+/// come from the tty, not from the inode.
 #[inline(always)]
-pub fn console_file_key<A: Access>(tty_file: &TtyFile) -> Result<TtyKey, ReadError> {
+pub fn console_file_input<A: Access>(
+    tty_file: &TtyFile,
+) -> Result<(TtyKey, Option<u64>), ReadError> {
     let private_data = A::read_ptr(tty_file.file, conf!(offsets.file_private_data))?;
-    through_void!(console_key_behind(private_data => tty_file_private))
+    through_void!(console_input_behind(private_data => tty_file_private))
 }
 
 #[inline(always)]
-fn console_key_behind<A: Access>(private: *const u8) -> Result<TtyKey, ReadError> {
-    console_key::<A>(file_tty::<A>(private)?)
+fn console_input_behind<A: Access>(private: *const u8) -> Result<(TtyKey, Option<u64>), ReadError> {
+    let tty = file_tty::<A>(private)?;
+    Ok((console_key::<A>(tty)?, console_input_taken::<A>(tty)?))
+}
+
+/// `N_TTY`, the line discipline of terminals people type into.
+const N_TTY: i32 = 0;
+
+/// How far the line discipline of console `tty` has handed out its input: n_tty's
+/// `read_tail`, which moves with every byte a read takes (and back to 0 on a flush)
+/// and with nothing else. `None` for a console on another line discipline (a
+/// modem's, a multiplexer's), which nobody types into. `disc_data` is a `void *`:
+/// read through the helper, on a path only console reads of console processes take.
+#[inline(always)]
+fn console_input_taken<A: Access>(tty: *const u8) -> Result<Option<u64>, ReadError> {
+    let ldisc = A::read_ptr(tty, conf!(offsets.tty_ldisc))?;
+    let ops = A::read_ptr(ldisc, conf!(offsets.tty_ldisc_ops))?;
+    let num: i32 = A::read(ops, conf!(offsets.tty_ldisc_ops_num))?;
+    if num != N_TTY {
+        return Ok(None);
+    }
+    let data = A::read_ptr(tty, conf!(offsets.tty_disc_data))?;
+    Untyped::read(data, conf!(offsets.n_tty_read_tail)).map(Some)
+}
+
+/// The first argument of the current task's system call, from the registers saved
+/// at its entry: what a `sys_exit_*` record does not carry.
+#[inline(always)]
+pub fn current_syscall_arg0() -> Result<u64, ReadError> {
+    // SAFETY: the helper takes the current task (a typed pointer) and returns its
+    // typed `pt_regs`, whose members the verifier checks.
+    let regs = unsafe { bpf_task_pt_regs(current_task() as *mut _) } as *const u8;
+    Typed::read(regs, conf!(offsets.pt_regs_arg0))
 }
 
 /// True when `tty` is a console-class terminal. Both callers hold a typed `tty` (a

@@ -38,11 +38,12 @@ pub static REVOKED_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Console reads in flight (tracepoint backend): thread id -> the console read from.
-/// LRU: an exit whose task lost its console meanwhile (a hangup) skips the delete,
-/// and the entries such reads leave behind must not fill the map.
+/// Where each console's input had been read up to at the last read counted as its
+/// input (n_tty's `read_tail`; tracepoint backend): a read counts only if the
+/// console's input moved since (see `tracepoints::tp_read_exit`). LRU: consoles come
+/// and go, and only a few are ever read.
 #[map]
-pub static CONSOLE_READS: LruHashMap<u64, TtyKey> = LruHashMap::with_max_entries(1024, 0);
+pub static CONSOLE_TAILS: LruHashMap<TtyKey, u64> = LruHashMap::with_max_entries(256, 0);
 
 /// State changes for the daemon.
 #[map]

@@ -5,8 +5,8 @@
 //! - input without a terminal: the same programs, when a login's transport writes
 //!   into a pipe or an AF_UNIX socket (`send*` calls are not seen here);
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
-//! - console input: a successful `read` of a console (`sys_enter_read` notes the fd,
-//!   `sys_exit_read` counts the bytes);
+//! - console input: a `read` that took input from a console, at its exit
+//!   (`sys_exit_read`; the descriptor from the registers saved at the call's entry);
 //! - UDP: `sock_recv_length` where the kernel has it (6.3+), as a BTF tracepoint (no
 //!   perf record for every socket receive on the host), otherwise the exits of
 //!   `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
@@ -16,7 +16,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -26,7 +26,7 @@ use crate::{
     activity::{self, UserBytes},
     config::conf,
     kernel::{self, Access, CurrentFile, FileKind, IoVec, ReadError, Typed, Untyped},
-    maps::{CONSOLE_READS, bump},
+    maps::{CONSOLE_TAILS, bump},
 };
 
 const IPPROTO_UDP: u16 = 17;
@@ -66,11 +66,14 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Runs `$f::<A>(ctx, file)` on the file behind the call's descriptor, with `A` the
-/// way that file can be read (see [`CurrentFile`]).
+/// Runs `$f::<A>(ctx, file)` on the file behind the call's descriptor (or behind
+/// descriptor `$fd`), with `A` the way that file can be read (see [`CurrentFile`]).
 macro_rules! on_current_file {
     ($f:ident, $ctx:expr) => {
-        match kernel::current_file(syscall_fd($ctx)?)? {
+        on_current_file!($f, $ctx, syscall_fd($ctx)?)
+    };
+    ($f:ident, $ctx:expr, $fd:expr) => {
+        match kernel::current_file($fd)? {
             CurrentFile::Typed(file) => $f::<Typed>($ctx, file),
             CurrentFile::Untyped(file) => $f::<Untyped>($ctx, file),
         }
@@ -235,88 +238,82 @@ fn resized<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), Re
     }
 }
 
+/// Console input: a read(2) that took input from a console, by a process whose
+/// controlling terminal is a console. Only the exit is hooked, so every other read
+/// on the host pays one program (two loads) and one perf record, not two.
+///
+/// The descriptor is the call's first argument, still in the registers saved at
+/// its entry. What it names at the exit need not be what the read read: another
+/// thread sharing the descriptor table may have put a console there as a read of a
+/// pipe returned. So a read counts only if the console's input was taken since the
+/// last read counted on it (n_tty's `read_tail` moved): no read of anything else
+/// moves it.
 #[tracepoint]
-pub fn tp_read_enter(ctx: TracePointContext) -> u32 {
+pub fn tp_read_exit(ctx: TracePointContext) -> u32 {
     bump(Probe::ConsoleInput, Stat::Seen);
-    let _ = try_read_enter(&ctx);
+    let _ = try_read_exit(&ctx);
     0
 }
 
-/// Notes reads of a console so that the exit can count what was read.
-fn try_read_enter(ctx: &TracePointContext) -> Result<(), ReadError> {
+fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
     if !console_process()? {
         return Ok(());
     }
-    let tid = bpf_get_current_pid_tgid();
-    match read_console(ctx) {
-        Ok(Some(key)) => {
-            let _ = CONSOLE_READS.insert(tid, key, BPF_ANY as u64);
-        }
-        // Not a console read: drop what an earlier read of this thread may have left
-        // (its exit skipped the delete when the console hung up meanwhile), so that
-        // this read's exit cannot count it.
-        _ => {
-            let _ = CONSOLE_READS.remove(tid);
-        }
+    let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
+    if ret <= 0 {
+        return Ok(());
+    }
+    let fd = kernel::current_syscall_arg0()? as u32;
+    let Some((key, Some(taken))) = on_current_file!(console_read, ctx, fd)? else {
+        return Ok(());
+    };
+    if input_taken_since_last_read(key, taken) {
+        activity::input(ctx, Probe::ConsoleInput, key, ret as u64);
     }
     Ok(())
 }
 
-/// True when the current task's controlling terminal is a console. Console input of
-/// a session is read by a process of that session, so both ends of a read test this
-/// first: it spares every other read(2) on the host the file-table walk on entry
-/// and the hash lookup on exit, for two direct loads (a daemon, no controlling
-/// terminal) or four (a process on a pseudo-terminal).
+/// True when a console process calls: console input is read by a process of the
+/// console's session, so this is the first test, and it spares every other read on
+/// the host the rest for two direct loads (a daemon, no controlling terminal) or
+/// four (a process on a pseudo-terminal).
 #[inline(always)]
 fn console_process() -> Result<bool, ReadError> {
     let ctty = kernel::current_ctty()?;
     Ok(!ctty.is_null() && kernel::tty_is_console(ctty)?)
 }
 
-/// The key of the console the call's descriptor reads, if it reads one.
-#[inline(always)]
-fn read_console(ctx: &TracePointContext) -> Result<Option<TtyKey>, ReadError> {
-    on_current_file!(console_read, ctx)
-}
-
-/// The key of the console `file` is, if it is one.
+/// The key of the console `file` is, if it is one, and how far its input has been
+/// taken.
 #[inline(always)]
 fn console_read<A: Access>(
     _ctx: &TracePointContext,
     file: *const u8,
-) -> Result<Option<TtyKey>, ReadError> {
+) -> Result<Option<(TtyKey, Option<u64>)>, ReadError> {
     let Some(tty) = kernel::classify_file::<A>(file)? else {
         return Ok(None);
     };
     if tty.class != TtyClass::Console {
         return Ok(None);
     }
-    kernel::console_file_key::<A>(&tty).map(Some)
+    kernel::console_file_input::<A>(&tty).map(Some)
 }
 
-#[tracepoint]
-pub fn tp_read_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_read_exit(&ctx);
-    0
-}
-
-fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
-    // Only a console process has entries (see `console_process`): every other read
-    // on the host stops here.
-    if !console_process()? {
-        return Ok(());
+/// Records `taken` as console `key`'s input position; true if it moved since the
+/// last read counted (or none was).
+#[inline(always)]
+fn input_taken_since_last_read(key: TtyKey, taken: u64) -> bool {
+    if let Some(last) = CONSOLE_TAILS.get_ptr_mut(key) {
+        // SAFETY: map value pointer from the kernel, valid for this program run.
+        let last = unsafe { &mut *last };
+        if *last == taken {
+            return false;
+        }
+        *last = taken;
+        return true;
     }
-    let tid = bpf_get_current_pid_tgid();
-    // SAFETY: plain value lookup, copied out before the entry is removed.
-    let Some(key) = (unsafe { CONSOLE_READS.get(tid) }).copied() else {
-        return Ok(());
-    };
-    let _ = CONSOLE_READS.remove(tid);
-    let ret: i64 = field(ctx, conf!(tracepoints.sys_exit_ret))?;
-    if ret > 0 {
-        activity::input(ctx, Probe::ConsoleInput, key, ret as u64);
-    }
-    Ok(())
+    let _ = CONSOLE_TAILS.insert(key, taken, BPF_ANY as u64);
+    true
 }
 
 /// `sock_recv_length(struct sock *sk, int ret, int flags)`: every socket receive on

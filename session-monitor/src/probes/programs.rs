@@ -127,12 +127,6 @@ pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
         tp("tp_writev", "syscalls", "sys_enter_writev", Probe::TtyWrite),
         tp("tp_ioctl", "syscalls", "sys_enter_ioctl", Probe::TtyResize),
         tp(
-            "tp_read_enter",
-            "syscalls",
-            "sys_enter_read",
-            Probe::ConsoleInput,
-        ),
-        tp(
             "tp_read_exit",
             "syscalls",
             "sys_exit_read",

@@ -152,7 +152,7 @@ fn choose_udp_source(
 pub fn resolve_fields(tracefs: &Path, udp: UdpSource) -> Result<TracepointFields> {
     let sc = |name: &str, field: &str| field_offset(tracefs, "syscalls", name, field);
     let fd = sc("sys_enter_write", "fd")?;
-    for other in ["sys_enter_writev", "sys_enter_read", "sys_enter_ioctl"] {
+    for other in ["sys_enter_writev", "sys_enter_ioctl"] {
         let theirs = sc(other, "fd")?;
         if theirs != fd {
             bail!("syscalls:{other} has `fd` at offset {theirs}, sys_enter_write at {fd}");
