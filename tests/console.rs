@@ -110,12 +110,11 @@ impl Drop for ConsoleShell {
     }
 }
 
-#[test]
-fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
-    let _guard = test_guard!();
-    let user = TestUser::new();
-    // The rule names the test's user: a machine's own consoles (the test VM's
-    // serial console runs these tests) are not the test's to end.
+/// A daemon whose rule ends `user`'s console sessions after 8 s idle, and a shell
+/// of theirs on a free console with the console's name (`tty40`). The rule names the
+/// test's user: a machine's own consoles (the test VM's serial console runs these
+/// tests) are not the test's to end.
+fn console_session_of(user: &TestUser) -> (Daemon, ConsoleShell, String) {
     let daemon = Daemon::builder()
         .policy(&format!(
             "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
@@ -124,7 +123,7 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
             user.name()
         ))
         .start();
-    let console = ConsoleShell::start(&user).expect(
+    let console = ConsoleShell::start(user).expect(
         "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)",
     );
     let name = console
@@ -133,6 +132,14 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    (daemon, console, name)
+}
+
+#[test]
+fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let (daemon, console, name) = console_session_of(&user);
     console.type_text("true\n");
     let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
         s.tty == name && s.kind == Kind::Console
@@ -199,23 +206,7 @@ print "pipe reads: $reads\n";
 fn reads_of_a_pipe_swapped_with_the_console_on_one_descriptor_are_not_input() {
     let _guard = test_guard!();
     let user = TestUser::new();
-    let daemon = Daemon::builder()
-        .policy(&format!(
-            "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
-             [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nusers = [\"{}\"]\n\
-             idle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
-            user.name()
-        ))
-        .start();
-    let console = ConsoleShell::start(&user).expect(
-        "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)",
-    );
-    let name = console
-        .tty
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let (daemon, console, name) = console_session_of(&user);
     let dir = harness::TempDir::new("swap");
     dir.allow_traverse();
     let script = dir.write("swap.pl", SWAP_SCRIPT);
