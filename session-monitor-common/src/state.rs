@@ -33,6 +33,48 @@ pub type TtyActivity = InputActivity;
 /// the shell, command or sftp server of an `ssh -T`, `ssh host cmd` or sftp login.
 pub type LoginActivity = InputActivity;
 
+/// Transports, one bit per pid (map `TRANSPORT_PIDS`, an array of `u64` words): a
+/// gate in front of `PROCS` on every pipe and socket write on the host. An array
+/// lookup is a bounds check and a load; the hash lookup behind it (a helper call and
+/// a hash) is paid only by the pids whose bit is set. The daemon sets a bit before it
+/// makes a process a transport and clears it when it stops being one; a bit left set
+/// for a pid that exited costs its next owner that lookup and nothing else, because
+/// `PROCS` decides.
+pub mod transport_pids {
+    /// The kernel's pid limit (`PID_MAX_LIMIT` on 64-bit), which no pid reaches.
+    pub const PIDS: u32 = 4 * 1024 * 1024;
+    /// Words in the map: 512 KiB.
+    pub const WORDS: u32 = PIDS / 64;
+
+    /// The word that holds `tgid`'s bit.
+    #[inline(always)]
+    pub const fn word(tgid: u32) -> u32 {
+        tgid / 64
+    }
+
+    /// `tgid`'s bit in its word.
+    #[inline(always)]
+    pub const fn bit(tgid: u32) -> u64 {
+        1 << (tgid % 64)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_pid_has_its_own_bit_in_the_map() {
+            assert_eq!((word(0), bit(0)), (0, 1));
+            assert_eq!((word(63), bit(63)), (0, 1 << 63));
+            assert_eq!((word(64), bit(64)), (1, 1));
+            assert_eq!((word(PIDS - 1), bit(PIDS - 1)), (WORDS - 1, 1 << 63));
+            // Neighbours share a word, never a bit.
+            assert_ne!(bit(4242), bit(4243));
+            assert_eq!(word(4242), word(4243));
+        }
+    }
+}
+
 /// Flags of [`ProcState::flags`]. None of them is inherited at fork: a child gets its
 /// parent's login and no flags.
 pub mod proc_flags {

@@ -26,14 +26,15 @@ use session_monitor_common::{
         COUNTER_ANSWERS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES, COUNTER_PROCS_INSERT_FAILURES,
         COUNTER_REVOKE_SIGNALS,
     },
-    state::proc_flags,
+    state::{proc_flags, transport_pids},
 };
 
 use crate::{
     config::conf,
     kernel::{self, Access, ReadError, TtyFile},
     maps::{
-        EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TTY_ACTIVITY, bump, bump_slot,
+        EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS, TTY_ACTIVITY,
+        bump, bump_slot,
     },
 };
 
@@ -289,11 +290,17 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
 }
 
 /// The current process's entry if it is a login's transport: what it writes into
-/// pipes and AF_UNIX sockets is that login's input. One hash lookup, done before
-/// anything else is read on these paths.
+/// pipes and AF_UNIX sockets is that login's input. Done before anything else is
+/// read on these paths: one load from the transports' bitmap, and the hash lookup
+/// only for a pid whose bit is set.
 #[inline(always)]
 pub fn current_transport() -> Option<LoginId> {
-    let state = PROCS.get_ptr(current_tgid())?;
+    let tgid = current_tgid();
+    let word = TRANSPORT_PIDS.get(transport_pids::word(tgid))?;
+    if *word & transport_pids::bit(tgid) == 0 {
+        return None;
+    }
+    let state = PROCS.get_ptr(tgid)?;
     // SAFETY: map value pointer from the kernel, valid for this program run.
     let state = unsafe { &*state };
     if state.flags & proc_flags::TRANSPORT == 0 || state.login == NO_LOGIN {

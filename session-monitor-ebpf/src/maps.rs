@@ -8,6 +8,7 @@ use aya_ebpf::{
 use session_monitor_common::{
     LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
     counters::{COUNTER_SLOTS, slot},
+    state::transport_pids,
 };
 
 /// Activity per terminal. Written by the probes, read and pruned by the daemon.
@@ -37,6 +38,12 @@ pub static REVOKED_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// is a helper call and a hash, paid for nothing while nobody is revoked.
 #[map]
 pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Transports, one bit per pid: the gate in front of [`PROCS`] on every pipe and
+/// socket write (see `session_monitor_common::state::transport_pids`). Written by
+/// the daemon only.
+#[map]
+pub static TRANSPORT_PIDS: Array<u64> = Array::with_max_entries(transport_pids::WORDS, 0);
 
 /// Where each console's input had been read up to at the last read counted as its
 /// input (n_tty's `read_tail`; tracepoint backend): a read counts only if the

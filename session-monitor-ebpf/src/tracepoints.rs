@@ -188,9 +188,10 @@ fn writev_sum(ctx: &TracePointContext) -> Result<WritevSum, ReadError> {
 }
 
 /// A write that found no terminal. A login's transport writing into a pipe or an
-/// AF_UNIX socket gives its login input; nothing else counts. The transport lookup
-/// (one hash lookup) comes before any further read, so the pipe and socket writes of
-/// every other process cost only that.
+/// AF_UNIX socket gives its login input; nothing else counts. The transport test (a
+/// load from the transports' bitmap, see [`activity::current_transport`]) comes
+/// before any further read, so the pipe and socket writes of every other process
+/// cost only that.
 #[inline(always)]
 fn transport_write<A: Access>(
     kind: FileKind,

@@ -13,6 +13,7 @@ use session_monitor_common::{
         COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
     },
     map_names,
+    state::{proc_flags, transport_pids},
 };
 
 pub struct KernelMaps {
@@ -23,6 +24,9 @@ pub struct KernelMaps {
     revoked_uids: HashMap<MapData, u32, u32>,
     /// The probes' gate in front of `revoked_uids` (see [`Self::set_revoked_uid`]).
     revoked_any: Array<MapData, u32>,
+    /// The probes' gate in front of the transport flag in `procs` (see
+    /// [`Self::mark_transport`]).
+    transport_pids: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -40,6 +44,7 @@ impl KernelMaps {
             login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
             revoked_any: Array::try_from(take(ebpf, map_names::REVOKED_ANY)?)?,
+            transport_pids: Array::try_from(take(ebpf, map_names::TRANSPORT_PIDS)?)?,
             counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)?,
         };
         let ring = RingBuf::try_from(take(ebpf, map_names::EVENTS)?)?;
@@ -47,6 +52,11 @@ impl KernelMaps {
         // map already holds.
         if maps.revoked_uids.keys().next().is_some() {
             maps.set_revoked_any(true)?;
+        }
+        for (tgid, state) in maps.memberships() {
+            if state.flags & proc_flags::TRANSPORT != 0 {
+                maps.mark_transport(tgid, true)?;
+            }
         }
         Ok((maps, ring))
     }
@@ -89,6 +99,9 @@ impl KernelMaps {
 
     pub fn untrack(&mut self, tgid: u32) {
         let _ = self.procs.remove(&tgid);
+        if let Err(err) = self.mark_transport(tgid, false) {
+            tracing::debug!("{err:#}");
+        }
     }
 
     pub fn proc_state(&self, tgid: u32) -> Option<ProcState> {
@@ -110,9 +123,11 @@ impl KernelMaps {
             flags,
             ..existing
         };
-        self.procs
-            .insert(tgid, state, 0)
-            .with_context(|| format!("adding process {tgid} to login {login:#x}"))
+        self.with_transport_gate(tgid, flags, |procs| {
+            procs
+                .insert(tgid, state, 0)
+                .with_context(|| format!("adding process {tgid} to login {login:#x}"))
+        })
     }
 
     /// Sets the flags of process `tgid` to exactly `flags`, keeping its login (none if
@@ -128,9 +143,52 @@ impl KernelMaps {
             flags,
             ..existing.unwrap_or_default()
         };
-        self.procs
-            .insert(tgid, state, 0)
-            .with_context(|| format!("setting flags {flags:#x} of process {tgid}"))
+        self.with_transport_gate(tgid, flags, |procs| {
+            procs
+                .insert(tgid, state, 0)
+                .with_context(|| format!("setting flags {flags:#x} of process {tgid}"))
+        })
+    }
+
+    /// Runs `write`, which gives process `tgid` exactly `flags`, with its bit in the
+    /// transports' gate set to match: before the write when it becomes a transport
+    /// (a probe that sees the flag always got through the gate), after it otherwise.
+    fn with_transport_gate(
+        &mut self,
+        tgid: u32,
+        flags: u32,
+        write: impl FnOnce(&mut HashMap<MapData, u32, ProcState>) -> Result<()>,
+    ) -> Result<()> {
+        let transport = flags & proc_flags::TRANSPORT != 0;
+        if transport {
+            self.mark_transport(tgid, true)?;
+        }
+        write(&mut self.procs)?;
+        if !transport {
+            self.mark_transport(tgid, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sets or clears process `tgid`'s bit in `TRANSPORT_PIDS`, the probes' gate in
+    /// front of the transport flag (see `session_monitor_common::state::transport_pids`).
+    /// Only the daemon writes the map, from this one place, so a read and a write of
+    /// the word lose no other bit.
+    fn mark_transport(&mut self, tgid: u32, transport: bool) -> Result<()> {
+        let word = transport_pids::word(tgid);
+        let context = || format!("marking process {tgid} in {}", map_names::TRANSPORT_PIDS);
+        let old = self.transport_pids.get(&word, 0).with_context(context)?;
+        let new = if transport {
+            old | transport_pids::bit(tgid)
+        } else {
+            old & !transport_pids::bit(tgid)
+        };
+        if new != old {
+            self.transport_pids
+                .set(word, new, 0)
+                .with_context(context)?;
+        }
+        Ok(())
     }
 
     /// Every process (tgid) of `login` the kernel knows: those adopted into it and
