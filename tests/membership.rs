@@ -65,6 +65,26 @@ fn bpftool(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}"))
 }
 
+fn hex(b: &[u8]) -> Vec<String> {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `bpftool map update` of entry `key` of map `id`.
+fn update(id: u32, key: &[u8], value: &[u8]) {
+    let id = id.to_string();
+    let (key, value) = (hex(key), hex(value));
+    let mut args = vec!["map", "update", "id", id.as_str(), "key", "hex"];
+    args.extend(key.iter().map(String::as_str));
+    args.extend(["value", "hex"]);
+    args.extend(value.iter().map(String::as_str));
+    let out = process::run(Command::new("bpftool").args(&args));
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The bytes of a `"key"` or `"value"` of `bpftool map dump` (maps without BTF).
 fn bytes(v: &Value) -> Vec<u8> {
     v.as_array()
@@ -96,6 +116,8 @@ struct Member {
 struct Maps {
     procs: u32,
     login_activity: u32,
+    /// The probes' bitmap of transports, in front of `PROCS` (one bit per pid).
+    transport_pids: u32,
 }
 
 impl Maps {
@@ -103,6 +125,7 @@ impl Maps {
         Self {
             procs: map_id(daemon, "PROCS"),
             login_activity: map_id(daemon, "LOGIN_ACTIVITY"),
+            transport_pids: map_id(daemon, "TRANSPORT_PIDS"),
         }
     }
 
@@ -127,28 +150,29 @@ impl Maps {
         self.procs().get(&pid).copied()
     }
 
-    /// Makes `pid` a member of `login` with `flags`, as the daemon's `adopt` does.
+    /// Makes `pid` a member of `login` with `flags`, as the daemon's `adopt` does:
+    /// a transport's bit in `TRANSPORT_PIDS` first, then its entry in `PROCS`.
     fn adopt(&self, pid: u32, login: u64, flags: u32) {
+        if flags & TRANSPORT != 0 {
+            let word = pid / 64;
+            let id = self.transport_pids.to_string();
+            let key = hex(&word.to_le_bytes());
+            let mut args = vec!["map", "lookup", "id", id.as_str(), "key", "hex"];
+            args.extend(key.iter().map(String::as_str));
+            let lookup = bpftool(&args);
+            let bits = u64_at(&bytes(&lookup["value"]), 0) | 1 << (pid % 64);
+            update(
+                self.transport_pids,
+                &word.to_le_bytes(),
+                &bits.to_le_bytes(),
+            );
+        }
         let mut value = Vec::new();
         value.extend_from_slice(&login.to_le_bytes());
         value.extend_from_slice(&0u64.to_le_bytes());
         value.extend_from_slice(&flags.to_le_bytes());
         value.extend_from_slice(&0u32.to_le_bytes());
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
-        let id = self.procs.to_string();
-        let mut args = vec!["map", "update", "id", id.as_str(), "key", "hex"];
-        let key = hex(&pid.to_le_bytes());
-        let value = hex(&value);
-        args.extend(key.iter().map(String::as_str));
-        args.push("value");
-        args.push("hex");
-        args.extend(value.iter().map(String::as_str));
-        let out = process::run(Command::new("bpftool").args(&args));
-        assert!(
-            out.status.success(),
-            "bpftool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        update(self.procs, &pid.to_le_bytes(), &value);
     }
 
     /// `(input_bytes, input_count)` of a login's input without a terminal.
