@@ -437,3 +437,46 @@ fn a_login_without_terminal_is_found_at_start_and_keeps_its_id() {
         .expect("a start record");
     assert_eq!(start["how"], "discovered", "{start}");
 }
+
+/// A shell that asks a forwarded agent something every second (`ssh-add -l` in a
+/// loop) makes its sshd write the agent's answers into a socket the shell's program
+/// connected to: the client's agent answers by itself, so that is not input either.
+#[test]
+fn an_ssh_t_shell_polling_its_forwarded_agent_is_ended_as_idle() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let sshd = Sshd::start();
+    sshd.authorize(&user);
+    let dir = TempDir::new("agent");
+    let agent_socket = dir.join("agent.sock");
+    let mut agent = Command::new("ssh-agent");
+    agent.arg("-D").arg("-a").arg(&agent_socket);
+    let _agent = Client::spawn(agent);
+    harness::wait_until("the ssh agent to listen", Duration::from_secs(10), || {
+        agent_socket.exists().then_some(())
+    });
+    let daemon = Daemon::builder()
+        .policy(&policy_for(
+            &user,
+            "idle_timeout = \"8s\"\nwarn_before = \"3s\"",
+        ))
+        .start();
+    let mut words = sshd.ssh_base_args();
+    words.splice(1..1, ["-T".to_string(), "-A".to_string()]);
+    words.push(format!("{}@127.0.0.1", user.name()));
+    let mut ssh = Command::new(&words[0]);
+    ssh.args(&words[1..]).env("SSH_AUTH_SOCK", &agent_socket);
+    let mut client = Client::spawn(ssh);
+    let login = wait_login(&daemon, &user, "shell");
+    let status = user.home().join("agent.status");
+    client.line("while :; do ssh-add -l >/dev/null 2>&1; echo $? > ~/agent.status; sleep 1; done");
+    // `ssh-add -l` exits 1 for an agent without keys, 2 when it reaches none.
+    harness::wait_until(
+        "the shell to reach the agent",
+        Duration::from_secs(20),
+        || (std::fs::read_to_string(&status).ok()?.trim() == "1").then_some(()),
+    );
+
+    daemon.wait_session_gone(&login.id, END);
+    assert_eq!(end_record(&daemon, &login.id)["reason"], "idle");
+}

@@ -1,8 +1,8 @@
 //! A login is every process forked from it: the kernel copies a process's login to
 //! each new process at fork (map `PROCS`), so `setsid`, a double fork or a new session
 //! do not lose it; threads are not processes; a process leaves the map when its last
-//! thread exits. What a login's transport writes into pipes and AF_UNIX sockets is the
-//! login's input (map `LOGIN_ACTIVITY`); its writes anywhere else are not.
+//! thread exits. What a login's transport writes into pipes and AF_UNIX sockets it
+//! made is the login's input (map `LOGIN_ACTIVITY`); its writes anywhere else are not.
 //!
 //! The maps of the daemon under test are read (and, to make a helper process a
 //! transport, written) with bpftool, found through the daemon's own descriptors, so

@@ -17,7 +17,7 @@
 
 use std::{
     net::UdpSocket,
-    os::fd::{AsFd, AsRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     sync::{Mutex, MutexGuard, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
@@ -485,6 +485,48 @@ fn a_transports_writes_into_a_pipe_are_its_logins_input() {
         None,
         "a member's pipe write counted as its login's input"
     );
+}
+
+/// What a transport writes is input only in channels it made for its programs: a
+/// socket pair another process made (an ssh connection's monitor's, which its user
+/// side inherits) is not one, whoever writes into it.
+#[test]
+fn a_transports_writes_into_a_socket_pair_it_did_not_make_are_not_input() {
+    let mut kernel = kernel();
+    const LOGIN: LoginId = 0x7e57_0004;
+    // SAFETY: two descriptors just made and owned by nothing else.
+    let theirs = unix_socket_pair()
+        .expect("a socket pair")
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let theirs_fd = theirs[0].as_raw_fd();
+
+    let transport = Child::fork(move || {
+        unix_socket_pair()
+            .is_some_and(|own| raw_write(theirs_fd, b"inherited") && raw_write(own[0], b"own!"))
+    });
+    kernel
+        .maps
+        .adopt(transport.tgid(), LOGIN, TRANSPORT)
+        .expect("adopting the transport");
+    transport.release();
+
+    let input = wait_until("the login's input in LOGIN_ACTIVITY", SHOWS, || {
+        kernel.maps.login_activity(LOGIN)
+    });
+    assert_eq!(
+        (input.input_count, input.input_bytes),
+        (1, 4),
+        "only the write into the transport's own socket pair is input"
+    );
+}
+
+/// A connected pair of AF_UNIX stream sockets (a raw call: a forked child makes one
+/// too, where nothing may allocate).
+fn unix_socket_pair() -> Option<[RawFd; 2]> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two descriptors the call returns.
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    (made == 0).then_some(fds)
 }
 
 #[test]

@@ -140,6 +140,8 @@ kernel_members! {
         inode_i_mode = inode.i_mode;
         inode_i_rdev = inode.i_rdev;
         inode_i_sb = inode.i_sb;
+        /// Who made a pipe (the creator's fsuid): see `kernel::pipe_made_by_current_user`.
+        inode_i_uid = inode.i_uid;
         tty_file_private_tty = tty_file_private.tty;
         tty_index = tty_struct.index;
         tty_driver = tty_struct.driver;
@@ -176,9 +178,15 @@ kernel_members! {
         /// `signal_struct.live`: threads of the process not yet exiting (an
         /// `atomic_t`, whose counter is its only member).
         signal_live = signal_struct.live;
+        /// The process's `struct pid`s by `enum pid_type`: the thread group's is
+        /// what a socket records as its maker.
+        signal_pids = signal_struct.pids;
         socket_sk = socket.sk;
         sock_sk_common = sock.__sk_common;
         sock_common_skc_family = sock_common.skc_family;
+        /// The process that made a socket pair, or that connected to a listening
+        /// socket (`init_peercred`): see `kernel::socket_made_by_current`.
+        sock_sk_peer_pid = sock.sk_peer_pid;
         /// `sock.sk_protocol` (a `u16` since 5.6), read where `sock_recv_length`
         /// exists (6.3+).
         sock_sk_protocol = sock.sk_protocol, optional;
@@ -189,6 +197,8 @@ kernel_members! {
         /// to compare them with.
         iter_ubuf = iter_type::ITER_UBUF, needs iov_iter_type;
         iter_iovec = iter_type::ITER_IOVEC, needs iov_iter_type;
+        /// The index of the thread group's pid in `signal_struct.pids`.
+        pidtype_tgid = pid_type::PIDTYPE_TGID, needs signal_pids;
     }
 }
 
@@ -217,11 +227,14 @@ mod tests {
         for (i, o) in offsets.iter_mut().enumerate() {
             *o = i as u32 + 1;
         }
-        let built = KernelOffsets::from_table(offsets, [100, 200]);
+        let built = KernelOffsets::from_table(offsets, [100, 200, 300]);
         assert_eq!(built.member_offsets(), offsets);
         assert_eq!(built.task_files, 1);
         assert_eq!(built.sock_sk_protocol, offsets.len() as u32);
-        assert_eq!((built.iter_ubuf, built.iter_iovec), (100, 200));
+        assert_eq!(
+            (built.iter_ubuf, built.iter_iovec, built.pidtype_tgid),
+            (100, 200, 300)
+        );
         // The struct is the table: nothing else in it.
         assert_eq!(
             core::mem::size_of::<KernelOffsets>(),

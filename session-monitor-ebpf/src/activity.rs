@@ -289,10 +289,18 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
     true
 }
 
-/// The current process's entry if it is a login's transport: what it writes into
-/// pipes and AF_UNIX sockets is that login's input. Done before anything else is
-/// read on these paths: one load from the transports' bitmap, and the hash lookup
-/// only for a pid whose bit is set.
+/// The current process's login if it is that login's transport (an ssh
+/// connection's user-side sshd): done before anything else is read on the pipe and
+/// socket paths, one load from the transports' bitmap and the hash lookup only for
+/// a pid whose bit is set.
+///
+/// What a transport writes is its login's input only where it goes into a channel
+/// the transport made for the login's programs: a pipe its user made, an AF_UNIX
+/// socket pair it made (sshd's stdin and stdout of a command are one or the other).
+/// Not into channels other processes made (the connection's monitor's socket pair
+/// and log pipe), nor into sockets it accepted or connected to (a forwarded agent
+/// or socket, which count no more than a forwarded port: a shell polling its
+/// forwarded agent every second is not a person).
 #[inline(always)]
 pub fn current_transport() -> Option<LoginId> {
     let tgid = current_tgid();

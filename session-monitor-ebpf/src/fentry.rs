@@ -103,8 +103,8 @@ pub fn fe_udp_consume(ctx: FEntryContext) -> u32 {
 
 /// `ssize_t pipe_write(struct kiocb *iocb, struct iov_iter *from)` (`anon_pipe_write`
 /// since Linux 6.14; the loader picks the name): every write into a pipe or FIFO.
-/// Input of a login when a transport writes (the shell's stdin of an `ssh -T` login,
-/// a command's, an sftp server's). The transport test comes first (one load for a
+/// Input of a login when a transport writes into a pipe its user made (the shell's
+/// stdin of an `ssh -T` login, a command's, an sftp server's, where sshd uses pipes). The transport test comes first (one load for a
 /// process that is none): every pipe write on the host runs this.
 #[fentry(function = "pipe_write")]
 pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
@@ -112,7 +112,14 @@ pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
     let Some(login) = activity::current_transport() else {
         return 0;
     };
+    let iocb: *const u8 = ctx.arg(0);
     let from: *const u8 = ctx.arg(1);
+    let made_by_writer = kernel::kiocb_file(iocb)
+        .and_then(kernel::file_inode)
+        .and_then(kernel::pipe_made_by_current_user::<Typed>);
+    if !matches!(made_by_writer, Ok(true)) {
+        return 0;
+    }
     if let Ok(bytes) = kernel::iov_iter_count(from) {
         activity::login_input(Probe::PipeInput, login, bytes);
     }
@@ -121,7 +128,7 @@ pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
 
 /// `int unix_stream_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)`:
 /// every write or send into an AF_UNIX stream socket (a transport that talks to its
-/// programs over socketpairs).
+/// programs over socket pairs it made, as Linux builds of sshd do).
 #[fentry(function = "unix_stream_sendmsg")]
 pub fn fe_unix_stream_send(ctx: FEntryContext) -> u32 {
     unix_send(&ctx)
@@ -140,6 +147,11 @@ fn unix_send(ctx: &FEntryContext) -> u32 {
     let Some(login) = activity::current_transport() else {
         return 0;
     };
+    let sock: *const u8 = ctx.arg(0);
+    let made_by_writer = kernel::socket_sock(sock).and_then(kernel::sock_made_by_current::<Typed>);
+    if !matches!(made_by_writer, Ok(true)) {
+        return 0;
+    }
     let len: u64 = ctx.arg(2);
     activity::login_input(Probe::PipeInput, login, len);
     0

@@ -10,7 +10,9 @@
 //! Both fail cleanly instead of faulting; direct loads cost no helper call (about
 //! 30 ns each), which matters on paths every write(2) on the host takes.
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs};
+use aya_ebpf::helpers::{
+    bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_task_pt_regs,
+};
 use session_monitor_common::{
     TtyClass, TtyKey,
     counters::COUNTER_READ_ERRORS,
@@ -195,9 +197,9 @@ pub struct TtyFile {
 /// What a written file is, as far as sessions are concerned.
 pub enum FileKind {
     Tty(TtyFile),
-    /// A pipe or FIFO.
-    Pipe,
-    /// A socket of any family (see [`is_unix_socket`]).
+    /// A pipe or FIFO, by its inode (see [`pipe_made_by_current_user`]).
+    Pipe(*const u8),
+    /// A socket of any family (see [`unix_socket_made_by_current`]).
     Socket,
     /// Anything else: regular files, /dev/null, other devices.
     Other,
@@ -212,7 +214,7 @@ pub fn file_kind<A: Access>(file: *const u8) -> Result<FileKind, ReadError> {
     let mode: u16 = A::read(inode, conf!(offsets.inode_i_mode))?;
     match mode & S_IFMT {
         S_IFCHR => {}
-        S_IFIFO => return Ok(FileKind::Pipe),
+        S_IFIFO => return Ok(FileKind::Pipe(inode)),
         S_IFSOCK => return Ok(FileKind::Socket),
         _ => return Ok(FileKind::Other),
     }
@@ -242,21 +244,71 @@ pub fn classify_file<A: Access>(file: *const u8) -> Result<Option<TtyFile>, Read
 /// `AF_UNIX`.
 const AF_UNIX: u16 = 1;
 
-/// True when a socket file is an AF_UNIX socket: `file->private_data` is its
-/// `struct socket`, whose `sk` gives the family.
+/// True when a socket file is an AF_UNIX socket that the current process made
+/// (see [`sock_made_by_current`]): `file->private_data` is its `struct socket`,
+/// whose `sk` gives the family and the maker.
 #[inline(always)]
-pub fn is_unix_socket<A: Access>(file: *const u8) -> Result<bool, ReadError> {
+pub fn unix_socket_made_by_current<A: Access>(file: *const u8) -> Result<bool, ReadError> {
     let socket = A::read_ptr(file, conf!(offsets.file_private_data))?;
-    through_void!(socket_family(socket => socket)).map(|family| family == AF_UNIX)
+    through_void!(unix_socket_of_current(socket => socket))
 }
 
 #[inline(always)]
-fn socket_family<A: Access>(socket: *const u8) -> Result<u16, ReadError> {
+fn unix_socket_of_current<A: Access>(socket: *const u8) -> Result<bool, ReadError> {
     let sk = A::read_ptr(socket, conf!(offsets.socket_sk))?;
-    A::read(
+    let family: u16 = A::read(
         sk,
         conf!(offsets.sock_sk_common).wrapping_add(conf!(offsets.sock_common_skc_family)),
-    )
+    )?;
+    if family != AF_UNIX {
+        return Ok(false);
+    }
+    sock_made_by_current::<A>(sk)
+}
+
+/// The `sock` of a hook's typed `struct socket`.
+#[inline(always)]
+pub fn socket_sock(socket: *const u8) -> Result<*const u8, ReadError> {
+    Typed::read_ptr(socket, conf!(offsets.socket_sk))
+}
+
+/// True when the current process made AF_UNIX socket `sk`: the pid a socket pair
+/// records for both its ends is its maker's (`init_peercred`), where an accepted or
+/// a connecting socket records the process at the other end. Exact: the socket
+/// holds a reference on that `struct pid`, which no other process can get.
+#[inline(always)]
+pub fn sock_made_by_current<A: Access>(sk: *const u8) -> Result<bool, ReadError> {
+    let maker: *const u8 = A::read(sk, conf!(offsets.sock_sk_peer_pid))?;
+    Ok(!maker.is_null() && core::ptr::eq(maker, current_process_pid()?))
+}
+
+/// `enum pid_type` has four values before `PIDTYPE_MAX`.
+const PID_TYPES: u32 = 4;
+
+/// The current process's `struct pid` (its thread group's, whichever thread runs).
+#[inline(always)]
+fn current_process_pid() -> Result<*const u8, ReadError> {
+    let tgid = conf!(offsets.pidtype_tgid);
+    // Unknown on this kernel: nothing to compare with (and no load past the array).
+    if tgid >= PID_TYPES {
+        return Err(ReadError);
+    }
+    let signal = Typed::read_ptr(current_task(), conf!(offsets.task_signal))?;
+    Typed::read_ptr(signal, conf!(offsets.signal_pids).wrapping_add(tgid * 8))
+}
+
+/// True when the current user made the pipe whose inode is `inode`: a pipe's inode
+/// is owned by its maker's fsuid. A pipe has no record of the process that made it.
+#[inline(always)]
+pub fn pipe_made_by_current_user<A: Access>(inode: *const u8) -> Result<bool, ReadError> {
+    let maker: u32 = A::read(inode, conf!(offsets.inode_i_uid))?;
+    Ok(maker == bpf_get_current_uid_gid() as u32)
+}
+
+/// The inode of a hook's typed `file`.
+#[inline(always)]
+pub fn file_inode(file: *const u8) -> Result<*const u8, ReadError> {
+    Typed::read_ptr(file, conf!(offsets.file_f_inode))
 }
 
 /// `sk->sk_protocol` of a hook's typed `sock`.

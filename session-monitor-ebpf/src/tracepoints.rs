@@ -3,7 +3,7 @@
 //!
 //! - input and output: `sys_enter_write` / `sys_enter_writev` on a terminal fd;
 //! - input without a terminal: the same programs, when a login's transport writes
-//!   into a pipe or an AF_UNIX socket (`send*` calls are not seen here);
+//!   into a pipe or an AF_UNIX socket that it made (`send*` calls are not seen here);
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a `read` that took input from a console, at its exit
 //!   (`sys_exit_read`; the descriptor from the registers saved at the call's entry);
@@ -187,26 +187,28 @@ fn writev_sum(ctx: &TracePointContext) -> Result<WritevSum, ReadError> {
     Ok(sum)
 }
 
-/// A write that found no terminal. A login's transport writing into a pipe or an
-/// AF_UNIX socket gives its login input; nothing else counts. The transport test (a
-/// load from the transports' bitmap, see [`activity::current_transport`]) comes
-/// before any further read, so the pipe and socket writes of every other process
-/// cost only that.
+/// A write that found no terminal: a login's input if a transport writes into a
+/// pipe or AF_UNIX socket it made (see [`activity::current_transport`] for why).
+/// The transport test (a load from the transports' bitmap) comes before any further
+/// read, so the pipe and socket writes of every other process cost only that.
 #[inline(always)]
 fn transport_write<A: Access>(
     kind: FileKind,
     file: *const u8,
     bytes: impl FnOnce() -> Result<u64, ReadError>,
 ) -> Result<(), ReadError> {
-    if !matches!(kind, FileKind::Pipe | FileKind::Socket) {
+    if !matches!(kind, FileKind::Pipe(_) | FileKind::Socket) {
         return Ok(());
     }
     let Some(login) = activity::current_transport() else {
         return Ok(());
     };
     bump(Probe::PipeInput, Stat::Seen);
-    if matches!(kind, FileKind::Socket) && !kernel::is_unix_socket::<A>(file)? {
-        // An inet socket: a transport's connection to its client carries output.
+    let made_by_writer = match kind {
+        FileKind::Pipe(inode) => kernel::pipe_made_by_current_user::<A>(inode)?,
+        _ => kernel::unix_socket_made_by_current::<A>(file)?,
+    };
+    if !made_by_writer {
         return Ok(());
     }
     let bytes = bytes()?;

@@ -1150,21 +1150,21 @@ fn process_exists(pid: u32) -> bool {
 }
 
 /// The kernel flags login `login` needs on its process `pid`: exit watch on its
-/// identity, terminals' leaders and servers; transport on its sshd processes; UDP
-/// on a mosh-server.
+/// identity, terminals' leaders and servers, and sshd processes; transport on the
+/// sshd process that relays what the person sends; UDP on a mosh-server.
 fn flags_for(login: &Login, pid: u32) -> u32 {
     let mut flags = 0;
     if pid == login.identity.pid {
         flags |= proc_flags::WATCH_EXIT;
-        if login.kind == SessionKind::Ssh {
-            flags |= proc_flags::TRANSPORT;
-        }
         if login.kind == SessionKind::Mosh {
             flags |= proc_flags::WATCH_UDP;
         }
     }
     if login.transports.contains(&pid) {
-        flags |= proc_flags::TRANSPORT | proc_flags::WATCH_EXIT;
+        flags |= proc_flags::WATCH_EXIT;
+        if relays_input(login, pid) {
+            flags |= proc_flags::TRANSPORT;
+        }
     }
     if login
         .terminals
@@ -1174,6 +1174,14 @@ fn flags_for(login: &Login, pid: u32) -> u32 {
         flags |= proc_flags::WATCH_EXIT;
     }
     flags
+}
+
+/// True when `pid`, one of the ssh connection's processes, relays what the person
+/// sends: the user's side, not the privileged monitor (the login's identity), which
+/// only answers the user side's requests (signatures, log lines) over channels of
+/// their own. A connection whose user side is not known yet has only the monitor.
+fn relays_input(login: &Login, pid: u32) -> bool {
+    login.kind == SessionKind::Ssh && (pid != login.identity.pid || login.transports.len() == 1)
 }
 
 #[cfg(test)]
@@ -1207,7 +1215,8 @@ mod tests {
             proc_flags::WATCH_UDP,
             proc_flags::TRANSPORT,
         );
-        assert_eq!(flags_for(&login, 10), exit | transport);
+        // The connection's monitor is watched; its user side relays the input.
+        assert_eq!(flags_for(&login, 10), exit);
         assert_eq!(flags_for(&login, 11), exit | transport);
         assert_eq!(flags_for(&login, 12), exit);
         assert_eq!(flags_for(&login, 13), 0);
