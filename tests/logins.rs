@@ -61,6 +61,11 @@ impl Drop for Client {
 
 /// `ssh -T user@127.0.0.1 [args...]` (an interactive shell over pipes without args).
 fn ssh(sshd: &Sshd, user: &TestUser, options: &[&str], command: &[&str]) -> Client {
+    Client::spawn(ssh_command(sshd, user, options, command))
+}
+
+/// The command [`ssh`] runs, for a test that sets more on it.
+fn ssh_command(sshd: &Sshd, user: &TestUser, options: &[&str], command: &[&str]) -> Command {
     let mut words = sshd.ssh_base_args();
     words.insert(1, "-T".into());
     words.extend(options.iter().map(|s| s.to_string()));
@@ -68,7 +73,7 @@ fn ssh(sshd: &Sshd, user: &TestUser, options: &[&str], command: &[&str]) -> Clie
     words.extend(command.iter().map(|s| s.to_string()));
     let mut cmd = Command::new(&words[0]);
     cmd.args(&words[1..]);
-    Client::spawn(cmd)
+    cmd
 }
 
 /// `sftp` to the same server (batch commands come on stdin).
@@ -461,11 +466,8 @@ fn an_ssh_t_shell_polling_its_forwarded_agent_is_ended_as_idle() {
             "idle_timeout = \"8s\"\nwarn_before = \"3s\"",
         ))
         .start();
-    let mut words = sshd.ssh_base_args();
-    words.splice(1..1, ["-T".to_string(), "-A".to_string()]);
-    words.push(format!("{}@127.0.0.1", user.name()));
-    let mut ssh = Command::new(&words[0]);
-    ssh.args(&words[1..]).env("SSH_AUTH_SOCK", &agent_socket);
+    let mut ssh = ssh_command(&sshd, &user, &["-A"], &[]);
+    ssh.env("SSH_AUTH_SOCK", &agent_socket);
     let mut client = Client::spawn(ssh);
     let login = wait_login(&daemon, &user, "shell");
     let status = user.home().join("agent.status");

@@ -185,7 +185,7 @@ kernel_members! {
         sock_sk_common = sock.__sk_common;
         sock_common_skc_family = sock_common.skc_family;
         /// The process that made a socket pair, or that connected to a listening
-        /// socket (`init_peercred`): see `kernel::socket_made_by_current`.
+        /// socket (`init_peercred`): see `kernel::sock_made_by_current`.
         sock_sk_peer_pid = sock.sk_peer_pid;
         /// `sock.sk_protocol` (a `u16` since 5.6), read where `sock_recv_length`
         /// exists (6.3+).

@@ -104,8 +104,9 @@ pub fn fe_udp_consume(ctx: FEntryContext) -> u32 {
 /// `ssize_t pipe_write(struct kiocb *iocb, struct iov_iter *from)` (`anon_pipe_write`
 /// since Linux 6.14; the loader picks the name): every write into a pipe or FIFO.
 /// Input of a login when a transport writes into a pipe its user made (the shell's
-/// stdin of an `ssh -T` login, a command's, an sftp server's, where sshd uses pipes). The transport test comes first (one load for a
-/// process that is none): every pipe write on the host runs this.
+/// stdin of an `ssh -T` login, a command's, an sftp server's, where sshd uses
+/// pipes). The transport test comes first (one load for a process that is none):
+/// every pipe write on the host runs this.
 #[fentry(function = "pipe_write")]
 pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
     bump(Probe::PipeInput, Stat::Seen);
