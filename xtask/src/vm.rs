@@ -656,6 +656,14 @@ impl VmRun<'_> {
                 "--cpus",
                 "2",
             ])
+            // One host thread runs both vCPUs. With a thread per vCPU (QEMU's default
+            // for x86), a vCPU can run code another vCPU has just rewritten from a stale
+            // translation: when the kernel patches its text (attaching an fentry
+            // program, flipping a static key) it first writes an int3, and a vCPU that
+            // reaches the int3 after the patch is done oopses (`Oops: int3`, seen on
+            // 6.12.118 in `tty_ioctl` and `syscall_trace_enter`).
+            // (`=`: the value starts with a dash.)
+            .arg("--qemu-opts=-accel tcg,thread=single")
             // The kernel log goes to console.log: what to read when a VM dies.
             .arg("--verbose")
             .arg(format!("--rwdir={}", self.dir.display()))
