@@ -7,12 +7,14 @@
 //! per interval, a tracked process exiting, a listener forking, input blocked for a
 //! revoked user).
 
+use core::{ffi::c_void, mem::MaybeUninit};
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_user_buf, bpf_send_signal,
+        bpf_ktime_get_boot_ns, bpf_send_signal, generated,
     },
     maps::HashMap,
 };
@@ -146,7 +148,6 @@ fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -
     let Ok(user) = first() else {
         return false;
     };
-    let mut buf = [0u8; ANSWER_PREFIX];
     let len = user.len.min(user.total).min(ANSWER_PREFIX as u64);
     if len == 0 {
         return false;
@@ -155,13 +156,24 @@ fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -
     // when the value is spilled to the stack and read back, and then refuse the read.
     // `len` is 1..=64 here, so this keeps it as it is.
     let len = ((len - 1) & (ANSWER_PREFIX as u64 - 1)) + 1;
-    let Some(seen) = buf.get_mut(..len as usize) else {
-        return false;
+    // Not zeroed first: the helper's destination may be uninitialised (the verifier
+    // then counts all of it as written), and zeroing 64 bytes is a call to the
+    // builtin `memset`, a loop of one-byte stores that every paste paid.
+    let mut buf = MaybeUninit::<[u8; ANSWER_PREFIX]>::uninit();
+    // SAFETY: the helper checks the user address and fails on a bad one; it writes
+    // at most `len` (<= 64) bytes into `buf`.
+    let read = unsafe {
+        generated::bpf_probe_read_user(
+            buf.as_mut_ptr().cast(),
+            len as u32,
+            user.addr as *const c_void,
+        )
     };
-    // SAFETY: the helper checks the user address and fails on a bad one.
-    if unsafe { bpf_probe_read_user_buf(user.addr as *const u8, seen) }.is_err() {
+    if read != 0 {
         return false;
     }
+    // SAFETY: the helper succeeded, so it wrote the first `len` bytes.
+    let seen = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len as usize) };
     only_answers(seen, user.total)
 }
 
