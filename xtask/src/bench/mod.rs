@@ -271,6 +271,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         None => Some(sys::OnlyBenchmark::take()?),
         Some(_) => None,
     };
+    // Before the build: the commit (and whether the tree differs from it) is that
+    // of what is built and measured, not of what the tree holds when the run ends
+    // (a full run takes most of an hour).
+    let machine = machine();
     let binary = match &args.guest_daemon {
         Some(binary) => binary.clone(),
         None => {
@@ -407,7 +411,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         args_line: args_line(args),
         quick: args.quick,
         sizes,
-        machine: machine(),
+        machine,
         backend,
         daemon_command: cmd::display(&spec.command(std::path::Path::new("POLICY")))
             .replace(&spec.workdir.display().to_string(), "$WORKDIR"),
