@@ -28,9 +28,7 @@ impl Core {
             return Some(outer);
         }
         let login = session.server_audit_session?;
-        self.table.iter().find(|o| {
-            o.key != session.key && o.kind != SessionKind::Local && o.audit_session == Some(login)
-        })
+        self.table.outer_in_audit_session(login, &session.key)
     }
 
     /// Marks `key` as nested when its outer session is known. Once nested, always
@@ -69,8 +67,8 @@ impl Core {
     pub(super) fn presence_ns(&self, uid: u32) -> u64 {
         let live = self
             .table
-            .iter()
-            .filter(|s| s.uid == uid && s.nested_in.is_none())
+            .of_uid(uid)
+            .filter(|s| s.nested_in.is_none())
             .map(|s| self.own_last_input(s))
             .max()
             .unwrap_or(0);
@@ -88,12 +86,7 @@ impl Core {
     /// Input on a session that is not nested moves the deadlines of its user's
     /// nested terminals too.
     pub(super) fn reschedule_nested_of(&mut self, uid: u32) {
-        let nested: Vec<LoginKey> = self
-            .table
-            .iter()
-            .filter(|s| s.uid == uid && s.nested_in.is_some())
-            .map(|s| s.key)
-            .collect();
+        let nested: Vec<LoginKey> = self.table.nested_of_uid(uid).map(|s| s.key).collect();
         for key in nested {
             self.schedule_session(&key);
         }

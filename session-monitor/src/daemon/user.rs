@@ -39,7 +39,7 @@ impl Core {
             return;
         };
         let previous_user = std::mem::take(&mut login.user);
-        login.set_user(uid, gid, groups);
+        self.table.set_user(key, uid, gid, groups);
         self.apply_policy_to(key);
         let Some(login) = self.table.get(key) else {
             return;

@@ -338,7 +338,8 @@ pub fn login_key(identity: &ProcRef) -> (LoginKey, String) {
     (key, format!("{key:012x}"))
 }
 
-/// Live logins by key, with indexes from terminal and from process to login.
+/// Live logins by key, with indexes from terminal, process, user and audit session
+/// to login.
 #[derive(Default)]
 pub struct LoginTable {
     /// Boxed: a hash table holds a power of two of slots, and each unboxed slot would
@@ -349,6 +350,31 @@ pub struct LoginTable {
     /// Nested logins by the id of the login they are nested in: ending a login
     /// ends those too, and a thousand ends must not each scan every login.
     by_outer: HashMap<String, Vec<LoginKey>>,
+    /// Logins by user: a nested terminal's idle time is its user's presence on the
+    /// others, asked for on every check of it.
+    by_uid: HashMap<u32, Vec<LoginKey>>,
+    /// Nested logins by user: every input notice moves the deadlines of its user's
+    /// nested terminals, and a scan of every login on each notice made a burst of
+    /// notices quadratic.
+    nested_by_uid: HashMap<u32, Vec<LoginKey>>,
+    /// Logins a local terminal can be nested in (every kind but local), by audit
+    /// session id: asked for each local terminal not nested yet, on every tick.
+    outer_by_audit_session: HashMap<u32, Vec<LoginKey>>,
+}
+
+/// Adds `key` to the list of `index` under `at`.
+fn list<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<LoginKey>>, at: K, key: LoginKey) {
+    index.entry(at).or_default().push(key);
+}
+
+/// Takes `key` out of the list of `index` under `at`, and the list once empty.
+fn unlist<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<LoginKey>>, at: &K, key: &LoginKey) {
+    if let Some(keys) = index.get_mut(at) {
+        keys.retain(|k| k != key);
+        if keys.is_empty() {
+            index.remove(at);
+        }
+    }
 }
 
 impl LoginTable {
@@ -362,17 +388,22 @@ impl LoginTable {
     }
 
     fn index(&mut self, login: &Login) {
+        let key = login.key;
         for pid in login.pids() {
-            self.by_pid.entry(pid).or_default().push(login.key);
+            list(&mut self.by_pid, pid, key);
         }
         for t in &login.terminals {
-            self.by_tty.insert(t.key, login.key);
+            self.by_tty.insert(t.key, key);
         }
+        list(&mut self.by_uid, login.uid, key);
         if let Some(outer) = &login.nested_in {
-            self.by_outer
-                .entry(outer.clone())
-                .or_default()
-                .push(login.key);
+            list(&mut self.by_outer, outer.clone(), key);
+            list(&mut self.nested_by_uid, login.uid, key);
+        }
+        if let Some(audit_session) = login.audit_session
+            && login.kind != SessionKind::Local
+        {
+            list(&mut self.outer_by_audit_session, audit_session, key);
         }
     }
 
@@ -383,27 +414,53 @@ impl LoginTable {
     }
 
     fn unindex(&mut self, login: &Login) {
+        let key = &login.key;
         for pid in login.pids() {
-            if let Some(keys) = self.by_pid.get_mut(&pid) {
-                keys.retain(|k| k != &login.key);
-                if keys.is_empty() {
-                    self.by_pid.remove(&pid);
-                }
-            }
+            unlist(&mut self.by_pid, &pid, key);
         }
         for t in &login.terminals {
-            if self.by_tty.get(&t.key) == Some(&login.key) {
+            if self.by_tty.get(&t.key) == Some(key) {
                 self.by_tty.remove(&t.key);
             }
         }
-        if let Some(outer) = &login.nested_in
-            && let Some(keys) = self.by_outer.get_mut(outer)
-        {
-            keys.retain(|k| k != &login.key);
-            if keys.is_empty() {
-                self.by_outer.remove(outer);
-            }
+        unlist(&mut self.by_uid, &login.uid, key);
+        if let Some(outer) = &login.nested_in {
+            unlist(&mut self.by_outer, outer, key);
+            unlist(&mut self.nested_by_uid, &login.uid, key);
         }
+        if let Some(audit_session) = login.audit_session {
+            unlist(&mut self.outer_by_audit_session, &audit_session, key);
+        }
+    }
+
+    /// Makes login `key` user `uid`'s (see [`Login::set_user`]), kept in the
+    /// indexes by user.
+    pub fn set_user(&mut self, key: &LoginKey, uid: u32, gid: u32, groups: Vec<u32>) {
+        if let Some(mut login) = self.remove(key) {
+            login.set_user(uid, gid, groups);
+            self.insert(login);
+        }
+    }
+
+    /// The logins of user `uid`.
+    pub fn of_uid(&self, uid: u32) -> impl Iterator<Item = &Login> {
+        self.logins_in(self.by_uid.get(&uid))
+    }
+
+    /// The nested logins of user `uid`.
+    pub fn nested_of_uid(&self, uid: u32) -> impl Iterator<Item = &Login> {
+        self.logins_in(self.nested_by_uid.get(&uid))
+    }
+
+    /// A login of audit session `audit_session` that a local terminal can be nested
+    /// in (any kind but local), other than `except`.
+    pub fn outer_in_audit_session(&self, audit_session: u32, except: &LoginKey) -> Option<&Login> {
+        self.logins_in(self.outer_by_audit_session.get(&audit_session))
+            .find(|login| login.key != *except)
+    }
+
+    fn logins_in<'a>(&'a self, keys: Option<&'a Vec<LoginKey>>) -> impl Iterator<Item = &'a Login> {
+        keys.into_iter().flatten().filter_map(|key| self.get(key))
     }
 
     /// Marks login `key` as nested in the login with id `outer`.
@@ -442,8 +499,9 @@ impl LoginTable {
         self.logins.get(key).map(|l| &**l)
     }
 
-    /// Mutable access for facts learned after insertion (nesting, enforcement); the
-    /// fields the indexes are built from (identity, terminals) must not change.
+    /// Mutable access for facts learned after insertion (enforcement); the fields
+    /// the indexes are built from (identity, terminals, user, kind, audit session,
+    /// nesting) change only through the table ([`Self::nest`], [`Self::set_user`]).
     pub fn get_mut(&mut self, key: &LoginKey) -> Option<&mut Login> {
         self.logins.get_mut(key).map(|l| &mut **l)
     }
@@ -568,6 +626,51 @@ mod tests {
         table.remove(&inner_key);
         table.remove(&later_key);
         assert!(table.nested_in(&outer_id).is_empty());
+    }
+
+    #[test]
+    fn logins_are_found_by_user_and_by_audit_session() {
+        fn keys<'a>(logins: impl Iterator<Item = &'a Login>) -> Vec<LoginKey> {
+            let mut keys: Vec<LoginKey> = logins.map(|l| l.key).collect();
+            keys.sort_unstable();
+            keys
+        }
+        let mut table = LoginTable::default();
+        let mut ssh = login(10, &[(1, 20)]);
+        ssh.audit_session = Some(7);
+        let (ssh_key, ssh_id) = (ssh.key, ssh.id.clone());
+        table.insert(ssh);
+        let mut local = login(30, &[(2, 40)]);
+        local.kind = SessionKind::Local;
+        local.audit_session = Some(7);
+        let local_key = local.key;
+        table.insert(local);
+        let mut both = vec![ssh_key, local_key];
+        both.sort_unstable();
+
+        // A terminal is nested only in a login that is not local, never in itself.
+        let outer = |except| table.outer_in_audit_session(7, except).map(|l| l.key);
+        assert_eq!(outer(&local_key), Some(ssh_key));
+        assert_eq!(outer(&ssh_key), None);
+        assert!(table.outer_in_audit_session(8, &local_key).is_none());
+        assert_eq!(keys(table.of_uid(1000)), both);
+        assert!(table.nested_of_uid(1000).next().is_none());
+
+        table.nest(&local_key, ssh_id);
+        assert_eq!(keys(table.nested_of_uid(1000)), vec![local_key]);
+        // A user learned later moves the login, nested, to that user.
+        table.set_user(&local_key, 1001, 1001, Vec::new());
+        assert_eq!(keys(table.of_uid(1000)), vec![ssh_key]);
+        assert_eq!(keys(table.of_uid(1001)), vec![local_key]);
+        assert_eq!(keys(table.nested_of_uid(1001)), vec![local_key]);
+        assert!(table.nested_of_uid(1000).next().is_none());
+
+        table.remove(&ssh_key);
+        assert!(table.outer_in_audit_session(7, &local_key).is_none());
+        assert!(table.of_uid(1000).next().is_none());
+        table.remove(&local_key);
+        assert!(table.by_uid.is_empty() && table.nested_by_uid.is_empty());
+        assert!(table.outer_by_audit_session.is_empty());
     }
 
     #[test]

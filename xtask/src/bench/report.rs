@@ -406,8 +406,8 @@ fn render_daemon(w: &mut String, r: &Results) {
             w,
             "- {} pty sessions: all tracked {:.2} s after start ({:.2} s of the daemon's CPU), \
              RSS {:.1} MiB, idle CPU {:.2} % of a CPU, `sessions --json` {:.2} s, one \
-             keystroke in each: {} events sent, {} received, {} ring-buffer failures; kernel \
-             maps {:.2} MiB.",
+             keystroke in each: {} events sent, {} received, {} ring-buffer failures, {:.3} s \
+             of the daemon's CPU to take them; kernel maps {:.2} MiB.",
             num(s.sessions as f64),
             s.discovered_s,
             s.discovered_cpu_s,
@@ -417,6 +417,7 @@ fn render_daemon(w: &mut String, r: &Results) {
             num(s.burst.sent as f64),
             num(s.burst.events_received as f64),
             num(s.burst.dropped as f64),
+            s.burst_cpu_s,
             s.map_memlock_bytes() as f64 / 1048576.0
         );
     }

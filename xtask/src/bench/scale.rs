@@ -39,6 +39,9 @@ pub struct ScaleResult {
     /// One keystroke into every pty, as fast as possible.
     pub burst_s: f64,
     pub burst: Counters,
+    /// The daemon's CPU time from the burst until it has read every event (and
+    /// acted on it: each is an input notice of a login).
+    pub burst_cpu_s: f64,
     /// Time `sessions --json` takes with all of them.
     pub list_s: f64,
     /// The daemon's system calls while the sessions idle (when profiled), and over
@@ -126,6 +129,7 @@ pub fn run(
     }
 
     let before = Counters::of(&daemon.status()?);
+    let cpu = daemon.cpu_ns()?;
     let t = Instant::now();
     for pty in &ptys {
         if rustix::io::write(&pty.master, b"k").map_err(std::io::Error::from)? != 1 {
@@ -144,10 +148,16 @@ pub fn run(
         last = now;
     }
     result.burst = last.since(&before);
+    result.burst_cpu_s = daemon.cpu_ns()?.saturating_sub(cpu) as f64 / 1e9;
     result.rss_kib_end = daemon.rss_kib()?;
     println!(
-        "    burst of {count} keystrokes in {:.3} s: {} events sent, {} received, {} dropped",
-        result.burst_s, result.burst.sent, result.burst.events_received, result.burst.dropped
+        "    burst of {count} keystrokes in {:.3} s: {} events sent, {} received, {} dropped; \
+         {:.3} s of the daemon's CPU",
+        result.burst_s,
+        result.burst.sent,
+        result.burst.events_received,
+        result.burst.dropped,
+        result.burst_cpu_s
     );
     result.stop_s = daemon.stop()?.as_secs_f64();
     drop(leaders);
