@@ -137,8 +137,9 @@ impl Login {
     }
 
     /// Who the login is: the user, their primary and supplementary groups, and the
-    /// names that user and group rules match.
-    pub fn set_user(&mut self, uid: u32, gid: u32, groups: Vec<u32>) {
+    /// names that user and group rules match. Private: a login in the table changes
+    /// user through [`LoginTable::set_user`], which keeps its indexes by user.
+    fn set_user(&mut self, uid: u32, gid: u32, groups: Vec<u32>) {
         let mut gids = vec![gid];
         gids.extend(groups.iter().copied().filter(|g| *g != gid));
         self.group_names = gids.iter().map(|&gid| names::group_name(gid)).collect();
