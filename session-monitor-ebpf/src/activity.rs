@@ -53,6 +53,33 @@ fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// The process a program runs in, as its backend can name it: asked for its process
+/// id only on the paths that need it (input, and the transport test of a pipe or
+/// socket write). Where the backend holds the current task already (the tracepoint
+/// backend walked its descriptor table) that is one load ([`kernel::Task`]), where
+/// it does not, a helper call ([`ByHelper`]).
+pub trait Caller: Copy {
+    fn tgid(self) -> u32;
+}
+
+impl Caller for kernel::Task {
+    #[inline(always)]
+    fn tgid(self) -> u32 {
+        kernel::Task::tgid(self).unwrap_or_else(|_| current_tgid())
+    }
+}
+
+/// The current process, asked through `bpf_get_current_pid_tgid`.
+#[derive(Clone, Copy)]
+pub struct ByHelper;
+
+impl Caller for ByHelper {
+    #[inline(always)]
+    fn tgid(self) -> u32 {
+        current_tgid()
+    }
+}
+
 /// What one event says besides its kind and the current process (which every record
 /// names): see [`EventKind`] for which kind fills what.
 #[derive(Default)]
@@ -110,13 +137,19 @@ pub struct UserBytes {
     pub total: u64,
 }
 
-/// A write into a terminal, seen by either backend: into a master it is input, into a
-/// slave it is output (only used to notice the terminal). `first` finds the written
-/// bytes; it is only called for a master write of two bytes or more, so no other
-/// write (and no single typed letter) pays for it.
+/// A write into a terminal by `caller`, seen by either backend: into a master it is
+/// input, into a slave it is output (only used to notice the terminal). `first`
+/// finds the written bytes; it is only called for a master write of two bytes or
+/// more, so no other write (and no single typed letter) pays for it.
 #[inline(always)]
-pub fn tty_written<A: Access, C: EbpfContext, F: FnOnce() -> Result<UserBytes, ReadError>>(
+pub fn tty_written<
+    A: Access,
+    C: EbpfContext,
+    W: Caller,
+    F: FnOnce() -> Result<UserBytes, ReadError>,
+>(
     ctx: &C,
+    caller: W,
     tty: &TtyFile,
     bytes: u64,
     first: F,
@@ -128,7 +161,7 @@ pub fn tty_written<A: Access, C: EbpfContext, F: FnOnce() -> Result<UserBytes, R
                 return Ok(());
             }
             let key = kernel::master_slave_key::<A>(tty.file)?;
-            input(ctx, Probe::TtyWrite, key, bytes);
+            input(ctx, caller, Probe::TtyWrite, key, bytes);
         }
         TtyClass::PtySlave => {
             let key = kernel::slave_file_key::<A>(tty)?;
@@ -177,21 +210,26 @@ fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -
     only_answers(seen, user.total)
 }
 
-/// A resize of a pty master: the user's window changed, which counts as presence.
+/// A resize of a pty master by `caller`: the user's window changed, which counts as
+/// presence.
 #[inline(always)]
-pub fn tty_resized<A: Access, C: EbpfContext>(ctx: &C, tty: &TtyFile) -> Result<(), ReadError> {
+pub fn tty_resized<A: Access, C: EbpfContext, W: Caller>(
+    ctx: &C,
+    caller: W,
+    tty: &TtyFile,
+) -> Result<(), ReadError> {
     if tty.class == TtyClass::PtyMaster {
         let key = kernel::master_slave_key::<A>(tty.file)?;
-        input(ctx, Probe::TtyResize, key, 0);
+        input(ctx, caller, Probe::TtyResize, key, 0);
     }
     Ok(())
 }
 
-/// User input on terminal `key`, written by the current task (its transport).
+/// User input on terminal `key`, written by `caller` (its transport).
 #[inline(always)]
-pub fn input<C: EbpfContext>(ctx: &C, probe: Probe, key: TtyKey, bytes: u64) {
+pub fn input<C: EbpfContext, W: Caller>(ctx: &C, caller: W, probe: Probe, key: TtyKey, bytes: u64) {
     bump(probe, Stat::Matched);
-    if current_tgid() == conf!(self_tgid) {
+    if caller.tgid() == conf!(self_tgid) {
         return;
     }
     if revoked_writer(probe, key, NO_LOGIN) {
@@ -301,7 +339,7 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
     true
 }
 
-/// The current process's login if it is that login's transport (an ssh
+/// The login of `caller` if it is that login's transport (an ssh
 /// connection's user-side sshd): done before anything else is read on the pipe and
 /// socket paths, one load from the transports' bitmap and the hash lookup only for
 /// a pid whose bit is set.
@@ -314,8 +352,8 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
 /// or socket, which count no more than a forwarded port: a shell polling its
 /// forwarded agent every second is not a person).
 #[inline(always)]
-pub fn current_transport() -> Option<LoginId> {
-    let tgid = current_tgid();
+pub fn transport_login<W: Caller>(caller: W) -> Option<LoginId> {
+    let tgid = caller.tgid();
     let word = TRANSPORT_PIDS.get(transport_pids::word(tgid))?;
     if *word & transport_pids::bit(tgid) == 0 {
         return None;
@@ -329,13 +367,13 @@ pub fn current_transport() -> Option<LoginId> {
     Some(state.login)
 }
 
-/// Input of `login` without a terminal: its transport (the current task) wrote
-/// `bytes` into a pipe or AF_UNIX socket. Aggregated like terminal input; a notice
-/// goes out on the login's first input and then at most once per interval.
+/// Input of `login` without a terminal: its transport (`caller`) wrote `bytes` into
+/// a pipe or AF_UNIX socket. Aggregated like terminal input; a notice goes out on the
+/// login's first input and then at most once per interval.
 #[inline(always)]
-pub fn login_input(probe: Probe, login: LoginId, bytes: u64) {
+pub fn login_input<W: Caller>(caller: W, probe: Probe, login: LoginId, bytes: u64) {
     bump(probe, Stat::Matched);
-    if current_tgid() == conf!(self_tgid) {
+    if caller.tgid() == conf!(self_tgid) {
         return;
     }
     if revoked_writer(probe, TtyKey::default(), login) {

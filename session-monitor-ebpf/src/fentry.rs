@@ -6,7 +6,7 @@ use aya_ebpf::{macros::fentry, programs::FEntryContext};
 use session_monitor_common::{Probe, Stat, dev::TIOCSWINSZ};
 
 use crate::{
-    activity,
+    activity::{self, ByHelper},
     kernel::{self, ReadError, Typed},
     maps::bump,
 };
@@ -28,7 +28,7 @@ fn try_tty_write(ctx: &FEntryContext) -> Result<(), ReadError> {
             let from: *const u8 = ctx.arg(1);
             let bytes = kernel::iov_iter_count(from)?;
             let first = || kernel::iov_iter_user_bytes(from, bytes);
-            activity::tty_written::<Typed, _, _>(ctx, &tty, bytes, first)
+            activity::tty_written::<Typed, _, _, _>(ctx, ByHelper, &tty, bytes, first)
         }
         None => Ok(()),
     }
@@ -49,7 +49,7 @@ fn try_tty_ioctl(ctx: &FEntryContext) -> Result<(), ReadError> {
     }
     let file: *const u8 = ctx.arg(0);
     match kernel::classify_file::<Typed>(file)? {
-        Some(tty) => activity::tty_resized::<Typed, _>(ctx, &tty),
+        Some(tty) => activity::tty_resized::<Typed, _, _>(ctx, ByHelper, &tty),
         None => Ok(()),
     }
 }
@@ -78,7 +78,7 @@ fn try_receive(ctx: &FEntryContext) -> Result<(), ReadError> {
     }
     let count: u64 = ctx.arg(3);
     let key = kernel::console_key::<Typed>(tty)?;
-    activity::input(ctx, Probe::ConsoleInput, key, count & 0xffff_ffff);
+    activity::input(ctx, ByHelper, Probe::ConsoleInput, key, count & 0xffff_ffff);
     Ok(())
 }
 
@@ -110,7 +110,7 @@ pub fn fe_udp_consume(ctx: FEntryContext) -> u32 {
 #[fentry(function = "pipe_write")]
 pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
     bump(Probe::PipeInput, Stat::Seen);
-    let Some(login) = activity::current_transport() else {
+    let Some(login) = activity::transport_login(ByHelper) else {
         return 0;
     };
     let iocb: *const u8 = ctx.arg(0);
@@ -122,7 +122,7 @@ pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
         return 0;
     }
     if let Ok(bytes) = kernel::iov_iter_count(from) {
-        activity::login_input(Probe::PipeInput, login, bytes);
+        activity::login_input(ByHelper, Probe::PipeInput, login, bytes);
     }
     0
 }
@@ -145,7 +145,7 @@ pub fn fe_unix_dgram_send(ctx: FEntryContext) -> u32 {
 #[inline(always)]
 fn unix_send(ctx: &FEntryContext) -> u32 {
     bump(Probe::PipeInput, Stat::Seen);
-    let Some(login) = activity::current_transport() else {
+    let Some(login) = activity::transport_login(ByHelper) else {
         return 0;
     };
     let sock: *const u8 = ctx.arg(0);
@@ -154,6 +154,6 @@ fn unix_send(ctx: &FEntryContext) -> u32 {
         return 0;
     }
     let len: u64 = ctx.arg(2);
-    activity::login_input(Probe::PipeInput, login, len);
+    activity::login_input(ByHelper, Probe::PipeInput, login, len);
     0
 }

@@ -94,6 +94,26 @@ fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// The current task, fetched once for a program run (one helper call): what is
+/// read from it afterwards (its descriptor table, its process id) is direct loads,
+/// where each would otherwise be a helper call of its own.
+#[derive(Clone, Copy)]
+pub struct Task(*const u8);
+
+impl Task {
+    #[inline(always)]
+    pub fn current() -> Self {
+        Self(current_task())
+    }
+
+    /// The task's process id (its thread group's).
+    #[inline(always)]
+    pub fn tgid(self) -> Result<u32, ReadError> {
+        let tgid: i32 = Typed::read(self.0, conf!(offsets.task_tgid))?;
+        Ok(tgid as u32)
+    }
+}
+
 /// Runs `$f::<A>(p, ...)` with `p` a structure that a `void *` member points to,
 /// typed as `struct $ty` and `A` the way its members can be read: direct loads where
 /// the kernel has `bpf_rdonly_cast` (the pointer typed again by the kfunc), helper
@@ -126,13 +146,13 @@ pub enum CurrentFile {
     Untyped(*const u8),
 }
 
-/// The `struct file` behind file descriptor `fd` of the current task. Every write(2)
-/// on the host comes through here, so the common case takes no helper call: task →
-/// files → fdtable are direct loads, and while the table is the one embedded in
-/// `files_struct` the slot is a member of a typed structure too.
+/// The `struct file` behind file descriptor `fd` of `task` (the current one). Every
+/// write(2) on the host comes through here, so the common case takes no helper call
+/// past the task: task → files → fdtable are direct loads, and while the table is the
+/// one embedded in `files_struct` the slot is a member of a typed structure too.
 #[inline(always)]
-pub fn current_file(fd: u32) -> Result<CurrentFile, ReadError> {
-    let files = Typed::read_ptr(current_task(), conf!(offsets.task_files))?;
+pub fn current_file(task: Task, fd: u32) -> Result<CurrentFile, ReadError> {
+    let files = Typed::read_ptr(task.0, conf!(offsets.task_files))?;
     let fdt = Typed::read_ptr(files, conf!(offsets.files_fdt))?;
     let max_fds: u32 = Typed::read(fdt, conf!(offsets.fdtable_max_fds))?;
     if fd >= max_fds {

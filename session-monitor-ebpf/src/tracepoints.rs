@@ -23,9 +23,9 @@ use aya_ebpf::{
 use session_monitor_common::{Probe, Stat, TtyClass, TtyKey, dev::TIOCSWINSZ};
 
 use crate::{
-    activity::{self, UserBytes},
+    activity::{self, ByHelper, UserBytes},
     config::conf,
-    kernel::{self, Access, CurrentFile, FileKind, IoVec, ReadError, Typed, Untyped},
+    kernel::{self, Access, CurrentFile, FileKind, IoVec, ReadError, Task, Typed, Untyped},
     maps::{CONSOLE_TAILS, bump},
 };
 
@@ -66,18 +66,20 @@ pub fn tp_write(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Runs `$f::<A>(ctx, file)` on the file behind the call's descriptor (or behind
-/// descriptor `$fd`), with `A` the way that file can be read (see [`CurrentFile`]).
+/// Runs `$f::<A>(ctx, task, file)` on the file behind the call's descriptor (or
+/// behind descriptor `$fd`), with `task` the current one (the caller, whose process
+/// id is then one load) and `A` the way that file can be read (see [`CurrentFile`]).
 macro_rules! on_current_file {
     ($f:ident, $ctx:expr) => {
         on_current_file!($f, $ctx, syscall_fd($ctx)?)
     };
-    ($f:ident, $ctx:expr, $fd:expr) => {
-        match kernel::current_file($fd)? {
-            CurrentFile::Typed(file) => $f::<Typed>($ctx, file),
-            CurrentFile::Untyped(file) => $f::<Untyped>($ctx, file),
+    ($f:ident, $ctx:expr, $fd:expr) => {{
+        let task = Task::current();
+        match kernel::current_file(task, $fd)? {
+            CurrentFile::Typed(file) => $f::<Typed>($ctx, task, file),
+            CurrentFile::Untyped(file) => $f::<Untyped>($ctx, task, file),
         }
-    };
+    }};
 }
 
 fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
@@ -85,11 +87,15 @@ fn try_write(ctx: &TracePointContext) -> Result<(), ReadError> {
 }
 
 #[inline(always)]
-fn write_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+fn write_to<A: Access>(
+    ctx: &TracePointContext,
+    task: Task,
+    file: *const u8,
+) -> Result<(), ReadError> {
     let tty = match kernel::file_kind::<A>(file)? {
         FileKind::Tty(tty) => tty,
         other => {
-            return transport_write::<A>(other, file, || {
+            return transport_write::<A>(task, other, file, || {
                 field(ctx, conf!(tracepoints.sys_enter_write_count))
             });
         }
@@ -106,7 +112,7 @@ fn write_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), R
             total: count,
         })
     };
-    activity::tty_written::<A, _, _>(ctx, &tty, count, first)
+    activity::tty_written::<A, _, _, _>(ctx, task, &tty, count, first)
 }
 
 #[tracepoint]
@@ -121,10 +127,14 @@ fn try_writev(ctx: &TracePointContext) -> Result<(), ReadError> {
 }
 
 #[inline(always)]
-fn writev_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+fn writev_to<A: Access>(
+    ctx: &TracePointContext,
+    task: Task,
+    file: *const u8,
+) -> Result<(), ReadError> {
     let tty = match kernel::file_kind::<A>(file)? {
         FileKind::Tty(tty) => tty,
-        other => return transport_write::<A>(other, file, || Ok(writev_sum(ctx)?.bytes)),
+        other => return transport_write::<A>(task, other, file, || Ok(writev_sum(ctx)?.bytes)),
     };
     let vlen: u64 = field(ctx, conf!(tracepoints.sys_enter_writev_vlen))?;
     let WritevSum {
@@ -145,7 +155,7 @@ fn writev_to<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), 
             total,
         })
     };
-    activity::tty_written::<A, _, _>(ctx, &tty, bytes, first)
+    activity::tty_written::<A, _, _, _>(ctx, task, &tty, bytes, first)
 }
 
 /// What a `writev` carries, from its first iovecs.
@@ -187,12 +197,13 @@ fn writev_sum(ctx: &TracePointContext) -> Result<WritevSum, ReadError> {
     Ok(sum)
 }
 
-/// A write that found no terminal: a login's input if a transport writes into a
-/// pipe or AF_UNIX socket it made (see [`activity::current_transport`] for why).
+/// A write by `task` that found no terminal: a login's input if a transport writes
+/// into a pipe or AF_UNIX socket it made (see [`activity::transport_login`] for why).
 /// The transport test (a load from the transports' bitmap) comes before any further
 /// read, so the pipe and socket writes of every other process cost only that.
 #[inline(always)]
 fn transport_write<A: Access>(
+    task: Task,
     kind: FileKind,
     file: *const u8,
     bytes: impl FnOnce() -> Result<u64, ReadError>,
@@ -200,7 +211,7 @@ fn transport_write<A: Access>(
     if !matches!(kind, FileKind::Pipe(_) | FileKind::Socket) {
         return Ok(());
     }
-    let Some(login) = activity::current_transport() else {
+    let Some(login) = activity::transport_login(task) else {
         return Ok(());
     };
     bump(Probe::PipeInput, Stat::Seen);
@@ -213,7 +224,7 @@ fn transport_write<A: Access>(
     }
     let bytes = bytes()?;
     if bytes > 0 {
-        activity::login_input(Probe::PipeInput, login, bytes);
+        activity::login_input(task, Probe::PipeInput, login, bytes);
     }
     Ok(())
 }
@@ -234,9 +245,13 @@ fn try_ioctl(ctx: &TracePointContext) -> Result<(), ReadError> {
 }
 
 #[inline(always)]
-fn resized<A: Access>(ctx: &TracePointContext, file: *const u8) -> Result<(), ReadError> {
+fn resized<A: Access>(
+    ctx: &TracePointContext,
+    task: Task,
+    file: *const u8,
+) -> Result<(), ReadError> {
     match kernel::classify_file::<A>(file)? {
-        Some(tty) => activity::tty_resized::<A, _>(ctx, &tty),
+        Some(tty) => activity::tty_resized::<A, _, _>(ctx, task, &tty),
         None => Ok(()),
     }
 }
@@ -271,7 +286,7 @@ fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
         return Ok(());
     };
     if input_taken_since_last_read(key, taken) {
-        activity::input(ctx, Probe::ConsoleInput, key, ret as u64);
+        activity::input(ctx, ByHelper, Probe::ConsoleInput, key, ret as u64);
     }
     Ok(())
 }
@@ -291,6 +306,7 @@ fn console_process() -> Result<bool, ReadError> {
 #[inline(always)]
 fn console_read<A: Access>(
     _ctx: &TracePointContext,
+    _task: Task,
     file: *const u8,
 ) -> Result<Option<(TtyKey, Option<u64>)>, ReadError> {
     let Some(tty) = kernel::classify_file::<A>(file)? else {
