@@ -116,7 +116,7 @@ pub fn fe_pipe_write(ctx: FEntryContext) -> u32 {
     let iocb: *const u8 = ctx.arg(0);
     let from: *const u8 = ctx.arg(1);
     let made_by_writer = kernel::kiocb_file(iocb)
-        .and_then(kernel::file_inode)
+        .and_then(kernel::file_inode::<Typed>)
         .and_then(kernel::pipe_made_by_current_user::<Typed>);
     if !matches!(made_by_writer, Ok(true)) {
         return 0;
@@ -149,7 +149,9 @@ fn unix_send(ctx: &FEntryContext) -> u32 {
         return 0;
     };
     let sock: *const u8 = ctx.arg(0);
-    let made_by_writer = kernel::socket_sock(sock).and_then(kernel::sock_made_by_current::<Typed>);
+    // The family test inside is always true here; the load it costs is the one
+    // that finds the socket's `sock`.
+    let made_by_writer = kernel::unix_socket_of_current::<Typed>(sock);
     if !matches!(made_by_writer, Ok(true)) {
         return 0;
     }

@@ -230,7 +230,7 @@ pub enum FileKind {
 /// inode) can be read.
 #[inline(always)]
 pub fn file_kind<A: Access>(file: *const u8) -> Result<FileKind, ReadError> {
-    let inode = A::read_ptr(file, conf!(offsets.file_f_inode))?;
+    let inode = file_inode::<A>(file)?;
     let mode: u16 = A::read(inode, conf!(offsets.inode_i_mode))?;
     match mode & S_IFMT {
         S_IFCHR => {}
@@ -273,8 +273,10 @@ pub fn unix_socket_made_by_current<A: Access>(file: *const u8) -> Result<bool, R
     through_void!(unix_socket_of_current(socket => socket))
 }
 
+/// True when `socket` (a `struct socket`, read with `A`) is an AF_UNIX socket that
+/// the current process made.
 #[inline(always)]
-fn unix_socket_of_current<A: Access>(socket: *const u8) -> Result<bool, ReadError> {
+pub fn unix_socket_of_current<A: Access>(socket: *const u8) -> Result<bool, ReadError> {
     let sk = A::read_ptr(socket, conf!(offsets.socket_sk))?;
     let family: u16 = A::read(
         sk,
@@ -286,18 +288,12 @@ fn unix_socket_of_current<A: Access>(socket: *const u8) -> Result<bool, ReadErro
     sock_made_by_current::<A>(sk)
 }
 
-/// The `sock` of a hook's typed `struct socket`.
-#[inline(always)]
-pub fn socket_sock(socket: *const u8) -> Result<*const u8, ReadError> {
-    Typed::read_ptr(socket, conf!(offsets.socket_sk))
-}
-
 /// True when the current process made AF_UNIX socket `sk`: the pid a socket pair
 /// records for both its ends is its maker's (`init_peercred`), where an accepted or
 /// a connecting socket records the process at the other end. Exact: the socket
 /// holds a reference on that `struct pid`, which no other process can get.
 #[inline(always)]
-pub fn sock_made_by_current<A: Access>(sk: *const u8) -> Result<bool, ReadError> {
+fn sock_made_by_current<A: Access>(sk: *const u8) -> Result<bool, ReadError> {
     let maker: *const u8 = A::read(sk, conf!(offsets.sock_sk_peer_pid))?;
     Ok(!maker.is_null() && core::ptr::eq(maker, current_process_pid()?))
 }
@@ -325,10 +321,10 @@ pub fn pipe_made_by_current_user<A: Access>(inode: *const u8) -> Result<bool, Re
     Ok(maker == bpf_get_current_uid_gid() as u32)
 }
 
-/// The inode of a hook's typed `file`.
+/// The inode of `file`, read with `A`.
 #[inline(always)]
-pub fn file_inode(file: *const u8) -> Result<*const u8, ReadError> {
-    Typed::read_ptr(file, conf!(offsets.file_f_inode))
+pub fn file_inode<A: Access>(file: *const u8) -> Result<*const u8, ReadError> {
+    A::read_ptr(file, conf!(offsets.file_f_inode))
 }
 
 /// `sk->sk_protocol` of a hook's typed `sock`.
