@@ -396,7 +396,6 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
         process::{PidfdGetfdFlags, pidfd_getfd},
     };
     let process = Process::new(pid as i32).ok()?;
-    let pinned = ProcRef::of(pid)?.pin()?;
     let sockets: Vec<(i32, u64)> = process
         .fd()
         .ok()?
@@ -406,6 +405,11 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
             _ => None,
         })
         .collect();
+    if sockets.is_empty() {
+        return None;
+    }
+    // Pinned only now: the listing is a hint, the copy is what is checked.
+    let pinned = ProcRef::of(pid)?.pin()?;
     for &(fd, _) in &sockets {
         // What the number refers to now is checked on the copy: only a TCP socket
         // answers (anything else fails the first `getsockopt`, untouched).
@@ -427,14 +431,13 @@ pub fn tcp_peer(pid: u32) -> Option<String> {
 
 /// The peer of a connected TCP socket (IPv4 or IPv6); None for anything else.
 fn tcp_peer_of(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
-    use rustix::net::{AddressFamily, SocketType, ipproto, sockopt};
+    use rustix::net::{AddressFamily, ipproto, sockopt};
     let family = sockopt::socket_domain(fd).ok()?;
     if family != AddressFamily::INET && family != AddressFamily::INET6 {
         return None;
     }
-    if sockopt::socket_type(fd).ok()? != SocketType::STREAM
-        || sockopt::socket_protocol(fd).ok()? != Some(ipproto::TCP)
-    {
+    // An inet socket of protocol TCP is a stream socket: the type adds nothing.
+    if sockopt::socket_protocol(fd).ok()? != Some(ipproto::TCP) {
         return None;
     }
     let peer = std::net::SocketAddr::try_from(rustix::net::getpeername(fd).ok()??).ok()?;
