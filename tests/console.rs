@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use harness::{Daemon, Kind, TestUser, process, test_guard};
+use harness::{Daemon, Kind, Session, TestUser, process, test_guard};
 
 /// A login-less shell on a free virtual console, killed on drop.
 struct ConsoleShell {
@@ -135,15 +135,58 @@ fn console_session_of(user: &TestUser) -> (Daemon, ConsoleShell, String) {
     (daemon, console, name)
 }
 
+/// Waits for session `id` to end, and asserts that it ended as idle.
+fn assert_ended_idle(daemon: &Daemon, id: &str, within: Duration) {
+    daemon.wait_session_gone(id, within);
+    let end = daemon
+        .audit()
+        .into_iter()
+        .find(|r| r["event"] == "session_end" && r["session_id"] == id)
+        .expect("an end record");
+    assert_eq!(end["reason"], "idle", "{end}");
+}
+
+/// `text` as file `name` that the test's user can read and run, in a directory
+/// removed when the returned guard drops.
+fn readable_script(label: &str, name: &str, text: &str) -> (harness::TempDir, PathBuf) {
+    let dir = harness::TempDir::new(label);
+    dir.allow_traverse();
+    let script = dir.write(name, text);
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (dir, script)
+}
+
+/// The perl process the session's shell started (`what`), once it runs.
+fn wait_for_perl(session: &Session, what: &str) -> u32 {
+    harness::wait_until(what, Duration::from_secs(10), || {
+        process::descendants(session.leader_pid)
+            .into_iter()
+            .find(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "perl")
+            })
+    })
+}
+
+/// A kernel counter from `status`.
+fn counter(daemon: &Daemon, name: &str) -> u64 {
+    daemon.status()["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// The console session `name` of `daemon`, once the keystrokes typed into it showed.
+fn wait_console_session(daemon: &Daemon, name: &str) -> Session {
+    daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
+        s.tty == name && s.kind == Kind::Console
+    })
+}
+
 #[test]
 fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     let _guard = test_guard!();
     let user = TestUser::new();
     let (daemon, console, name) = console_session_of(&user);
     console.type_text("true\n");
-    let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
-        s.tty == name && s.kind == Kind::Console
-    });
+    let session = wait_console_session(&daemon, &name);
     assert_eq!(session.user, user.name(), "{session:?}");
     assert!(
         session.server_pid.is_none(),
@@ -166,13 +209,7 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     );
 
     // Left alone, it is warned on the console and ended.
-    daemon.wait_session_gone(&session.id, Duration::from_secs(20));
-    let end = daemon
-        .audit()
-        .into_iter()
-        .find(|r| r["event"] == "session_end" && r["session_id"] == session.id.as_str())
-        .expect("an end record");
-    assert_eq!(end["reason"], "idle", "{end}");
+    assert_ended_idle(&daemon, &session.id, Duration::from_secs(20));
     assert!(
         !process::alive(session.leader_pid),
         "the console shell must be ended"
@@ -207,38 +244,123 @@ fn reads_of_a_pipe_swapped_with_the_console_on_one_descriptor_are_not_input() {
     let _guard = test_guard!();
     let user = TestUser::new();
     let (daemon, console, name) = console_session_of(&user);
-    let dir = harness::TempDir::new("swap");
-    dir.allow_traverse();
-    let script = dir.write("swap.pl", SWAP_SCRIPT);
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_dir, script) = readable_script("swap", "swap.pl", SWAP_SCRIPT);
     // The user's one command line is their last input.
     console.type_text(&format!(
         "perl {} {} 60\n",
         script.display(),
         console.tty.display()
     ));
-    let session = daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
-        s.tty == name && s.kind == Kind::Console
-    });
-    let swapping = harness::wait_until("the script to run", Duration::from_secs(10), || {
-        process::descendants(session.leader_pid)
-            .into_iter()
-            .find(|&pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "perl")
-            })
-    });
+    let session = wait_console_session(&daemon, &name);
+    let swapping = wait_for_perl(&session, "the script to run");
     // Its pipe reads do not count as the console's input: it is ended as idle,
     // long before the script would stop.
-    daemon.wait_session_gone(&session.id, Duration::from_secs(30));
-    let end = daemon
-        .audit()
-        .into_iter()
-        .find(|r| r["event"] == "session_end" && r["session_id"] == session.id.as_str())
-        .expect("an end record");
-    assert_eq!(end["reason"], "idle", "{end}");
+    assert_ended_idle(&daemon, &session.id, Duration::from_secs(30));
     assert!(
         !process::alive(swapping),
         "the swapping script must be ended with its session"
+    );
+}
+
+/// Asks the console questions and reads its answers, in a loop, for `$1` seconds:
+/// one byte per read (the answers span reads), then a flood of questions whose
+/// answers (100 kB) fill the line discipline's buffer many times over, read in large
+/// pieces. Run on the console with its controlling terminal;
+/// what the reads found goes to the log file `$2`.
+const QUERY_SCRIPT: &str = r#"
+end=$((SECONDS + $1))
+stty -icanon -echo min 0 time 5
+while [ $SECONDS -lt $end ]; do
+    printf '\033[c\033[5n\033[6n'
+    n=0
+    while IFS= read -rs -t 1 -N 1 c; do n=$((n + 1)); done
+    echo "bytes one at a time: $n" >> "$2"
+    printf '\033[c%.0s' $(seq 20000)
+    echo "bytes in large reads: $(cat | wc -c)" >> "$2"
+    sleep 0.5
+done
+"#;
+
+#[test]
+fn a_loop_of_questions_to_the_console_is_not_input() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let (daemon, console, name) = console_session_of(&user);
+    let (_dir, script) = readable_script("queries", "queries.sh", QUERY_SCRIPT);
+    let answers_before = counter(&daemon, "answers_ignored");
+    // The user's one command line is their last input.
+    let log = user.home().join("queries.log");
+    console.type_text(&format!("bash {} 60 {}\n", script.display(), log.display()));
+    let session = wait_console_session(&daemon, &name);
+    // The console answers (the reads find bytes), and none of it counts: the session
+    // is ended as idle, long before the loop would stop.
+    assert_ended_idle(&daemon, &session.id, Duration::from_secs(40));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("{log}");
+    let answered = |kind: &str| {
+        log.lines()
+            .filter_map(|l| l.strip_prefix(kind))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert!(
+        answered("bytes one at a time:") >= 20 && answered("bytes in large reads:") >= 4096,
+        "the console should have answered the questions:\n{log}"
+    );
+    let ignored = counter(&daemon, "answers_ignored") - answers_before;
+    assert!(
+        ignored >= 20,
+        "status should count the answers left out: {ignored}"
+    );
+}
+
+/// Sets `dev.tty.legacy_tiocsti` to 1 (where the kernel has it: 6.2+; before, TIOCSTI
+/// is always allowed) and restores it on drop.
+struct LegacyTiocsti(Option<String>);
+
+const LEGACY_TIOCSTI: &str = "/proc/sys/dev/tty/legacy_tiocsti";
+
+impl LegacyTiocsti {
+    fn allow() -> Self {
+        let old = std::fs::read_to_string(LEGACY_TIOCSTI).ok();
+        if old.is_some() {
+            std::fs::write(LEGACY_TIOCSTI, "1").expect("allow TIOCSTI");
+        }
+        LegacyTiocsti(old)
+    }
+}
+
+impl Drop for LegacyTiocsti {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(LEGACY_TIOCSTI, old.trim());
+        }
+    }
+}
+
+#[test]
+fn a_console_session_typing_into_itself_is_not_input() {
+    let _guard = test_guard!();
+    let _allowed = LegacyTiocsti::allow();
+    let user = TestUser::new();
+    let (daemon, console, name) = console_session_of(&user);
+    let injected_before = counter(&daemon, "injections_ignored");
+    // A process of the session pushes Enter into its own console's input every half
+    // second (TIOCSTI on its controlling terminal), and the shell reads it.
+    console.type_text(
+        "perl -e 'while (1) { my $c = \"\\n\"; ioctl(STDIN, 0x5412, $c) or die \"TIOCSTI: $!\"; \
+         select(undef, undef, undef, 0.5) }' &\n",
+    );
+    let session = wait_console_session(&daemon, &name);
+    let injecting = wait_for_perl(&session, "the injecting loop to run");
+    assert_ended_idle(&daemon, &session.id, Duration::from_secs(30));
+    let ignored = counter(&daemon, "injections_ignored") - injected_before;
+    assert!(
+        ignored >= 5,
+        "the injected keystrokes should have been seen and left out: {ignored}"
+    );
+    assert!(
+        !process::alive(injecting),
+        "the injecting loop must be ended with its session"
     );
 }

@@ -90,6 +90,10 @@ mod state {
     pub const STRING8_ESCAPE: u8 = 12;
     /// Not an answer: a key or anything else.
     pub const INPUT: u8 = 13;
+    /// Somewhere in a console's input (see [`super::AnswerStream::unknown`]): what an
+    /// answer's remainder can hold keeps it here, an answer's final byte ends it,
+    /// `ESC` starts a sequence.
+    pub const RESYNC: u8 = 14;
     /// Number of rows in [`super::NEXT`] (a power of two, so a mask bounds the index).
     pub const ROWS: usize = 16;
 }
@@ -136,6 +140,12 @@ const fn step(st: u8, byte: u8) -> u8 {
         },
         STRING7_ESCAPE | STRING8_ESCAPE => match byte {
             b'\\' => GROUND,
+            _ => INPUT,
+        },
+        RESYNC => match byte {
+            ESC => ESCAPE,
+            b'0'..=b'9' | b';' | b':' | b'?' | b'>' | b'=' | b'$' | b'[' => RESYNC,
+            b'R' | b'c' | b'n' | b't' | b'y' | b'u' | b'S' | b'm' => GROUND,
             _ => INPUT,
         },
         _ => INPUT,
@@ -222,6 +232,65 @@ pub fn only_answers(seen: &[u8], total: u64) -> bool {
     }
     // The whole write must end between answers; a longer one may cut its last answer.
     st == state::GROUND || !whole
+}
+
+/// A piece of a console's input, judged for answers. The console answers into the
+/// input a keyboard types into, and a piece of that input (what one receive hands
+/// over, what one read takes) may begin anywhere, inside an answer too: a receive
+/// takes what fits and is handed the rest again, a reader takes as little as it
+/// likes, and where the line discipline's buffer is full, what a read took may
+/// already be overwritten by what came next. So a piece is judged from a point the
+/// parser does not know ([`Self::unknown`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct AnswerStream(u8);
+
+impl AnswerStream {
+    /// The parser somewhere in the stream: until an answer's final byte or the next
+    /// `ESC`, the bytes an answer's parameters hold (`0-9 ; : ? > = $ [`) are not
+    /// input; any other byte is. So the rest of a control sequence answer is not
+    /// input wherever the piece begins, and a letter, Enter, a space or a key's
+    /// sequence is. A piece of nothing but digits, or a lone `c`, `n` or `R`, is
+    /// missed; the next key counts.
+    #[inline(always)]
+    pub const fn unknown() -> Self {
+        AnswerStream(state::RESYNC)
+    }
+
+    /// True when the first `len` bytes of `window`, the next bytes of the piece,
+    /// hold input; the parser then starts over between answers.
+    ///
+    /// A byte the parser takes for input is asked again as from a point it does
+    /// not know ([`Self::unknown`]): input only if no answer could hold it. Answers
+    /// reach a piece cut and spliced: a console drops the end of an answer that does
+    /// not fit its buffer, and a read's bytes in the line discipline's ring may be
+    /// overwritten, as it reads, by what comes next. Keys that end in a byte an
+    /// answer holds (`CSI … u`, rxvt's `CSI c`) are missed; the next key counts.
+    ///
+    /// The loop runs over the whole window, a constant count, and skips the bytes
+    /// past `len`: a loop bounded by `len` itself is one whose end the 6.1 verifier
+    /// cannot tie to the byte it reads, and it refuses the program.
+    #[inline(always)]
+    pub fn holds_input(&mut self, window: &[u8; ANSWER_PREFIX], len: usize) -> bool {
+        let mut i = 0;
+        while i < ANSWER_PREFIX {
+            if i < len {
+                let byte = window[i];
+                // The mask keeps the index inside the table whatever the state holds.
+                let mut next = NEXT[((self.0 as usize) & (state::ROWS - 1)) << 8 | byte as usize];
+                if next == state::INPUT {
+                    next = NEXT[(state::RESYNC as usize) << 8 | byte as usize];
+                }
+                if next == state::INPUT {
+                    self.0 = state::GROUND;
+                    return true;
+                }
+                self.0 = next;
+            }
+            i += 1;
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +448,130 @@ mod tests {
         b"\x1b]0;x\x9c",
         b"\x9d11;?\x1b",
     ];
+
+    /// What the Linux console answers (`respond_ID`, status, cursor position): it
+    /// answers into its own input, where the console probes see it.
+    const CONSOLE_ANSWERS: &[&[u8]] = &[b"\x1b[?6c", b"\x1b[0n", b"\x1b[12;40R"];
+
+    /// Keys of the Linux console that are not xterm's: F1-F5 are `CSI [ A`-`E`.
+    const CONSOLE_KEYS: &[&[u8]] = &[b"\x1b[[A", b"\x1b[[E", b"\x1b[1~", b"\x1b[17~"];
+
+    #[test]
+    fn the_linux_consoles_answers_are_answers_and_its_keys_are_not() {
+        for answer in CONSOLE_ANSWERS {
+            assert!(whole(answer), "{answer:?}");
+        }
+        for key in CONSOLE_KEYS {
+            assert!(!whole(key), "{key:?}");
+        }
+    }
+
+    /// `bytes` (at most a window of them) fed to `stream`.
+    fn feed(stream: &mut AnswerStream, bytes: &[u8]) -> bool {
+        let mut window = [0xff; ANSWER_PREFIX];
+        window[..bytes.len()].copy_from_slice(bytes);
+        stream.holds_input(&window, bytes.len())
+    }
+
+    /// Input in `piece`, judged from a point the parser does not know.
+    fn piece_input(piece: &[u8]) -> bool {
+        feed(&mut AnswerStream::unknown(), piece)
+    }
+
+    /// The control sequence answers (7-bit; a console's and a serial terminal's).
+    fn csi_answers() -> impl Iterator<Item = &'static [u8]> {
+        ANSWERS
+            .iter()
+            .chain(CONSOLE_ANSWERS)
+            .copied()
+            .filter(|a| a.starts_with(b"\x1b["))
+    }
+
+    #[test]
+    fn answers_cut_into_pieces_anywhere_hold_no_input() {
+        let all: Vec<u8> = csi_answers().flatten().copied().collect();
+        for size in 1..=ANSWER_PREFIX {
+            for start in 0..size {
+                for piece in all[start..].chunks(size) {
+                    assert!(
+                        !piece_input(piece),
+                        "{piece:?} (pieces of {size} from {start})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn answers_spliced_anywhere_hold_no_input() {
+        let all: Vec<u8> = csi_answers().flatten().copied().collect();
+        for cut in 0..all.len() {
+            for resume in 0..all.len() {
+                let piece = [&all[..cut], &all[resume..]].concat();
+                let piece = &piece[cut.saturating_sub(32)..];
+                let piece = &piece[..piece.len().min(ANSWER_PREFIX)];
+                assert!(!piece_input(piece), "{piece:?}");
+            }
+        }
+    }
+
+    /// Keys made only of bytes an answer holds: missed on a console.
+    const KEYS_LIKE_ANSWERS: &[&[u8]] = &[
+        // `ESC ESC`, a lone Escape pressed twice, waits for the key that follows it.
+        b"\x1b\x1b",
+        b"\x1b[c",
+        b"\x1b[0c",
+        b"\x1b[97u",
+        b"\x1b[97;5u",
+        b"\x1b[27u",
+        b"\x1b[?1y",
+        b"\x1b[$1y",
+    ];
+
+    #[test]
+    fn a_key_counts_wherever_its_piece_begins() {
+        for key in KEYS_LIKE_ANSWERS {
+            assert!(!piece_input(key), "{key:?}");
+        }
+        let keys = KEYS.iter().chain(CONSOLE_KEYS);
+        for key in keys.filter(|k| !KEYS_LIKE_ANSWERS.contains(k)) {
+            assert!(piece_input(key), "{key:?}");
+            for answer in csi_answers() {
+                for cut in 0..answer.len() {
+                    let piece = [&answer[cut..], key].concat();
+                    let piece = &piece[..piece.len().min(ANSWER_PREFIX)];
+                    assert!(piece_input(piece), "{piece:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn answers_cut_short_by_a_full_buffer_hold_no_input() {
+        // The console dropped the ends of two answers.
+        assert!(!piece_input(b"\x1b[?6c\x1b[?\x1b[12;4\x1b[0n\x1b[?6c"));
+        // A key after a cut answer still counts.
+        assert!(piece_input(b"\x1b[12;4\x1bOA"));
+        assert!(piece_input(b"\x1b[?6x"));
+    }
+
+    #[test]
+    fn a_piece_of_digits_or_an_answers_last_letter_is_missed_and_the_next_key_counts() {
+        for piece in [&b"6c"[..], b"123", b"c", b"n", b";40R"] {
+            assert!(!piece_input(piece), "{piece:?}");
+        }
+        for piece in [
+            &b"ls\r"[..],
+            b"x",
+            b"\r",
+            b" ",
+            b"\x1bOA",
+            b"\x1b[A",
+            b"cat",
+        ] {
+            assert!(piece_input(piece), "{piece:?}");
+        }
+    }
 
     #[test]
     fn every_answer_is_an_answer() {

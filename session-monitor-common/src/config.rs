@@ -95,9 +95,23 @@ pub struct ProbeConfig {
     pub flags: u32,
     /// The daemon's own tgid: its writes are never activity.
     pub self_tgid: u32,
+    /// Zeros where the `u64` below would otherwise get implicit padding, whose
+    /// value is undefined: sized by the compiler, so adding a member keeps it right.
+    pub padding: [u8; CONFIG_PADDING],
     /// Minimum interval between two `TtyInput` notices for one terminal.
     pub notice_interval_ns: u64,
 }
+
+/// The bytes [`ProbeConfig::padding`] takes: what aligns the `u32` members before
+/// `notice_interval_ns` to 8.
+const CONFIG_PADDING: usize = {
+    use core::mem::size_of;
+    let u32s = size_of::<KernelOffsets>()
+        + size_of::<TracepointFields>()
+        + size_of::<KernelTypes>()
+        + 2 * size_of::<u32>();
+    (8 - u32s % 8) % 8
+};
 
 #[cfg(test)]
 mod tests {
@@ -112,6 +126,7 @@ mod tests {
             + size_of::<TracepointFields>()
             + size_of::<KernelTypes>()
             + 2 * size_of::<u32>()
+            + CONFIG_PADDING
             + size_of::<u64>();
         assert_eq!(size_of::<ProbeConfig>(), fields);
         assert_eq!(size_of::<KernelOffsets>() % 4, 0);

@@ -82,12 +82,15 @@ pub const STATS_PER_PROBE: u32 = 4;
 pub const COUNTER_REVOKE_SIGNALS: u32 = Probe::ALL.len() as u32 * STATS_PER_PROBE;
 /// Kernel memory reads that failed (a structure was not where BTF said).
 pub const COUNTER_READ_ERRORS: u32 = COUNTER_REVOKE_SIGNALS + 1;
-/// Writes into a pty master that held only terminal answers and were not counted as
-/// input (see [`crate::answers`]).
+/// Writes into a pty master, and console input, that held only terminal answers and
+/// were not counted as input (see [`crate::answers`]).
 pub const COUNTER_ANSWERS_IGNORED: u32 = COUNTER_READ_ERRORS + 1;
+/// Console input that a process of the console's own session put there itself
+/// (TIOCSTI; on the fentry backend also a selection paste) and was not counted.
+pub const COUNTER_INJECTIONS_IGNORED: u32 = COUNTER_ANSWERS_IGNORED + 1;
 /// Inserts into map `PROCS` that failed (map full, or no memory): a process of a login
 /// that the kernel could not record. Exported so that it is never silent.
-pub const COUNTER_PROCS_INSERT_FAILURES: u32 = COUNTER_ANSWERS_IGNORED + 1;
+pub const COUNTER_PROCS_INSERT_FAILURES: u32 = COUNTER_INJECTIONS_IGNORED + 1;
 /// Inserts into map `LOGIN_ACTIVITY` that failed (map full).
 pub const COUNTER_LOGIN_INSERT_FAILURES: u32 = COUNTER_PROCS_INSERT_FAILURES + 1;
 pub const COUNTER_SLOTS: u32 = COUNTER_LOGIN_INSERT_FAILURES + 1;

@@ -39,6 +39,12 @@ pub const S_IFSOCK: u16 = 0o140000;
 /// user's window changes size.
 pub const TIOCSWINSZ: u32 = 0x5414;
 
+/// `TIOCSTI`: puts one byte into a terminal's input as if typed. Allowed on the
+/// caller's own controlling terminal (where `dev.tty.legacy_tiocsti` is on, and on
+/// every kernel before 6.2) and to CAP_SYS_ADMIN: a way for a session to type into
+/// itself.
+pub const TIOCSTI: u32 = 0x5412;
+
 #[inline(always)]
 pub const fn mkdev(major: u32, minor: u32) -> u32 {
     (major << MINOR_BITS) | (minor & MINOR_MASK)

@@ -162,13 +162,15 @@ kernel_members! {
         task_signal = task_struct.signal;
         signal_tty = signal_struct.tty;
         /// A console's line discipline, and n_tty's position in its input
-        /// (`read_tail`, which only a read that takes input moves): see
-        /// `kernel::console_input_taken` in the probes.
+        /// (`read_tail`, which only a read that takes input moves) and the ring the
+        /// input waits in (`read_buf`): see `kernel::console_input_taken` in the
+        /// probes.
         tty_ldisc = tty_struct.ldisc;
         tty_ldisc_ops = tty_ldisc.ops;
         tty_ldisc_ops_num = tty_ldisc_ops.num;
         tty_disc_data = tty_struct.disc_data;
         n_tty_read_tail = n_tty_data.read_tail;
+        n_tty_read_buf = n_tty_data.read_buf;
         /// A system call's first argument in the registers saved at its entry
         /// (x86_64 `di`; arm64 `orig_x0`, as `x0` holds the return value by the
         /// exit): the descriptor of a read, at its exit.

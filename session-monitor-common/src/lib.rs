@@ -27,7 +27,7 @@ pub mod map_names {
     pub const REVOKED_UIDS: &str = "REVOKED_UIDS";
     pub const REVOKED_ANY: &str = "REVOKED_ANY";
     pub const TRANSPORT_PIDS: &str = "TRANSPORT_PIDS";
-    pub const CONSOLE_TAILS: &str = "CONSOLE_TAILS";
+    pub const CONSOLES: &str = "CONSOLES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
 }

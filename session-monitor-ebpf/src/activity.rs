@@ -22,18 +22,18 @@ use aya_log_ebpf::debug;
 use session_monitor_common::{
     Event, EventKind, InputActivity, LoginId, NO_LOGIN, Probe, ProcState, Stat, TtyActivity,
     TtyClass, TtyKey,
-    answers::{ANSWER_PREFIX, SHORTEST_ANSWER, only_answers},
+    answers::{ANSWER_PREFIX, AnswerStream, SHORTEST_ANSWER, only_answers},
     config::flags,
     counters::{
-        COUNTER_ANSWERS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES, COUNTER_PROCS_INSERT_FAILURES,
-        COUNTER_REVOKE_SIGNALS,
+        COUNTER_ANSWERS_IGNORED, COUNTER_INJECTIONS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES,
+        COUNTER_PROCS_INSERT_FAILURES, COUNTER_REVOKE_SIGNALS,
     },
     state::{proc_flags, transport_pids},
 };
 
 use crate::{
     config::conf,
-    kernel::{self, Access, ReadError, TtyFile},
+    kernel::{self, Access, ConsoleBytes, ReadError, TtyFile},
     maps::{
         EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS, TTY_ACTIVITY,
         bump, bump_slot,
@@ -208,6 +208,55 @@ fn only_answers_written<F: FnOnce() -> Result<UserBytes, ReadError>>(first: F) -
     // SAFETY: the helper succeeded, so it wrote the first `len` bytes.
     let seen = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len as usize) };
     only_answers(seen, user.total)
+}
+
+/// Console input, seen by either backend: `bytes` that reached console `key`'s line
+/// discipline (fentry) or that a read took from it (tracepoint), found in kernel
+/// memory through `piece`. Not input when the console's own session put it there
+/// (`injected`), nor when it holds only the console's answers to questions a program
+/// asked it: the console answers into its own input, where keystrokes arrive.
+#[inline(always)]
+pub fn console_input<C: EbpfContext, W: Caller, P: ConsoleBytes>(
+    ctx: &C,
+    caller: W,
+    key: TtyKey,
+    bytes: u64,
+    injected: bool,
+    piece: P,
+) {
+    if injected {
+        bump_slot(COUNTER_INJECTIONS_IGNORED);
+    } else if !piece_holds_input(bytes, &piece) {
+        bump_slot(COUNTER_ANSWERS_IGNORED);
+    } else {
+        input(ctx, caller, Probe::ConsoleInput, key, bytes);
+    }
+}
+
+/// True when a piece of `len` bytes of console input holds input, judged from its
+/// first `ANSWER_PREFIX` bytes and, for a longer piece, its last ones too, each from
+/// a point the parser does not know (see [`AnswerStream`]). The bytes between are
+/// not looked at. Bytes that cannot be read are input.
+#[inline(always)]
+fn piece_holds_input<P: ConsoleBytes>(len: u64, piece: &P) -> bool {
+    const WINDOW: u64 = ANSWER_PREFIX as u64;
+    // Zeroed: the parser's loop runs over whole windows (console input only pays it).
+    let (mut head, mut tail) = ([0; ANSWER_PREFIX], [0; ANSWER_PREFIX]);
+    let Ok((a, b)) = piece.window(0, len.min(WINDOW), &mut head, &mut tail) else {
+        return true;
+    };
+    let mut answers = AnswerStream::unknown();
+    if answers.holds_input(&head, a) || answers.holds_input(&tail, b) {
+        return true;
+    }
+    if len <= WINDOW {
+        return false;
+    }
+    let Ok((a, b)) = piece.window(len - WINDOW, WINDOW, &mut head, &mut tail) else {
+        return true;
+    };
+    let mut answers = AnswerStream::unknown();
+    answers.holds_input(&head, a) || answers.holds_input(&tail, b)
 }
 
 /// A resize of a pty master by `caller`: the user's window changed, which counts as

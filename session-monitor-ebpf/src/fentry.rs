@@ -7,7 +7,7 @@ use session_monitor_common::{Probe, Stat, dev::TIOCSWINSZ};
 
 use crate::{
     activity::{self, ByHelper},
-    kernel::{self, ReadError, Typed},
+    kernel::{self, KernelBuffer, ReadError, Typed},
     maps::bump,
 };
 
@@ -57,6 +57,11 @@ fn try_tty_ioctl(ctx: &FEntryContext) -> Result<(), ReadError> {
 /// The line discipline's receive path, `n_tty_receive_buf{,2}(tty, cp, fp, count)`:
 /// keystrokes on a virtual or serial console arrive here, not through any write(2).
 /// Pseudo-terminals pass through here too; they are counted at the master write.
+///
+/// The keyboard's and the serial port's bytes, and the console's answers, arrive from
+/// a kernel worker (the flip buffer's), which has no controlling terminal. A process
+/// that puts bytes into its own console's input (TIOCSTI, a selection paste through
+/// TIOCLINUX) runs this itself: its controlling terminal is the console.
 #[fentry(function = "n_tty_receive_buf")]
 pub fn fe_rx_buf(ctx: FEntryContext) -> u32 {
     bump(Probe::ConsoleInput, Stat::Seen);
@@ -77,8 +82,13 @@ fn try_receive(ctx: &FEntryContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let count: u64 = ctx.arg(3);
+    // An `int` before 6.6: only the low 32 bits of the register are defined.
+    let count = count & 0xffff_ffff;
     let key = kernel::console_key::<Typed>(tty)?;
-    activity::input(ctx, ByHelper, Probe::ConsoleInput, key, count & 0xffff_ffff);
+    let injected = kernel::current_ctty()? == tty;
+    let cp: *const u8 = ctx.arg(1);
+    let piece = KernelBuffer(cp as u64);
+    activity::console_input(ctx, ByHelper, key, count, injected, piece);
     Ok(())
 }
 

@@ -10,11 +10,15 @@
 //! Both fail cleanly instead of faulting; direct loads cost no helper call (about
 //! 30 ns each), which matters on paths every write(2) on the host takes.
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{
     bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_task_pt_regs,
+    generated,
 };
 use session_monitor_common::{
     TtyClass, TtyKey,
+    answers::ANSWER_PREFIX,
     counters::COUNTER_READ_ERRORS,
     dev::{self, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK},
 };
@@ -416,33 +420,47 @@ pub fn console_key<A: Access>(tty: *const u8) -> Result<TtyKey, ReadError> {
     })
 }
 
-/// A console opened as a file: its key, and how far its input has been taken (see
-/// [`console_input_taken`]). `/dev/console` redirects to the real console, so both
-/// come from the tty, not from the inode.
+/// A console opened as a file: its key, and its input as n_tty keeps it (see
+/// [`ConsoleInput`]). `/dev/console` redirects to the real console, so both come
+/// from the tty, not from the inode.
 #[inline(always)]
 pub fn console_file_input<A: Access>(
     tty_file: &TtyFile,
-) -> Result<(TtyKey, Option<u64>), ReadError> {
+) -> Result<(TtyKey, Option<ConsoleInput>), ReadError> {
     let private_data = A::read_ptr(tty_file.file, conf!(offsets.file_private_data))?;
     through_void!(console_input_behind(private_data => tty_file_private))
 }
 
 #[inline(always)]
-fn console_input_behind<A: Access>(private: *const u8) -> Result<(TtyKey, Option<u64>), ReadError> {
+fn console_input_behind<A: Access>(
+    private: *const u8,
+) -> Result<(TtyKey, Option<ConsoleInput>), ReadError> {
     let tty = file_tty::<A>(private)?;
-    Ok((console_key::<A>(tty)?, console_input_taken::<A>(tty)?))
+    Ok((console_key::<A>(tty)?, console_input::<A>(tty)?))
 }
 
 /// `N_TTY`, the line discipline of terminals people type into.
 const N_TTY: i32 = 0;
 
-/// How far the line discipline of console `tty` has handed out its input: n_tty's
-/// `read_tail`, which moves with every byte a read takes (and back to 0 on a flush)
-/// and with nothing else. `None` for a console on another line discipline (a
-/// modem's, a multiplexer's), which nobody types into. `disc_data` is a `void *`:
-/// read through the helper, on a path only console reads of console processes take.
+/// The size of n_tty's ring of input, `read_buf` (`N_TTY_BUF_SIZE`, 4096 on every
+/// kernel); positions in it are counters taken modulo this.
+const N_TTY_BUF_SIZE: u64 = 4096;
+
+/// A console's input as its line discipline, n_tty, keeps it.
+#[derive(Clone, Copy)]
+pub struct ConsoleInput {
+    /// How far n_tty has handed out its input: `read_tail`, which moves with every
+    /// byte a read takes (and back to 0 on a flush) and with nothing else.
+    pub taken: u64,
+    /// n_tty's `struct n_tty_data`, a `void *` member: read through the helper, on a
+    /// path only console reads and injections by console processes take.
+    data: *const u8,
+}
+
+/// The console's input, `None` for a console on another line discipline (a modem's,
+/// a multiplexer's), which nobody types into.
 #[inline(always)]
-fn console_input_taken<A: Access>(tty: *const u8) -> Result<Option<u64>, ReadError> {
+fn console_input<A: Access>(tty: *const u8) -> Result<Option<ConsoleInput>, ReadError> {
     let ldisc = A::read_ptr(tty, conf!(offsets.tty_ldisc))?;
     let ops = A::read_ptr(ldisc, conf!(offsets.tty_ldisc_ops))?;
     let num: i32 = A::read(ops, conf!(offsets.tty_ldisc_ops_num))?;
@@ -450,7 +468,100 @@ fn console_input_taken<A: Access>(tty: *const u8) -> Result<Option<u64>, ReadErr
         return Ok(None);
     }
     let data = A::read_ptr(tty, conf!(offsets.tty_disc_data))?;
-    Untyped::read(data, conf!(offsets.n_tty_read_tail)).map(Some)
+    let taken = Untyped::read(data, conf!(offsets.n_tty_read_tail))?;
+    Ok(Some(ConsoleInput { taken, data }))
+}
+
+/// Room for the bytes of console input judged at once.
+pub type Window = [u8; ANSWER_PREFIX];
+
+/// A piece of console input in kernel memory, read a window at a time.
+pub trait ConsoleBytes {
+    /// Reads `len` bytes (at most [`ANSWER_PREFIX`]) from `offset` into the piece:
+    /// into `head`, and where they wrap around the end of a ring, the rest into
+    /// `tail`. How many each holds.
+    fn window(
+        &self,
+        offset: u64,
+        len: u64,
+        head: &mut Window,
+        tail: &mut Window,
+    ) -> Result<(usize, usize), ReadError>;
+}
+
+/// Bytes in one kernel buffer (the receive hook's).
+pub struct KernelBuffer(pub u64);
+
+impl ConsoleBytes for KernelBuffer {
+    #[inline(always)]
+    fn window(
+        &self,
+        offset: u64,
+        len: u64,
+        head: &mut Window,
+        _tail: &mut Window,
+    ) -> Result<(usize, usize), ReadError> {
+        Ok((read_kernel_bytes(head, self.0 + offset, len)?, 0))
+    }
+}
+
+/// The last `len` bytes reads took from a console, those before
+/// [`ConsoleInput::taken`], in n_tty's ring (`read_buf`): the kernel's copy, which
+/// the reader cannot change after the fact as it can its own buffer.
+pub struct TakenBytes {
+    pub console: ConsoleInput,
+    pub len: u64,
+}
+
+impl ConsoleBytes for TakenBytes {
+    #[inline(always)]
+    fn window(
+        &self,
+        offset: u64,
+        len: u64,
+        head: &mut Window,
+        tail: &mut Window,
+    ) -> Result<(usize, usize), ReadError> {
+        let start = self
+            .console
+            .taken
+            .wrapping_sub(self.len)
+            .wrapping_add(offset);
+        let start = start & (N_TTY_BUF_SIZE - 1);
+        let head_len = len.min(N_TTY_BUF_SIZE - start);
+        let ring = self.console.data as u64 + conf!(offsets.n_tty_read_buf) as u64;
+        Ok((
+            read_kernel_bytes(head, ring + start, head_len)?,
+            read_kernel_bytes(tail, ring, len - head_len)?,
+        ))
+    }
+}
+
+/// Reads `len` bytes of kernel memory (at most [`ANSWER_PREFIX`]; none when 0) at
+/// `addr` onto `buf` through the helper, which fails cleanly on a bad address. How
+/// many it read.
+#[inline(always)]
+fn read_kernel_bytes(buf: &mut Window, addr: u64, len: u64) -> Result<usize, ReadError> {
+    if len == 0 {
+        return Ok(0);
+    }
+    // Masked where it is used: older verifiers (6.1) lose a bound the compiler proved
+    // when the value is spilled to the stack and read back, and then refuse the read.
+    // For `len` in 1..=64 this keeps it as it is.
+    let len = ((len - 1) & (ANSWER_PREFIX as u64 - 1)) + 1;
+    // SAFETY: the helper checks the address and fails on a bad one; it writes at most
+    // `len` (<= 64) bytes into `buf`.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            buf.as_mut_ptr().cast::<c_void>(),
+            len as u32,
+            addr as *const c_void,
+        )
+    };
+    if rc != 0 {
+        return Err(ReadError);
+    }
+    Ok(len as usize)
 }
 
 /// The first argument of the current task's system call, from the registers saved

@@ -1,7 +1,7 @@
 //! Maps shared by all programs. Sizes are defaults; the loader may resize them.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -45,12 +45,37 @@ pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static TRANSPORT_PIDS: Array<u64> = Array::with_max_entries(transport_pids::WORDS, 0);
 
-/// Where each console's input had been read up to at the last read counted as its
-/// input (n_tty's `read_tail`; tracepoint backend): a read counts only if the
-/// console's input moved since (see `tracepoints::tp_read_exit`). LRU: consoles come
-/// and go, and only a few are ever read.
+/// What the tracepoint backend remembers of each console's input. LRU: consoles come
+/// and go, and only a few are ever typed into.
 #[map]
-pub static CONSOLE_TAILS: LruHashMap<TtyKey, u64> = LruHashMap::with_max_entries(256, 0);
+pub static CONSOLES: LruHashMap<TtyKey, ConsoleState> = LruHashMap::with_max_entries(256, 0);
+
+/// A console's entry in [`CONSOLES`].
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ConsoleState {
+    /// Where the console's input had been read up to (n_tty's
+    /// `read_tail`) at the last read counted. A read counts only if it moved since
+    /// (see `tracepoints::tp_read_exit`).
+    pub taken: u64,
+    /// Bytes the console's own session put into its input
+    /// (TIOCSTI) that no read has taken yet. The reads that take them are not input.
+    pub injected: u64,
+}
+
+/// Console `key`'s entry in [`CONSOLES`], made if it has none; None if the map
+/// cannot take it.
+#[inline(always)]
+pub fn console_state(key: TtyKey) -> Option<&'static mut ConsoleState> {
+    if CONSOLES.get_ptr_mut(key).is_none() {
+        let _ = CONSOLES.insert(key, ConsoleState::default(), BPF_ANY as u64);
+    }
+    // SAFETY: map value pointer from the kernel, valid for this program run; the
+    // program holds no other reference to it.
+    CONSOLES
+        .get_ptr_mut(key)
+        .map(|state| unsafe { &mut *state })
+}
 
 /// State changes for the daemon.
 #[map]

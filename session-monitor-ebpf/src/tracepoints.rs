@@ -6,7 +6,8 @@
 //!   into a pipe or an AF_UNIX socket that it made (`send*` calls are not seen here);
 //! - resize: `sys_enter_ioctl(TIOCSWINSZ)` on a pty master;
 //! - console input: a `read` that took input from a console, at its exit
-//!   (`sys_exit_read`; the descriptor from the registers saved at the call's entry);
+//!   (`sys_exit_read`; the descriptor from the registers saved at the call's entry),
+//!   less what the console's session put there itself (`sys_enter_ioctl(TIOCSTI)`);
 //! - UDP: `sock_recv_length` where the kernel has it (6.3+), as a BTF tracepoint (no
 //!   perf record for every socket receive on the host), otherwise the exits of
 //!   `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
@@ -15,18 +16,23 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_ANY,
     helpers::bpf_probe_read_user,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use session_monitor_common::{Probe, Stat, TtyClass, TtyKey, dev::TIOCSWINSZ};
+use session_monitor_common::{
+    Probe, Stat, TtyClass, TtyKey,
+    dev::{TIOCSTI, TIOCSWINSZ},
+};
 
 use crate::{
     activity::{self, ByHelper, UserBytes},
     config::conf,
-    kernel::{self, Access, CurrentFile, FileKind, IoVec, ReadError, Task, Typed, Untyped},
-    maps::{CONSOLE_TAILS, bump},
+    kernel::{
+        self, Access, ConsoleInput, CurrentFile, FileKind, IoVec, ReadError, TakenBytes, Task,
+        Typed, Untyped,
+    },
+    maps::{self, bump},
 };
 
 const IPPROTO_UDP: u16 = 17;
@@ -238,10 +244,11 @@ pub fn tp_ioctl(ctx: TracePointContext) -> u32 {
 
 fn try_ioctl(ctx: &TracePointContext) -> Result<(), ReadError> {
     let cmd: u64 = field(ctx, conf!(tracepoints.sys_enter_ioctl_cmd))?;
-    if cmd as u32 != TIOCSWINSZ {
-        return Ok(());
+    match cmd as u32 {
+        TIOCSWINSZ => on_current_file!(resized, ctx),
+        TIOCSTI => on_current_file!(injecting, ctx),
+        _ => Ok(()),
     }
-    on_current_file!(resized, ctx)
 }
 
 #[inline(always)]
@@ -254,6 +261,29 @@ fn resized<A: Access>(
         Some(tty) => activity::tty_resized::<A, _, _>(ctx, task, &tty),
         None => Ok(()),
     }
+}
+
+/// A TIOCSTI into a console by a process whose controlling terminal it is: the
+/// console's session typing into itself. Its byte is counted, to be taken from the
+/// next reads of the console (see [`tp_read_exit`]). Only such a process, or one with
+/// CAP_SYS_ADMIN, may do it; from outside the session, that is someone typing.
+#[inline(always)]
+fn injecting<A: Access>(
+    ctx: &TracePointContext,
+    task: Task,
+    file: *const u8,
+) -> Result<(), ReadError> {
+    let Some((key, Some(_))) = console_read::<A>(ctx, task, file)? else {
+        return Ok(());
+    };
+    let ctty = kernel::current_ctty()?;
+    if ctty.is_null() || kernel::console_key::<Typed>(ctty)? != key {
+        return Ok(());
+    }
+    if let Some(state) = maps::console_state(key) {
+        state.injected += 1;
+    }
+    Ok(())
 }
 
 /// Console input: a read(2) that took input from a console, by a process whose
@@ -282,12 +312,25 @@ fn try_read_exit(ctx: &TracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let fd = kernel::current_syscall_arg0()? as u32;
-    let Some((key, Some(taken))) = on_current_file!(console_read, ctx, fd)? else {
+    let Some((key, Some(console))) = on_current_file!(console_read, ctx, fd)? else {
         return Ok(());
     };
-    if input_taken_since_last_read(key, taken) {
-        activity::input(ctx, ByHelper, Probe::ConsoleInput, key, ret as u64);
+    let Some(state) = maps::console_state(key) else {
+        return Ok(());
+    };
+    if state.taken == console.taken {
+        return Ok(());
     }
+    state.taken = console.taken;
+    let read = ret as u64;
+    // Bytes the session injected were taken by this read, maybe not all of them, maybe
+    // with others: none of it counts.
+    let injected = state.injected > 0;
+    if injected {
+        state.injected = state.injected.saturating_sub(read);
+    }
+    let piece = TakenBytes { console, len: read };
+    activity::console_input(ctx, ByHelper, key, read, injected, piece);
     Ok(())
 }
 
@@ -301,14 +344,13 @@ fn console_process() -> Result<bool, ReadError> {
     Ok(!ctty.is_null() && kernel::tty_is_console(ctty)?)
 }
 
-/// The key of the console `file` is, if it is one, and how far its input has been
-/// taken.
+/// The key of the console `file` is, if it is one, and its input.
 #[inline(always)]
 fn console_read<A: Access>(
     _ctx: &TracePointContext,
     _task: Task,
     file: *const u8,
-) -> Result<Option<(TtyKey, Option<u64>)>, ReadError> {
+) -> Result<Option<(TtyKey, Option<ConsoleInput>)>, ReadError> {
     let Some(tty) = kernel::classify_file::<A>(file)? else {
         return Ok(None);
     };
@@ -316,23 +358,6 @@ fn console_read<A: Access>(
         return Ok(None);
     }
     kernel::console_file_input::<A>(&tty).map(Some)
-}
-
-/// Records `taken` as console `key`'s input position; true if it moved since the
-/// last read counted (or none was).
-#[inline(always)]
-fn input_taken_since_last_read(key: TtyKey, taken: u64) -> bool {
-    if let Some(last) = CONSOLE_TAILS.get_ptr_mut(key) {
-        // SAFETY: map value pointer from the kernel, valid for this program run.
-        let last = unsafe { &mut *last };
-        if *last == taken {
-            return false;
-        }
-        *last = taken;
-        return true;
-    }
-    let _ = CONSOLE_TAILS.insert(key, taken, BPF_ANY as u64);
-    true
 }
 
 /// `sock_recv_length(struct sock *sk, int ret, int flags)`: every socket receive on

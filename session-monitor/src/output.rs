@@ -201,6 +201,11 @@ pub fn status_text(status: &Status) -> String {
     );
     let _ = writeln!(
         out,
+        "injections:   {} console inputs its own session put there, not counted",
+        counter("injections_ignored")
+    );
+    let _ = writeln!(
+        out,
         "kernel map inserts failed: {} processes of logins, {} logins (should stay 0)",
         counter("procs_insert_failures"),
         counter("login_insert_failures")

@@ -46,6 +46,7 @@ struct Totals {
     revoke_signals: Monotonic,
     read_errors: Monotonic,
     answers_ignored: Monotonic,
+    injections_ignored: Monotonic,
     procs_insert_failures: Monotonic,
     login_insert_failures: Monotonic,
 }
@@ -65,6 +66,7 @@ impl Default for Totals {
             revoke_signals: Monotonic::default(),
             read_errors: Monotonic::default(),
             answers_ignored: Monotonic::default(),
+            injections_ignored: Monotonic::default(),
             procs_insert_failures: Monotonic::default(),
             login_insert_failures: Monotonic::default(),
         }
@@ -96,6 +98,9 @@ impl KernelCollector {
         totals.revoke_signals.update(snapshot.revoke_signals);
         totals.read_errors.update(snapshot.read_errors);
         totals.answers_ignored.update(snapshot.answers_ignored);
+        totals
+            .injections_ignored
+            .update(snapshot.injections_ignored);
         totals
             .procs_insert_failures
             .update(snapshot.procs_insert_failures);
@@ -156,12 +161,22 @@ impl Collector for KernelCollector {
 
         let mut family = encoder.encode_descriptor(
             "kernel_answers_ignored",
-            "Writes into pty masters that held only terminal answers (cursor position, \
-             device attributes, colours, ...) and were not counted as input.",
+            "Writes into pty masters, and console input, that held only terminal answers \
+             (cursor position, device attributes, colours, ...) and were not counted as \
+             input.",
             None,
             MetricType::Counter,
         )?;
         family.encode_counter::<NoLabelSet, _, u64>(&totals.answers_ignored.value(), None)?;
+
+        let mut family = encoder.encode_descriptor(
+            "kernel_injections_ignored",
+            "Console input that a process of the console's own session put there itself \
+             (TIOCSTI) and that was not counted as input.",
+            None,
+            MetricType::Counter,
+        )?;
+        family.encode_counter::<NoLabelSet, _, u64>(&totals.injections_ignored.value(), None)?;
 
         let mut family = encoder.encode_descriptor(
             "kernel_procs_insert_failures",

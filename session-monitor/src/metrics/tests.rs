@@ -42,6 +42,7 @@ fn kernel_snapshot(seen: u64, dropped: u64) -> CounterSnapshot {
         revoke_signals: 2,
         read_errors: 0,
         answers_ignored: 4,
+        injections_ignored: 6,
         procs_insert_failures: 1,
         login_insert_failures: 0,
     }
@@ -98,6 +99,7 @@ fn every_family_has_its_conventional_name_type_and_labels() {
         ("session_monitor_kernel_revoke_signals_total", "counter"),
         ("session_monitor_kernel_read_errors_total", "counter"),
         ("session_monitor_kernel_answers_ignored_total", "counter"),
+        ("session_monitor_kernel_injections_ignored_total", "counter"),
         (
             "session_monitor_kernel_procs_insert_failures_total",
             "counter",
@@ -227,6 +229,10 @@ fn every_family_has_its_conventional_name_type_and_labels() {
     );
     assert_eq!(value("session_monitor_kernel_revoke_signals_total"), 2.0);
     assert_eq!(value("session_monitor_kernel_answers_ignored_total"), 4.0);
+    assert_eq!(
+        value("session_monitor_kernel_injections_ignored_total"),
+        6.0
+    );
     assert_eq!(
         value("session_monitor_kernel_procs_insert_failures_total"),
         1.0

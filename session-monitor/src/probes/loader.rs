@@ -357,6 +357,7 @@ fn load_backend(
             0
         },
         self_tgid: std::process::id(),
+        padding: Default::default(),
         notice_interval_ns: opts.notice_interval.as_nanos() as u64,
     };
     let mut loader = EbpfLoader::new();

@@ -9,8 +9,8 @@ use serde::Serialize;
 use session_monitor_common::{
     LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
     counters::{
-        COUNTER_ANSWERS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES, COUNTER_PROCS_INSERT_FAILURES,
-        COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
+        COUNTER_ANSWERS_IGNORED, COUNTER_INJECTIONS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES,
+        COUNTER_PROCS_INSERT_FAILURES, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
     },
     map_names,
     state::{proc_flags, transport_pids},
@@ -286,6 +286,7 @@ impl KernelMaps {
             revoke_signals: sum(COUNTER_REVOKE_SIGNALS),
             read_errors: sum(COUNTER_READ_ERRORS),
             answers_ignored: sum(COUNTER_ANSWERS_IGNORED),
+            injections_ignored: sum(COUNTER_INJECTIONS_IGNORED),
             procs_insert_failures: sum(COUNTER_PROCS_INSERT_FAILURES),
             login_insert_failures: sum(COUNTER_LOGIN_INSERT_FAILURES),
         }
@@ -307,8 +308,11 @@ pub struct CounterSnapshot {
     pub probes: Vec<ProbeCounters>,
     pub revoke_signals: u64,
     pub read_errors: u64,
-    /// Writes into pty masters that held only terminal answers: not input.
+    /// Writes into pty masters, and console input, that held only terminal
+    /// answers: not input.
     pub answers_ignored: u64,
+    /// Console input its own session put there (TIOCSTI): not input.
+    pub injections_ignored: u64,
     /// Processes of a login the kernel could not record (map `PROCS` full).
     pub procs_insert_failures: u64,
     /// Logins whose input the kernel could not record (map `LOGIN_ACTIVITY` full).
