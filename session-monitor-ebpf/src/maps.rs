@@ -54,12 +54,12 @@ pub static CONSOLES: LruHashMap<TtyKey, ConsoleState> = LruHashMap::with_max_ent
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct ConsoleState {
-    /// Where the console's input had been read up to (n_tty's
-    /// `read_tail`) at the last read counted. A read counts only if it moved since
-    /// (see `tracepoints::tp_read_exit`).
+    /// Where the console's input had been read up to (n_tty's `read_tail`) at the
+    /// last read counted. A read counts only if it moved since (see
+    /// `tracepoints::tp_read_exit`).
     pub taken: u64,
-    /// Bytes the console's own session put into its input
-    /// (TIOCSTI) that no read has taken yet. The reads that take them are not input.
+    /// Bytes the console's own session put into its input (TIOCSTI) that no read
+    /// has taken yet. The reads that take them are not input.
     pub injected: u64,
 }
 
