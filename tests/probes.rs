@@ -43,6 +43,9 @@ use session_monitor_common::{
     state::proc_flags::{LISTENER, TRANSPORT, WATCH_EXIT, WATCH_UDP},
 };
 
+/// The longest kernel tick (HZ 100): how early the recorded time of input may be.
+const TICK_NS: u64 = 10_000_000;
+
 /// How long a recorded effect may take to show (they are synchronous with the
 /// syscall that caused them; the margin is for a loaded machine).
 const SHOWS: Duration = Duration::from_secs(5);
@@ -130,6 +133,20 @@ impl Kernel {
 
     fn tty_activity(&self, key: &TtyKey, what: &str) -> TtyActivity {
         wait_until(what, SHOWS, || self.maps.activity(key))
+    }
+
+    /// Asserts that terminal `key`'s only input is `what`, one byte written between
+    /// `before` (CLOCK_BOOTTIME ns) and now, and returns its entry.
+    fn assert_one_key(&self, key: &TtyKey, what: &str, before: u64) -> TtyActivity {
+        let activity = self.tty_activity(key, &format!("{what} in TTY_ACTIVITY"));
+        assert_input(
+            what,
+            (activity.input_count, activity.input_bytes),
+            activity.last_input_ns,
+            (1, 1),
+            (before, boot_ns()),
+        );
+        activity
     }
 }
 
@@ -271,15 +288,7 @@ fn a_keystroke_into_a_pty_master_is_input_and_output_on_its_slave_is_not() {
     let typist = pty.keystroke(b"a");
     let typist_tgid = typist.tgid();
     typist.release();
-    let after = boot_ns();
-    let activity = kernel.tty_activity(&pty.key, "the keystroke in TTY_ACTIVITY");
-    assert_input(
-        "the keystroke",
-        (activity.input_count, activity.input_bytes),
-        activity.last_input_ns,
-        (1, 1),
-        (before, after),
-    );
+    let activity = kernel.assert_one_key(&pty.key, "the keystroke", before);
     let first = kernel.event("TtyFirstInput of the terminal", |e| {
         e.kind() == Some(EventKind::TtyFirstInput) && e.key == pty.key
     });
@@ -299,10 +308,17 @@ fn a_keystroke_into_a_pty_master_is_input_and_output_on_its_slave_is_not() {
         "output on the slave counted as input: {after_output:?}"
     );
 
-    // More keys are counted; their notice waits for the notice interval.
+    // More keys are counted; their notice waits for the notice interval. The time of
+    // input is read once per kernel tick: it may be a tick early (10 ms at most).
+    let before_more = boot_ns();
     pty.keystroke(b"bc").release();
     let more = kernel.maps.activity(&pty.key).expect("still known");
     assert_eq!((more.input_count, more.input_bytes), (2, 3), "{more:?}");
+    assert!(
+        more.last_input_ns + TICK_NS >= before_more && more.last_input_ns <= boot_ns(),
+        "the time of the later keys, {} ns, is more than a tick before {before_more} ns",
+        more.last_input_ns
+    );
     let notices = kernel.events(|e| e.key == pty.key);
     assert!(
         notices.is_empty(),
@@ -315,6 +331,30 @@ fn a_keystroke_into_a_pty_master_is_input_and_output_on_its_slave_is_not() {
     assert_eq!(
         own.input_count, 2,
         "the daemon's own write counted: {own:?}"
+    );
+}
+
+/// A writer with more descriptors than `files_struct` embeds (64), as a tmux server
+/// with many panes has: the kernel moved its table to one it allocated, whose slots
+/// the programs read another way (a load through an untyped cast from 6.17, a helper
+/// call before).
+#[test]
+fn a_keystroke_through_a_descriptor_past_the_embedded_table_is_input() {
+    let mut kernel = kernel();
+    let pty = Pty::open(&mut kernel);
+    let master = pty.master.as_raw_fd();
+
+    let before = boot_ns();
+    Child::fork(move || {
+        // SAFETY: fcntl is async-signal-safe; the kernel checks the descriptor.
+        let high = unsafe { libc::fcntl(master, libc::F_DUPFD, 200) };
+        high >= 200 && raw_write(high, b"q")
+    })
+    .release();
+    kernel.assert_one_key(
+        &pty.key,
+        "the keystroke through descriptor 200 or above",
+        before,
     );
 }
 
@@ -595,6 +635,99 @@ fn a_fork_joins_its_parents_login_and_a_watched_exit_is_reported() {
         unwatched.is_empty(),
         "an unwatched exit reported: {unwatched:?}"
     );
+}
+
+/// What the map holds under a pid (an entry the daemon made for a process that had
+/// already exited) does not pass to the next process given that pid: a fork clears
+/// it, whoever forks.
+#[test]
+fn a_new_process_owns_nothing_left_under_its_pid() {
+    let mut kernel = kernel();
+    const STALE: LoginId = 0x7e57_0009;
+    let (wait_end, go) = pipe().expect("pipe");
+    let (pid, child) = (0..100)
+        .find_map(|attempt| {
+            let pid = unused_pid(attempt)?;
+            kernel
+                .maps
+                .adopt(pid, STALE, WATCH_EXIT)
+                .expect("an entry for a pid nobody has");
+            match fork_as(pid, wait_end.as_raw_fd()) {
+                Some(child) => Some((pid, child)),
+                None => {
+                    kernel.maps.untrack(pid);
+                    None
+                }
+            }
+        })
+        .expect("no free pid to fork as in 100 attempts");
+    let left = kernel.maps.proc_state(pid);
+    nix::unistd::write(&go, b"x").expect("releasing the child");
+    let status = waitpid(child, None).expect("waitpid");
+    assert_eq!(status, WaitStatus::Exited(child, 0));
+    assert_eq!(
+        left, None,
+        "process {pid} was forked with the entry left under its pid"
+    );
+}
+
+/// A pid that no process has now, from the top of the pid range down.
+fn unused_pid(attempt: u32) -> Option<u32> {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("reading pid_max")
+        .trim()
+        .parse()
+        .expect("pid_max is a number");
+    let pid = max - 1 - (std::process::id() + attempt * 7919) % (max / 2);
+    (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+}
+
+/// `clone3` with `set_tid`: a child with process id `pid` that exits once a byte
+/// arrives on `wait`. None when `pid` is taken.
+fn fork_as(pid: u32, wait: RawFd) -> Option<Pid> {
+    /// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+    }
+    let tid = [pid as libc::pid_t];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a fork with a chosen pid (no shared memory, the parent's stack copied);
+    // the child only makes async-signal-safe calls and _exits.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => {
+            let mut byte = [0u8; 1];
+            // SAFETY: raw read and _exit, async-signal-safe.
+            unsafe {
+                libc::read(wait, byte.as_mut_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        child if child > 0 => Some(Pid::from_raw(child as i32)),
+        _ => None,
+    }
 }
 
 #[test]

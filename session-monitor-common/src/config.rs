@@ -45,6 +45,10 @@ pub struct KernelTypes {
     pub tty_file_private: u32,
     pub pts_fs_info: u32,
     pub socket: u32,
+    /// 1 where `bpf_rdonly_cast(p, 0)` gives untyped read-only memory, which direct
+    /// loads read at any offset (6.17 and later): the slot of an allocated descriptor
+    /// table is then a load, not a `bpf_probe_read_kernel` call.
+    pub void_cast: u32,
 }
 
 /// A field of [`KernelTypes`].

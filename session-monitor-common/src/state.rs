@@ -14,13 +14,18 @@ pub const NO_LOGIN: LoginId = 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InputActivity {
-    /// Last input (CLOCK_BOOTTIME ns); 0 = none yet.
+    /// Last input (CLOCK_BOOTTIME ns); 0 = none yet. Taken at the first input of each
+    /// kernel tick, so it may be up to one tick (1-10 ms) earlier than the last input.
     pub last_input_ns: u64,
     pub input_bytes: u64,
     pub input_count: u64,
     /// When the last input notice (`TtyInput`, `LoginInput`) went out, for rate
     /// limiting.
     pub last_notice_ns: u64,
+    /// The kernel tick (`jiffies`) of the input that set `last_input_ns`: later input
+    /// in the same tick keeps that time, so that a burst (a paste, a program typing)
+    /// reads the clock once per tick, not once per write.
+    pub last_input_tick: u64,
 }
 
 /// Per-terminal activity (map `TTY_ACTIVITY`, keyed by [`crate::TtyKey`]): writes

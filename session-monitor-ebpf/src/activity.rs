@@ -306,16 +306,29 @@ enum Counted {
     Lost,
 }
 
-/// Adds one input of `bytes`, now, to `map[key]`.
+/// Adds one input of `bytes`, now, to `map[key]`. The clock is read once per kernel
+/// tick and key: input in the tick of the last one counted keeps its time (at most a
+/// tick early, nothing next to an idle timeout). Reading the tick is one load the
+/// verifier inlines; reading the clock is a chain of calls, the dearest part of a
+/// keystroke's program after the map lookup.
 #[inline(always)]
 fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counted {
-    let ts = now();
+    // SAFETY: helper without preconditions (inlined into a load of `jiffies_64`).
+    let tick = unsafe { generated::bpf_jiffies64() };
     if let Some(activity) = map.get_ptr_mut(&key) {
         // SAFETY: map value pointer from the kernel, valid for this program run.
         let activity = unsafe { &mut *activity };
-        activity.last_input_ns = ts;
         activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
         activity.input_count = activity.input_count.wrapping_add(1);
+        // Input in the tick of the last one counted keeps that one's time; the
+        // notice interval is far longer than a tick, so no notice is due either.
+        // An entry made by output alone (no notice yet) goes on.
+        if activity.last_input_tick == tick && activity.last_notice_ns != 0 {
+            return Counted::Again { notice: false };
+        }
+        let ts = now();
+        activity.last_input_ns = ts;
+        activity.last_input_tick = tick;
         // An entry made by output alone has had no notice yet (0): its first input
         // is reported whatever the interval and however long ago the boot was.
         let notice = activity.last_notice_ns == 0
@@ -325,11 +338,13 @@ fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counte
         }
         return Counted::Again { notice };
     }
+    let ts = now();
     let fresh = InputActivity {
         last_input_ns: ts,
         input_bytes: bytes,
         input_count: 1,
         last_notice_ns: ts,
+        last_input_tick: tick,
     };
     match map.insert(&key, fresh, BPF_NOEXIST as u64) {
         Ok(()) => Counted::First,
@@ -444,7 +459,7 @@ pub fn login_input<W: Caller>(caller: W, probe: Probe, login: LoginId, bytes: u6
 /// A new task was created by the current one; `child` is its typed `task_struct`.
 /// A new process (not a thread) joins its parent's login, with no flags; a listener's
 /// child is reported. Every fork on the host comes here: for a parent the kernel does
-/// not know, it costs a lookup and a delete.
+/// not know, it costs two lookups.
 #[inline(always)]
 pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
     let (pid, tgid) = kernel::task_ids(child)?;
@@ -461,7 +476,11 @@ pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
     if parent.login == NO_LOGIN {
         // A brand-new process owns nothing the map may still hold under its pid
         // (an entry the daemon made for a process that exited before it was made).
-        let _ = PROCS.remove(tgid);
+        // Looked up first: a lookup takes no lock, a delete takes the bucket's, and
+        // there is almost never anything to delete.
+        if PROCS.get_ptr(tgid).is_some() {
+            let _ = PROCS.remove(tgid);
+        }
         if !listener {
             return Ok(());
         }

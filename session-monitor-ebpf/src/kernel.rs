@@ -6,7 +6,8 @@
 //! of the base pointer (the current task, a hook's typed arguments, the structure
 //! pointers loaded from those, and `void *` members typed again with
 //! `bpf_rdonly_cast`), or `bpf_probe_read_kernel` where it only sees a number (on
-//! kernels without that kfunc, and for the slots of an allocated descriptor table).
+//! kernels without that kfunc, and before 6.17 for the slots of an allocated
+//! descriptor table).
 //! Both fail cleanly instead of faulting; direct loads cost no helper call (about
 //! 30 ns each), which matters on paths every write(2) on the host takes.
 
@@ -145,8 +146,9 @@ pub enum CurrentFile {
     /// loads, no helper call).
     Typed(*const u8),
     /// From a table the kernel allocated when the process opened more than
-    /// [`EMBEDDED_FDS`] descriptors: `struct file **`, which BTF does not type. Typed
-    /// again where the kernel has `bpf_rdonly_cast`.
+    /// [`EMBEDDED_FDS`] descriptors: `struct file **`, which BTF does not type. The
+    /// slot is a load where the kernel casts to untyped memory (6.17), a helper call
+    /// before; the file is typed again where the kernel has `bpf_rdonly_cast`.
     Untyped(*const u8),
 }
 
@@ -167,7 +169,13 @@ pub fn current_file(task: Task, fd: u32) -> Result<CurrentFile, ReadError> {
     if fd < EMBEDDED_FDS && core::ptr::eq(fd_array, embedded) {
         return embedded_slot(files, fd).map(CurrentFile::Typed);
     }
-    let file = Untyped::read_ptr(fd_array, fd.wrapping_mul(8))?;
+    let file = if kfunc::casts_void() {
+        // Untyped memory: a direct load at the slot's offset (which the verifier
+        // does not track there), where the helper would be a call.
+        Typed::read_ptr(kfunc::rdonly_cast(fd_array, 0), fd.wrapping_mul(8))?
+    } else {
+        Untyped::read_ptr(fd_array, fd.wrapping_mul(8))?
+    };
     if kfunc::casts() {
         return Ok(CurrentFile::Typed(Typed::retype(file, conf!(types.file))));
     }

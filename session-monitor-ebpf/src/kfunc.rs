@@ -16,6 +16,13 @@ pub fn casts() -> bool {
     conf!(types.rdonly_cast) != 0
 }
 
+/// True where `bpf_rdonly_cast(p, 0)` gives untyped read-only memory, read by direct
+/// loads at any offset (6.17 and later). A load-time constant, like [`casts`].
+#[inline(always)]
+pub fn casts_void() -> bool {
+    casts() && conf!(types.void_cast) != 0
+}
+
 /// `void *bpf_rdonly_cast(const void *obj, u32 btf_id)`: `obj`, which the verifier
 /// only sees as a number, as a read-only pointer to the kernel type `type_id`, whose
 /// members are then read by direct loads (a bad address reads as zero). The verifier

@@ -137,6 +137,8 @@ pub fn resolve_types(btf: &Btf) -> Result<KernelTypes> {
             .ok_or_else(|| anyhow!("kernel BTF has no `struct {name}`"))?;
     }
     types.rdonly_cast = kfunc;
+    types.void_cast =
+        enum_value(btf, "bpf_features", "BPF_FEAT_RDONLY_CAST_TO_VOID").is_some() as u32;
     Ok(types)
 }
 
@@ -194,6 +196,8 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), KernelTypes::STRUCTS.len() + 1, "{types:?}");
+        // 6.17 and later cast to `void`.
+        assert_eq!(types.void_cast, 1, "{types:?}");
     }
 
     #[test]
