@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod build;
 mod cmd;
+mod interrupt;
 mod libtest;
 mod package;
 mod run;

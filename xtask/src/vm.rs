@@ -29,7 +29,7 @@ use clap::ValueEnum;
 use crate::{
     apt, build,
     cmd::{self, done_already, step},
-    libtest,
+    interrupt, libtest,
     setup::{self, PIP_FALLBACKS, Purpose},
 };
 
@@ -122,8 +122,12 @@ pub fn vm_test(opts: &Options) -> Result<()> {
 
     let runs = kernel_cache().join("runs");
     let mut results = Vec::new();
+    // From here Ctrl-C or SIGTERM stops the running VM and ends the loop (see
+    // `VmRun::follow`); QEMU, in a process group of its own, would outlive us.
+    interrupt::install_interrupt_handler();
     for kernel in &kernels {
         for &backend in opts.backends.list() {
+            interrupt::check_interrupted()?;
             let run = VmRun {
                 vng: &vng,
                 kernel,
@@ -673,7 +677,8 @@ impl VmRun<'_> {
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console)
-            // Its own process group, so that a timeout ends QEMU too.
+            // Its own process group, so that a timeout or an interrupt of this
+            // process ends QEMU too (see `follow`).
             .process_group(0);
         println!("    $ {}", cmd::display(&command));
         println!(
@@ -738,23 +743,32 @@ impl VmRun<'_> {
                 return Ok(false);
             }
             show(&mut shown, &mut partial, false);
+            if interrupt::interrupted() {
+                println!("    interrupted: killing the VM");
+                stop(&mut child);
+                bail!("interrupted");
+            }
             if Instant::now() >= deadline {
                 println!(
                     "    timed out after {} min: killing the VM",
                     self.timeout.as_secs() / 60
                 );
-                // The process group we created for vng and QEMU.
-                let _ = rustix::process::kill_process_group(
-                    rustix::process::Pid::from_child(&child),
-                    rustix::process::Signal::KILL,
-                );
-                let _ = child.wait();
+                stop(&mut child);
                 show(&mut shown, &mut partial, true);
                 return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+}
+
+/// Kills vng and QEMU (the process group made for them) and reaps vng.
+fn stop(child: &mut Child) {
+    let _ = rustix::process::kill_process_group(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::KILL,
+    );
+    let _ = child.wait();
 }
 
 /// libtest's counts, summed over the test binaries of one run, and `binary: test name`

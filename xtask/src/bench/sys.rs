@@ -8,7 +8,6 @@ use std::{
     fs, io,
     os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -48,37 +47,7 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-/// Ctrl-C, SIGTERM and SIGHUP end the benchmark between two steps, so that every
-/// guard (children, daemon, sysctls, limits) is dropped and puts things back.
-pub fn install_interrupt_handler() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a handler that only stores to an atomic is async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_interrupt as *const () as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
-}
-
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-pub fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
+pub use crate::interrupt::{check_interrupted, install_interrupt_handler, interrupted};
 
 /// Sleeps in short steps so that an interrupt is noticed.
 pub fn sleep(duration: Duration) -> Result<()> {
