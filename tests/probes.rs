@@ -167,20 +167,58 @@ impl Child {
         let (wait_end, go) = pipe().expect("pipe");
         // SAFETY: the child only reads a byte, runs `action` (see above) and _exits.
         match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                drop(go);
-                let mut byte = [0u8; 1];
-                let _ = nix::unistd::read(&wait_end, &mut byte);
-                let ok = action();
-                // SAFETY: ends the child at once, without running the parent's atexit
-                // handlers or destructors.
-                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => Child {
-                pid: child,
-                go: Some(go),
-                reaped: false,
-            },
+            ForkResult::Child => child_main(wait_end, go, action),
+            ForkResult::Parent { child } => Child::waiting(child, go),
+        }
+    }
+
+    /// As [`Child::fork`], with process id `pid` (`clone3` with `set_tid`); None when
+    /// `pid` is taken.
+    fn fork_as(pid: u32, action: impl FnOnce() -> bool) -> Option<Child> {
+        /// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+        }
+        let (wait_end, go) = pipe().expect("pipe");
+        let tid = [pid as libc::pid_t];
+        let args = CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            set_tid: tid.as_ptr() as u64,
+            set_tid_size: 1,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a fork with a chosen pid (no shared memory, the parent's stack
+        // copied); the child runs `child_main` as after `fork`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                size_of::<CloneArgs>(),
+            )
+        };
+        match ret {
+            0 => child_main(wait_end, go, action),
+            child if child > 0 => Some(Child::waiting(Pid::from_raw(child as i32), go)),
+            _ => None,
+        }
+    }
+
+    fn waiting(pid: Pid, go: OwnedFd) -> Child {
+        Child {
+            pid,
+            go: Some(go),
+            reaped: false,
         }
     }
 
@@ -217,6 +255,18 @@ impl Drop for Child {
             let _ = waitpid(self.pid, None);
         }
     }
+}
+
+/// The child side of [`Child`]: waits for the byte that releases it, runs `action`
+/// and exits with its result.
+fn child_main(wait_end: OwnedFd, go: OwnedFd, action: impl FnOnce() -> bool) -> ! {
+    drop(go);
+    let mut byte = [0u8; 1];
+    let _ = nix::unistd::read(&wait_end, &mut byte);
+    let ok = action();
+    // SAFETY: ends the child at once, without running the parent's atexit handlers
+    // or destructors.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
 /// Writes all of `bytes` (at most 64) into `fd` with one raw `write`
@@ -644,7 +694,6 @@ fn a_fork_joins_its_parents_login_and_a_watched_exit_is_reported() {
 fn a_new_process_owns_nothing_left_under_its_pid() {
     let mut kernel = kernel();
     const STALE: LoginId = 0x7e57_0009;
-    let (wait_end, go) = pipe().expect("pipe");
     let (pid, child) = (0..100)
         .find_map(|attempt| {
             let pid = unused_pid(attempt)?;
@@ -652,19 +701,15 @@ fn a_new_process_owns_nothing_left_under_its_pid() {
                 .maps
                 .adopt(pid, STALE, WATCH_EXIT)
                 .expect("an entry for a pid nobody has");
-            match fork_as(pid, wait_end.as_raw_fd()) {
-                Some(child) => Some((pid, child)),
-                None => {
-                    kernel.maps.untrack(pid);
-                    None
-                }
+            let child = Child::fork_as(pid, || true);
+            if child.is_none() {
+                kernel.maps.untrack(pid);
             }
+            Some((pid, child?))
         })
         .expect("no free pid to fork as in 100 attempts");
     let left = kernel.maps.proc_state(pid);
-    nix::unistd::write(&go, b"x").expect("releasing the child");
-    let status = waitpid(child, None).expect("waitpid");
-    assert_eq!(status, WaitStatus::Exited(child, 0));
+    child.release();
     assert_eq!(
         left, None,
         "process {pid} was forked with the entry left under its pid"
@@ -680,54 +725,6 @@ fn unused_pid(attempt: u32) -> Option<u32> {
         .expect("pid_max is a number");
     let pid = max - 1 - (std::process::id() + attempt * 7919) % (max / 2);
     (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
-}
-
-/// `clone3` with `set_tid`: a child with process id `pid` that exits once a byte
-/// arrives on `wait`. None when `pid` is taken.
-fn fork_as(pid: u32, wait: RawFd) -> Option<Pid> {
-    /// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-    }
-    let tid = [pid as libc::pid_t];
-    let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
-        ..CloneArgs::default()
-    };
-    // SAFETY: a fork with a chosen pid (no shared memory, the parent's stack copied);
-    // the child only makes async-signal-safe calls and _exits.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            size_of::<CloneArgs>(),
-        )
-    };
-    match ret {
-        0 => {
-            let mut byte = [0u8; 1];
-            // SAFETY: raw read and _exit, async-signal-safe.
-            unsafe {
-                libc::read(wait, byte.as_mut_ptr().cast(), 1);
-                libc::_exit(0)
-            }
-        }
-        child if child > 0 => Some(Pid::from_raw(child as i32)),
-        _ => None,
-    }
 }
 
 #[test]
