@@ -8,7 +8,7 @@ use super::{
     Results, enforce, in_vm,
     runner::{Run, WorkloadResult},
     stats::{Summary, percentile},
-    workloads::{Kind, Target},
+    workloads::{Kind, Target, Verdict},
 };
 
 pub const RSS_GOAL_MIB: f64 = 64.0;
@@ -24,13 +24,15 @@ struct Goal {
     what: String,
     goal: String,
     measured: String,
-    met: Option<bool>,
+    verdict: Option<Verdict>,
 }
 
-fn mark(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "**missed**",
+fn mark(verdict: Option<Verdict>) -> &'static str {
+    match verdict {
+        Some(Verdict::Met) => "met",
+        Some(Verdict::WithinNoise) => "within noise (no program ran)",
+        Some(Verdict::Missed { floor_too: false }) => "**missed**",
+        Some(Verdict::Missed { floor_too: true }) => "**missed** (so is the floor)",
         None => "(no goal)",
     }
 }
@@ -154,7 +156,7 @@ fn goals(r: &Results) -> Vec<Goal> {
                 w.floor_ratio().median,
                 ratio_spread(&s)
             ),
-            met: w.met(),
+            verdict: w.verdict(),
         });
     }
     let drops = total_drops(r);
@@ -162,7 +164,7 @@ fn goals(r: &Results) -> Vec<Goal> {
         what: "ring-buffer reservation failures (all attached runs and the scale burst)".into(),
         goal: "0".into(),
         measured: num(drops as f64),
-        met: Some(drops == 0),
+        verdict: Some(Verdict::from(drops == 0)),
     });
     if let Some(sc) = &r.scale {
         let rss = mib(sc.rss_kib_discovered.max(sc.rss_kib_end));
@@ -170,7 +172,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             what: format!("daemon RSS with {} sessions", num(sc.sessions as f64)),
             goal: format!("< {RSS_GOAL_MIB} MiB"),
             measured: format!("{rss:.1} MiB"),
-            met: Some(rss < RSS_GOAL_MIB),
+            verdict: Some(Verdict::from(rss < RSS_GOAL_MIB)),
         });
         goals.push(Goal {
             what: format!(
@@ -182,7 +184,7 @@ fn goals(r: &Results) -> Vec<Goal> {
                 "{:.2} s ({:.2} s of CPU)",
                 sc.discovered_s, sc.discovered_cpu_s
             ),
-            met: Some(sc.discovered_s < DISCOVERY_GOAL_S),
+            verdict: Some(Verdict::from(sc.discovered_s < DISCOVERY_GOAL_S)),
         });
     }
     if let Some(e) = &r.enforcement {
@@ -205,7 +207,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             ),
             goal: format!("< {ENFORCEMENT_P99_MS} ms"),
             measured: format!("{p99:.0} ms{runs}"),
-            met: Some(p99 < ENFORCEMENT_P99_MS),
+            verdict: Some(Verdict::from(p99 < ENFORCEMENT_P99_MS)),
         });
     }
     if let Some((ns, name, workload)) = worst_program(r) {
@@ -213,7 +215,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             what: "cost per event of every program (largest, in any workload)".into(),
             goal: format!("< {PROGRAM_NS_GOAL} ns"),
             measured: format!("{ns:.0} ns (`{name}` in `{workload}`)"),
-            met: Some(ns < PROGRAM_NS_GOAL),
+            verdict: Some(Verdict::from(ns < PROGRAM_NS_GOAL)),
         });
     }
     goals
@@ -289,7 +291,7 @@ fn render_goals(w: &mut String, r: &Results) {
             g.what,
             g.goal,
             g.measured,
-            mark(g.met)
+            mark(g.verdict)
         );
     }
     for (label, row) in vm_goal_rows(r) {
@@ -369,7 +371,7 @@ fn render_table(w: &mut String, r: &Results, title: &str, intro: &str, whole: bo
                 String::new()
             },
             wl.target.map_or("-".into(), |t| t.to_string()),
-            mark(wl.met())
+            mark(wl.verdict())
         );
     }
     let _ = writeln!(w, "\nWhat each runs:\n");
@@ -458,7 +460,11 @@ fn render_daemon(w: &mut String, r: &Results) {
 fn render_missed(w: &mut String, r: &Results) {
     let _ = writeln!(w, "## What was missed, and why\n");
     let mut any = false;
-    for wl in r.workloads.iter().filter(|wl| wl.met() == Some(false)) {
+    for wl in r
+        .workloads
+        .iter()
+        .filter(|wl| wl.verdict().is_some_and(|v| !v.met()))
+    {
         any = true;
         let daemon_s = median_of(&wl.attached_runs(), |run| run.daemon_cpu_s / run.amount);
         let programs: Vec<String> = wl
@@ -479,7 +485,7 @@ fn render_missed(w: &mut String, r: &Results) {
             "- `{}`: {:.4} against the floor's {:.4} (goal {}). Above the floor: {}, of \
              which the daemon's own CPU {} and its programs' run time {} (runs per {} × \
              ns per run: {}); the rest is noise or the kernel's work around the \
-             programs.{}",
+             programs.{}{}",
             wl.name,
             wl.ratio().median,
             wl.floor_ratio().median,
@@ -505,7 +511,39 @@ fn render_missed(w: &mut String, r: &Results) {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if wl.verdict() == Some(Verdict::Missed { floor_too: true }) {
+                " The floor is below the goal too: on this kernel the hooks alone, \
+                 with empty programs, miss it."
+            } else {
+                ""
+            }
+        );
+    }
+    for wl in r
+        .workloads
+        .iter()
+        .filter(|wl| wl.verdict() == Some(Verdict::WithinNoise))
+    {
+        // A verdict of noise is only given with an interval.
+        let Some(interval) = wl.ratio_interval() else {
+            continue;
+        };
+        any = true;
+        let _ = writeln!(
+            w,
+            "- `{}`, within noise rather than missed: {:.4} against the goal {}, but none \
+             of the daemon's programs ran ({:.4} runs per {}) and the median's {:.0} % \
+             interval, {:.4}–{:.4} over {} rounds, holds the goal.",
+            wl.name,
+            wl.ratio().median,
+            wl.target.map_or("-".into(), |t| t.to_string()),
+            wl.program_runs_per_op().unwrap_or(f64::NAN),
+            op_name(wl),
+            interval.coverage * 100.0,
+            interval.lo,
+            interval.hi,
+            wl.ratios.len()
         );
     }
     let drops = total_drops(r);
@@ -676,9 +714,10 @@ pub fn summary(r: &Results) -> String {
         let _ = writeln!(
             o,
             "  {:<9} {} — goal {}, measured {}",
-            match g.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
+            match g.verdict {
+                Some(Verdict::Met) => "met",
+                Some(Verdict::WithinNoise) => "noise",
+                Some(Verdict::Missed { .. }) => "MISSED",
                 None => "-",
             },
             g.what.replace('`', ""),

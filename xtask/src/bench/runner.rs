@@ -11,9 +11,9 @@ use super::{
     daemon::{self, Counters, Daemon, DaemonSpec},
     floor::{AttachPoint, Floor},
     profile::{Profile, Recording},
-    stats::{Summary, bracketed_ratios},
+    stats::{Interval, Summary, bracketed_ratios, median_interval},
     sys,
-    workloads::{Kind, Target, Workload},
+    workloads::{Kind, Target, Verdict, Workload},
 };
 use crate::cmd;
 
@@ -135,9 +135,28 @@ impl WorkloadResult {
         self.above_floor_s() * 1e9 / self.ops_per_unit
     }
 
-    pub fn met(&self) -> Option<bool> {
-        self.target
-            .map(|t| t.met(self.ratio().median, self.floor_ratio().median))
+    /// The daemon's program runs per operation of the workload, in the run with
+    /// statistics on (`None` when that run measured nothing).
+    pub fn program_runs_per_op(&self) -> Option<f64> {
+        let runs: u64 = self.programs.iter().map(|p| p.runs).sum();
+        (!self.programs.is_empty() && self.program_ops > 0.0)
+            .then(|| runs as f64 / self.program_ops)
+    }
+
+    /// The interval of the attached ratios' median that [`Verdict::WithinNoise`]
+    /// is decided with.
+    pub fn ratio_interval(&self) -> Option<Interval> {
+        median_interval(&self.ratios, Verdict::CONFIDENCE)
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        Some(Verdict::judge(
+            self.target?,
+            self.ratio().median,
+            self.floor_ratio().median,
+            self.ratio_interval().map(|i| i.hi),
+            self.program_runs_per_op(),
+        ))
     }
 
     pub fn drops(&self) -> u64 {
@@ -270,13 +289,14 @@ pub fn run_workload(
         wall_ratio.median,
         wall_ratio.min,
         wall_ratio.max,
-        match (result.target, result.met()) {
-            (Some(t), Some(true)) => format!("; goal {t} met"),
+        match (result.target, result.verdict()) {
+            (Some(t), Some(Verdict::Met)) => format!("; goal {t} met"),
+            (Some(t), Some(Verdict::WithinNoise)) => format!("; goal {t} within noise"),
             (Some(t), _) => format!("; goal {t} MISSED"),
             _ => String::new(),
         }
     );
-    if plan.profile && result.met() == Some(false) {
+    if plan.profile && result.verdict().is_some_and(|v| !v.met()) {
         match profile(spec, policy, plan, workload) {
             Ok(p) => result.profile = Some(p),
             Err(err) => {
@@ -444,4 +464,73 @@ fn profile(
     let profile = recording.finish(&comm);
     daemon.stop()?;
     profile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/dev/null` writes on fentry, as the VM measures them: 8 rounds, and one
+    /// statistics run in which the daemon's programs ran `runs` times over a
+    /// million writes.
+    fn devnull(ratios: &[f64], runs: u64) -> WorkloadResult {
+        WorkloadResult {
+            name: "writes-devnull".into(),
+            kind: Kind::UnrelatedWrites,
+            description: String::new(),
+            unit: "writes/s".into(),
+            ops_per_unit: 1.0,
+            target: Kind::UnrelatedWrites.target("fentry"),
+            sessions: 0,
+            detached: Vec::new(),
+            attached: Vec::new(),
+            floor: Vec::new(),
+            ratios: ratios.to_vec(),
+            wall_ratios: Vec::new(),
+            floor_ratios: vec![1.0; ratios.len()],
+            floor_wall_ratios: Vec::new(),
+            above_floor_s: Vec::new(),
+            disturbed_pairs: 0,
+            programs: vec![ProgCost {
+                name: "fe_tty_write".into(),
+                runs,
+                run_time_ns: runs * 100,
+            }],
+            program_ops: 1e6,
+            profile: None,
+            profile_error: None,
+        }
+    }
+
+    const NOISY: [f64; 8] = [0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 1.02, 1.05];
+
+    #[test]
+    fn an_idle_path_inside_the_noise_is_not_a_miss() {
+        let w = devnull(&NOISY, 12);
+        assert_eq!(w.program_runs_per_op(), Some(12e-6));
+        let i = w.ratio_interval().unwrap();
+        assert_eq!((i.lo, i.hi), (0.96, 1.02));
+        assert_eq!(w.verdict(), Some(Verdict::WithinNoise));
+    }
+
+    #[test]
+    fn a_program_on_the_path_or_a_goal_past_the_interval_is_a_miss() {
+        // A program run per write: the same rounds miss.
+        assert_eq!(
+            devnull(&NOISY, 1_000_000).verdict(),
+            Some(Verdict::Missed { floor_too: false })
+        );
+        // Only the largest round reaches the goal: outside the 8 rounds' interval.
+        let mut low = NOISY;
+        low[6] = 0.991;
+        assert_eq!(
+            devnull(&low, 0).verdict(),
+            Some(Verdict::Missed { floor_too: false })
+        );
+        // No statistics run: nothing says the path was idle.
+        let mut unmeasured = devnull(&NOISY, 0);
+        unmeasured.programs.clear();
+        assert_eq!(unmeasured.program_runs_per_op(), None);
+        assert!(!unmeasured.verdict().unwrap().met());
+    }
 }

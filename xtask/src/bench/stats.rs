@@ -45,6 +45,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
 }
 
+/// A distribution-free confidence interval for a median.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+    /// The probability that the interval holds the true median (0..1).
+    pub coverage: f64,
+}
+
+/// The narrowest interval of order statistics, x(k) to x(n+1−k), that holds the
+/// median with at least `confidence`: its coverage is 1 − 2·P(Binomial(n, ½) < k),
+/// whatever the distribution (emulated runs are skewed, not normal). `None` when
+/// even the whole range falls short (fewer than 5 values for 0.9).
+pub fn median_interval(values: &[f64], confidence: f64) -> Option<Interval> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    // P(Binomial(n, ½) ≤ j), built up term by term: C(n, i) / 2^n.
+    let mut term = 0.5f64.powi(n as i32);
+    let mut below = 0.0;
+    let mut best = None;
+    for k in 1..=n / 2 {
+        below += term;
+        term *= (n - (k - 1)) as f64 / k as f64;
+        let coverage = 1.0 - 2.0 * below;
+        if coverage < confidence {
+            break;
+        }
+        best = Some(Interval {
+            lo: sorted[k - 1],
+            hi: sorted[n - k],
+            coverage,
+        });
+    }
+    best
+}
+
 /// Ratios of attached to detached throughput, each attached run against the mean of
 /// the detached runs just before and just after it (`D A D A ... D`), so that a
 /// machine that slowly speeds up or slows down does not bias the ratio.
@@ -84,6 +121,21 @@ mod tests {
         let one = Summary::of(&[7.0]);
         assert_eq!((one.median, one.min, one.max), (7.0, 7.0, 7.0));
         assert_eq!(percentile(&[1.0, 2.0], 99.0), 1.99);
+    }
+
+    #[test]
+    fn median_intervals_widen_to_their_confidence() {
+        let five = [0.95, 1.10, 0.90, 1.00, 1.05];
+        // Five values: only the whole range reaches 90 % (1 − 2/32).
+        let i = median_interval(&five, 0.9).unwrap();
+        assert_eq!((i.lo, i.hi, i.coverage), (0.90, 1.10, 0.9375));
+        assert_eq!(median_interval(&five[..4], 0.9), None);
+        // Nine values: the second smallest to the second largest (1 − 2·10/512).
+        let nine: Vec<f64> = (1..=9).map(f64::from).collect();
+        let i = median_interval(&nine, 0.9).unwrap();
+        assert_eq!((i.lo, i.hi), (2.0, 8.0));
+        assert!((i.coverage - 0.9609).abs() < 1e-4, "{}", i.coverage);
+        assert_eq!(median_interval(&[], 0.9), None);
     }
 
     #[test]

@@ -49,15 +49,72 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn met(self, ratio: f64, floor: f64) -> bool {
-        ratio >= self.threshold(floor)
-    }
-
     pub fn threshold(self, floor: f64) -> f64 {
         match self {
             Target::AtLeast(t) => t,
             Target::FloorLess(points) => floor - points,
             Target::OfFloor(share) => floor * share,
+        }
+    }
+}
+
+/// How a workload's ratio stands against its goal.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Verdict {
+    Met,
+    /// The median is below the goal, but none of the daemon's programs ran on the
+    /// workload's path and the goal lies inside the median's confidence interval:
+    /// the rounds cannot tell the daemon's cost from none (emulated runs vary by
+    /// several percent, more than a 0.995 goal allows).
+    WithinNoise,
+    Missed {
+        /// The floor (empty programs on the same attach points) is below the goal
+        /// too: the hooks alone miss it, whatever the programs do.
+        floor_too: bool,
+    },
+}
+
+impl Verdict {
+    /// The confidence of the interval that decides [`Verdict::WithinNoise`].
+    pub const CONFIDENCE: f64 = 0.9;
+    /// Fewer program runs than this per operation is "no program on the path"
+    /// (a timer or another task's event, not the workload's).
+    pub const IDLE_RUNS_PER_OP: f64 = 0.01;
+
+    /// `median` and `floor` are the medians of the attached and floor ratios;
+    /// `interval_hi` the top of the attached median's interval, if the rounds give
+    /// one; `runs_per_op` the daemon's program runs per operation, if measured.
+    pub fn judge(
+        target: Target,
+        median: f64,
+        floor: f64,
+        interval_hi: Option<f64>,
+        runs_per_op: Option<f64>,
+    ) -> Self {
+        let threshold = target.threshold(floor);
+        if median >= threshold {
+            return Verdict::Met;
+        }
+        let idle = runs_per_op.is_some_and(|r| r < Self::IDLE_RUNS_PER_OP);
+        if idle && interval_hi.is_some_and(|hi| hi >= threshold) {
+            return Verdict::WithinNoise;
+        }
+        Verdict::Missed {
+            floor_too: floor < threshold,
+        }
+    }
+
+    pub fn met(self) -> bool {
+        !matches!(self, Verdict::Missed { .. })
+    }
+}
+
+impl From<bool> for Verdict {
+    fn from(met: bool) -> Self {
+        if met {
+            Verdict::Met
+        } else {
+            Verdict::Missed { floor_too: false }
         }
     }
 }
@@ -669,4 +726,50 @@ pub fn all(whole: &WholeSizes, keystroke_ptys: &[usize]) -> Vec<(String, Factory
         Box::new(|| boxed(ProcessChurn::new())),
     ));
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOAL: Target = Target::AtLeast(0.995);
+
+    #[test]
+    fn a_median_at_the_goal_is_met() {
+        assert_eq!(Verdict::judge(GOAL, 0.995, 0.9, None, None), Verdict::Met);
+        let share = Target::OfFloor(0.85);
+        assert_eq!(Verdict::judge(share, 0.86, 1.0, None, None), Verdict::Met);
+        assert_eq!(
+            Verdict::judge(share, 0.84, 1.0, Some(0.9), Some(1.0)),
+            Verdict::Missed { floor_too: false }
+        );
+    }
+
+    #[test]
+    fn noise_needs_an_idle_path_and_an_interval_holding_the_goal() {
+        // /dev/null writes under emulation: no program ran, rounds 0.89–1.14.
+        assert_eq!(
+            Verdict::judge(GOAL, 0.9785, 1.0113, Some(1.1446), Some(0.0)),
+            Verdict::WithinNoise
+        );
+        // The same numbers with a program on the path are a miss.
+        assert_eq!(
+            Verdict::judge(GOAL, 0.9785, 1.0113, Some(1.1446), Some(0.5)),
+            Verdict::Missed { floor_too: false }
+        );
+        // No statistics run, or too few rounds for an interval: a miss.
+        assert!(!Verdict::judge(GOAL, 0.9785, 1.0113, Some(1.1446), None).met());
+        assert!(!Verdict::judge(GOAL, 0.9785, 1.0113, None, Some(0.0)).met());
+        // Every round below the goal: a miss, idle or not.
+        assert!(!Verdict::judge(GOAL, 0.9753, 0.9989, Some(0.99), Some(0.0)).met());
+    }
+
+    #[test]
+    fn a_miss_says_when_the_floor_misses_too() {
+        // Pipe writes on fentry: the empty programs alone give 0.90.
+        assert_eq!(
+            Verdict::judge(GOAL, 0.8479, 0.8997, Some(0.8772), Some(1.0)),
+            Verdict::Missed { floor_too: true }
+        );
+    }
 }
