@@ -460,11 +460,11 @@ fn render_daemon(w: &mut String, r: &Results) {
 fn render_missed(w: &mut String, r: &Results) {
     let _ = writeln!(w, "## What was missed, and why\n");
     let mut any = false;
-    for wl in r
-        .workloads
-        .iter()
-        .filter(|wl| wl.verdict().is_some_and(|v| !v.met()))
-    {
+    let missed = r.workloads.iter().filter_map(|wl| match wl.verdict()? {
+        Verdict::Missed { floor_too } => Some((wl, floor_too)),
+        _ => None,
+    });
+    for (wl, floor_too) in missed {
         any = true;
         let daemon_s = median_of(&wl.attached_runs(), |run| run.daemon_cpu_s / run.amount);
         let programs: Vec<String> = wl
@@ -512,7 +512,7 @@ fn render_missed(w: &mut String, r: &Results) {
                         .join(", ")
                 ))
                 .unwrap_or_default(),
-            if wl.verdict() == Some(Verdict::Missed { floor_too: true }) {
+            if floor_too {
                 " The floor is below the goal too: on this kernel the hooks alone, \
                  with empty programs, miss it."
             } else {

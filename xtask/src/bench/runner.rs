@@ -296,7 +296,7 @@ pub fn run_workload(
             _ => String::new(),
         }
     );
-    if plan.profile && result.verdict().is_some_and(|v| !v.met()) {
+    if plan.profile && result.verdict().is_some_and(Verdict::missed) {
         match profile(spec, policy, plan, workload) {
             Ok(p) => result.profile = Some(p),
             Err(err) => {
@@ -531,6 +531,6 @@ mod tests {
         let mut unmeasured = devnull(&NOISY, 0);
         unmeasured.programs.clear();
         assert_eq!(unmeasured.program_runs_per_op(), None);
-        assert!(!unmeasured.verdict().unwrap().met());
+        assert!(unmeasured.verdict().unwrap().missed());
     }
 }

@@ -14,8 +14,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(values: &[f64]) -> Self {
-        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
+        let sorted = sorted_finite(values);
         if sorted.is_empty() {
             return Self::default();
         }
@@ -28,6 +27,13 @@ impl Summary {
             q3: percentile(&sorted, 75.0),
         }
     }
+}
+
+/// The finite values, smallest first.
+fn sorted_finite(values: &[f64]) -> Vec<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted
 }
 
 /// The `p`th percentile (0..=100) of sorted values, interpolating linearly between
@@ -59,8 +65,7 @@ pub struct Interval {
 /// whatever the distribution (emulated runs are skewed, not normal). `None` when
 /// even the whole range falls short (fewer than 5 values for 0.9).
 pub fn median_interval(values: &[f64], confidence: f64) -> Option<Interval> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    sorted.sort_by(f64::total_cmp);
+    let sorted = sorted_finite(values);
     let n = sorted.len();
     // P(Binomial(n, ½) ≤ j), built up term by term: C(n, i) / 2^n.
     let mut term = 0.5f64.powi(n as i32);

@@ -59,7 +59,7 @@ impl Target {
 }
 
 /// How a workload's ratio stands against its goal.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {
     Met,
     /// The median is below the goal, but none of the daemon's programs ran on the
@@ -104,8 +104,9 @@ impl Verdict {
         }
     }
 
-    pub fn met(self) -> bool {
-        !matches!(self, Verdict::Missed { .. })
+    /// A miss: neither met nor within noise.
+    pub fn missed(self) -> bool {
+        matches!(self, Verdict::Missed { .. })
     }
 }
 
@@ -758,10 +759,10 @@ mod tests {
             Verdict::Missed { floor_too: false }
         );
         // No statistics run, or too few rounds for an interval: a miss.
-        assert!(!Verdict::judge(GOAL, 0.9785, 1.0113, Some(1.1446), None).met());
-        assert!(!Verdict::judge(GOAL, 0.9785, 1.0113, None, Some(0.0)).met());
+        assert!(Verdict::judge(GOAL, 0.9785, 1.0113, Some(1.1446), None).missed());
+        assert!(Verdict::judge(GOAL, 0.9785, 1.0113, None, Some(0.0)).missed());
         // Every round below the goal: a miss, idle or not.
-        assert!(!Verdict::judge(GOAL, 0.9753, 0.9989, Some(0.99), Some(0.0)).met());
+        assert!(Verdict::judge(GOAL, 0.9753, 0.9989, Some(0.99), Some(0.0)).missed());
     }
 
     #[test]
