@@ -69,7 +69,31 @@ impl ConsoleShell {
             Duration::from_secs(10),
             || in_use(&shell.tty).then_some(()),
         );
+        // Keystrokes typed while bash is still starting up can be lost to it (under
+        // emulation a typed command line once never ran): type only once its line
+        // editor reads, which it does with canonical mode off.
+        harness::wait_until(
+            "the shell to read its first line",
+            Duration::from_secs(30),
+            || shell.reading().then_some(()),
+        );
         Some(shell)
+    }
+
+    /// Whether the shell's line editor is reading: it turns canonical mode off on the
+    /// console while it waits for a line.
+    fn reading(&self) -> bool {
+        let Ok(tty) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&self.tty)
+        else {
+            return false;
+        };
+        nix::sys::termios::tcgetattr(&tty).is_ok_and(|t| {
+            !t.local_flags
+                .contains(nix::sys::termios::LocalFlags::ICANON)
+        })
     }
 
     /// Types `text` as if on the console's keyboard.
