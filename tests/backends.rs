@@ -127,11 +127,8 @@ fn attach_points(status: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The process life-cycle programs both backends use: tracepoints either way.
-const LIFE_CYCLE: [&str; 2] = [
-    "tracepoint/sched/sched_process_exit",
-    "tp_btf/sched_process_fork",
-];
+/// The process life-cycle programs both backends use: BTF tracepoints either way.
+const LIFE_CYCLE: [&str; 2] = ["tp_btf/sched_process_exit", "tp_btf/sched_process_fork"];
 
 fn assert_life_cycle(attach: &[String]) {
     for required in LIFE_CYCLE {

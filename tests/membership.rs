@@ -118,6 +118,10 @@ struct Maps {
     login_activity: u32,
     /// The probes' bitmap of transports, in front of `PROCS` (one bit per pid).
     transport_pids: u32,
+    /// The gate in front of `PROCS` on every fork and exit: the processes the daemon
+    /// put there, and those the probes put there at fork (one bit per pid each).
+    adopted_pids: u32,
+    forked_pids: u32,
 }
 
 impl Maps {
@@ -126,7 +130,35 @@ impl Maps {
             procs: map_id(daemon, "PROCS"),
             login_activity: map_id(daemon, "LOGIN_ACTIVITY"),
             transport_pids: map_id(daemon, "TRANSPORT_PIDS"),
+            adopted_pids: map_id(daemon, "ADOPTED_PIDS"),
+            forked_pids: map_id(daemon, "FORKED_PIDS"),
         }
+    }
+
+    /// The word of bitmap `map` that holds `pid`'s bit, and the bit.
+    fn pid_word(map: u32, pid: u32) -> (u64, u64) {
+        let word = pid / 64;
+        let id = map.to_string();
+        let key = hex(&word.to_le_bytes());
+        let mut args = vec!["map", "lookup", "id", id.as_str(), "key", "hex"];
+        args.extend(key.iter().map(String::as_str));
+        let lookup = bpftool(&args);
+        (u64_at(&bytes(&lookup["value"]), 0), 1 << (pid % 64))
+    }
+
+    /// Sets `pid`'s bit in bitmap `map`, keeping the others.
+    fn set_pid_bit(map: u32, pid: u32) {
+        let (bits, bit) = Self::pid_word(map, pid);
+        update(map, &(pid / 64).to_le_bytes(), &(bits | bit).to_le_bytes());
+    }
+
+    /// Whether `pid`'s bit is set in `ADOPTED_PIDS` and in `FORKED_PIDS`.
+    fn gate(&self, pid: u32) -> (bool, bool) {
+        let set = |map| {
+            let (bits, bit) = Self::pid_word(map, pid);
+            bits & bit != 0
+        };
+        (set(self.adopted_pids), set(self.forked_pids))
     }
 
     fn procs(&self) -> HashMap<u32, Member> {
@@ -151,21 +183,12 @@ impl Maps {
     }
 
     /// Makes `pid` a member of `login` with `flags`, as the daemon's `adopt` does:
-    /// a transport's bit in `TRANSPORT_PIDS` first, then its entry in `PROCS`.
+    /// its bit in `ADOPTED_PIDS` (and a transport's in `TRANSPORT_PIDS`) first,
+    /// then its entry in `PROCS`.
     fn adopt(&self, pid: u32, login: u64, flags: u32) {
+        Self::set_pid_bit(self.adopted_pids, pid);
         if flags & TRANSPORT != 0 {
-            let word = pid / 64;
-            let id = self.transport_pids.to_string();
-            let key = hex(&word.to_le_bytes());
-            let mut args = vec!["map", "lookup", "id", id.as_str(), "key", "hex"];
-            args.extend(key.iter().map(String::as_str));
-            let lookup = bpftool(&args);
-            let bits = u64_at(&bytes(&lookup["value"]), 0) | 1 << (pid % 64);
-            update(
-                self.transport_pids,
-                &word.to_le_bytes(),
-                &bits.to_le_bytes(),
-            );
+            Self::set_pid_bit(self.transport_pids, pid);
         }
         let mut value = Vec::new();
         value.extend_from_slice(&login.to_le_bytes());
@@ -434,13 +457,26 @@ fn threads_are_not_processes_and_a_process_leaves_with_its_last_thread() {
     }
     assert!(procs.len() <= before + 1, "{before} -> {}", procs.len());
 
+    // The gate in front of PROCS opens for every member: the adopted process by
+    // the daemon's bit, its child by the probes' (set at fork), and the child's
+    // closes when it exits.
+    assert!(
+        maps.gate(pid).0,
+        "an adopted process has its bit in ADOPTED_PIDS"
+    );
     let child: u32 = helper.ask("fork")[0].parse().unwrap();
     assert_eq!(maps.member(child), member, "a forked child joins the login");
+    assert!(
+        maps.gate(child).1,
+        "a forked member has its bit in FORKED_PIDS"
+    );
     kill(child);
     wait_gone(&maps, child, "the killed child");
+    assert!(!maps.gate(child).1, "an exited member's bit is cleared");
 
     let exited: u32 = helper.ask("fork-exit")[0].parse().unwrap();
     wait_gone(&maps, exited, "a child that exited");
+    assert!(!maps.gate(exited).1, "an exited member's bit is cleared");
 
     // A thread calls execve: the old leader thread exits, the process lives on under
     // the same pid, and stays in its login.

@@ -38,14 +38,25 @@ pub type TtyActivity = InputActivity;
 /// the shell, command or sftp server of an `ssh -T`, `ssh host cmd` or sftp login.
 pub type LoginActivity = InputActivity;
 
-/// Transports, one bit per pid (map `TRANSPORT_PIDS`, an array of `u64` words): a
-/// gate in front of `PROCS` on every pipe and socket write on the host. An array
-/// lookup is a bounds check and a load; the hash lookup behind it (a helper call and
-/// a hash) is paid only by the pids whose bit is set. The daemon sets a bit before it
-/// makes a process a transport and clears it when it stops being one; a bit left set
-/// for a pid that exited costs its next owner that lookup and nothing else, because
-/// `PROCS` decides.
-pub mod transport_pids {
+/// Sets of pids, one bit per pid (an array map of `u64` words): gates in front of
+/// `PROCS`, a hash map whose bucket for a new pid is a cache miss. An array lookup is
+/// a bounds check and a load, and neighbouring pids share a word; the hash lookup
+/// behind a gate is paid only by the pids whose bit is set. A bit left set for a pid
+/// that exited costs its next owner that lookup and nothing else, because `PROCS`
+/// decides; a bit must never be clear while `PROCS` holds an entry it gates.
+///
+/// - `TRANSPORT_PIDS`: transports, the gate on every pipe and socket write. The
+///   daemon sets a bit before it makes a process a transport and clears it when it
+///   stops being one.
+/// - `ADOPTED_PIDS`: processes the daemon put into `PROCS`. Written by the daemon
+///   only: set before its write, cleared after it removed the entry.
+/// - `FORKED_PIDS`: processes the probes put into `PROCS` at fork. Written by the
+///   probes only, with atomic operations (neighbouring pids share a word): set
+///   before the insert, cleared after the process's exit removed the entry.
+///
+/// A process may be in `PROCS` only when its bit is set in `ADOPTED_PIDS` or
+/// `FORKED_PIDS`: a fork, exit or UDP receive of any other process looks no further.
+pub mod pid_bits {
     /// The kernel's pid limit (`PID_MAX_LIMIT` on 64-bit), which no pid reaches.
     pub const PIDS: u32 = 4 * 1024 * 1024;
     /// Words in the map: 512 KiB.

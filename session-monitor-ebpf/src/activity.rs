@@ -28,7 +28,7 @@ use session_monitor_common::{
         COUNTER_ANSWERS_IGNORED, COUNTER_INJECTIONS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES,
         COUNTER_PROCS_INSERT_FAILURES, COUNTER_REVOKE_SIGNALS,
     },
-    state::{proc_flags, transport_pids},
+    state::{pid_bits, proc_flags},
 };
 
 use crate::{
@@ -36,7 +36,7 @@ use crate::{
     kernel::{self, Access, ConsoleBytes, ReadError, TtyFile},
     maps::{
         EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS, TTY_ACTIVITY,
-        bump, bump_slot,
+        bump, bump_slot, mark_forked, maybe_in_procs,
     },
 };
 
@@ -418,8 +418,8 @@ fn revoked_writer(probe: Probe, key: TtyKey, login: LoginId) -> bool {
 #[inline(always)]
 pub fn transport_login<W: Caller>(caller: W) -> Option<LoginId> {
     let tgid = caller.tgid();
-    let word = TRANSPORT_PIDS.get(transport_pids::word(tgid))?;
-    if *word & transport_pids::bit(tgid) == 0 {
+    let word = TRANSPORT_PIDS.get(pid_bits::word(tgid))?;
+    if *word & pid_bits::bit(tgid) == 0 {
         return None;
     }
     let state = PROCS.get_ptr(tgid)?;
@@ -459,7 +459,7 @@ pub fn login_input<W: Caller>(caller: W, probe: Probe, login: LoginId, bytes: u6
 /// A new task was created by the current one; `child` is its typed `task_struct`.
 /// A new process (not a thread) joins its parent's login, with no flags; a listener's
 /// child is reported. Every fork on the host comes here: for a parent the kernel does
-/// not know, it costs two lookups.
+/// not know, it costs the two pids' gate bits ([`maybe_in_procs`]).
 #[inline(always)]
 pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
     let (pid, tgid) = kernel::task_ids(child)?;
@@ -467,7 +467,11 @@ pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
         // A thread: its process is already where it belongs.
         return Ok(());
     }
-    let parent = match PROCS.get_ptr(current_tgid()) {
+    let current = current_tgid();
+    let parent = match maybe_in_procs(current)
+        .then(|| PROCS.get_ptr(current))
+        .flatten()
+    {
         // SAFETY: map value pointer from the kernel, valid for this program run.
         Some(state) => unsafe { *state },
         None => ProcState::default(),
@@ -478,8 +482,9 @@ pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
         // (an entry the daemon made for a process that exited before it was made).
         // Looked up first: a lookup takes no lock, a delete takes the bucket's, and
         // there is almost never anything to delete.
-        if PROCS.get_ptr(tgid).is_some() {
+        if maybe_in_procs(tgid) && PROCS.get_ptr(tgid).is_some() {
             let _ = PROCS.remove(tgid);
+            mark_forked(tgid, false);
         }
         if !listener {
             return Ok(());
@@ -489,6 +494,8 @@ pub fn process_forked(child: *const u8) -> Result<(), ReadError> {
             login: parent.login,
             ..ProcState::default()
         };
+        // The gate opens first: the child runs only after this program.
+        mark_forked(tgid, true);
         if PROCS.insert(tgid, state, BPF_ANY as u64).is_err() {
             bump_slot(COUNTER_PROCS_INSERT_FAILURES);
         }
@@ -521,10 +528,15 @@ pub fn udp_received() {
 }
 
 /// The map entry of the current process if it is tracked for UDP liveness. This is
-/// the first check on every UDP receive on the host, so it is one hash lookup.
+/// the first check on every UDP receive on the host, so the gate comes first: two
+/// loads, and the hash lookup only for a process that may be in the map.
 #[inline(always)]
 pub fn tracked_udp_process() -> Option<*mut ProcState> {
-    let state = PROCS.get_ptr_mut(current_tgid())?;
+    let tgid = current_tgid();
+    if !maybe_in_procs(tgid) {
+        return None;
+    }
+    let state = PROCS.get_ptr_mut(tgid)?;
     // SAFETY: map value pointer from the kernel.
     if unsafe { (*state).flags } & proc_flags::WATCH_UDP == 0 {
         return None;
@@ -539,6 +551,9 @@ pub fn tracked_udp_process() -> Option<*mut ProcState> {
 pub fn process_exiting() {
     bump(Probe::ProcessExit, Stat::Seen);
     let tgid = current_tgid();
+    if !maybe_in_procs(tgid) {
+        return;
+    }
     let Some(state) = PROCS.get_ptr(tgid) else {
         return;
     };
@@ -550,6 +565,8 @@ pub fn process_exiting() {
     // SAFETY: map value pointer from the kernel.
     let watch_exit = unsafe { (*state).flags } & proc_flags::WATCH_EXIT != 0;
     let _ = PROCS.remove(tgid);
+    // The gate closes after the entry is gone; the daemon's bit is the daemon's.
+    mark_forked(tgid, false);
     if watch_exit {
         emit(
             Probe::ProcessExit,

@@ -1,5 +1,7 @@
 //! Maps shared by all programs. Sizes are defaults; the loader may resize them.
 
+use core::arch::asm;
+
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC},
     macros::map,
@@ -8,7 +10,7 @@ use aya_ebpf::{
 use session_monitor_common::{
     LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
     counters::{COUNTER_SLOTS, slot},
-    state::transport_pids,
+    state::pid_bits,
 };
 
 /// Activity per terminal. Written by the probes, read and pruned by the daemon.
@@ -40,10 +42,61 @@ pub static REVOKED_UIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Transports, one bit per pid: the gate in front of [`PROCS`] on every pipe and
-/// socket write (see `session_monitor_common::state::transport_pids`). Written by
-/// the daemon only.
+/// socket write (see `session_monitor_common::state::pid_bits`). Written by the
+/// daemon only.
 #[map]
-pub static TRANSPORT_PIDS: Array<u64> = Array::with_max_entries(transport_pids::WORDS, 0);
+pub static TRANSPORT_PIDS: Array<u64> = Array::with_max_entries(pid_bits::WORDS, 0);
+
+/// Processes the daemon put into [`PROCS`], one bit per pid: with [`FORKED_PIDS`],
+/// the gate in front of it on every fork, exit and UDP receive. Written by the
+/// daemon only.
+#[map]
+pub static ADOPTED_PIDS: Array<u64> = Array::with_max_entries(pid_bits::WORDS, 0);
+
+/// Processes the probes put into [`PROCS`] at fork, one bit per pid. Written by the
+/// probes only, atomically: see [`mark_forked`].
+#[map]
+pub static FORKED_PIDS: Array<u64> = Array::with_max_entries(pid_bits::WORDS, 0);
+
+/// Whether [`PROCS`] may hold an entry for process `tgid`; when false it holds none
+/// (see `session_monitor_common::state::pid_bits`). Two loads from words that
+/// neighbouring pids share, where a lookup of the hash map is a helper call and a
+/// bucket of its own for each pid.
+#[inline(always)]
+pub fn maybe_in_procs(tgid: u32) -> bool {
+    let word = pid_bits::word(tgid);
+    let (Some(adopted), Some(forked)) = (ADOPTED_PIDS.get(word), FORKED_PIDS.get_ptr_mut(word))
+    else {
+        // No pid is beyond the bitmaps; were one, the map decides.
+        return true;
+    };
+    // SAFETY: an aligned word of a map value, valid for this program run. Other CPUs
+    // change it only atomically, and an aligned load of a word is never torn (a
+    // volatile read: this target has no atomic loads).
+    let forked = unsafe { core::ptr::read_volatile(forked) };
+    (*adopted | forked) & pid_bits::bit(tgid) != 0
+}
+
+/// Sets (before [`PROCS`] gets an entry made at fork) or clears (after the exit
+/// removed it) process `tgid`'s bit in [`FORKED_PIDS`]. Atomic: the other bits of
+/// the word are other processes', which other CPUs may be changing. In assembly
+/// (BPF_ATOMIC with BPF_OR or BPF_AND, Linux 5.12+): Rust has no read-modify-write
+/// atomics on this target.
+#[inline(always)]
+pub fn mark_forked(tgid: u32, forked: bool) {
+    let Some(word) = FORKED_PIDS.get_ptr_mut(pid_bits::word(tgid)) else {
+        return;
+    };
+    let bit = pid_bits::bit(tgid);
+    // SAFETY: an aligned word of a map value, valid for this program run.
+    unsafe {
+        if forked {
+            asm!("lock *(u64 *)({word} + 0) |= {bits}", word = in(reg) word, bits = in(reg) bit, options(nostack));
+        } else {
+            asm!("lock *(u64 *)({word} + 0) &= {bits}", word = in(reg) word, bits = in(reg) !bit, options(nostack));
+        }
+    }
+}
 
 /// What the tracepoint backend remembers of each console's input. LRU: consoles come
 /// and go, and only a few are ever typed into.

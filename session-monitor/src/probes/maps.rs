@@ -13,7 +13,7 @@ use session_monitor_common::{
         COUNTER_PROCS_INSERT_FAILURES, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
     },
     map_names,
-    state::{proc_flags, transport_pids},
+    state::{pid_bits, proc_flags},
 };
 
 pub struct KernelMaps {
@@ -24,15 +24,50 @@ pub struct KernelMaps {
     revoked_uids: HashMap<MapData, u32, u32>,
     /// The probes' gate in front of `revoked_uids` (see [`Self::set_revoked_uid`]).
     revoked_any: Array<MapData, u32>,
-    /// The probes' gate in front of the transport flag in `procs` (see
-    /// [`Self::mark_transport`]).
-    transport_pids: Array<MapData, u64>,
+    /// The probes' gate in front of the transport flag in `procs`.
+    transport_pids: DaemonPidBits,
+    /// With the probes' own `FORKED_PIDS`, the gate in front of `procs` on every fork,
+    /// exit and UDP receive: the processes the daemon put into `procs`.
+    adopted_pids: DaemonPidBits,
     counters: PerCpuArray<MapData, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+/// A set of pids that only the daemon writes (`TRANSPORT_PIDS`, `ADOPTED_PIDS`: one
+/// bit per pid, see `session_monitor_common::state::pid_bits`). The daemon writes
+/// each from one place, so a read and a write of a word lose no other bit.
+struct DaemonPidBits {
+    words: Array<MapData, u64>,
+    name: &'static str,
+}
+
+impl DaemonPidBits {
+    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self> {
+        Ok(Self {
+            words: Array::try_from(take(ebpf, name)?)?,
+            name,
+        })
+    }
+
+    /// Sets or clears process `tgid`'s bit.
+    fn mark(&mut self, tgid: u32, set: bool) -> Result<()> {
+        let word = pid_bits::word(tgid);
+        let context = || format!("marking process {tgid} in {}", self.name);
+        let old = self.words.get(&word, 0).with_context(context)?;
+        let new = if set {
+            old | pid_bits::bit(tgid)
+        } else {
+            old & !pid_bits::bit(tgid)
+        };
+        if new != old {
+            self.words.set(word, new, 0).with_context(context)?;
+        }
+        Ok(())
+    }
 }
 
 impl KernelMaps {
@@ -44,18 +79,20 @@ impl KernelMaps {
             login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
             revoked_any: Array::try_from(take(ebpf, map_names::REVOKED_ANY)?)?,
-            transport_pids: Array::try_from(take(ebpf, map_names::TRANSPORT_PIDS)?)?,
+            transport_pids: DaemonPidBits::take(ebpf, map_names::TRANSPORT_PIDS)?,
+            adopted_pids: DaemonPidBits::take(ebpf, map_names::ADOPTED_PIDS)?,
             counters: PerCpuArray::try_from(take(ebpf, map_names::COUNTERS)?)?,
         };
         let ring = RingBuf::try_from(take(ebpf, map_names::EVENTS)?)?;
-        // Pinned maps reused from a previous daemon: the gate must cover what the
-        // map already holds.
+        // Pinned maps reused from a previous daemon: the gates must cover what the
+        // maps already hold.
         if maps.revoked_uids.keys().next().is_some() {
             maps.set_revoked_any(true)?;
         }
         for (tgid, state) in maps.memberships() {
+            maps.adopted_pids.mark(tgid, true)?;
             if state.flags & proc_flags::TRANSPORT != 0 {
-                maps.mark_transport(tgid, true)?;
+                maps.transport_pids.mark(tgid, true)?;
             }
         }
         Ok((maps, ring))
@@ -99,8 +136,11 @@ impl KernelMaps {
 
     pub fn untrack(&mut self, tgid: u32) {
         let _ = self.procs.remove(&tgid);
-        if let Err(err) = self.mark_transport(tgid, false) {
-            tracing::debug!("{err:#}");
+        // The gates close after the entry is gone.
+        for gate in [&mut self.transport_pids, &mut self.adopted_pids] {
+            if let Err(err) = gate.mark(tgid, false) {
+                tracing::debug!("{err:#}");
+            }
         }
     }
 
@@ -123,7 +163,7 @@ impl KernelMaps {
             flags,
             ..existing
         };
-        self.with_transport_gate(tgid, flags, |procs| {
+        self.with_gates(tgid, flags, |procs| {
             procs
                 .insert(tgid, state, 0)
                 .with_context(|| format!("adding process {tgid} to login {login:#x}"))
@@ -143,50 +183,32 @@ impl KernelMaps {
             flags,
             ..existing.unwrap_or_default()
         };
-        self.with_transport_gate(tgid, flags, |procs| {
+        self.with_gates(tgid, flags, |procs| {
             procs
                 .insert(tgid, state, 0)
                 .with_context(|| format!("setting flags {flags:#x} of process {tgid}"))
         })
     }
 
-    /// Runs `write`, which gives process `tgid` exactly `flags`, with its bit in the
-    /// transports' gate set to match: before the write when it becomes a transport
-    /// (a probe that sees the flag always got through the gate), after it otherwise.
-    fn with_transport_gate(
+    /// Runs `write`, which puts process `tgid` into `procs` with exactly `flags`,
+    /// behind open gates: its bit in `ADOPTED_PIDS` is set before the write (a probe
+    /// never misses an entry), and its bit in the transports' gate is set to match,
+    /// before the write when it becomes a transport (a probe that sees the flag
+    /// always got through the gate), after it otherwise.
+    fn with_gates(
         &mut self,
         tgid: u32,
         flags: u32,
         write: impl FnOnce(&mut HashMap<MapData, u32, ProcState>) -> Result<()>,
     ) -> Result<()> {
+        self.adopted_pids.mark(tgid, true)?;
         let transport = flags & proc_flags::TRANSPORT != 0;
         if transport {
-            self.mark_transport(tgid, true)?;
+            self.transport_pids.mark(tgid, true)?;
         }
         write(&mut self.procs)?;
         if !transport {
-            self.mark_transport(tgid, false)?;
-        }
-        Ok(())
-    }
-
-    /// Sets or clears process `tgid`'s bit in `TRANSPORT_PIDS`, the probes' gate in
-    /// front of the transport flag (see `session_monitor_common::state::transport_pids`).
-    /// Only the daemon writes the map, from this one place, so a read and a write of
-    /// the word lose no other bit.
-    fn mark_transport(&mut self, tgid: u32, transport: bool) -> Result<()> {
-        let word = transport_pids::word(tgid);
-        let context = || format!("marking process {tgid} in {}", map_names::TRANSPORT_PIDS);
-        let old = self.transport_pids.get(&word, 0).with_context(context)?;
-        let new = if transport {
-            old | transport_pids::bit(tgid)
-        } else {
-            old & !transport_pids::bit(tgid)
-        };
-        if new != old {
-            self.transport_pids
-                .set(word, new, 0)
-                .with_context(context)?;
+            self.transport_pids.mark(tgid, false)?;
         }
         Ok(())
     }

@@ -75,13 +75,17 @@ const fn fe(
     }
 }
 
-/// Process exit: one classic tracepoint, used by both backends.
-pub const EXIT: ProgramSpec = tp(
-    "process_exit",
-    "sched",
-    "sched_process_exit",
-    Probe::ProcessExit,
-);
+/// Process exit: a BTF tracepoint, used by both backends; it costs no perf record
+/// per exiting thread, where the classic tracepoint fills one.
+pub const EXIT: ProgramSpec = ProgramSpec {
+    name: "process_exit",
+    attach: AttachPoint::BtfTracepoint {
+        name: "sched_process_exit",
+    },
+    probe: Probe::ProcessExit,
+    optional: false,
+    renamed: &[],
+};
 
 /// Process creation: a BTF tracepoint (a tracepoint, not a trampoline), used by both
 /// backends. It gives the child's `task_struct` typed, so threads are told from
