@@ -77,6 +77,16 @@ pub struct ProgCost {
 }
 
 impl ProgCost {
+    /// What program `name` cost between two samples of its statistics.
+    pub fn between(name: &str, before: Option<&ProgSample>, after: &ProgSample) -> Self {
+        let before = before.cloned().unwrap_or_default();
+        Self {
+            name: name.to_string(),
+            runs: after.run_cnt.saturating_sub(before.run_cnt),
+            run_time_ns: after.run_time_ns.saturating_sub(before.run_time_ns),
+        }
+    }
+
     pub fn ns_per_run(&self) -> Option<f64> {
         (self.runs > 0).then(|| self.run_time_ns as f64 / self.runs as f64)
     }
@@ -89,14 +99,7 @@ pub fn costs(
 ) -> Vec<ProgCost> {
     let mut out: Vec<ProgCost> = after
         .iter()
-        .map(|(id, a)| {
-            let b = before.get(id).cloned().unwrap_or_default();
-            ProgCost {
-                name: a.name.clone(),
-                runs: a.run_cnt.saturating_sub(b.run_cnt),
-                run_time_ns: a.run_time_ns.saturating_sub(b.run_time_ns),
-            }
-        })
+        .map(|(id, a)| ProgCost::between(&a.name, before.get(id), a))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

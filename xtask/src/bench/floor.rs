@@ -55,8 +55,24 @@ impl AttachPoint {
     }
 }
 
+impl std::fmt::Display for AttachPoint {
+    /// As the daemon's status names it (what [`AttachPoint::parse`] reads).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Self::BtfTracepoint(name) => write!(f, "tp_btf/{name}"),
+            Self::RawTracepoint(name) => write!(f, "raw_tp/{name}"),
+            Self::FEntry(function) => write!(f, "fentry/{function}"),
+            Self::FExit(function) => write!(f, "fexit/{function}"),
+        }
+    }
+}
+
 /// Empty programs attached; dropping it detaches them.
 pub struct Floor {
+    /// Each attach point with its empty program's id, by which its statistics are
+    /// read (what a program run costs there with nothing in it).
+    programs: Vec<(AttachPoint, u32)>,
     /// Links, perf events and programs (the links first, so they go first).
     _fds: Vec<OwnedFd>,
 }
@@ -66,6 +82,7 @@ impl Floor {
     pub fn attach(points: &[AttachPoint]) -> Result<Self> {
         let mut btf = None;
         let mut fds = Vec::new();
+        let mut programs = Vec::new();
         for point in points {
             let attached = match point {
                 AttachPoint::Tracepoint { category, name } => {
@@ -99,10 +116,47 @@ impl Floor {
                     vec![raw_tracepoint_open(&prog, None)?, prog]
                 }
             };
+            // Each point's fds end with its program's.
+            let prog = attached.last().expect("a program per point");
+            programs.push((point.clone(), program_id(prog)?));
             fds.extend(attached);
         }
-        Ok(Self { _fds: fds })
+        Ok(Self {
+            programs,
+            _fds: fds,
+        })
     }
+
+    /// Each attach point with the id of its empty program.
+    pub fn programs(&self) -> &[(AttachPoint, u32)] {
+        &self.programs
+    }
+}
+
+/// The kernel's id of a loaded program (BPF_OBJ_GET_INFO_BY_FD, the first two
+/// members of `struct bpf_prog_info`: its type and its id).
+fn program_id(prog: &OwnedFd) -> Result<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut info = [0u32; 2];
+    let attr = InfoByFdAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: a valid `union bpf_attr` prefix for this command; the kernel writes at
+    // most `info_len` bytes to `info`, which lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            std::ptr::from_ref(&attr),
+            size_of::<InfoByFdAttr>() as libc::c_uint,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading an empty program's id");
+    }
+    Ok(info[1])
 }
 
 fn vmlinux(cache: &mut Option<Btf>) -> Result<&Btf> {
@@ -137,6 +191,7 @@ fn tracepoint_id(category: &str, name: &str) -> Result<u64> {
 
 // The kernel's ABI (include/uapi/linux/bpf.h, perf_event.h).
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const PROG_TYPE_TRACEPOINT: u32 = 5;
 const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
@@ -188,6 +243,14 @@ struct RawTracepointAttr {
     prog_fd: u32,
     _pad: u32,
     cookie: u64,
+}
+
+/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
 }
 
 /// The first version of `struct perf_event_attr` (PERF_ATTR_SIZE_VER0, 64 bytes),
@@ -328,6 +391,15 @@ mod tests {
             AttachPoint::parse("raw_tp/sys_enter").unwrap(),
             AttachPoint::RawTracepoint("sys_enter".into())
         );
+        for text in [
+            "tracepoint/syscalls/sys_enter_write",
+            "tp_btf/sched_process_exit",
+            "raw_tp/sys_enter",
+            "fentry/tty_write",
+            "fexit/tty_write",
+        ] {
+            assert_eq!(AttachPoint::parse(text).unwrap().to_string(), text);
+        }
         assert!(AttachPoint::parse("kprobe/x").is_err());
         assert!(AttachPoint::parse("tracepoint/nocategory").is_err());
     }
@@ -351,6 +423,15 @@ mod tests {
         let floor = Floor::attach(&points).unwrap_or_else(|e| panic!("{e:#}"));
         // A link, or a perf event, and a program for each point.
         assert_eq!(floor._fds.len(), 2 * points.len());
+        // Each point's program, by an id the kernel knows, of its own.
+        let ids: Vec<u32> = floor.programs().iter().map(|&(_, id)| id).collect();
+        assert_eq!(
+            floor.programs().iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            points.iter().collect::<Vec<_>>()
+        );
+        let known = super::super::bpf::programs(&ids).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(known.len(), points.len(), "{known:?}");
+        assert!(known.values().all(|p| p.name == "floor"), "{known:?}");
         let err = Floor::attach(&[AttachPoint::Tracepoint {
             category: "syscalls".into(),
             name: "no_such_event".into(),

@@ -4,7 +4,7 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::{
     bpf::{self, ProgCost},
@@ -102,6 +102,10 @@ pub struct WorkloadResult {
     pub disturbed_pairs: usize,
     /// Per-program cost over one more attached run with BPF statistics on.
     pub programs: Vec<ProgCost>,
+    /// The same for the empty programs, over one more floor run, named by their
+    /// attach points: what a program run costs on each hook with nothing in it
+    /// (the statistics' own clock reads included), which no program can go below.
+    pub empty_programs: Vec<ProgCost>,
     /// Workload operations in that run (to relate program runs to operations).
     pub program_ops: f64,
     pub profile: Option<Profile>,
@@ -197,6 +201,7 @@ pub fn run_workload(
         wall_ratios: Vec::new(),
         disturbed_pairs: 0,
         programs: Vec::new(),
+        empty_programs: Vec::new(),
         program_ops: 0.0,
         profile: None,
         profile_error: None,
@@ -276,6 +281,7 @@ pub fn run_workload(
     let (programs, ops) = program_costs(spec, policy, plan, workload)?;
     result.programs = programs;
     result.program_ops = ops;
+    result.empty_programs = empty_program_costs(floor, plan, workload)?;
     let ratio = result.ratio();
     let wall_ratio = result.wall_ratio();
     println!(
@@ -448,6 +454,34 @@ fn program_costs(
     ))
 }
 
+/// One more floor run with `kernel.bpf_stats_enabled=1`: run time and count of each
+/// empty program, named by its attach point.
+fn empty_program_costs(
+    points: &[AttachPoint],
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<Vec<ProgCost>> {
+    let floor = Floor::attach(points)?;
+    workload.run(plan.warmup)?;
+    let ids: Vec<u32> = floor.programs().iter().map(|&(_, id)| id).collect();
+    let stats = bpf::enable_stats()?;
+    let before = bpf::programs(&ids)?;
+    workload.run(plan.measure)?;
+    let after = bpf::programs(&ids)?;
+    drop(stats);
+    // The empty programs all have one name: they are told apart by attach point.
+    floor
+        .programs()
+        .iter()
+        .map(|(point, id)| {
+            let after = after
+                .get(id)
+                .with_context(|| format!("the empty program on {point} is gone"))?;
+            Ok(ProgCost::between(&point.to_string(), before.get(id), after))
+        })
+        .collect()
+}
+
 /// An attached run under `perf record -a`: where the workload's CPU time goes.
 fn profile(
     spec: &DaemonSpec,
@@ -496,6 +530,7 @@ mod tests {
                 runs,
                 run_time_ns: runs * 100,
             }],
+            empty_programs: Vec::new(),
             program_ops: 1e6,
             profile: None,
             profile_error: None,
