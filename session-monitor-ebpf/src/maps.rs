@@ -91,9 +91,19 @@ pub fn mark_forked(tgid: u32, forked: bool) {
     // SAFETY: an aligned word of a map value, valid for this program run.
     unsafe {
         if forked {
-            asm!("lock *(u64 *)({word} + 0) |= {bits}", word = in(reg) word, bits = in(reg) bit, options(nostack));
+            asm!(
+                "lock *(u64 *)({word} + 0) |= {bits}",
+                word = in(reg) word,
+                bits = in(reg) bit,
+                options(nostack),
+            );
         } else {
-            asm!("lock *(u64 *)({word} + 0) &= {bits}", word = in(reg) word, bits = in(reg) !bit, options(nostack));
+            asm!(
+                "lock *(u64 *)({word} + 0) &= {bits}",
+                word = in(reg) word,
+                bits = in(reg) !bit,
+                options(nostack),
+            );
         }
     }
 }
