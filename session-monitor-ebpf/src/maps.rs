@@ -65,8 +65,7 @@ pub static FORKED_PIDS: Array<u64> = Array::with_max_entries(pid_bits::WORDS, 0)
 #[inline(always)]
 pub fn maybe_in_procs(tgid: u32) -> bool {
     let word = pid_bits::word(tgid);
-    let (Some(adopted), Some(forked)) = (ADOPTED_PIDS.get(word), FORKED_PIDS.get_ptr_mut(word))
-    else {
+    let (Some(adopted), Some(forked)) = (ADOPTED_PIDS.get(word), FORKED_PIDS.get_ptr(word)) else {
         // No pid is beyond the bitmaps; were one, the map decides.
         return true;
     };

@@ -43,8 +43,11 @@ pub struct ProgSample {
     pub run_time_ns: u64,
 }
 
+/// Statistics of programs, by id.
+pub type ProgSamples = BTreeMap<u32, ProgSample>;
+
 /// The programs with the given ids, by id.
-pub fn programs(ids: &[u32]) -> Result<BTreeMap<u32, ProgSample>> {
+pub fn programs(ids: &[u32]) -> Result<ProgSamples> {
     Ok(parse_programs(&bpftool_json(&["prog", "show"])?, ids))
 }
 
@@ -93,10 +96,7 @@ impl ProgCost {
 }
 
 /// Differences between two samples of the same programs, by program name.
-pub fn costs(
-    before: &BTreeMap<u32, ProgSample>,
-    after: &BTreeMap<u32, ProgSample>,
-) -> Vec<ProgCost> {
+pub fn costs(before: &ProgSamples, after: &ProgSamples) -> Vec<ProgCost> {
     let mut out: Vec<ProgCost> = after
         .iter()
         .map(|(id, a)| ProgCost::between(&a.name, before.get(id), a))

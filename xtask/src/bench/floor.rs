@@ -143,17 +143,8 @@ fn program_id(prog: &OwnedFd) -> Result<u32> {
         info_len: size_of_val(&info) as u32,
         info: info.as_mut_ptr() as u64,
     };
-    // SAFETY: a valid `union bpf_attr` prefix for this command; the kernel writes at
-    // most `info_len` bytes to `info`, which lives across the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            std::ptr::from_ref(&attr),
-            size_of::<InfoByFdAttr>() as libc::c_uint,
-        )
-    };
-    if rc != 0 {
+    // The kernel writes at most `info_len` bytes to `info`.
+    if sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) != 0 {
         return Err(std::io::Error::last_os_error()).context("reading an empty program's id");
     }
     Ok(info[1])
@@ -270,18 +261,23 @@ struct PerfEventAttr {
     config1: u64,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> Result<OwnedFd> {
-    // SAFETY: `attr` is a valid `union bpf_attr` prefix of the size given; the kernel
-    // reads it only during the call.
-    let fd = unsafe {
+/// The `bpf(2)` system call with `attr`, a valid `union bpf_attr` prefix for `cmd`
+/// (whatever it points to lives across the call); its raw return value.
+fn sys_bpf<T>(cmd: libc::c_long, attr: &T) -> libc::c_long {
+    // SAFETY: as the caller promises; the kernel reads `attr` only during the call.
+    unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
             std::ptr::from_ref(attr),
             size_of::<T>() as libc::c_uint,
         )
-    };
-    owned(fd)
+    }
+}
+
+/// A `bpf(2)` command that returns a new descriptor.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> Result<OwnedFd> {
+    owned(sys_bpf(cmd, attr))
 }
 
 fn owned(fd: libc::c_long) -> Result<OwnedFd> {

@@ -7,13 +7,13 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    bpf::{self, ProgCost},
+    bpf::{self, ProgCost, ProgSamples},
     daemon::{self, Counters, Daemon, DaemonSpec},
     floor::{AttachPoint, Floor},
     profile::{Profile, Recording},
     stats::{Interval, Summary, bracketed_ratios, median_interval},
     sys,
-    workloads::{Kind, Target, Verdict, Workload},
+    workloads::{Kind, Sample, Target, Verdict, Workload},
 };
 use crate::cmd;
 
@@ -442,16 +442,27 @@ fn program_costs(
     if progs.is_empty() {
         bail!("the daemon holds no BPF programs");
     }
-    let stats = bpf::enable_stats()?;
-    let before = bpf::programs(&progs)?;
-    let sample = workload.run(plan.measure)?;
-    let after = bpf::programs(&progs)?;
-    drop(stats);
+    let (before, after, sample) = with_statistics(&progs, plan, workload)?;
     daemon.stop()?;
     Ok((
         bpf::costs(&before, &after),
         sample.amount * workload.ops_per_unit(),
     ))
+}
+
+/// One measured run of `workload` with `kernel.bpf_stats_enabled=1`, and the
+/// statistics of programs `ids` before and after it.
+fn with_statistics(
+    ids: &[u32],
+    plan: &Plan,
+    workload: &mut dyn Workload,
+) -> Result<(ProgSamples, ProgSamples, Sample)> {
+    let stats = bpf::enable_stats()?;
+    let before = bpf::programs(ids)?;
+    let sample = workload.run(plan.measure)?;
+    let after = bpf::programs(ids)?;
+    drop(stats);
+    Ok((before, after, sample))
 }
 
 /// One more floor run with `kernel.bpf_stats_enabled=1`: run time and count of each
@@ -464,11 +475,7 @@ fn empty_program_costs(
     let floor = Floor::attach(points)?;
     workload.run(plan.warmup)?;
     let ids: Vec<u32> = floor.programs().iter().map(|&(_, id)| id).collect();
-    let stats = bpf::enable_stats()?;
-    let before = bpf::programs(&ids)?;
-    workload.run(plan.measure)?;
-    let after = bpf::programs(&ids)?;
-    drop(stats);
+    let (before, after, _) = with_statistics(&ids, plan, workload)?;
     // The empty programs all have one name: they are told apart by attach point.
     floor
         .programs()
