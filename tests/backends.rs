@@ -170,6 +170,12 @@ fn assert_fentry_backend(status: &Value) {
             .any(|a| a == "fentry/pipe_write" || a == "fentry/anon_pipe_write"),
         "no pipe write program attached: {attach:?}"
     );
+    // Its console programs run on console input only: none waits on standby.
+    assert_eq!(
+        status["standby_programs"].as_array().map(Vec::len),
+        Some(0),
+        "{status:#}"
+    );
     for a in &attach {
         assert!(
             a.starts_with("fentry/") || LIFE_CYCLE.contains(&a.as_str()),
@@ -195,6 +201,18 @@ fn assert_tracepoint_backend(status: &Value) {
             .iter()
             .any(|a| a == "tracepoint/syscalls/sys_enter_write"),
         "{attach:?}"
+    );
+    // Console input: loaded, but attached only while a login has a console terminal
+    // (every read on the host passes the hook); `console` tests the attaching.
+    let standby = status["standby_programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status has no standby programs: {status:#}"));
+    assert!(
+        standby
+            .iter()
+            .any(|p| p["attach"] == "tracepoint/syscalls/sys_exit_read"
+                && p["attached_while"] == "while a login has a console terminal"),
+        "the console read program is not on standby: {status:#}"
     );
     // UDP liveness: sock:sock_recv_length where the kernel has it (6.3+; not Debian
     // 12's 6.1), otherwise the exits of recvmsg and recvfrom.

@@ -197,7 +197,35 @@ fn counter(daemon: &Daemon, name: &str) -> u64 {
     daemon.status()["counters"][name].as_u64().unwrap_or(0)
 }
 
-/// The console session `name` of `daemon`, once the keystrokes typed into it showed.
+/// The tracepoint backend's console read program (`sys_exit_read`: every read on
+/// the host passes it), as `status` shows it: whether it is attached now; None on
+/// the fentry backend, whose console programs are attached from start to stop.
+fn console_reads_attached(daemon: &Daemon) -> Option<bool> {
+    let status = daemon.status();
+    let standby = status["standby_programs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status has no standby programs: {status:#}"));
+    let Some(reads) = standby
+        .iter()
+        .find(|p| p["attach"] == "tracepoint/syscalls/sys_exit_read")
+    else {
+        assert_eq!(status["backend"], "fentry", "{status:#}");
+        return None;
+    };
+    let attached = reads["attached"].as_bool().expect("attached: bool");
+    let listed = status["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .any(|p| p["attach"] == "tracepoint/syscalls/sys_exit_read");
+    assert_eq!(
+        attached, listed,
+        "attached programs and standby disagree: {status:#}"
+    );
+    Some(attached)
+}
+
+/// The console session `name` of `daemon`, once the daemon found it.
 fn wait_console_session(daemon: &Daemon, name: &str) -> Session {
     daemon.wait_for_session("the console session", Duration::from_secs(20), |s| {
         s.tty == name && s.kind == Kind::Console
@@ -209,13 +237,21 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
     let _guard = test_guard!();
     let user = TestUser::new();
     let (daemon, console, name) = console_session_of(&user);
-    console.type_text("true\n");
+    // Found from the shell's prompt, before anything is typed.
     let session = wait_console_session(&daemon, &name);
     assert_eq!(session.user, user.name(), "{session:?}");
     assert!(
         session.server_pid.is_none(),
         "a console has no transport: {session:?}"
     );
+    let backend = daemon.status()["backend"].clone();
+    if backend == "tracepoint" {
+        assert_eq!(
+            console_reads_attached(&daemon),
+            Some(true),
+            "a console login is tracked: its reads must be watched"
+        );
+    }
 
     // Output on the console does not count; keystrokes do.
     let before = daemon.session_by_id(&session.id).expect("listed");
@@ -238,6 +274,17 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
         !process::alive(session.leader_pid),
         "the console shell must be ended"
     );
+
+    // With no console login left, reads on the host pay nothing for consoles (the
+    // machine's own console may still have one: the test VM's runs these tests).
+    if backend == "tracepoint" {
+        let others = daemon.sessions().iter().any(|s| s.kind == Kind::Console);
+        harness::wait_until(
+            format!("the console read program attached: {others}"),
+            Duration::from_secs(10),
+            || (console_reads_attached(&daemon) == Some(others)).then_some(()),
+        );
+    }
 }
 
 /// Reads of a pipe by one thread while another puts the console on the read's

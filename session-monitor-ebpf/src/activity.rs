@@ -33,7 +33,7 @@ use session_monitor_common::{
 
 use crate::{
     config::conf,
-    kernel::{self, Access, ConsoleBytes, ReadError, TtyFile},
+    kernel::{self, Access, ConsoleBytes, ReadError, TtyFile, Typed},
     maps::{
         EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS, TTY_ACTIVITY,
         bump, bump_slot, mark_forked, maybe_in_procs,
@@ -167,8 +167,16 @@ pub fn tty_written<
             let key = kernel::slave_file_key::<A>(tty)?;
             output(Probe::TtyWrite, key);
         }
-        // Writes to a console are output; consoles are noticed through their input.
-        TtyClass::Console => {}
+        // Writes to a console are output. One by a process of a console's own session
+        // notices that console, as a first write does a pseudo-terminal: its login is
+        // found from the shell's prompt, before anything is typed (the tracepoint
+        // backend watches console reads only while a login has a console).
+        TtyClass::Console => {
+            let ctty = kernel::current_ctty()?;
+            if !ctty.is_null() && kernel::tty_is_console(ctty)? {
+                output(Probe::TtyWrite, kernel::console_key::<Typed>(ctty)?);
+            }
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - console input: a `read` that took input from a console, at its exit
 //!   (`sys_exit_read`; the descriptor from the registers saved at the call's entry),
 //!   less what the console's session put there itself (`sys_enter_ioctl(TIOCSTI)`);
+//!   attached only while a login has a console terminal;
 //! - UDP: `sock_recv_length` where the kernel has it (6.3+), as a BTF tracepoint (no
 //!   perf record for every socket receive on the host), otherwise the exits of
 //!   `recvmsg` and `recvfrom` by processes tracked for UDP liveness.
@@ -288,7 +289,8 @@ fn injecting<A: Access>(
 
 /// Console input: a read(2) that took input from a console, by a process whose
 /// controlling terminal is a console. Only the exit is hooked, so every other read
-/// on the host pays one program (two loads) and one perf record, not two.
+/// on the host pays one program (two loads) and one perf record, not two, and only
+/// while some login has a console terminal: the daemon attaches it then alone.
 ///
 /// The descriptor is the call's first argument, still in the registers saved at
 /// its entry. What it names at the exit need not be what the read read: another

@@ -175,6 +175,15 @@ pub fn status_text(status: &Status) -> String {
     for p in &status.programs {
         let _ = writeln!(out, "  {:<14} {:<48} {}", p.name, p.attach, p.probe);
     }
+    for s in &status.standby_programs {
+        let p = &s.program;
+        let now = if s.attached { "attached" } else { "detached" };
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<48} {} (on standby, attached {}: {now})",
+            p.name, p.attach, p.probe, s.attached_while
+        );
+    }
     for p in &status.skipped_programs {
         let _ = writeln!(out, "  skipped: {p}");
     }

@@ -141,6 +141,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     });
     core.record_start();
     core.discover_existing();
+    core.follow_logins();
     core.sync_policy_revocations();
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
     let notifier = notify::Notifier::from_env();
@@ -198,6 +199,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             _ = interrupt.recv() => break,
         }
         core.carry_out_decisions();
+        core.follow_logins();
     }
     tracing::info!("stopping");
     notifier.stopping();

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     core::Core,
-    status::{ProgramStatus, Status},
+    status::{ProgramStatus, StandbyStatus, Status},
 };
 use crate::{
     clock,
@@ -133,12 +133,17 @@ impl Core {
             fallback_reason: self.probes.fallback_reason.clone(),
             programs: self
                 .probes
-                .attached
+                .attached()
                 .iter()
-                .map(|p| ProgramStatus {
-                    name: p.name.to_string(),
-                    attach: p.attach.clone(),
-                    probe: p.probe.to_string(),
+                .map(ProgramStatus::of)
+                .collect(),
+            standby_programs: self
+                .probes
+                .standby()
+                .map(|(program, needed, attached)| StandbyStatus {
+                    program: ProgramStatus::of(&program),
+                    attached_while: needed.describe().to_string(),
+                    attached,
                 })
                 .collect(),
             skipped_programs: self.probes.skipped.clone(),

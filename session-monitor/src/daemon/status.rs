@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use session_monitor_common::config::KernelOffsets;
 
-use crate::policy::Mode;
+use crate::{policy::Mode, probes::AttachedProgram};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -13,7 +13,11 @@ pub struct Status {
     pub backend: String,
     /// Why `auto` did not pick fentry, if it did not.
     pub fallback_reason: Option<String>,
+    /// The programs attached now.
     pub programs: Vec<ProgramStatus>,
+    /// Programs loaded but attached only while they have work.
+    #[serde(default)]
+    pub standby_programs: Vec<StandbyStatus>,
     pub skipped_programs: Vec<String>,
     pub udp_source: Option<String>,
     /// Input of revoked users is stopped in the kernel (else by the daemon only).
@@ -54,6 +58,27 @@ pub struct ProgramStatus {
     pub name: String,
     pub attach: String,
     pub probe: String,
+}
+
+impl ProgramStatus {
+    pub fn of(p: &AttachedProgram) -> Self {
+        Self {
+            name: p.name.to_string(),
+            attach: p.attach.clone(),
+            probe: p.probe.to_string(),
+        }
+    }
+}
+
+/// A program on standby: loaded at start, attached only while it has work.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StandbyStatus {
+    #[serde(flatten)]
+    pub program: ProgramStatus,
+    /// When it is attached, in words.
+    pub attached_while: String,
+    /// Whether it is attached now.
+    pub attached: bool,
 }
 
 /// Offsets keyed `struct.member`, as BTF names them (a renamed member by its newest

@@ -19,7 +19,8 @@ use super::{
     btf, kfunc,
     maps::KernelMaps,
     pins::{self, PinDir},
-    programs::{self, AttachPoint, ProgramSpec},
+    programs::{self, AttachPoint, Needed, ProgramSpec},
+    standby::Standby,
     tracefs::{self, UdpSource},
 };
 
@@ -98,11 +99,24 @@ pub struct AttachedProgram {
     pub probe: &'static str,
 }
 
+impl AttachedProgram {
+    fn of(spec: &ProgramSpec) -> Self {
+        Self {
+            name: spec.name,
+            attach: spec.attach.to_string(),
+            probe: spec.probe.name(),
+        }
+    }
+}
+
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub backend: Backend,
-    pub attached: Vec<AttachedProgram>,
+    /// The programs attached from start to stop.
+    attached: Vec<AttachedProgram>,
+    /// Programs attached only while they have work (see [`Needed`]).
+    standby: Vec<Standby>,
     /// Programs of the backend that this kernel lacks (optional ones only).
     pub skipped: Vec<String>,
     pub offsets: KernelOffsets,
@@ -120,6 +134,34 @@ impl Probes {
         if let Some(pins) = &mut self.pins {
             pins.release_links();
         }
+        for standby in &mut self.standby {
+            standby.release(&mut self.ebpf);
+        }
+    }
+
+    /// Attaches the programs on standby that have work now, and detaches those that
+    /// have none; `console_logins`: some login has a console terminal.
+    pub fn follow_logins(&mut self, console_logins: bool) {
+        for standby in &mut self.standby {
+            standby.follow(&mut self.ebpf, self.pins.as_ref(), console_logins);
+        }
+    }
+
+    /// The programs attached now.
+    pub fn attached(&self) -> Vec<AttachedProgram> {
+        let standby = self
+            .standby
+            .iter()
+            .filter(|s| s.attached())
+            .map(|s| AttachedProgram::of(&s.spec));
+        self.attached.iter().cloned().chain(standby).collect()
+    }
+
+    /// The programs attached only while they have work, and whether they are now.
+    pub fn standby(&self) -> impl Iterator<Item = (AttachedProgram, Needed, bool)> + '_ {
+        self.standby
+            .iter()
+            .map(|s| (AttachedProgram::of(&s.spec), s.spec.needed, s.attached()))
     }
 }
 
@@ -386,6 +428,13 @@ fn load_backend(
         .context("loading the eBPF object")?;
     init_ebpf_log(&mut ebpf);
 
+    let (to_attach, on_standby): (Vec<_>, Vec<_>) = to_attach
+        .into_iter()
+        .partition(|spec| spec.needed == Needed::Always);
+    let standby = on_standby
+        .into_iter()
+        .map(|spec| Standby::load(&mut ebpf, spec))
+        .collect::<Result<Vec<_>>>()?;
     let mut attached = Vec::new();
     let mut links = pins.map(|_| Vec::new());
     for spec in &to_attach {
@@ -398,11 +447,7 @@ fn load_backend(
                 refusal_hint(backend, &err)
             )
         })?;
-        attached.push(AttachedProgram {
-            name: spec.name,
-            attach: spec.attach.to_string(),
-            probe: spec.probe.name(),
-        });
+        attached.push(AttachedProgram::of(spec));
     }
     let (maps, ring) = KernelMaps::take(&mut ebpf)?;
     tracing::info!(
@@ -411,11 +456,19 @@ fn load_backend(
         "attached probes: {}",
         attached.iter().map(|p| p.attach.as_str()).collect::<Vec<_>>().join(", ")
     );
+    for s in &standby {
+        tracing::info!(
+            "on standby: {}, attached {}",
+            s.spec.attach,
+            s.spec.needed.describe()
+        );
+    }
     Ok((
         Probes {
-            _ebpf: ebpf,
+            ebpf,
             backend,
             attached,
+            standby,
             skipped,
             offsets: kernel.offsets,
             udp_source: None,

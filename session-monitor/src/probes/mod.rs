@@ -8,9 +8,10 @@ mod loader;
 mod maps;
 mod pins;
 mod programs;
+mod standby;
 mod tracefs;
 
 pub use events::{Blocked, KernelEvent, raw_event, spawn_event_reader};
-pub use loader::{Backend, BackendChoice, LoadOptions, Probes, load};
+pub use loader::{AttachedProgram, Backend, BackendChoice, LoadOptions, Probes, load};
 pub use maps::{CounterSnapshot, KernelMaps};
 pub use pins::DEFAULT_PIN_DIR;

@@ -197,16 +197,20 @@ impl PinDir {
     /// pins removed) without a moment in which nothing records; during that moment
     /// both run, which only counts one input twice.
     pub fn pin_links(&mut self, links: Vec<(&'static str, FdLink)>) -> Result<()> {
-        let links_dir = self.dir.join("links");
-        remove_entries(&links_dir)?;
+        remove_entries(&self.dir.join("links"))?;
         for (name, link) in links {
-            let path = links_dir.join(name);
-            let pinned = link
-                .pin(&path)
-                .with_context(|| format!("pinning the link of {name} at {}", path.display()))?;
+            let pinned = self.pin_link(name, link)?;
             self.links.push(pinned);
         }
         Ok(())
+    }
+
+    /// Pins the link of program `name`, for the caller to keep (and unpin); programs
+    /// attached on demand pin theirs so (see `super::standby`).
+    pub fn pin_link(&self, name: &str, link: FdLink) -> Result<PinnedLink> {
+        let path = self.dir.join("links").join(name);
+        link.pin(&path)
+            .with_context(|| format!("pinning the link of {name} at {}", path.display()))
     }
 
     /// Whether the programs stay attached when this daemon dies.

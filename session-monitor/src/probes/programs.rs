@@ -40,6 +40,30 @@ pub struct ProgramSpec {
     /// Other names of the same fentry target on other kernels, tried in order when
     /// the kernel has no function of the first name.
     pub renamed: &'static [&'static str],
+    /// When the program is attached.
+    pub needed: Needed,
+}
+
+/// When a program has work to do, and so when it is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    /// From start to stop.
+    Always,
+    /// Only while some login has a console terminal: a program on a hook that
+    /// every process on the host passes (every `read`) and that finds work only
+    /// on consoles. Loaded at start, attached and detached by the daemon (see
+    /// `super::standby`).
+    WhileConsoleLogins,
+}
+
+impl Needed {
+    /// In words, for `status`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Needed::Always => "always",
+            Needed::WhileConsoleLogins => "while a login has a console terminal",
+        }
+    }
 }
 
 const fn tp(
@@ -57,6 +81,7 @@ const fn tp(
         probe,
         optional: false,
         renamed: &[],
+        needed: Needed::Always,
     }
 }
 
@@ -72,6 +97,7 @@ const fn fe(
         probe,
         optional,
         renamed: &[],
+        needed: Needed::Always,
     }
 }
 
@@ -85,6 +111,7 @@ pub const EXIT: ProgramSpec = ProgramSpec {
     probe: Probe::ProcessExit,
     optional: false,
     renamed: &[],
+    needed: Needed::Always,
 };
 
 /// Process creation: a BTF tracepoint (a tracepoint, not a trampoline), used by both
@@ -98,6 +125,7 @@ pub const FORK: ProgramSpec = ProgramSpec {
     probe: Probe::ProcessFork,
     optional: false,
     renamed: &[],
+    needed: Needed::Always,
 };
 
 pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
@@ -110,6 +138,7 @@ pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
             probe: Probe::UdpRecv,
             optional: false,
             renamed: &[],
+            needed: Needed::Always,
         }],
         UdpSource::RecvSyscalls => vec![
             tp(
@@ -130,12 +159,16 @@ pub fn tracepoint_backend(udp: UdpSource) -> Vec<ProgramSpec> {
         tp("tp_write", "syscalls", "sys_enter_write", Probe::TtyWrite),
         tp("tp_writev", "syscalls", "sys_enter_writev", Probe::TtyWrite),
         tp("tp_ioctl", "syscalls", "sys_enter_ioctl", Probe::TtyResize),
-        tp(
-            "tp_read_exit",
-            "syscalls",
-            "sys_exit_read",
-            Probe::ConsoleInput,
-        ),
+        // Every read(2) on the host passes here; only a console's matter.
+        ProgramSpec {
+            needed: Needed::WhileConsoleLogins,
+            ..tp(
+                "tp_read_exit",
+                "syscalls",
+                "sys_exit_read",
+                Probe::ConsoleInput,
+            )
+        },
     ];
     programs.extend(udp_programs);
     programs.push(EXIT);

@@ -361,6 +361,9 @@ pub struct LoginTable {
     /// Logins a local terminal can be nested in (every kind but local), by audit
     /// session id: asked for each local terminal not nested yet, on every tick.
     outer_by_audit_session: HashMap<u32, Vec<LoginKey>>,
+    /// Console terminals (not pseudo-terminals) of all logins: while there is one,
+    /// the console read probe is attached (see `probes::standby`).
+    consoles: usize,
 }
 
 /// Adds `key` to the list of `index` under `at`.
@@ -396,6 +399,7 @@ impl LoginTable {
         for t in &login.terminals {
             self.by_tty.insert(t.key, key);
         }
+        self.consoles += consoles(login);
         list(&mut self.by_uid, login.uid, key);
         if let Some(outer) = &login.nested_in {
             list(&mut self.by_outer, outer.clone(), key);
@@ -424,6 +428,7 @@ impl LoginTable {
                 self.by_tty.remove(&t.key);
             }
         }
+        self.consoles -= consoles(login);
         unlist(&mut self.by_uid, &login.uid, key);
         if let Some(outer) = &login.nested_in {
             unlist(&mut self.by_outer, outer, key);
@@ -560,10 +565,22 @@ impl LoginTable {
     pub fn terminal_count(&self) -> usize {
         self.by_tty.len()
     }
+
+    /// True while some login has a console terminal.
+    pub fn has_console(&self) -> bool {
+        self.consoles > 0
+    }
+}
+
+/// How many of `login`'s terminals are consoles.
+fn consoles(login: &Login) -> usize {
+    login.terminals.iter().filter(|t| !t.key.is_pty()).count()
 }
 
 #[cfg(test)]
 mod tests {
+    use session_monitor_common::dev;
+
     use super::*;
 
     fn proc(pid: u32) -> ProcRef {
@@ -585,6 +602,34 @@ mod tests {
             })
             .collect();
         l
+    }
+
+    #[test]
+    fn the_table_knows_while_a_login_has_a_console() {
+        let mut table = LoginTable::default();
+        table.insert(login(10, &[(1, 20)]));
+        assert!(!table.has_console(), "a pseudo-terminal is no console");
+        let console = TtyKey {
+            rdev: dev::mkdev(4, 1),
+            pts_dev: 0,
+        };
+        let on_console = |leader| Terminal {
+            key: console,
+            leader: proc(leader),
+            server: None,
+        };
+        let key = login(10, &[]).key;
+        table.add_terminal(&key, on_console(21));
+        assert!(table.has_console());
+        // The same console added again, the user changed: still one console.
+        table.add_terminal(&key, on_console(22));
+        table.set_user(&key, 1000, 1000, vec![]);
+        assert_eq!(table.consoles, 1);
+        assert_eq!(table.remove_terminal(&console), Some(key));
+        assert!(!table.has_console());
+        table.add_terminal(&key, on_console(23));
+        table.remove(&key);
+        assert!(!table.has_console(), "its login ended");
     }
 
     #[test]

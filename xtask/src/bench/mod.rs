@@ -226,6 +226,9 @@ pub struct BackendInfo {
     pub fallback_reason: Option<String>,
     /// (program, attach point).
     pub programs: Vec<(String, String)>,
+    /// Programs the daemon attaches only while they have work, not attached when
+    /// the run began: (attach point, when).
+    pub standby: Vec<(String, String)>,
     pub ready_s: f64,
 }
 
@@ -500,6 +503,18 @@ fn probe_backend(spec: &daemon::DaemonSpec, policy: &std::path::Path) -> Result<
                 (
                     p["name"].as_str().unwrap_or("?").to_string(),
                     p["attach"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect(),
+        standby: status["standby_programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["attached"] == false)
+            .map(|p| {
+                (
+                    p["attach"].as_str().unwrap_or("?").to_string(),
+                    p["attached_while"].as_str().unwrap_or("?").to_string(),
                 )
             })
             .collect(),

@@ -692,7 +692,7 @@ fn render_machine(w: &mut String, r: &Results) {
         w,
         "{} ({} CPUs{}), {:.1} GiB; kernel {}; {}; commit {}. Other processes used \
          {:.2} CPUs on average during the run{}. Backend requested `{}`, used `{}`{}. \
-         Attached (and, empty, the floor): {}.\n",
+         Attached (and, empty, the floor): {}.{}\n",
         m.cpu,
         m.cpus,
         if m.virtualized { ", virtual" } else { "" },
@@ -716,7 +716,13 @@ fn render_machine(w: &mut String, r: &Results) {
             .iter()
             .map(|(_, attach)| format!("`{attach}`"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        b.standby
+            .iter()
+            .map(|(attach, when)| format!(
+                " On standby, not attached in these workloads (attached {when}): `{attach}`."
+            ))
+            .collect::<String>()
     );
 }
 
