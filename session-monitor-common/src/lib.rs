@@ -29,7 +29,6 @@ pub mod map_names {
     pub const TRANSPORT_PIDS: &str = "TRANSPORT_PIDS";
     pub const ADOPTED_PIDS: &str = "ADOPTED_PIDS";
     pub const FORKED_PIDS: &str = "FORKED_PIDS";
-    pub const CONSOLES: &str = "CONSOLES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
 }
