@@ -431,22 +431,23 @@ fn load_backend(
     let (to_attach, on_standby): (Vec<_>, Vec<_>) = to_attach
         .into_iter()
         .partition(|spec| spec.needed == Needed::Always);
+    let refused = |spec: &ProgramSpec, err: ProgramError| {
+        anyhow!(
+            "the kernel refused program {} ({}): {}{}",
+            spec.name,
+            spec.attach,
+            describe(&err),
+            refusal_hint(backend, &err)
+        )
+    };
     let standby = on_standby
         .into_iter()
-        .map(|spec| Standby::load(&mut ebpf, spec))
+        .map(|spec| Standby::load(&mut ebpf, spec).map_err(|err| refused(&spec, err)))
         .collect::<Result<Vec<_>>>()?;
     let mut attached = Vec::new();
     let mut links = pins.map(|_| Vec::new());
     for spec in &to_attach {
-        attach(&mut ebpf, spec, kernel.btf, &mut links).map_err(|err| {
-            anyhow!(
-                "the kernel refused program {} ({}): {}{}",
-                spec.name,
-                spec.attach,
-                describe(&err),
-                refusal_hint(backend, &err)
-            )
-        })?;
+        attach(&mut ebpf, spec, kernel.btf, &mut links).map_err(|err| refused(spec, err))?;
         attached.push(AttachedProgram::of(spec));
     }
     let (maps, ring) = KernelMaps::take(&mut ebpf)?;

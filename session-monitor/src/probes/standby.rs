@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     programs::{
-        TracePoint,
+        ProgramError, TracePoint,
         links::{FdLink, PinnedLink},
         trace_point::TracePointLinkId,
     },
@@ -45,19 +45,14 @@ enum Link {
 }
 
 impl Standby {
-    /// Loads `spec`'s program without attaching it. Only classic tracepoints are
-    /// put on standby.
-    pub fn load(ebpf: &mut Ebpf, spec: ProgramSpec) -> Result<Self> {
-        let AttachPoint::Tracepoint { .. } = spec.attach else {
-            bail!(
-                "program {} ({}) cannot wait on standby",
-                spec.name,
-                spec.attach
-            );
-        };
-        program(ebpf, &spec)?
-            .load()
-            .with_context(|| format!("loading program {}", spec.name))?;
+    /// Loads `spec`'s program without attaching it. Only classic tracepoint
+    /// programs are put on standby.
+    pub fn load(ebpf: &mut Ebpf, spec: ProgramSpec) -> Result<Self, ProgramError> {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(spec.name)
+            .ok_or(ProgramError::UnexpectedProgramType)?
+            .try_into()?;
+        tp.load()?;
         Ok(Self {
             spec,
             link: None,
@@ -109,7 +104,7 @@ impl Standby {
 
     fn attach(&mut self, ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<()> {
         let AttachPoint::Tracepoint { category, name } = self.spec.attach else {
-            unreachable!("only tracepoints are loaded on standby");
+            bail!("only tracepoint programs wait on standby");
         };
         let tp = program(ebpf, &self.spec)?;
         let id = tp.attach(category, name)?;
