@@ -9,7 +9,7 @@ use std::{
         fd::AsRawFd as _,
         unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     },
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
@@ -222,6 +222,15 @@ fn console_reads_attached(daemon: &Daemon) -> Option<bool> {
         attached, listed,
         "attached programs and standby disagree: {status:#}"
     );
+    // Pinned like the other programs' links while attached (it outlives a daemon
+    // that dies), and unpinned when detached.
+    let state = &status["kernel_state"];
+    if state["links_pinned"] == true {
+        let dir = state["dir"].as_str().expect("kernel_state.dir");
+        let name = reads["name"].as_str().expect("name");
+        let pin = Path::new(dir).join("links").join(name);
+        assert_eq!(pin.exists(), attached, "{}: {status:#}", pin.display());
+    }
     Some(attached)
 }
 

@@ -2,8 +2,8 @@
 //! (see [`Needed`]). The console read exit runs on every `read(2)` of the host and
 //! finds work only on consoles: a host without console logins pays nothing for it.
 //!
-//! A console login is attached for in the same turn of the daemon's loop that
-//! tracks it, before any request can see the login. Input typed on the console
+//! The program is attached in the same turn of the daemon's loop that tracks a
+//! console login, before any request can see the login. Input typed on the console
 //! before that is not counted, which only makes the login look idle sooner. The
 //! program's maps are the object's, attached or not.
 
