@@ -289,8 +289,8 @@ fn injecting<A: Access>(
 
 /// Console input: a read(2) that took input from a console, by a process whose
 /// controlling terminal is a console. Only the exit is hooked, so every other read
-/// on the host pays one program (two loads) and one perf record, not two, and only
-/// while some login has a console terminal: the daemon attaches it then alone.
+/// on the host pays one program (two loads) and one perf record, not two; and only
+/// while some login has a console terminal, the only time the daemon attaches it.
 ///
 /// The descriptor is the call's first argument, still in the registers saved at
 /// its entry. What it names at the exit need not be what the read read: another

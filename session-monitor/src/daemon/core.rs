@@ -310,7 +310,6 @@ impl Core {
         }
     }
 
-    /// Writes the warnings given to live logins, when they changed.
     /// Attaches the probes on standby that the tracked logins need and detaches the
     /// others, after every turn of the loop: before a request can see a new console
     /// login, its reads are watched.
@@ -318,6 +317,7 @@ impl Core {
         self.probes.follow_logins(self.table.has_console());
     }
 
+    /// Writes the warnings given to live logins, when they changed.
     pub(super) fn save_given_warnings(&mut self) {
         if !std::mem::take(&mut self.given_changed) {
             return;
