@@ -29,6 +29,12 @@ impl ConsoleShell {
     /// A shell of `user`'s; None when the kernel has no virtual consoles
     /// (CONFIG_VT) or none is free.
     fn start(user: &TestUser) -> Option<Self> {
+        Self::run(user, "exec bash --norc --noprofile -i", true)
+    }
+
+    /// `user`'s `command` (sh) as the console's session leader, its standard streams
+    /// on the console; with `reads`, once its line editor reads.
+    fn run(user: &TestUser, command: &str, reads: bool) -> Option<Self> {
         let tty = (40..63)
             .map(|n| PathBuf::from(format!("/dev/tty{n}")))
             .find(|path| path.exists() && !in_use(path))?;
@@ -46,10 +52,7 @@ impl ConsoleShell {
                 "--init-groups",
                 "sh",
                 "-c",
-                &format!(
-                    "exec bash --norc --noprofile -i <{0} >{0} 2>&1",
-                    tty.display()
-                ),
+                &format!("{command} <{0} >{0} 2>&1", tty.display()),
             ])
             .env("PS1", "$ ")
             .stdin(Stdio::null())
@@ -72,12 +75,19 @@ impl ConsoleShell {
         // Keystrokes typed while bash is still starting up can be lost to it (under
         // emulation a typed command line once never ran): type only once its line
         // editor reads, which it does with canonical mode off.
-        harness::wait_until(
-            "the shell to read its first line",
-            Duration::from_secs(30),
-            || shell.reading().then_some(()),
-        );
+        if reads {
+            harness::wait_until(
+                "the shell to read its first line",
+                Duration::from_secs(30),
+                || shell.reading().then_some(()),
+            );
+        }
         Some(shell)
+    }
+
+    /// The console's name (`tty40`).
+    fn name(&self) -> String {
+        self.tty.file_name().unwrap().to_string_lossy().into_owned()
     }
 
     /// Whether the shell's line editor is reading: it turns canonical mode off on the
@@ -135,28 +145,29 @@ impl Drop for ConsoleShell {
 }
 
 /// A daemon whose rule ends `user`'s console sessions after 8 s idle, and a shell
-/// of theirs on a free console with the console's name (`tty40`). The rule names the
-/// test's user: a machine's own consoles (the test VM's serial console runs these
-/// tests) are not the test's to end.
+/// of theirs on a free console with the console's name (`tty40`).
 fn console_session_of(user: &TestUser) -> (Daemon, ConsoleShell, String) {
-    let daemon = Daemon::builder()
+    let daemon = console_daemon(user);
+    let console = ConsoleShell::start(user).expect(NO_CONSOLE);
+    let name = console.name();
+    (daemon, console, name)
+}
+
+const NO_CONSOLE: &str =
+    "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)";
+
+/// A daemon whose rule ends `user`'s console sessions after 8 s idle. The rule
+/// names the test's user: a machine's own consoles (the test VM's serial console
+/// runs these tests) are not the test's to end.
+fn console_daemon(user: &TestUser) -> Daemon {
+    Daemon::builder()
         .policy(&format!(
             "idle_timeout = \"none\"\nnetwork_timeout = \"none\"\nkill_grace = \"1s\"\n\n\
              [[rule]]\nname = \"consoles\"\nkinds = [\"console\"]\nusers = [\"{}\"]\n\
              idle_timeout = \"8s\"\nwarn_before = \"2s\"\n",
             user.name()
         ))
-        .start();
-    let console = ConsoleShell::start(user).expect(
-        "a free virtual console /dev/tty40..tty62 (a kernel with CONFIG_VT; no process holding it)",
-    );
-    let name = console
-        .tty
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    (daemon, console, name)
+        .start()
 }
 
 /// Waits for session `id` to end, and asserts that it ended as idle.
@@ -294,6 +305,26 @@ fn a_shell_on_a_console_is_a_console_session_and_its_idle_end_works() {
             || (console_reads_attached(&daemon) == Some(others)).then_some(()),
         );
     }
+}
+
+/// A console login whose processes neither write to the console nor read from it
+/// (no prompt, no motd, nothing typed) is found all the same, from /proc, and ended
+/// when idle. Its writes or its input would announce it, but a login can avoid both,
+/// and on the tracepoint backend the console read probe waits on standby until a
+/// console login is known.
+#[test]
+fn a_silent_console_login_is_found_and_ended_idle() {
+    let _guard = test_guard!();
+    let user = TestUser::new();
+    let daemon = console_daemon(&user);
+    let console = ConsoleShell::run(&user, "exec sleep 600", false).expect(NO_CONSOLE);
+    let session = wait_console_session(&daemon, &console.name());
+    assert_eq!(session.user, user.name(), "{session:?}");
+    assert_ended_idle(&daemon, &session.id, Duration::from_secs(30));
+    assert!(
+        !process::alive(session.leader_pid),
+        "the silent login must be ended"
+    );
 }
 
 /// Reads of a pipe by one thread while another puts the console on the read's

@@ -963,8 +963,8 @@ impl Core {
 
     /// Runs every [`super::RECONCILE_INTERVAL`]. Exit events end sessions; this
     /// catches what events alone would miss: terminals not resolved yet (every
-    /// tick), and a sweep of /proc and of the kernel map for exits and terminals the
-    /// events missed (every 15th). Metrics are refreshed every tick. From
+    /// tick), and a sweep of /proc and of the kernel map for exits, connections,
+    /// consoles and terminals the events missed (every 15th). Metrics are refreshed every tick. From
     /// [`LARGE`] sessions on, metrics and the /proc sweep slow down, so that the
     /// daemon stays cheap with ten thousand sessions.
     pub fn reconcile(&mut self) {
@@ -1005,6 +1005,29 @@ impl Core {
                         self.maps.forget_tty(&key);
                     }
                 }
+            }
+        }
+        if sweeps {
+            self.sweep_consoles(&mut resolver);
+        }
+    }
+
+    /// Console logins from /proc. One announces itself by writing to its console or
+    /// by its input, but a login can do neither (no prompt, nothing typed), and the
+    /// tracepoint backend's console read probe waits on standby until a console
+    /// login is known: such a login would never be found, nor ended. A console with
+    /// no login yet (a getty) is asked about again on the next sweep, without being
+    /// listed among the unresolved terminals.
+    fn sweep_consoles(&mut self, resolver: &mut Resolver) {
+        for key in resolver.consoles_in_use() {
+            if self.table.has_tty(&key)
+                || self.pending.contains_key(&key)
+                || self.unresolved.contains_key(&key)
+            {
+                continue;
+            }
+            if let Some(resolved) = resolver.resolve(key, None) {
+                self.add_resolved(resolved, SessionOrigin::Started);
             }
         }
     }

@@ -678,6 +678,18 @@ impl Resolver {
         })
     }
 
+    /// Consoles (not pseudo-terminals) that have a session leader right now.
+    pub fn consoles_in_use(&self) -> Vec<TtyKey> {
+        let mut keys: Vec<TtyKey> = self
+            .leaders_by_tty
+            .keys()
+            .filter(|(major, _)| dev::is_console_major(*major))
+            .map(|&(major, minor)| key_from_stat(libc::makedev(major, minor), 0))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Every terminal that has a session leader right now.
     pub fn terminals_in_use(&mut self) -> Vec<TtyKey> {
         let leaders: Vec<usize> = self.leaders_by_tty.values().flatten().copied().collect();
