@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use aya::{
     Ebpf,
     programs::{
@@ -48,11 +48,7 @@ impl Standby {
     /// Loads `spec`'s program without attaching it. Only classic tracepoint
     /// programs are put on standby.
     pub fn load(ebpf: &mut Ebpf, spec: ProgramSpec) -> Result<Self, ProgramError> {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(spec.name)
-            .ok_or(ProgramError::UnexpectedProgramType)?
-            .try_into()?;
-        tp.load()?;
+        program(ebpf, &spec)?.load()?;
         Ok(Self {
             spec,
             link: None,
@@ -134,10 +130,9 @@ impl Standby {
     fn detach(&mut self, ebpf: &mut Ebpf) {
         let result = match self.link.take() {
             None => return,
-            Some(Link::Owned(id)) => {
-                program(ebpf, &self.spec).and_then(|tp| tp.detach(id).map_err(anyhow::Error::from))
-            }
-            // The descriptor closes as the link returned by `unpin` drops.
+            Some(Link::Owned(id)) => program(ebpf, &self.spec)
+                .and_then(|tp| tp.detach(id))
+                .map_err(anyhow::Error::from),
             Some(Link::Pinned(pinned)) => pinned.unpin().map(drop).map_err(anyhow::Error::from),
         };
         match result {
@@ -160,9 +155,8 @@ impl Standby {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, spec: &ProgramSpec) -> Result<&'a mut TracePoint> {
+fn program<'a>(ebpf: &'a mut Ebpf, spec: &ProgramSpec) -> Result<&'a mut TracePoint, ProgramError> {
     ebpf.program_mut(spec.name)
-        .with_context(|| format!("the eBPF object has no program {}", spec.name))?
+        .ok_or(ProgramError::UnexpectedProgramType)?
         .try_into()
-        .with_context(|| format!("program {} is no tracepoint program", spec.name))
 }
