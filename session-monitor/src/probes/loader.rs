@@ -6,7 +6,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::{BtfTracePoint, FEntry, ProgramError, TracePoint, links::FdLink},
+    programs::{
+        BtfTracePoint, FEntry, ProgramError, TracePoint, links::FdLink,
+        trace_point::TracePointLinkId,
+    },
 };
 use serde::Serialize;
 use session_monitor_common::{
@@ -543,17 +546,13 @@ fn attach(
         AttachPoint::Tracepoint { category, name } => {
             let tp: &mut TracePoint = program.try_into()?;
             tp.load()?;
-            let id = tp.attach(category, name)?;
-            if let Some(pinning) = links {
-                match FdLink::try_from(tp.take_link(id)?) {
-                    Ok(link) => pinning.push((spec.name, link)),
-                    Err(_) => {
-                        // The conversion dropped (detached) the link: attach again,
-                        // owned by the program.
-                        *links = None;
-                        tp.attach(category, name)?;
+            match attach_tracepoint(tp, category, name, links.is_some())? {
+                TracepointLink::Taken(link) => {
+                    if let Some(pinning) = links {
+                        pinning.push((spec.name, link));
                     }
                 }
+                TracepointLink::Owned(_) => *links = None,
             }
         }
         AttachPoint::FEntry { function } => {
@@ -575,6 +574,34 @@ fn attach(
         }
     }
     Ok(())
+}
+
+/// A classic tracepoint program's link, once attached.
+pub(super) enum TracepointLink {
+    /// Owned by the program: detached with it.
+    Owned(TracePointLinkId),
+    /// Taken out of the program, to be pinned.
+    Taken(FdLink),
+}
+
+/// Attaches `tp` (loaded) to `category:name`; with `take`, takes the link out of the
+/// program to be pinned. Where this kernel cannot make a BPF link of a perf event
+/// (before 5.15), the conversion drops (detaches) the link: the program is then
+/// attached again, its link owned by it, and `Owned` tells the caller so.
+pub(super) fn attach_tracepoint(
+    tp: &mut TracePoint,
+    category: &str,
+    name: &str,
+    take: bool,
+) -> Result<TracepointLink, ProgramError> {
+    let id = tp.attach(category, name)?;
+    if !take {
+        return Ok(TracepointLink::Owned(id));
+    }
+    match FdLink::try_from(tp.take_link(id)?) {
+        Ok(link) => Ok(TracepointLink::Taken(link)),
+        Err(_) => Ok(TracepointLink::Owned(tp.attach(category, name)?)),
+    }
 }
 
 /// Forwards the programs' aya-log records to `tracing` (through the `log` bridge).

@@ -9,17 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
-    programs::{
-        ProgramError, TracePoint,
-        links::{FdLink, PinnedLink},
-        trace_point::TracePointLinkId,
-    },
+    programs::{ProgramError, TracePoint, links::PinnedLink, trace_point::TracePointLinkId},
 };
 
 use super::{
+    loader::{TracepointLink, attach_tracepoint},
     pins::PinDir,
     programs::{AttachPoint, Needed, ProgramSpec},
 };
@@ -103,25 +100,28 @@ impl Standby {
             bail!("only tracepoint programs wait on standby");
         };
         let tp = program(ebpf, &self.spec)?;
-        let id = tp.attach(category, name)?;
-        let Some(pins) = pins.filter(|p| p.links_pinned()) else {
-            self.link = Some(Link::Owned(id));
-            return Ok(());
-        };
-        // A failed conversion or pin drops (detaches) the link: the program is then
-        // attached again, owned by it, as the loader does.
-        let pinned = FdLink::try_from(tp.take_link(id)?)
-            .map_err(anyhow::Error::from)
-            .and_then(|link| pins.pin_link(self.spec.name, link));
-        self.link = Some(match pinned {
-            Ok(pinned) => Link::Pinned(pinned),
-            Err(err) => {
-                tracing::warn!(
-                    program = self.spec.name,
-                    "not pinned ({err:#}): console input typed while the daemon restarts \
-                     is not seen"
-                );
-                Link::Owned(tp.attach(category, name)?)
+        let pins = pins.filter(|p| p.links_pinned());
+        let attached = attach_tracepoint(tp, category, name, pins.is_some())?;
+        self.link = Some(match attached {
+            TracepointLink::Owned(id) => Link::Owned(id),
+            // Taken only when links are pinned.
+            TracepointLink::Taken(link) => {
+                let pinned = pins
+                    .context("links are not pinned")
+                    .and_then(|pins| pins.pin_link(self.spec.name, link));
+                match pinned {
+                    Ok(pinned) => Link::Pinned(pinned),
+                    // The failed pin dropped (detached) the link: attached again,
+                    // owned by the program.
+                    Err(err) => {
+                        tracing::warn!(
+                            program = self.spec.name,
+                            "not pinned ({err:#}): console input typed while the daemon \
+                             restarts is not seen"
+                        );
+                        Link::Owned(tp.attach(category, name)?)
+                    }
+                }
             }
         });
         Ok(())
