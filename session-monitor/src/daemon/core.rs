@@ -963,10 +963,11 @@ impl Core {
 
     /// Runs every [`super::RECONCILE_INTERVAL`]. Exit events end sessions; this
     /// catches what events alone would miss: terminals not resolved yet (every
-    /// tick), and a sweep of /proc and of the kernel map for exits, connections,
-    /// consoles and terminals the events missed (every 15th). Metrics are refreshed
-    /// every tick. From [`LARGE`] sessions on, metrics and the /proc sweep slow
-    /// down, so that the daemon stays cheap with ten thousand sessions.
+    /// tick), a sweep of /proc for exits, connections and consoles (every tick; every
+    /// 15th from [`LARGE`] sessions on) and of the kernel map for terminals the
+    /// events missed (every 15th). Metrics are refreshed every tick (every 5th from
+    /// [`LARGE`] sessions on), so that the daemon stays cheap with ten thousand
+    /// sessions.
     pub fn reconcile(&mut self) {
         self.ticks += 1;
         let large = self.table.len() >= LARGE;
