@@ -39,7 +39,7 @@ use session_monitor::{
 };
 use session_monitor_common::{
     Event, EventKind, LoginId, Probe, ProcState, TtyActivity, TtyKey,
-    dev::mkdev,
+    dev::{minor, mkdev},
     state::proc_flags::{LISTENER, TRANSPORT, WATCH_EXIT, WATCH_UDP},
 };
 
@@ -449,6 +449,139 @@ fn output_alone_makes_a_terminal_known_and_a_resize_is_input() {
         e.kind() == Some(EventKind::TtyInput) && e.key == pty.key
     });
     assert_eq!(notice.tgid, resizer_tgid);
+}
+
+/// The host's devpts and a container's hand out the same numbers: terminals of one
+/// number in two instances are two terminals, each counted on its own. The first one
+/// typed into takes the number's slot (`PtsSlot`), the other goes to the hash map,
+/// and stays there when the slot is freed: one terminal, one entry, one first input.
+#[test]
+fn terminals_of_one_number_in_two_devpts_instances_are_kept_apart() {
+    let mut kernel = kernel();
+    let host = Pty::open(&mut kernel);
+    let mut instance = Devpts::mount();
+    let container = instance.pty_numbered(minor(host.key.rdev), &mut kernel);
+    assert_ne!(
+        container.key.pts_dev, host.key.pts_dev,
+        "{:?}",
+        container.key
+    );
+
+    let typed = |pty: &Pty, bytes: &'static [u8]| {
+        let typist = pty.keystroke(bytes);
+        let tgid = typist.tgid();
+        typist.release();
+        tgid
+    };
+    let before = boot_ns();
+    let container_typist = typed(&container, b"c");
+    kernel.assert_one_key(&container.key, "the container terminal's keystroke", before);
+    let before = boot_ns();
+    let host_typist = typed(&host, b"h");
+    kernel.assert_one_key(&host.key, "the host terminal's keystroke", before);
+    let container_again = kernel.maps.activity(&container.key).expect("still known");
+    assert_eq!(
+        container_again.input_count, 1,
+        "the host's keystroke counted on the container's terminal: {container_again:?}"
+    );
+    for (key, typist) in [(host.key, host_typist), (container.key, container_typist)] {
+        kernel.event("TtyFirstInput of each terminal", |e| {
+            e.kind() == Some(EventKind::TtyFirstInput) && e.key == key && e.tgid == typist
+        });
+        assert!(kernel.maps.tty_keys().contains(&key), "{key:?} not listed");
+    }
+
+    // The container's terminal ends; the host's goes on where it was counted.
+    kernel.maps.forget_tty(&container.key);
+    assert_eq!(kernel.maps.activity(&container.key), None);
+    let later_typist = typed(&host, b"i");
+    let host_again = kernel.maps.activity(&host.key).expect("still known");
+    assert_eq!(host_again.input_count, 2, "{host_again:?}");
+    let again_first =
+        kernel.events(|e| e.kind() == Some(EventKind::TtyFirstInput) && e.tgid == later_typist);
+    assert!(
+        again_first.is_empty(),
+        "the host terminal was new again: {again_first:?}"
+    );
+    let listed = kernel.maps.tty_keys();
+    assert_eq!(
+        listed.iter().filter(|k| **k == host.key).count(),
+        1,
+        "the host terminal listed more than once: {listed:?}"
+    );
+}
+
+/// A devpts instance of its own (`newinstance`, as a container mounts), unmounted
+/// when dropped, also when a test fails.
+struct Devpts {
+    dir: std::path::PathBuf,
+    /// Masters opened to reach a number, kept open so that it stays taken.
+    held: Vec<OwnedFd>,
+}
+
+impl Devpts {
+    fn mount() -> Devpts {
+        let dir = std::env::temp_dir().join(format!("sm-probes-devpts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating the devpts mount point");
+        nix::mount::mount(
+            Some("devpts"),
+            &dir,
+            Some("devpts"),
+            nix::mount::MsFlags::empty(),
+            Some("newinstance,ptmxmode=0666"),
+        )
+        .unwrap_or_else(|e| panic!("mounting a devpts instance on {}: {e}", dir.display()));
+        Devpts {
+            dir,
+            held: Vec::new(),
+        }
+    }
+
+    /// A pty of this instance numbered `number` (numbers are handed out lowest
+    /// first: the ones below it are opened and held).
+    fn pty_numbered(&mut self, number: u32, kernel: &mut Kernel) -> Pty {
+        loop {
+            let master: OwnedFd = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.dir.join("ptmx"))
+                .expect("opening the instance's ptmx")
+                .into();
+            let mut got: libc::c_uint = 0;
+            // SAFETY: TIOCGPTN writes an unsigned int; unlockpt takes a master.
+            let ok = unsafe {
+                libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut got) == 0
+                    && libc::unlockpt(master.as_raw_fd()) == 0
+            };
+            assert!(ok, "TIOCGPTN/unlockpt: {}", std::io::Error::last_os_error());
+            assert!(
+                got <= number,
+                "the instance skipped number {number} (gave {got})"
+            );
+            if got < number {
+                self.held.push(master);
+                continue;
+            }
+            let slave: OwnedFd = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.dir.join(got.to_string()))
+                .expect("opening the instance's pty slave")
+                .into();
+            let st = fstat(slave.as_fd()).expect("fstat of the pty slave");
+            let key = key_from_stat(st.st_rdev, st.st_dev);
+            kernel.maps.forget_tty(&key);
+            return Pty { master, slave, key };
+        }
+    }
+}
+
+impl Drop for Devpts {
+    fn drop(&mut self) {
+        self.held.clear();
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 #[test]

@@ -17,11 +17,12 @@ pub use config::ProbeConfig;
 pub use counters::{Probe, Stat};
 pub use dev::{TtyClass, TtyKey};
 pub use event::{Event, EventKind};
-pub use state::{InputActivity, LoginActivity, LoginId, NO_LOGIN, ProcState, TtyActivity};
+pub use state::{InputActivity, LoginActivity, LoginId, NO_LOGIN, ProcState, PtsSlot, TtyActivity};
 
 /// Names of the maps in the eBPF object, used by the loader to find them.
 pub mod map_names {
     pub const TTY_ACTIVITY: &str = "TTY_ACTIVITY";
+    pub const PTS_ACTIVITY: &str = "PTS_ACTIVITY";
     pub const PROCS: &str = "PROCS";
     pub const LOGIN_ACTIVITY: &str = "LOGIN_ACTIVITY";
     pub const REVOKED_UIDS: &str = "REVOKED_UIDS";
@@ -42,6 +43,7 @@ mod pod {
     // pattern is a valid value.
     unsafe impl aya::Pod for crate::TtyKey {}
     unsafe impl aya::Pod for crate::InputActivity {}
+    unsafe impl aya::Pod for crate::PtsSlot {}
     unsafe impl aya::Pod for crate::ProcState {}
     unsafe impl aya::Pod for crate::Event {}
     unsafe impl aya::Pod for crate::ProbeConfig {}

@@ -33,6 +33,48 @@ pub struct InputActivity {
 /// has no input yet: the terminal is only known.
 pub type TtyActivity = InputActivity;
 
+/// A slot of map `PTS_ACTIVITY`: the activity of pseudo-terminal number N (the
+/// slot's index) of one devpts instance, its `owner`. The hot path's map: a keystroke
+/// finds its terminal by an array lookup (a bounds check and a load), where the hash
+/// map `TTY_ACTIVITY` costs a helper call, a hash and a bucket walk, a cache miss or
+/// two each among a thousand terminals. Pts numbers are handed out lowest first, so
+/// the slots in use stay dense. The first instance whose terminal N is seen owns
+/// slot N until the terminal is forgotten; the same number of another instance (a
+/// container's) goes to `TTY_ACTIVITY`, as consoles do.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtsSlot {
+    /// `TtyKey::pts_dev` of the terminal in the slot; 0 = free. Claimed with a
+    /// compare-and-exchange: two instances' terminals of one number never share it.
+    pub owner: u64,
+    pub activity: TtyActivity,
+}
+
+impl PtsSlot {
+    /// The slot that terminal `key` may own: pseudo-terminals of numbers below `slots`.
+    #[inline(always)]
+    pub fn index(key: &crate::TtyKey, slots: u32) -> Option<u32> {
+        use crate::dev;
+        let number = dev::minor(key.rdev);
+        (key.is_pty() && dev::major(key.rdev) == dev::PTY_SLAVE_MAJOR_FIRST && number < slots)
+            .then_some(number)
+    }
+
+    /// The key of the terminal in slot `index`, if the slot is taken.
+    pub fn key(&self, index: u32) -> Option<crate::TtyKey> {
+        (self.owner != 0).then(|| crate::TtyKey {
+            rdev: crate::dev::mkdev(crate::dev::PTY_SLAVE_MAJOR_FIRST, index),
+            pts_dev: self.owner as u32,
+        })
+    }
+
+    /// Whether terminal `key` (of this slot's number) is the one in the slot.
+    #[inline(always)]
+    pub fn holds(&self, key: &crate::TtyKey) -> bool {
+        self.owner == u64::from(key.pts_dev)
+    }
+}
+
 /// Input of a login that arrived without a terminal (map `LOGIN_ACTIVITY`, keyed by
 /// [`LoginId`]): what its transport wrote into pipes and AF_UNIX sockets, i.e. into
 /// the shell, command or sftp server of an `ssh -T`, `ssh host cmd` or sftp login.
@@ -119,4 +161,45 @@ pub struct ProcState {
     /// [`proc_flags`].
     pub flags: u32,
     pub _pad: u32,
+}
+
+#[cfg(test)]
+mod pts_slot_tests {
+    use super::*;
+    use crate::{TtyKey, dev::mkdev};
+
+    #[test]
+    fn a_pseudo_terminal_below_the_slots_has_the_slot_of_its_number() {
+        let pts = |n| TtyKey {
+            rdev: mkdev(136, n),
+            pts_dev: 0x1a,
+        };
+        assert_eq!(PtsSlot::index(&pts(0), 4096), Some(0));
+        assert_eq!(PtsSlot::index(&pts(4095), 4096), Some(4095));
+        assert_eq!(PtsSlot::index(&pts(4096), 4096), None);
+        let console = TtyKey {
+            rdev: mkdev(4, 1),
+            pts_dev: 0,
+        };
+        assert_eq!(PtsSlot::index(&console, 4096), None);
+    }
+
+    #[test]
+    fn a_taken_slot_gives_back_the_key_of_its_terminal() {
+        let key = TtyKey {
+            rdev: mkdev(136, 7),
+            pts_dev: 0x1a,
+        };
+        let slot = PtsSlot {
+            owner: 0x1a,
+            ..PtsSlot::default()
+        };
+        assert_eq!(slot.key(7), Some(key));
+        assert!(slot.holds(&key));
+        assert!(!slot.holds(&TtyKey {
+            pts_dev: 0x2b,
+            ..key
+        }));
+        assert_eq!(PtsSlot::default().key(7), None);
+    }
 }

@@ -35,8 +35,8 @@ use crate::{
     config::conf,
     kernel::{self, Access, ConsoleBytes, ReadError, TtyFile, Typed},
     maps::{
-        EVENTS, LOGIN_ACTIVITY, PROCS, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS, TTY_ACTIVITY,
-        bump, bump_slot, mark_forked, maybe_in_procs,
+        EVENTS, LOGIN_ACTIVITY, PROCS, PtsEntry, REVOKED_ANY, REVOKED_UIDS, TRANSPORT_PIDS,
+        TTY_ACTIVITY, bump, bump_slot, mark_forked, maybe_in_procs, pts_entry,
     },
 };
 
@@ -292,7 +292,15 @@ pub fn input<C: EbpfContext, W: Caller>(ctx: &C, caller: W, probe: Probe, key: T
     if revoked_writer(probe, key, NO_LOGIN) {
         return;
     }
-    match count_input(&TTY_ACTIVITY, key, bytes) {
+    let counted = match pts_entry(&key) {
+        PtsEntry::Held(slot) => count_again(&mut slot.activity, bytes),
+        PtsEntry::Claimed(slot) => {
+            slot.activity = first_input(bytes);
+            Counted::First
+        }
+        PtsEntry::Elsewhere => count_input(&TTY_ACTIVITY, key, bytes),
+    };
+    match counted {
         Counted::First => {
             debug!(ctx, "terminal {}:{} first input", key.rdev, key.pts_dev);
             emit(probe, EventKind::TtyFirstInput, tty_event(key));
@@ -314,63 +322,85 @@ enum Counted {
     Lost,
 }
 
-/// Adds one input of `bytes`, now, to `map[key]`. The clock is read once per kernel
-/// tick and key: input in the tick of the last one counted keeps its time (at most a
-/// tick early, nothing next to an idle timeout). Reading the tick is one load the
-/// verifier inlines; reading the clock is a chain of calls, the dearest part of a
-/// keystroke's program after the map lookup.
+/// Adds one input of `bytes`, now, to `map[key]`.
 #[inline(always)]
 fn count_input<K>(map: &HashMap<K, InputActivity>, key: K, bytes: u64) -> Counted {
-    // SAFETY: helper without preconditions (inlined into a load of `jiffies_64`).
-    let tick = unsafe { generated::bpf_jiffies64() };
     if let Some(activity) = map.get_ptr_mut(&key) {
         // SAFETY: map value pointer from the kernel, valid for this program run.
-        let activity = unsafe { &mut *activity };
-        activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
-        activity.input_count = activity.input_count.wrapping_add(1);
-        // Input in the tick of the last one counted keeps that one's time; the
-        // notice interval is far longer than a tick, so no notice is due either.
-        // An entry made by output alone (no notice yet) goes on.
-        if activity.last_input_tick == tick && activity.last_notice_ns != 0 {
-            return Counted::Again { notice: false };
-        }
-        let ts = now();
-        activity.last_input_ns = ts;
-        activity.last_input_tick = tick;
-        // An entry made by output alone has had no notice yet (0): its first input
-        // is reported whatever the interval and however long ago the boot was.
-        let notice = activity.last_notice_ns == 0
-            || ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
-        if notice {
-            activity.last_notice_ns = ts;
-        }
-        return Counted::Again { notice };
+        return count_again(unsafe { &mut *activity }, bytes);
+    }
+    match map.insert(&key, first_input(bytes), BPF_NOEXIST as u64) {
+        Ok(()) => Counted::First,
+        Err(_) => Counted::Lost,
+    }
+}
+
+/// Adds one input of `bytes`, now, to an existing entry. The clock is read once per
+/// kernel tick and entry: input in the tick of the last one counted keeps its time
+/// (at most a tick early, nothing next to an idle timeout). Reading the tick is one
+/// load the verifier inlines; reading the clock is a chain of calls, the dearest part
+/// of a keystroke's program after the map lookup.
+#[inline(always)]
+fn count_again(activity: &mut InputActivity, bytes: u64) -> Counted {
+    // SAFETY: helper without preconditions (inlined into a load of `jiffies_64`).
+    let tick = unsafe { generated::bpf_jiffies64() };
+    activity.input_bytes = activity.input_bytes.wrapping_add(bytes);
+    activity.input_count = activity.input_count.wrapping_add(1);
+    // Input in the tick of the last one counted keeps that one's time; the notice
+    // interval is far longer than a tick, so no notice is due either. An entry made
+    // by output alone (no notice yet) goes on.
+    if activity.last_input_tick == tick && activity.last_notice_ns != 0 {
+        return Counted::Again { notice: false };
     }
     let ts = now();
-    let fresh = InputActivity {
+    activity.last_input_ns = ts;
+    activity.last_input_tick = tick;
+    // An entry made by output alone has had no notice yet (0): its first input is
+    // reported whatever the interval and however long ago the boot was.
+    let notice = activity.last_notice_ns == 0
+        || ts.wrapping_sub(activity.last_notice_ns) >= conf!(notice_interval_ns);
+    if notice {
+        activity.last_notice_ns = ts;
+    }
+    Counted::Again { notice }
+}
+
+/// A new entry's first input of `bytes`, now (its notice goes out with it).
+#[inline(always)]
+fn first_input(bytes: u64) -> InputActivity {
+    // SAFETY: helper without preconditions.
+    let tick = unsafe { generated::bpf_jiffies64() };
+    let ts = now();
+    InputActivity {
         last_input_ns: ts,
         input_bytes: bytes,
         input_count: 1,
         last_notice_ns: ts,
         last_input_tick: tick,
-    };
-    match map.insert(&key, fresh, BPF_NOEXIST as u64) {
-        Ok(()) => Counted::First,
-        Err(_) => Counted::Lost,
     }
 }
 
 /// Program output on terminal `key`: only tells the daemon the terminal exists.
 #[inline(always)]
 fn output(probe: Probe, key: TtyKey) {
-    if TTY_ACTIVITY.get_ptr(key).is_some() {
-        return;
-    }
-    bump(probe, Stat::Matched);
-    if TTY_ACTIVITY
-        .insert(key, TtyActivity::default(), BPF_NOEXIST as u64)
-        .is_ok()
-    {
+    let first = match pts_entry(&key) {
+        PtsEntry::Held(_) => return,
+        PtsEntry::Claimed(slot) => {
+            bump(probe, Stat::Matched);
+            slot.activity = TtyActivity::default();
+            true
+        }
+        PtsEntry::Elsewhere => {
+            if TTY_ACTIVITY.get_ptr(key).is_some() {
+                return;
+            }
+            bump(probe, Stat::Matched);
+            TTY_ACTIVITY
+                .insert(key, TtyActivity::default(), BPF_NOEXIST as u64)
+                .is_ok()
+        }
+    };
+    if first {
         emit(probe, EventKind::TtyFirstOutput, tty_event(key));
     }
 }

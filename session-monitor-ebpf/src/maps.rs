@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use session_monitor_common::{
-    LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
+    LoginActivity, LoginId, Probe, ProcState, PtsSlot, Stat, TtyActivity, TtyKey,
     counters::{COUNTER_SLOTS, slot},
     state::pid_bits,
 };
@@ -16,6 +16,70 @@ use session_monitor_common::{
 /// Activity per terminal. Written by the probes, read and pruned by the daemon.
 #[map]
 pub static TTY_ACTIVITY: HashMap<TtyKey, TtyActivity> = HashMap::with_max_entries(16384, 0);
+
+/// Activity per pseudo-terminal number, the hot path's map (see
+/// `session_monitor_common::PtsSlot`): a keystroke's lookup is a bounds check and a
+/// load. Terminals without a slot (consoles, numbers past the end, the same number of
+/// a second devpts instance) are in [`TTY_ACTIVITY`]. The loader sizes it like
+/// [`TTY_ACTIVITY`].
+#[map]
+pub static PTS_ACTIVITY: Array<PtsSlot> = Array::with_max_entries(16384, 0);
+
+/// Where terminal `key`'s activity is kept, as [`pts_entry`] finds it.
+pub enum PtsEntry {
+    /// In its slot of [`PTS_ACTIVITY`].
+    Held(&'static mut PtsSlot),
+    /// Its slot was free and is now the terminal's; the caller fills it.
+    Claimed(&'static mut PtsSlot),
+    /// In [`TTY_ACTIVITY`] (or not known yet and going there).
+    Elsewhere,
+}
+
+/// Finds terminal `key`'s slot in [`PTS_ACTIVITY`] and claims it when it is free and
+/// the terminal is not already in [`TTY_ACTIVITY`] (where a terminal stays once
+/// there, also after its number's slot was freed: one terminal, one entry).
+#[inline(always)]
+pub fn pts_entry(key: &TtyKey) -> PtsEntry {
+    // The array's own bounds check decides which numbers have a slot.
+    let Some(slot) = PtsSlot::index(key, u32::MAX).and_then(|i| PTS_ACTIVITY.get_ptr_mut(i)) else {
+        return PtsEntry::Elsewhere;
+    };
+    // SAFETY: map value pointer from the kernel, valid for this program run; other
+    // CPUs change `owner` only atomically (a volatile read: no atomic loads here).
+    let slot = unsafe { &mut *slot };
+    let owner = unsafe { core::ptr::read_volatile(&slot.owner) };
+    let this = u64::from(key.pts_dev);
+    if owner == this {
+        return PtsEntry::Held(slot);
+    }
+    if owner != 0 || TTY_ACTIVITY.get_ptr(key).is_some() {
+        return PtsEntry::Elsewhere;
+    }
+    match claim(&mut slot.owner, this) {
+        0 => PtsEntry::Claimed(slot),
+        // Another CPU claimed it for this terminal first.
+        won if won == this => PtsEntry::Held(slot),
+        _ => PtsEntry::Elsewhere,
+    }
+}
+
+/// Sets `*owner` to `this` if it is 0, atomically (BPF_ATOMIC BPF_CMPXCHG, Linux
+/// 5.12+, in assembly: Rust has no atomics on this target); returns what it held.
+#[inline(always)]
+fn claim(owner: &mut u64, this: u64) -> u64 {
+    let mut seen: u64 = 0;
+    // SAFETY: an aligned word of a map value, valid for this program run.
+    unsafe {
+        asm!(
+            "r0 = cmpxchg_64({owner} + 0, r0, {this})",
+            owner = in(reg) owner as *mut u64,
+            this = in(reg) this,
+            inout("r0") seen,
+            options(nostack),
+        );
+    }
+    seen
+}
 
 /// Processes the kernel knows, by tgid: those the daemon tracks (session leaders,
 /// transports, Mosh servers, listeners) and every process forked from a process of a

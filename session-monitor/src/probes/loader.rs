@@ -250,9 +250,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, KernelMaps, RingBuf<MapData>)
 }
 
 /// Maps the loader sizes from its options rather than from the object.
-fn map_sizes(opts: &LoadOptions) -> [(&'static str, u32); 2] {
+fn map_sizes(opts: &LoadOptions) -> [(&'static str, u32); 3] {
     [
         (map_names::TTY_ACTIVITY, opts.max_ttys),
+        (map_names::PTS_ACTIVITY, opts.max_ttys),
         (map_names::PROCS, opts.max_procs),
     ]
 }

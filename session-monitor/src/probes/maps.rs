@@ -7,7 +7,7 @@ use aya::{
 };
 use serde::Serialize;
 use session_monitor_common::{
-    LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
+    LoginActivity, LoginId, Probe, ProcState, PtsSlot, Stat, TtyActivity, TtyKey,
     counters::{
         COUNTER_ANSWERS_IGNORED, COUNTER_INJECTIONS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES,
         COUNTER_PROCS_INSERT_FAILURES, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
@@ -17,7 +17,10 @@ use session_monitor_common::{
 };
 
 pub struct KernelMaps {
+    /// Terminals without a slot in `pts` (see [`PtsSlot`]).
     activity: HashMap<MapData, TtyKey, TtyActivity>,
+    /// Pseudo-terminals by number: each terminal is in exactly one of the two maps.
+    pts: Array<MapData, PtsSlot>,
     procs: HashMap<MapData, u32, ProcState>,
     #[allow(dead_code, reason = "API for the login model of issue 11")]
     login_activity: HashMap<MapData, LoginId, LoginActivity>,
@@ -75,6 +78,7 @@ impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, RingBuf<MapData>)> {
         let mut maps = Self {
             activity: HashMap::try_from(take(ebpf, map_names::TTY_ACTIVITY)?)?,
+            pts: Array::try_from(take(ebpf, map_names::PTS_ACTIVITY)?)?,
             procs: HashMap::try_from(take(ebpf, map_names::PROCS)?)?,
             login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
@@ -100,19 +104,51 @@ impl KernelMaps {
 
     /// Current activity of a terminal, if the kernel knows it.
     pub fn activity(&self, key: &TtyKey) -> Option<TtyActivity> {
-        self.activity.get(key, 0).ok()
+        match self.held_slot(key) {
+            Some((_, slot)) => Some(slot.activity),
+            None => self.activity.get(key, 0).ok(),
+        }
+    }
+
+    /// Terminal `key`'s slot in `pts` and what it holds, if the terminal is there.
+    fn held_slot(&self, key: &TtyKey) -> Option<(u32, PtsSlot)> {
+        let index = PtsSlot::index(key, self.pts.len())?;
+        let slot = self.pts.get(&index, 0).ok()?;
+        slot.holds(key).then_some((index, slot))
     }
 
     /// Every terminal the kernel knows.
     pub fn tty_keys(&self) -> Vec<TtyKey> {
-        self.activity.keys().filter_map(Result::ok).collect()
+        let slots = (0..self.pts.len()).zip(self.pts.iter());
+        let in_slots = slots.filter_map(|(index, slot)| slot.ok()?.key(index));
+        in_slots
+            .chain(self.activity.keys().filter_map(Result::ok))
+            .collect()
     }
 
     /// Records what the daemon learned about a terminal before the probes saw its
     /// input (at start-up, from the tty's access time). The probes may already have an
     /// entry made by program output alone; its missing input time is filled in, but
-    /// input the probes recorded is never overwritten.
+    /// input the probes recorded is never overwritten. A terminal the probes do not
+    /// know yet goes into `TTY_ACTIVITY`, not into a slot: only the probes claim a
+    /// slot, atomically, which the daemon cannot do against them.
     pub fn seed_activity(&mut self, key: TtyKey, last_input_ns: u64) -> Result<()> {
+        if let Some((index, slot)) = self.held_slot(&key) {
+            if slot.activity.last_input_ns != 0 {
+                return Ok(());
+            }
+            let seeded = PtsSlot {
+                activity: TtyActivity {
+                    last_input_ns,
+                    ..slot.activity
+                },
+                ..slot
+            };
+            return self
+                .pts
+                .set(index, seeded, 0)
+                .context("seeding terminal activity");
+        }
         let value = match self.activity.get(&key, 0) {
             Ok(existing) if existing.last_input_ns != 0 => return Ok(()),
             Ok(existing) => TtyActivity {
@@ -131,6 +167,9 @@ impl KernelMaps {
 
     /// Forgets a terminal whose session ended; its next write starts a new one.
     pub fn forget_tty(&mut self, key: &TtyKey) {
+        if let Some((index, _)) = self.held_slot(key) {
+            let _ = self.pts.set(index, PtsSlot::default(), 0);
+        }
         let _ = self.activity.remove(key);
     }
 

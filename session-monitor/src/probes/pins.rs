@@ -287,6 +287,7 @@ mod tests {
         let names: Vec<&str> = maps.iter().map(|m| m.name.as_str()).collect();
         for wanted in [
             session_monitor_common::map_names::TTY_ACTIVITY,
+            session_monitor_common::map_names::PTS_ACTIVITY,
             session_monitor_common::map_names::PROCS,
             session_monitor_common::map_names::REVOKED_UIDS,
             session_monitor_common::map_names::EVENTS,
