@@ -451,6 +451,44 @@ fn output_alone_makes_a_terminal_known_and_a_resize_is_input() {
     assert_eq!(notice.tgid, resizer_tgid);
 }
 
+/// A terminal the daemon found at start-up (seeded with its access time) takes its
+/// pts slot like one the probes saw first, so its keystrokes take the fast path.
+#[test]
+fn a_terminal_seeded_at_start_up_takes_its_slot() {
+    let mut kernel = kernel();
+    let pty = Pty::open(&mut kernel);
+    let seeded_ns = boot_ns() - 1_000_000_000;
+    kernel
+        .maps
+        .seed_activity(pty.key, seeded_ns)
+        .expect("seeding the terminal");
+    assert!(
+        kernel.maps.in_pts_slot(&pty.key),
+        "{:?} not in its slot",
+        pty.key
+    );
+    let seeded = kernel.maps.activity(&pty.key).expect("the seeded terminal");
+    assert_eq!(
+        (seeded.last_input_ns, seeded.input_count),
+        (seeded_ns, 0),
+        "{seeded:?}"
+    );
+
+    let before = boot_ns();
+    pty.keystroke(b"k").release();
+    let typed = kernel.maps.activity(&pty.key).expect("still known");
+    assert_input(
+        "the keystroke after seeding",
+        (typed.input_count, typed.input_bytes),
+        typed.last_input_ns,
+        (1, 1),
+        (before, boot_ns()),
+    );
+    assert!(kernel.maps.in_pts_slot(&pty.key));
+    kernel.maps.forget_tty(&pty.key);
+    assert_eq!(kernel.maps.activity(&pty.key), None);
+}
+
 /// The host's devpts and a container's hand out the same numbers: terminals of one
 /// number in two instances are two terminals, each counted on its own. The first one
 /// typed into takes the number's slot (`PtsSlot`), the other goes to the hash map,
@@ -479,6 +517,10 @@ fn terminals_of_one_number_in_two_devpts_instances_are_kept_apart() {
     let before = boot_ns();
     let host_typist = typed(&host, b"h");
     kernel.assert_one_key(&host.key, "the host terminal's keystroke", before);
+    assert!(
+        kernel.maps.in_pts_slot(&container.key) && !kernel.maps.in_pts_slot(&host.key),
+        "the first terminal typed into does not hold the number's slot"
+    );
     let container_again = kernel.maps.activity(&container.key).expect("still known");
     assert_eq!(
         container_again.input_count, 1,

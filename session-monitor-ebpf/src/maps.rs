@@ -3,7 +3,7 @@
 use core::arch::asm;
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC},
+    bindings::{BPF_ANY, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -21,9 +21,10 @@ pub static TTY_ACTIVITY: HashMap<TtyKey, TtyActivity> = HashMap::with_max_entrie
 /// `session_monitor_common::PtsSlot`): a keystroke's lookup is a bounds check and a
 /// load. Terminals without a slot (consoles, numbers past the end, the same number of
 /// a second devpts instance) are in [`TTY_ACTIVITY`]. The loader sizes it like
-/// [`TTY_ACTIVITY`].
+/// [`TTY_ACTIVITY`]. Mappable: the daemon claims a slot with the same atomic
+/// compare-and-exchange as [`pts_entry`].
 #[map]
-pub static PTS_ACTIVITY: Array<PtsSlot> = Array::with_max_entries(16384, 0);
+pub static PTS_ACTIVITY: Array<PtsSlot> = Array::with_max_entries(16384, BPF_F_MMAPABLE);
 
 /// Where terminal `key`'s activity is kept, as [`pts_entry`] finds it.
 pub enum PtsEntry {

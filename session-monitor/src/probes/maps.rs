@@ -1,5 +1,6 @@
 //! Typed access to the maps the probes share with the daemon.
 
+use super::pts_slots::PtsSlots;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
@@ -7,7 +8,7 @@ use aya::{
 };
 use serde::Serialize;
 use session_monitor_common::{
-    LoginActivity, LoginId, Probe, ProcState, PtsSlot, Stat, TtyActivity, TtyKey,
+    LoginActivity, LoginId, Probe, ProcState, Stat, TtyActivity, TtyKey,
     counters::{
         COUNTER_ANSWERS_IGNORED, COUNTER_INJECTIONS_IGNORED, COUNTER_LOGIN_INSERT_FAILURES,
         COUNTER_PROCS_INSERT_FAILURES, COUNTER_READ_ERRORS, COUNTER_REVOKE_SIGNALS, slot,
@@ -19,8 +20,8 @@ use session_monitor_common::{
 pub struct KernelMaps {
     /// Terminals without a slot in `pts` (see [`PtsSlot`]).
     activity: HashMap<MapData, TtyKey, TtyActivity>,
-    /// Pseudo-terminals by number: each terminal is in exactly one of the two maps.
-    pts: Array<MapData, PtsSlot>,
+    /// Pseudo-terminals by number: a terminal is in one of the two maps.
+    pts: PtsSlots,
     procs: HashMap<MapData, u32, ProcState>,
     #[allow(dead_code, reason = "API for the login model of issue 11")]
     login_activity: HashMap<MapData, LoginId, LoginActivity>,
@@ -78,7 +79,7 @@ impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, RingBuf<MapData>)> {
         let mut maps = Self {
             activity: HashMap::try_from(take(ebpf, map_names::TTY_ACTIVITY)?)?,
-            pts: Array::try_from(take(ebpf, map_names::PTS_ACTIVITY)?)?,
+            pts: PtsSlots::map(take(ebpf, map_names::PTS_ACTIVITY)?)?,
             procs: HashMap::try_from(take(ebpf, map_names::PROCS)?)?,
             login_activity: HashMap::try_from(take(ebpf, map_names::LOGIN_ACTIVITY)?)?,
             revoked_uids: HashMap::try_from(take(ebpf, map_names::REVOKED_UIDS)?)?,
@@ -104,24 +105,22 @@ impl KernelMaps {
 
     /// Current activity of a terminal, if the kernel knows it.
     pub fn activity(&self, key: &TtyKey) -> Option<TtyActivity> {
-        match self.held_slot(key) {
-            Some((_, slot)) => Some(slot.activity),
+        match self.pts.held(key) {
+            Some((_, activity)) => Some(activity),
             None => self.activity.get(key, 0).ok(),
         }
     }
 
-    /// Terminal `key`'s slot in `pts` and what it holds, if the terminal is there.
-    fn held_slot(&self, key: &TtyKey) -> Option<(u32, PtsSlot)> {
-        let index = PtsSlot::index(key, self.pts.len())?;
-        let slot = self.pts.get(&index, 0).ok()?;
-        slot.holds(key).then_some((index, slot))
+    /// Whether terminal `key` is in its slot of `PTS_ACTIVITY`, where a keystroke
+    /// finds it fastest (for tests and diagnostics).
+    pub fn in_pts_slot(&self, key: &TtyKey) -> bool {
+        self.pts.held(key).is_some()
     }
 
     /// Every terminal the kernel knows.
     pub fn tty_keys(&self) -> Vec<TtyKey> {
-        let slots = (0..self.pts.len()).zip(self.pts.iter());
-        let in_slots = slots.filter_map(|(index, slot)| slot.ok()?.key(index));
-        in_slots
+        self.pts
+            .keys()
             .chain(self.activity.keys().filter_map(Result::ok))
             .collect()
     }
@@ -129,33 +128,25 @@ impl KernelMaps {
     /// Records what the daemon learned about a terminal before the probes saw its
     /// input (at start-up, from the tty's access time). The probes may already have an
     /// entry made by program output alone; its missing input time is filled in, but
-    /// input the probes recorded is never overwritten. A terminal the probes do not
-    /// know yet goes into `TTY_ACTIVITY`, not into a slot: only the probes claim a
-    /// slot, atomically, which the daemon cannot do against them.
+    /// input the probes recorded is never overwritten. A terminal the kernel does not
+    /// know yet takes its slot, as the probes would.
     pub fn seed_activity(&mut self, key: TtyKey, last_input_ns: u64) -> Result<()> {
-        if let Some((index, slot)) = self.held_slot(&key) {
-            if slot.activity.last_input_ns != 0 {
-                return Ok(());
+        let in_hash = self.activity.get(&key, 0).ok();
+        if in_hash.is_none() && (self.pts.held(&key).is_some() || self.pts.claim(&key)) {
+            if let Some((index, activity)) = self.pts.held(&key)
+                && activity.last_input_ns == 0
+            {
+                self.pts.set_last_input(index, last_input_ns);
             }
-            let seeded = PtsSlot {
-                activity: TtyActivity {
-                    last_input_ns,
-                    ..slot.activity
-                },
-                ..slot
-            };
-            return self
-                .pts
-                .set(index, seeded, 0)
-                .context("seeding terminal activity");
+            return Ok(());
         }
-        let value = match self.activity.get(&key, 0) {
-            Ok(existing) if existing.last_input_ns != 0 => return Ok(()),
-            Ok(existing) => TtyActivity {
+        let value = match in_hash {
+            Some(existing) if existing.last_input_ns != 0 => return Ok(()),
+            Some(existing) => TtyActivity {
                 last_input_ns,
                 ..existing
             },
-            Err(_) => TtyActivity {
+            None => TtyActivity {
                 last_input_ns,
                 ..TtyActivity::default()
             },
@@ -167,9 +158,7 @@ impl KernelMaps {
 
     /// Forgets a terminal whose session ended; its next write starts a new one.
     pub fn forget_tty(&mut self, key: &TtyKey) {
-        if let Some((index, _)) = self.held_slot(key) {
-            let _ = self.pts.set(index, PtsSlot::default(), 0);
-        }
+        self.pts.free(key);
         let _ = self.activity.remove(key);
     }
 

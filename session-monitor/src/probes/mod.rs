@@ -8,6 +8,7 @@ mod loader;
 mod maps;
 mod pins;
 mod programs;
+mod pts_slots;
 mod standby;
 mod tracefs;
 
