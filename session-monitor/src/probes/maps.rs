@@ -18,7 +18,7 @@ use session_monitor_common::{
 };
 
 pub struct KernelMaps {
-    /// Terminals without a slot in `pts` (see [`PtsSlot`]).
+    /// Terminals without a slot in `pts` (see [`session_monitor_common::PtsSlot`]).
     activity: HashMap<MapData, TtyKey, TtyActivity>,
     /// Pseudo-terminals by number: a terminal is in one of the two maps.
     pts: PtsSlots,
@@ -132,7 +132,8 @@ impl KernelMaps {
     /// know yet takes its slot, as the probes would.
     pub fn seed_activity(&mut self, key: TtyKey, last_input_ns: u64) -> Result<()> {
         let in_hash = self.activity.get(&key, 0).ok();
-        if in_hash.is_none() && (self.pts.held(&key).is_some() || self.pts.claim(&key)) {
+        // Claiming a slot the terminal holds already succeeds too.
+        if in_hash.is_none() && self.pts.claim(&key) {
             if let Some((index, activity)) = self.pts.held(&key)
                 && activity.last_input_ns == 0
             {
