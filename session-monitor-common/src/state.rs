@@ -60,18 +60,18 @@ impl PtsSlot {
             .then_some(number)
     }
 
-    /// The key of the terminal in slot `index`, if the slot is taken.
-    pub fn key(&self, index: u32) -> Option<crate::TtyKey> {
-        (self.owner != 0).then(|| crate::TtyKey {
+    /// The key of the terminal in slot `index` whose `owner` is `owner`, if taken.
+    pub fn key(index: u32, owner: u64) -> Option<crate::TtyKey> {
+        (owner != 0).then(|| crate::TtyKey {
             rdev: crate::dev::mkdev(crate::dev::PTY_SLAVE_MAJOR_FIRST, index),
-            pts_dev: self.owner as u32,
+            pts_dev: owner as u32,
         })
     }
 
-    /// Whether terminal `key` (of this slot's number) is the one in the slot.
+    /// The `owner` of a slot that terminal `key` (of the slot's number) holds.
     #[inline(always)]
-    pub fn holds(&self, key: &crate::TtyKey) -> bool {
-        self.owner == u64::from(key.pts_dev)
+    pub fn owner_of(key: &crate::TtyKey) -> u64 {
+        u64::from(key.pts_dev)
     }
 }
 
@@ -190,16 +190,15 @@ mod pts_slot_tests {
             rdev: mkdev(136, 7),
             pts_dev: 0x1a,
         };
-        let slot = PtsSlot {
-            owner: 0x1a,
-            ..PtsSlot::default()
-        };
-        assert_eq!(slot.key(7), Some(key));
-        assert!(slot.holds(&key));
-        assert!(!slot.holds(&TtyKey {
-            pts_dev: 0x2b,
-            ..key
-        }));
-        assert_eq!(PtsSlot::default().key(7), None);
+        assert_eq!(PtsSlot::key(7, 0x1a), Some(key));
+        assert_eq!(PtsSlot::owner_of(&key), 0x1a);
+        assert_ne!(
+            PtsSlot::owner_of(&TtyKey {
+                pts_dev: 0x2b,
+                ..key
+            }),
+            0x1a
+        );
+        assert_eq!(PtsSlot::key(7, 0), None);
     }
 }

@@ -49,7 +49,7 @@ pub fn pts_entry(key: &TtyKey) -> PtsEntry {
     // CPUs change `owner` only atomically (a volatile read: no atomic loads here).
     let slot = unsafe { &mut *slot };
     let owner = unsafe { core::ptr::read_volatile(&slot.owner) };
-    let this = u64::from(key.pts_dev);
+    let this = PtsSlot::owner_of(key);
     if owner == this {
         return PtsEntry::Held(slot);
     }

@@ -80,7 +80,7 @@ impl PtsSlots {
     pub fn held(&self, key: &TtyKey) -> Option<(u32, TtyActivity)> {
         let index = PtsSlot::index(key, self.len)?;
         let slot = self.slot(index)?;
-        if self.owner(index)?.load(Ordering::Acquire) != u64::from(key.pts_dev) {
+        if self.owner(index)?.load(Ordering::Acquire) != PtsSlot::owner_of(key) {
             return None;
         }
         // SAFETY: in bounds; the probes write it concurrently (a torn read gives
@@ -96,7 +96,7 @@ impl PtsSlots {
         let Some(owner) = PtsSlot::index(key, self.len).and_then(|i| self.owner(i)) else {
             return false;
         };
-        let this = u64::from(key.pts_dev);
+        let this = PtsSlot::owner_of(key);
         match owner.compare_exchange(0, this, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => true,
             Err(held) => held == this,
@@ -125,7 +125,7 @@ impl PtsSlots {
         }
         if let Some(owner) = self.owner(index) {
             let _ = owner.compare_exchange(
-                u64::from(key.pts_dev),
+                PtsSlot::owner_of(key),
                 0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
@@ -135,14 +135,8 @@ impl PtsSlots {
 
     /// The terminals in the slots.
     pub fn keys(&self) -> impl Iterator<Item = TtyKey> + '_ {
-        (0..self.len).filter_map(|index| {
-            let owner = self.owner(index)?.load(Ordering::Acquire);
-            PtsSlot {
-                owner,
-                ..PtsSlot::default()
-            }
-            .key(index)
-        })
+        (0..self.len)
+            .filter_map(|index| PtsSlot::key(index, self.owner(index)?.load(Ordering::Acquire)))
     }
 }
 
