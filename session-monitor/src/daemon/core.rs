@@ -51,7 +51,7 @@ struct Pending {
 const RESOLVE_BATCH_DELAY: Duration = Duration::from_millis(20);
 const RESOLVE_QUICK_ATTEMPTS: u32 = 6;
 /// A terminal written to but without a login session for this long is forgotten in
-/// the kernel map (it is noticed again on its next write).
+/// the kernel's terminal maps (it is noticed again on its next write).
 const UNRESOLVED_FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// An ssh connection the listener forked, waiting to authenticate.
@@ -964,10 +964,10 @@ impl Core {
     /// Runs every [`super::RECONCILE_INTERVAL`]. Exit events end sessions; this
     /// catches what events alone would miss: terminals not resolved yet (every
     /// tick), a sweep of /proc for exits, connections and consoles (every tick; every
-    /// 15th from [`LARGE`] sessions on) and of the kernel map for terminals the
-    /// events missed (every 15th). Metrics are refreshed every tick (every 5th from
-    /// [`LARGE`] sessions on), so that the daemon stays cheap with ten thousand
-    /// sessions.
+    /// 15th from [`LARGE`] sessions on) and of the kernel's terminal maps for
+    /// terminals the events missed (every 15th). Metrics are refreshed every tick
+    /// (every 5th from [`LARGE`] sessions on), so that the daemon stays cheap with ten
+    /// thousand sessions.
     pub fn reconcile(&mut self) {
         self.ticks += 1;
         let large = self.table.len() >= LARGE;
